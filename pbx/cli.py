@@ -1,0 +1,42 @@
+"""The ``pbx`` command line (docs/design.md, "Command line and admin API")."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+DEFAULT_CONFIG = Path("config/pbx.toml")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pbx", description="SIP PBX and B2BUA")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="path to pbx.toml")
+        return cmd
+
+    run = add("run", "run the server in the foreground")
+    run.add_argument("--log-level", default="info")
+    run.add_argument("--log-json", action="store_true", help="JSON log lines even on a terminal")
+    add("check-config", "validate the configuration")
+    add("reload", "ask the running server to reload its configuration")
+    add("status", "print the running server's status")
+    sim = add("simulate", "show how a call would be routed, without placing it")
+    sim.add_argument("--number", required=True, help="the dialled number (DID)")
+    sim.add_argument("--at", required=True, help="ISO-8601 instant; local tenant time if naive")
+    sim.add_argument("--offline", nargs="*", default=[], metavar="EXT")
+    sim.add_argument("--busy", nargs="*", default=[], metavar="EXT")
+    sim.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        from pbx.server import run_server
+
+        return run_server(args.config, log_level=args.log_level, log_json=args.log_json or None)
+    raise SystemExit(f"pbx {args.command}: not implemented yet")

@@ -1,0 +1,1 @@
+"""Configuration: files, validation, immutable snapshots and reload."""

@@ -1,0 +1,210 @@
+"""The configuration snapshot: immutable, versioned values built by ``pbx.config.load``.
+
+Keys follow the admin contract of docs/design.md (DESIGN section 5). Everything here is plain,
+frozen data: the routing core and the call engine read it, nothing writes it. A reload builds a
+new snapshot and swaps it in with one assignment (``ConfigHolder.current``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import time
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal, NewType, TypeVar
+
+Extension = NewType("Extension", str)  # exactly 4 half-width digits, 0000-8999
+PhoneNumber = NewType("PhoneNumber", str)  # national form, half-width digits ("0312345678")
+TenantId = NewType("TenantId", str)  # the tenant file's stem ("acme" for tenants/acme.toml)
+
+# The special inbound-rule target that plays the after-hours announcement.
+AFTER_HOURS_TARGET = "009608"
+
+DayName = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun", "holiday"]
+WEEKDAYS: tuple[DayName, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+ForwardCallerId = Literal["original", "user"]
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _frozen_map(items: Mapping[K, V] | None = None) -> Mapping[K, V]:
+    return MappingProxyType(dict(items or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class ListenSpec:
+    """One ``[sip] listen`` entry, e.g. ``udp:0.0.0.0:5060`` or ``tcp:[::1]:5060``."""
+
+    transport: Literal["udp", "tcp"]
+    host: str  # literal IP address, without brackets
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class SipSettings:
+    listen: tuple[ListenSpec, ...]
+    advertise: str | None = None  # address written into Via/Contact/Record-Route/SDP
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    algorithms: tuple[Literal["MD5", "SHA-256"], ...] = ("MD5", "SHA-256")
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrarSettings:
+    min_expires: int = 60
+    max_expires: int = 3600
+    max_contacts: int = 5
+    default_expires: int = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class CallSettings:
+    no_answer_seconds: int = 20
+    max_ring_seconds: int = 60
+    max_calls_per_user: int = 1
+    max_forward_hops: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    ban_after_failures: int = 10
+    ban_window_seconds: int = 600
+    ban_seconds: int = 600
+    max_requests_per_second: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class MediaSettings:
+    rtp_port_min: int = 20000
+    rtp_port_max: int = 29999
+    inactivity_seconds: int = 60
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    host: str = "127.0.0.1"
+    port: int = 8088
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    data_dir: Path  # absolute (resolved against the folder of pbx.toml)
+
+
+@dataclass(frozen=True, slots=True)
+class Trunk:
+    """A carrier trunk: outbound calls go to host:port; calls from host (any port) are its."""
+
+    name: str
+    host: str  # literal IP address
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    path: Path  # the pbx.toml this came from
+    sip: SipSettings
+    auth: AuthSettings
+    registrar: RegistrarSettings
+    calls: CallSettings
+    security: SecuritySettings
+    media: MediaSettings
+    admin: AdminSettings
+    storage: StorageSettings
+    trunks: tuple[Trunk, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarding:
+    """Forward destinations: an extension of the same tenant or an external number, or None."""
+
+    busy: str | None = None
+    no_answer: str | None = None
+    offline: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UserConfig:
+    extension: Extension
+    password: str | None = None  # clear text, or None when only HA1 hashes are given
+    password_ha1_md5: str | None = None  # hex of MD5(ext:realm:password)
+    password_ha1_sha256: str | None = None  # hex of SHA-256(ext:realm:password)
+    name: str | None = None
+    department: str | None = None
+    caller_id: PhoneNumber | None = None  # one of the tenant's numbers
+    recording: bool = False
+    forward: Forwarding = field(default_factory=Forwarding)
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingRule:
+    """One inbound rule of a number: targets ring in parallel within [start, end] on ``days``."""
+
+    position: int  # 1-based index among the tenant file's [[incoming]] entries
+    number: PhoneNumber
+    targets: tuple[str, ...]  # extensions, external numbers, or just ("009608",)
+    days: frozenset[DayName]
+    start: time  # inclusive, whole seconds
+    end: time  # inclusive, whole seconds ("19:59" means 19:59:59)
+
+
+@dataclass(frozen=True, slots=True)
+class TenantLimits:
+    max_users: int
+    recording_users: int = 0
+    international_calls: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TenantConfig:
+    id: TenantId
+    path: Path
+    domain: str  # SIP domain and digest realm, lower case
+    timezone: str = "Asia/Tokyo"  # IANA zone name
+    default: bool = False
+    qualify_seconds: int = 0
+    forward_caller_id: ForwardCallerId = "original"
+    limits: TenantLimits = field(default_factory=lambda: TenantLimits(max_users=0))
+    numbers: tuple[PhoneNumber, ...] = ()
+    users: Mapping[Extension, UserConfig] = field(default_factory=_frozen_map)
+    incoming: tuple[IncomingRule, ...] = ()
+
+    def rules_for(self, number: PhoneNumber) -> tuple[IncomingRule, ...]:
+        return tuple(rule for rule in self.incoming if rule.number == number)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigSnapshot:
+    """Everything the server runs on, as one immutable value."""
+
+    version: int  # sequence number: 1 for the first load, +1 per successful reload
+    digest: str  # SHA-256 hex of the files' contents (names and bytes, in a stable order)
+    server: ServerConfig
+    tenants: Mapping[TenantId, TenantConfig]
+    warnings: tuple[str, ...] = ()
+
+    # Indexes derived from ``tenants`` by the loader.
+    tenant_by_number: Mapping[PhoneNumber, TenantId] = field(default_factory=_frozen_map)
+    tenant_by_domain: Mapping[str, TenantId] = field(default_factory=_frozen_map)
+    default_tenant: TenantId | None = None  # marked default, or the only tenant
+
+    def tenant_for_number(self, number: str) -> TenantConfig | None:
+        tid = self.tenant_by_number.get(PhoneNumber(number))
+        return self.tenants[tid] if tid is not None else None
+
+    def tenant_for_domain(self, domain: str) -> TenantConfig | None:
+        """The tenant whose domain this is; else the default tenant (server address, etc.)."""
+        tid = self.tenant_by_domain.get(domain.lower(), self.default_tenant)
+        return self.tenants[tid] if tid is not None else None
+
+    def trunk_for_host(self, host: str) -> Trunk | None:
+        for trunk in self.server.trunks:
+            if trunk.host == host:
+                return trunk
+        return None

@@ -1,0 +1,298 @@
+"""SIP message values (RFC 3261 sections 7, 19.1, 20 and 25).
+
+Pure data: frozen dataclasses for requests, responses, URIs and the headers the core routes on
+(Via, From, To, Call-ID, CSeq, Contact, Max-Forwards). Every other header stays a raw
+``(name, value)`` pair, in arrival order, byte-exact. Parsing lives in ``pbx.sip.parse`` and
+serialization in ``SipRequest.to_bytes`` / ``SipResponse.to_bytes``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NewType
+
+CallId = NewType("CallId", str)
+Branch = NewType("Branch", str)
+Tag = NewType("Tag", str)
+
+# (host, port) as the socket layer sees it; host is a literal IP address.
+Address = tuple[str, int]
+
+# RFC 3261 8.1.1.7: a branch starting with this cookie was made by an RFC 3261 element.
+MAGIC_COOKIE = "z9hG4bK"
+
+Params = tuple[tuple[str, str | None], ...]
+
+
+def get_param(params: Params, name: str) -> str | None:
+    """Value of the first parameter called ``name`` (case-insensitive); None if absent or bare."""
+    lname = name.lower()
+    for key, value in params:
+        if key.lower() == lname:
+            return value
+    return None
+
+
+def has_param(params: Params, name: str) -> bool:
+    """Whether a parameter called ``name`` (case-insensitive) is present, with or without value."""
+    lname = name.lower()
+    return any(key.lower() == lname for key, _ in params)
+
+
+def format_params(params: Params) -> str:
+    """``;name=value;flag`` as written in a header or URI."""
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
+
+
+@dataclass(frozen=True, slots=True)
+class SipUri:
+    """A sip: or sips: URI (RFC 3261 19.1). ``user`` and param values keep their %-escapes."""
+
+    scheme: str  # "sip" or "sips", lower case
+    host: str  # lower case; IPv6 references keep their brackets
+    user: str | None = None
+    password: str | None = None
+    port: int | None = None
+    params: Params = ()
+    headers: str | None = None  # the text after "?", escaped, never turned into real headers
+
+    def param(self, name: str) -> str | None:
+        return get_param(self.params, name)
+
+    def has_param(self, name: str) -> bool:
+        return has_param(self.params, name)
+
+    @property
+    def transport(self) -> str | None:
+        value = self.param("transport")
+        return value.upper() if value else None
+
+    def __str__(self) -> str:
+        out = [self.scheme, ":"]
+        if self.user is not None:
+            out.append(self.user)
+            if self.password is not None:
+                out.append(":" + self.password)
+            out.append("@")
+        out.append(self.host)
+        if self.port is not None:
+            out.append(f":{self.port}")
+        out.append(format_params(self.params))
+        if self.headers is not None:
+            out.append("?" + self.headers)
+        return "".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class TelUri:
+    """A tel: URI (RFC 3966): the number as written (visual separators kept) and its params."""
+
+    number: str
+    params: Params = ()
+
+    def param(self, name: str) -> str | None:
+        return get_param(self.params, name)
+
+    def __str__(self) -> str:
+        return f"tel:{self.number}{format_params(self.params)}"
+
+
+@dataclass(frozen=True, slots=True)
+class AbsoluteUri:
+    """Any other scheme (RFC 3261 25.1 absoluteURI), kept opaque."""
+
+    scheme: str  # lower case
+    text: str  # the whole URI as written
+
+    def __str__(self) -> str:
+        return self.text
+
+
+Uri = SipUri | TelUri | AbsoluteUri
+
+
+@dataclass(frozen=True, slots=True)
+class NameAddress:
+    """name-addr or addr-spec with header parameters (From, To, Contact, Route, ...)."""
+
+    uri: Uri
+    display_name: str | None = None  # as written: quoted-string with its quotes, or token(s)
+    params: Params = ()
+
+    @property
+    def tag(self) -> Tag | None:
+        value = get_param(self.params, "tag")
+        return Tag(value) if value is not None else None
+
+    def param(self, name: str) -> str | None:
+        return get_param(self.params, name)
+
+    def with_tag(self, tag: str) -> NameAddress:
+        kept = tuple((k, v) for k, v in self.params if k.lower() != "tag")
+        return NameAddress(self.uri, self.display_name, (*kept, ("tag", tag)))
+
+    def __str__(self) -> str:
+        name = f"{self.display_name} " if self.display_name else ""
+        return f"{name}<{self.uri}>{format_params(self.params)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    """One Via value (RFC 3261 20.42, 18.2.1, RFC 3581)."""
+
+    transport: str  # upper case: UDP, TCP, TLS, SCTP, WS, WSS or an extension token
+    host: str
+    port: int | None = None
+    params: Params = ()
+    protocol: str = "SIP/2.0"
+
+    @property
+    def branch(self) -> Branch | None:
+        value = get_param(self.params, "branch")
+        return Branch(value) if value is not None else None
+
+    @property
+    def received(self) -> str | None:
+        return get_param(self.params, "received")
+
+    @property
+    def rport(self) -> int | None:
+        """The rport value filled in by a server; None when absent or empty."""
+        value = get_param(self.params, "rport")
+        return int(value) if value and value.isdigit() else None
+
+    @property
+    def wants_rport(self) -> bool:
+        return has_param(self.params, "rport")
+
+    @property
+    def sent_by(self) -> tuple[str, int | None]:
+        return (self.host, self.port)
+
+    def param(self, name: str) -> str | None:
+        return get_param(self.params, name)
+
+    def __str__(self) -> str:
+        port = f":{self.port}" if self.port is not None else ""
+        return f"{self.protocol}/{self.transport} {self.host}{port}{format_params(self.params)}"
+
+
+@dataclass(frozen=True, slots=True)
+class CSeq:
+    number: int  # 0 .. 2**32-1
+    method: str
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.method}"
+
+
+@dataclass(frozen=True, slots=True)
+class SipRequest:
+    """A request. ``headers`` holds every header not given a typed field, in order."""
+
+    method: str
+    uri: Uri
+    via: tuple[Via, ...]
+    from_: NameAddress
+    to: NameAddress
+    call_id: CallId
+    cseq: CSeq
+    max_forwards: int | None = 70
+    contact: tuple[NameAddress, ...] = ()
+    contact_star: bool = False  # "Contact: *" (REGISTER removing every binding)
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    version: str = "SIP/2.0"
+
+    def header(self, name: str) -> str | None:
+        """First raw header called ``name`` (case-insensitive, compact forms included)."""
+        return find_header(self.headers, name)
+
+    def header_values(self, name: str) -> list[str]:
+        """Every raw value of header ``name``, comma-separated values split out."""
+        return find_header_values(self.headers, name)
+
+    def to_bytes(self) -> bytes:
+        from pbx.sip.parse import serialize_request
+
+        return serialize_request(self)
+
+
+@dataclass(frozen=True, slots=True)
+class SipResponse:
+    """A response. Same header conventions as ``SipRequest``."""
+
+    status: int
+    reason: str
+    via: tuple[Via, ...]
+    from_: NameAddress
+    to: NameAddress
+    call_id: CallId
+    cseq: CSeq
+    contact: tuple[NameAddress, ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    version: str = "SIP/2.0"
+    max_forwards: int | None = field(default=None, repr=False)
+
+    def header(self, name: str) -> str | None:
+        return find_header(self.headers, name)
+
+    def header_values(self, name: str) -> list[str]:
+        return find_header_values(self.headers, name)
+
+    def to_bytes(self) -> bytes:
+        from pbx.sip.parse import serialize_response
+
+        return serialize_response(self)
+
+
+SipMessage = SipRequest | SipResponse
+
+# RFC 3261 7.3.3 compact forms (plus RFC 3515/3891/4028 ones in common use).
+COMPACT_FORMS: dict[str, str] = {
+    "i": "call-id",
+    "m": "contact",
+    "e": "content-encoding",
+    "l": "content-length",
+    "c": "content-type",
+    "f": "from",
+    "s": "subject",
+    "k": "supported",
+    "t": "to",
+    "v": "via",
+    "o": "event",
+    "r": "refer-to",
+    "b": "referred-by",
+    "u": "allow-events",
+    "x": "session-expires",
+    "a": "accept-contact",
+    "j": "reject-contact",
+    "d": "request-disposition",
+    "y": "identity",
+}
+
+
+def canonical_header_name(name: str) -> str:
+    """Lower-case long form of a header name (compact forms expanded)."""
+    lname = name.lower()
+    return COMPACT_FORMS.get(lname, lname)
+
+
+def find_header(headers: tuple[tuple[str, str], ...], name: str) -> str | None:
+    want = canonical_header_name(name)
+    for key, value in headers:
+        if canonical_header_name(key) == want:
+            return value
+    return None
+
+
+def find_header_values(headers: tuple[tuple[str, str], ...], name: str) -> list[str]:
+    from pbx.sip.parse import split_header_values
+
+    want = canonical_header_name(name)
+    out: list[str] = []
+    for key, value in headers:
+        if canonical_header_name(key) == want:
+            out.extend(split_header_values(value))
+    return out
