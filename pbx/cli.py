@@ -1,12 +1,25 @@
-"""The ``pbx`` command line (docs/design.md, "Command line and admin API")."""
+"""The ``pbx`` command line (docs/design.md, "Command line and admin API").
+
+Each command lives in its own module; this file only parses arguments and dispatches.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections.abc import Sequence
 from pathlib import Path
 
 DEFAULT_CONFIG = Path("config/pbx.toml")
+
+# command -> module whose ``main(args: argparse.Namespace) -> int`` carries it out
+COMMANDS = {
+    "run": "pbx.server",
+    "check-config": "pbx.config.check",
+    "reload": "pbx.admin_client",
+    "status": "pbx.admin_client",
+    "simulate": "pbx.simulate",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,10 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-json", action="store_true", help="JSON log lines even on a terminal")
     add("check-config", "validate the configuration")
     add("reload", "ask the running server to reload its configuration")
-    add("status", "print the running server's status")
+    status = add("status", "print the running server's status")
+    status.add_argument("--json", action="store_true")
     sim = add("simulate", "show how a call would be routed, without placing it")
     sim.add_argument("--number", required=True, help="the dialled number (DID)")
-    sim.add_argument("--at", required=True, help="ISO-8601 instant; local tenant time if naive")
+    sim.add_argument("--at", required=True, help="ISO-8601 instant; tenant-local time if naive")
     sim.add_argument("--offline", nargs="*", default=[], metavar="EXT")
     sim.add_argument("--busy", nargs="*", default=[], metavar="EXT")
     sim.add_argument("--json", action="store_true")
@@ -35,8 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "run":
-        from pbx.server import run_server
-
-        return run_server(args.config, log_level=args.log_level, log_json=args.log_json or None)
-    raise SystemExit(f"pbx {args.command}: not implemented yet")
+    module = importlib.import_module(COMMANDS[args.command])
+    result: int = module.main(args)
+    return result

@@ -14,17 +14,18 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, NewType, TypeVar
 
+from pbx.numbers import AFTER_HOURS_TARGET
+
 Extension = NewType("Extension", str)  # exactly 4 half-width digits, 0000-8999
 PhoneNumber = NewType("PhoneNumber", str)  # national form, half-width digits ("0312345678")
 TenantId = NewType("TenantId", str)  # the tenant file's stem ("acme" for tenants/acme.toml)
-
-# The special inbound-rule target that plays the after-hours announcement.
-AFTER_HOURS_TARGET = "009608"
 
 DayName = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun", "holiday"]
 WEEKDAYS: tuple[DayName, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 ForwardCallerId = Literal["original", "user"]
+
+__all__ = ["AFTER_HOURS_TARGET"]  # re-exported for config users
 
 
 K = TypeVar("K")
