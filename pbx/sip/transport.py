@@ -1,0 +1,320 @@
+"""UDP and TCP transports: the asyncio edge of the SIP stack (RFC 3261 section 18, RFC 5626 3.5.1).
+
+Listeners come from ``[sip] listen`` (IPv4 and IPv6). Every received message is handed to one
+callback as an ``Inbound`` value; nothing here parses beyond TCP framing. Responses and requests
+leave through ``SipTransport.send``: over UDP from the socket the peer talks to, over TCP on the
+peer's own connection when it still exists (phones behind NAT can only be reached that way).
+
+TCP connections are bounded: a total cap and a per-source cap (extra connections are closed at
+once), an idle time-out, and a time-out for completing a message once its first byte arrived.
+Framing is ``pbx.sip.framing.StreamFramer``: at most 64 KiB is ever buffered per connection, and a
+framing error closes the connection (RFC 4475 3.1.2.2/3.1.2.3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import structlog
+
+from pbx.errors import RemoteProtocolError
+from pbx.sip.framing import KEEPALIVE, StreamFramer
+from pbx.sip.message import Address
+
+log = structlog.get_logger("pbx.sip.transport")
+
+TransportName = Literal["UDP", "TCP"]
+
+# RFC 5626 3.5.1: a CRLFCRLF "ping" is answered with a single CRLF "pong".
+PONG = b"\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One message as it arrived: raw bytes, who sent it, and over what."""
+
+    data: bytes
+    source: Address
+    local: Address
+    transport: TransportName
+    connection_id: int | None = None  # TCP only
+
+
+@dataclass(frozen=True, slots=True)
+class TcpLimits:
+    max_connections: int = 10_000
+    max_connections_per_source: int = 200
+    idle_seconds: float = 600.0  # RFC 5626 keep-alives come every ~2 minutes
+    message_seconds: float = 32.0  # a message started must be complete within this (64*T1)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    transport: TransportName
+    host: str
+    port: int
+
+
+InboundHandler = Callable[[Inbound], None]
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, owner: SipTransport, local: Address) -> None:
+        self.owner = owner
+        self.local = local
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        source = (str(addr[0]), int(str(addr[1])))
+        self.owner.deliver(Inbound(data, source, self.local, "UDP"))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like: the peer is gone; transactions time out on their own.
+        log.debug("udp_error", local=self.local, error=str(exc))
+
+
+class _TcpConnection(asyncio.Protocol):
+    def __init__(self, owner: SipTransport, local: Address) -> None:
+        self.owner = owner
+        self.local = local
+        self.id = next(owner._connection_ids)
+        self.peer: Address = ("", 0)
+        self.transport: asyncio.Transport | None = None
+        self.framer = StreamFramer()
+        self._idle: asyncio.TimerHandle | None = None
+        self._message_deadline: asyncio.TimerHandle | None = None
+
+    # -- asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = (str(peer[0]), int(peer[1]))
+        if not self.owner._admit(self):
+            log.warning("tcp_connection_refused", source=self.peer, reason="connection cap")
+            transport.abort()
+            return
+        self._arm_idle()
+
+    def data_received(self, data: bytes) -> None:
+        self._arm_idle()
+        try:
+            frames = self.framer.feed(data)
+        except RemoteProtocolError as exc:
+            log.warning("tcp_framing_error", source=self.peer, error=str(exc))
+            self.close()
+            return
+        for frame in frames:
+            if frame is KEEPALIVE:
+                self.write(PONG)
+            else:
+                assert isinstance(frame, bytes)
+                self.owner.deliver(Inbound(frame, self.peer, self.local, "TCP", self.id))
+        self._arm_message_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for handle in (self._idle, self._message_deadline):
+            if handle is not None:
+                handle.cancel()
+        self.owner._forget(self)
+
+    # -- helpers
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _arm_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        loop = asyncio.get_running_loop()
+        self._idle = loop.call_later(self.owner.limits.idle_seconds, self._timed_out, "idle")
+
+    def _arm_message_deadline(self) -> None:
+        pending = self.framer.buffered > 0
+        if pending and self._message_deadline is None:
+            loop = asyncio.get_running_loop()
+            self._message_deadline = loop.call_later(
+                self.owner.limits.message_seconds, self._timed_out, "incomplete message"
+            )
+        elif not pending and self._message_deadline is not None:
+            self._message_deadline.cancel()
+            self._message_deadline = None
+
+    def _timed_out(self, why: str) -> None:
+        log.info("tcp_connection_timed_out", source=self.peer, reason=why)
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class SipTransport:
+    """All SIP sockets of the server; ``deliver`` is called for every message received."""
+
+    def __init__(self, handler: InboundHandler, limits: TcpLimits | None = None) -> None:
+        self.handler = handler
+        self.limits = limits or TcpLimits()
+        self.listening: list[ListenAddress] = []
+        self._udp: dict[Address, _UdpProtocol] = {}
+        self._servers: list[asyncio.Server] = []
+        self._connections: dict[int, _TcpConnection] = {}
+        self._per_source: dict[str, int] = {}
+        self._connection_ids = itertools.count(1)
+        self._route_cache: dict[str, str] = {}
+
+    async def start(self, listens: Sequence[tuple[str, str, int]]) -> None:
+        """Bind every ``(transport, host, port)``; port 0 picks a free port (tests)."""
+        loop = asyncio.get_running_loop()
+        for transport, host, port in listens:
+            if transport.upper() == "UDP":
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+                sock.bind((host, port))
+                local = (host, int(sock.getsockname()[1]))
+                _, proto = await loop.create_datagram_endpoint(
+                    lambda local=local: _UdpProtocol(self, local),  # type: ignore[misc]
+                    sock=sock,
+                )
+                self._udp[local] = proto
+                self.listening.append(ListenAddress("UDP", host, local[1]))
+            else:
+                server = await loop.create_server(
+                    lambda: _TcpConnection(self, (host, port)),
+                    host=host,
+                    port=port,
+                    reuse_address=True,
+                    backlog=1024,
+                )
+                bound = int(server.sockets[0].getsockname()[1])
+                self._servers.append(server)
+                self.listening.append(ListenAddress("TCP", host, bound))
+
+    def deliver(self, packet: Inbound) -> None:
+        self.handler(packet)
+
+    # -- TCP bookkeeping
+    def _admit(self, conn: _TcpConnection) -> bool:
+        host = conn.peer[0]
+        if len(self._connections) >= self.limits.max_connections:
+            return False
+        if self._per_source.get(host, 0) >= self.limits.max_connections_per_source:
+            return False
+        self._connections[conn.id] = conn
+        self._per_source[host] = self._per_source.get(host, 0) + 1
+        return True
+
+    def _forget(self, conn: _TcpConnection) -> None:
+        if self._connections.pop(conn.id, None) is not None:
+            host = conn.peer[0]
+            left = self._per_source.get(host, 1) - 1
+            if left:
+                self._per_source[host] = left
+            else:
+                self._per_source.pop(host, None)
+
+    def connection_alive(self, connection_id: int) -> bool:
+        return connection_id in self._connections
+
+    @property
+    def tcp_connection_count(self) -> int:
+        return len(self._connections)
+
+    # -- sending
+    def send(
+        self,
+        data: bytes,
+        dest: Address,
+        transport: TransportName,
+        *,
+        local: Address | None = None,
+        connection_id: int | None = None,
+    ) -> bool:
+        """Send one message; False when it could not leave (connection gone, no socket)."""
+        if transport == "TCP":
+            conn = self._connections.get(connection_id) if connection_id is not None else None
+            if conn is None:
+                conn = self._find_connection(dest)
+            if conn is None:
+                asyncio.get_running_loop().create_task(self._connect_and_send(data, dest))
+                return True
+            conn.write(data)
+            return True
+        proto = self._udp.get(local) if local is not None else None
+        if proto is None:
+            proto = self._udp_for(dest)
+        if proto is None or proto.transport is None:
+            return False
+        proto.transport.sendto(data, dest)
+        return True
+
+    def _find_connection(self, dest: Address) -> _TcpConnection | None:
+        for conn in self._connections.values():
+            if conn.peer == dest:
+                return conn
+        return None
+
+    async def _connect_and_send(self, data: bytes, dest: Address) -> None:
+        loop = asyncio.get_running_loop()
+        listen = next((a for a in self.listening if a.transport == "TCP"), None)
+        local = (listen.host, listen.port) if listen else ("0.0.0.0", 0)
+        try:
+            _, proto = await asyncio.wait_for(
+                loop.create_connection(lambda: _TcpConnection(self, local), *dest), timeout=5
+            )
+        except (OSError, TimeoutError) as exc:
+            log.info("tcp_connect_failed", dest=dest, error=str(exc))
+            return
+        proto.write(data)
+
+    def _udp_for(self, dest: Address) -> _UdpProtocol | None:
+        want_v6 = ":" in dest[0]
+        fallback = None
+        for local, proto in self._udp.items():
+            if (":" in local[0]) == want_v6:
+                return proto
+            fallback = proto
+        return fallback
+
+    def local_address_towards(self, dest_host: str) -> str:
+        """The address this host uses to reach ``dest_host`` (for a wildcard listener)."""
+        cached = self._route_cache.get(dest_host)
+        if cached is not None:
+            return cached
+        family = socket.AF_INET6 if ":" in dest_host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.connect((dest_host, 9))
+                address = str(probe.getsockname()[0])
+            except OSError:
+                address = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+        if len(self._route_cache) > 4096:
+            self._route_cache.clear()
+        self._route_cache[dest_host] = address
+        return address
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for conn in list(self._connections.values()):
+            conn.close()
+        for proto in self._udp.values():
+            if proto.transport is not None:
+                proto.transport.close()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        self._udp.clear()
