@@ -1,0 +1,87 @@
+"""Counters and gauges rendered in the Prometheus text exposition format (version 0.0.4).
+
+A tiny registry instead of a client library: the server is single-threaded (one event loop), so
+plain dict increments are safe and cost almost nothing on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+LabelValues = tuple[tuple[str, str], ...]
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _format_labels(labels: LabelValues) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(f'{name}="{_escape(value)}"' for name, value in labels)
+    return "{" + inner + "}"
+
+
+class Metric:
+    def __init__(self, name: str, help_text: str, kind: str) -> None:
+        self.name = name
+        self.help = help_text
+        self.kind = kind
+        self.values: dict[LabelValues, float] = {}
+
+    def render(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {self.help}"
+        yield f"# TYPE {self.name} {self.kind}"
+        for labels, value in sorted(self.values.items()):
+            number = int(value) if float(value).is_integer() else value
+            yield f"{self.name}{_format_labels(labels)} {number}"
+
+
+class Counter(Metric):
+    def __init__(self, name: str, help_text: str) -> None:
+        super().__init__(name, help_text, "counter")
+
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        key = tuple(sorted(labels.items()))
+        self.values[key] = self.values.get(key, 0.0) + amount
+
+
+class Gauge(Metric):
+    """A gauge set directly, or read from a callback at scrape time."""
+
+    def __init__(
+        self, name: str, help_text: str, read: Callable[[], float] | None = None
+    ) -> None:
+        super().__init__(name, help_text, "gauge")
+        self.read = read
+
+    def set(self, value: float, **labels: str) -> None:
+        self.values[tuple(sorted(labels.items()))] = value
+
+    def render(self) -> Iterable[str]:
+        if self.read is not None:
+            self.values[()] = float(self.read())
+        return super().render()
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.metrics: dict[str, Metric] = {}
+
+    def counter(self, name: str, help_text: str) -> Counter:
+        metric = Counter(name, help_text)
+        self.metrics[name] = metric
+        return metric
+
+    def gauge(
+        self, name: str, help_text: str, read: Callable[[], float] | None = None
+    ) -> Gauge:
+        metric = Gauge(name, help_text, read)
+        self.metrics[name] = metric
+        return metric
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for metric in self.metrics.values():
+            lines.extend(metric.render())
+        return "\n".join(lines) + "\n"
