@@ -14,6 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, NewType, TypeVar
 
+from pbx.config.problems import ConfigProblem
 from pbx.numbers import AFTER_HOURS_TARGET
 
 Extension = NewType("Extension", str)  # exactly 4 half-width digits, 0000-8999
@@ -194,6 +195,8 @@ class ConfigSnapshot:
     tenant_by_number: Mapping[PhoneNumber, TenantId] = field(default_factory=_frozen_map)
     tenant_by_domain: Mapping[str, TenantId] = field(default_factory=_frozen_map)
     default_tenant: TenantId | None = None  # marked default, or the only tenant
+    # The warnings as structured values (file, entity, field, message), same order as ``warnings``.
+    warning_details: tuple[ConfigProblem, ...] = ()
 
     def tenant_for_number(self, number: str) -> TenantConfig | None:
         tid = self.tenant_by_number.get(PhoneNumber(number))
