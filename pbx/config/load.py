@@ -589,8 +589,11 @@ class _UserDraft:
 
 @dataclass(frozen=True, slots=True)
 class _Window:
-    rule: IncomingRule
+    """The when of one incoming rule (kept for overlap/gap checks even if its targets are bad)."""
+
     entity: str
+    number: PhoneNumber
+    days: frozenset[DayName]
     start: int  # seconds since midnight, inclusive
     end: int
 
@@ -774,7 +777,9 @@ class _TenantLoader:
             if entry is None:
                 continue
             raw = entry.get("number")
-            label = f"number {raw}" if isinstance(raw, str) else f"number #{position}"
+            label = (
+                f"number {normalize_number(raw)}" if isinstance(raw, str) else f"number #{position}"
+            )
             reader = _Reader(self.sink, self.file, label, entry, ("number",))
             text = reader.string("number", required=True)
             if text is None:
@@ -804,7 +809,8 @@ class _TenantLoader:
             if entry is None:
                 continue
             raw = entry.get("extension")
-            label = f"user {raw}" if isinstance(raw, str) and raw.strip() else f"user #{position}"
+            shown = unicodedata.normalize("NFKC", raw).strip() if isinstance(raw, str) else ""
+            label = f"user {shown}" if shown else f"user #{position}"
             reader = _Reader(self.sink, self.file, label, entry, _USER_KEYS)
             extension = self._extension(reader)
             if extension is not None and extension in first_position:
@@ -1035,12 +1041,11 @@ class _TenantLoader:
             if isinstance(raw_number, str):
                 label += f" (number {normalize_number(raw_number)})"
             reader = _Reader(self.sink, self.file, label, entry, _INCOMING_KEYS)
-            rule = self._rule(reader, position)
+            rule, window = self._rule(reader, position)
             if rule is not None:
                 rules.append(rule)
-                windows.setdefault(rule.number, []).append(
-                    _Window(rule, label, _seconds(rule.start), _seconds(rule.end))
-                )
+            if window is not None:
+                windows.setdefault(window.number, []).append(window)
         for number, found in windows.items():
             self._overlaps(found)
             self._coverage(number, found)
@@ -1054,7 +1059,7 @@ class _TenantLoader:
                 )
         return rules
 
-    def _rule(self, reader: _Reader, position: int) -> IncomingRule | None:
+    def _rule(self, reader: _Reader, position: int) -> tuple[IncomingRule | None, _Window | None]:
         ok = True
         number: PhoneNumber | None = None
         raw_number = reader.string("number", required=True)
@@ -1118,19 +1123,24 @@ class _TenantLoader:
             reader.error(
                 "end",
                 f"the window {_clock(start)}-{_clock(end)} crosses midnight: write it as two "
-                f"rules, {_clock(start)}-23:59:59 and 0:00:00-{_clock(end)}",
+                f"rules, {_clock(start)}-23:59:59 and 00:00:00-{_clock(end)}",
             )
             ok = False
-        if not ok or number is None or targets is None:
-            return None
-        return IncomingRule(
+            del bounds["end"]
+        window = None
+        if number is not None and days and "start" in bounds and "end" in bounds:
+            window = _Window(reader.entity, number, frozenset(days), bounds["start"], bounds["end"])
+        if not ok or number is None or targets is None or window is None:
+            return None, window
+        rule = IncomingRule(
             position=position,
             number=number,
             targets=targets,
-            days=frozenset(days),
-            start=_as_time(bounds["start"]),
-            end=_as_time(bounds["end"]),
+            days=window.days,
+            start=_as_time(window.start),
+            end=_as_time(window.end),
         )
+        return rule, window
 
     def _targets(self, reader: _Reader) -> tuple[str, ...] | None:
         value = reader.table.get("targets")
@@ -1186,7 +1196,7 @@ class _TenantLoader:
     def _overlaps(self, windows: Sequence[_Window]) -> None:
         for index, later in enumerate(windows):
             for earlier in windows[:index]:
-                shared = earlier.rule.days & later.rule.days
+                shared = earlier.days & later.days
                 low, high = max(earlier.start, later.start), min(earlier.end, later.end)
                 if shared and low <= high:
                     self.sink.error(
@@ -1198,11 +1208,11 @@ class _TenantLoader:
                     )
 
     def _coverage(self, number: PhoneNumber, windows: Sequence[_Window]) -> None:
-        has_holiday = any("holiday" in w.rule.days for w in windows)
+        has_holiday = any("holiday" in w.days for w in windows)
         kinds = DAY_KINDS if has_holiday else WEEKDAYS
         by_day: dict[DayName, tuple[tuple[int, int], ...]] = {}
         for day in kinds:
-            spans = [(w.start, w.end) for w in windows if day in w.rule.days]
+            spans = [(w.start, w.end) for w in windows if day in w.days]
             gaps = _gaps(spans)
             if gaps:
                 by_day[day] = gaps
@@ -1213,10 +1223,6 @@ class _TenantLoader:
                 "incoming",
                 f"no rule covers {_describe_gaps(by_day)} (calls then are refused with 480)",
             )
-
-
-def _seconds(moment: time) -> int:
-    return moment.hour * 3600 + moment.minute * 60 + moment.second
 
 
 def _simple_cycles(
