@@ -1,0 +1,662 @@
+"""SIP message parsing and serialization: bytes in, ``pbx.sip.message`` values out.
+
+Implements RFC 3261 section 7 (message format: start line, header fields, compact forms 7.3.3,
+multi-value headers 7.3.1, line folding 7.3.1), 18.3 (framing: Content-Length; over UDP a missing
+Content-Length means "the rest of the datagram" and octets after the body are ignored), 19.1
+(sip/sips URIs), 20 (header fields; addr-spec parameters are header parameters, 20.10) and 25
+(the grammar: token, quoted-string with quoted-pair, LWS/SWS, name-addr, via-parm, CSeq), and the
+tel URI of RFC 3966 (kept as written). Any other URI scheme is an opaque ``AbsoluteUri``.
+
+Be liberal: header names are case-insensitive, URI parameters are compared case-insensitively
+(``transport=UDP`` is fine), LWS is allowed wherever the grammar allows SWS/LWS, and a message
+whose line ends are bare LF is accepted. Malformed input raises ``SipParseError`` (a
+``RemoteProtocolError``) whose ``status_hint`` is the status to answer: 400 malformed, 505
+unsupported SIP version, 513 message over ``MAX_MESSAGE_SIZE``.
+
+Failed requests can still be answered: ``SipParseError.partial`` is a ``PartialMessage`` holding
+the start line and every header line read before the failure (raw, unfolded). When it carries Via,
+From, To, Call-ID and CSeq (``partial.can_answer``), ``partial.error_response(...)`` builds the
+400/505/513 answer of RFC 3261 8.2 from those raw values, byte-exact.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from pbx.errors import RemoteProtocolError
+from pbx.sip.message import (
+    COMPACT_FORMS,
+    AbsoluteUri,
+    CallId,
+    CSeq,
+    NameAddress,
+    Params,
+    SipRequest,
+    SipResponse,
+    SipUri,
+    TelUri,
+    Uri,
+    Via,
+    canonical_header_name,
+)
+
+__all__ = [
+    "MAX_CSEQ",
+    "MAX_MESSAGE_SIZE",
+    "PartialMessage",
+    "SipParseError",
+    "parse_message",
+    "parse_name_addr",
+    "parse_uri",
+    "parse_via",
+    "serialize_request",
+    "serialize_response",
+    "split_header_values",
+]
+
+# A SIP message over this many octets is refused with 513 (RFC 3261 18.1.1, 21.5.14): a UDP
+# datagram cannot be larger, and a TCP peer may not make us buffer more.
+MAX_MESSAGE_SIZE: Final = 65536
+# RFC 3261 20.16: "The sequence number MUST be expressible as a 32-bit unsigned integer".
+MAX_CSEQ: Final = 2**32 - 1
+# RFC 3261 20.22: Max-Forwards is an integer in the range 0-255.
+MAX_MAX_FORWARDS: Final = 255
+
+
+class SipParseError(RemoteProtocolError):
+    """The peer sent a malformed message; ``partial`` (when not None) is what could be read."""
+
+    def __init__(
+        self, message: str, status_hint: int = 400, partial: PartialMessage | None = None
+    ) -> None:
+        super().__init__(message, status_hint)
+        self.partial = partial
+
+
+# --------------------------------------------------------------------------- grammar (RFC 3261 25)
+_TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"
+_TOKEN = f"[{_TOKEN_CHARS}]+"
+_TOKEN_RE = re.compile(_TOKEN)
+_QUOTED = r'"(?:[^"\\]|\\[\s\S])*"'
+_QUOTED_RE = re.compile(_QUOTED)
+# gen-value = token / host / quoted-string; host adds ':' and brackets (IPv6, RFC 3261 25.1).
+_GEN_VALUE = rf"[{_TOKEN_CHARS}:\[\]]+|{_QUOTED}"
+_PARAM_RE = re.compile(rf"[ \t]*;[ \t]*({_TOKEN})(?:[ \t]*=[ \t]*({_GEN_VALUE}))?[ \t]*")
+_PARAMS_FAST_RE = re.compile(rf"(?:;{_TOKEN}(?:=[{_TOKEN_CHARS}:\[\]]+)?)*")
+_DISPLAY_TOKENS_RE = re.compile(rf"{_TOKEN}(?:[ \t]+{_TOKEN})*")
+_SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+\-.]*):")
+# RFC 3261 25.1: user = 1*( unreserved / escaped / user-unreserved ); password likewise, plus ':'
+# is the separator. Escapes are kept, never decoded here.
+_USER_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()%&=+$,;?/]+")
+_PASSWORD_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()%&=+$,]*")
+_HOSTPORT_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-_.]+)(?::([0-9]{1,5}))?")
+# uri-parameter = pname [ "=" pvalue ], paramchar = param-unreserved / unreserved / escaped.
+_PARAMCHAR = r"A-Za-z0-9\-_.!~*'()\[\]/:&+$%"
+_URI_PARAMS_RE = re.compile(rf"(?:;[{_PARAMCHAR}]+(?:=[{_PARAMCHAR}]+)?)+")
+_URI_HEADERS_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()\[\]/?:+$%=&]+")
+_TEL_NUMBER_RE = re.compile(r"[0-9A-Fa-f*#+\-.()pPwW]+")
+_OPAQUE_URI_RE = re.compile(r"[^\s<>\"]+")
+_VIA_RE = re.compile(
+    rf"({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]+"
+    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-_.]+)(?:[ \t]*:[ \t]*([0-9]{1,5}))?"
+)
+_CSEQ_RE = re.compile(rf"([0-9]+)[ \t]+({_TOKEN})")
+_DIGITS_RE = re.compile(r"[0-9]+")
+_CALL_ID_RE = re.compile(r"[^\s]+")
+_VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.IGNORECASE)
+_FOLD_RE = re.compile(r"[ \t]*\r?\n[ \t]+")
+# One element of a comma-separated header value: commas inside quotes or <> do not split.
+_ELEMENT_RE = re.compile(rf'(?:{_QUOTED}|<[^>]*>|[^,"<])*')
+_TAG_PARAM_RE = re.compile(r";[ \t]*tag[ \t]*=", re.IGNORECASE)
+
+# Which headers get typed fields (long and compact names, lower case).
+_VIA, _FROM, _TO, _CALL_ID, _CSEQ, _MAX_FORWARDS, _CONTACT, _CONTENT_LENGTH = range(8)
+_TYPED: Final[dict[str, int]] = {
+    "via": _VIA,
+    "from": _FROM,
+    "to": _TO,
+    "call-id": _CALL_ID,
+    "cseq": _CSEQ,
+    "max-forwards": _MAX_FORWARDS,
+    "contact": _CONTACT,
+    "content-length": _CONTENT_LENGTH,
+}
+for _short, _long in COMPACT_FORMS.items():
+    if _long in _TYPED:
+        _TYPED[_short] = _TYPED[_long]
+_SINGLETON_NAMES = {_FROM: "From", _TO: "To", _CALL_ID: "Call-ID", _CSEQ: "CSeq"}
+
+
+def _fail(message: str, status: int = 400) -> SipParseError:
+    return SipParseError(message, status)
+
+
+# --------------------------------------------------------------------------- values
+def split_header_values(text: str) -> list[str]:
+    """Split a header value at commas outside quotes and <> (RFC 3261 7.3.1); empties dropped."""
+    if '"' not in text and "<" not in text:
+        return [part for part in (p.strip(" \t") for p in text.split(",")) if part]
+    out: list[str] = []
+    pos, end = 0, len(text)
+    while pos <= end:
+        match = _ELEMENT_RE.match(text, pos)
+        stop = match.end() if match else pos
+        if stop < end and text[stop] != ",":
+            # An unbalanced quote or '<': the rest is one element (this helper never raises).
+            stop = end
+        part = text[pos:stop].strip(" \t")
+        if part:
+            out.append(part)
+        pos = stop + 1
+    return out
+
+
+def _split_strict(text: str, what: str) -> list[str]:
+    """Like ``split_header_values`` but an empty element or an unbalanced quote/'<' is an error."""
+    if '"' not in text and "<" not in text:
+        parts = text.split(",")
+    else:
+        parts = []
+        pos, end = 0, len(text)
+        while True:
+            match = _ELEMENT_RE.match(text, pos)
+            stop = match.end() if match else pos
+            parts.append(text[pos:stop])
+            if stop == end:
+                break
+            if text[stop] != ",":
+                raise _fail(f"unbalanced quote or '<' in {what}")
+            pos = stop + 1
+    out = [p.strip(" \t") for p in parts]
+    if not all(out):
+        raise _fail(f"empty value in {what}")
+    return out
+
+
+def _parse_params(text: str, what: str) -> Params:
+    """``*( SEMI generic-param )`` with SWS allowed around ';' and '=' (RFC 3261 25.1)."""
+    if not text:
+        return ()
+    if _PARAMS_FAST_RE.fullmatch(text):
+        out: list[tuple[str, str | None]] = []
+        for item in text[1:].split(";"):
+            name, eq, value = item.partition("=")
+            out.append((name, value if eq else None))
+        return tuple(out)
+    out = []
+    pos, end = 0, len(text)
+    while pos < end:
+        match = _PARAM_RE.match(text, pos)
+        if match is None:
+            if not text[pos:].strip(" \t"):
+                break
+            raise _fail(f"bad parameter in {what}: {text[pos:]!r}")
+        out.append((match.group(1), match.group(2)))
+        pos = match.end()
+    return tuple(out)
+
+
+def _parse_uri_params(text: str) -> Params:
+    out: list[tuple[str, str | None]] = []
+    for item in text[1:].split(";"):
+        name, eq, value = item.partition("=")
+        out.append((name, value if eq else None))
+    return tuple(out)
+
+
+def parse_uri(text: str) -> Uri:
+    """A sip/sips URI (RFC 3261 19.1), a tel URI (RFC 3966) or another absoluteURI, as written."""
+    match = _SCHEME_RE.match(text)
+    if match is None:
+        raise _fail(f"not a URI: {text!r}")
+    scheme = match.group(1).lower()
+    if scheme == "sip" or scheme == "sips":
+        return _parse_sip_uri(text, scheme, match.end())
+    if scheme == "tel":
+        return _parse_tel_uri(text, match.end())
+    if match.end() == len(text) or not _OPAQUE_URI_RE.fullmatch(text):
+        raise _fail(f"bad URI: {text!r}")
+    return AbsoluteUri(scheme, text)
+
+
+def _parse_sip_uri(text: str, scheme: str, start: int) -> SipUri:
+    rest = text[start:]
+    user: str | None = None
+    password: str | None = None
+    at = rest.find("@")
+    if at >= 0:
+        # The first '@' ends userinfo: user and password may not hold a bare '@' (25.1).
+        user, colon, pw = rest[:at].partition(":")
+        if not _USER_RE.fullmatch(user):
+            raise _fail(f"bad user part in URI {text!r}")
+        if colon:
+            if not _PASSWORD_RE.fullmatch(pw):
+                raise _fail(f"bad password in URI {text!r}")
+            password = pw
+        rest = rest[at + 1 :]
+    match = _HOSTPORT_RE.match(rest)
+    if match is None:
+        raise _fail(f"bad host in URI {text!r}")
+    host, port_text = match.groups()
+    port: int | None = None
+    if port_text is not None:
+        port = int(port_text)
+        if port > 65535:
+            raise _fail(f"bad port in URI {text!r}")
+    params: Params = ()
+    headers: str | None = None
+    tail = rest[match.end() :]
+    if tail:
+        ptext, qmark, htext = tail.partition("?")
+        if ptext:
+            if not _URI_PARAMS_RE.fullmatch(ptext):
+                raise _fail(f"bad parameters in URI {text!r}")
+            params = _parse_uri_params(ptext)
+        if qmark:
+            if not _URI_HEADERS_RE.fullmatch(htext):
+                raise _fail(f"bad headers in URI {text!r}")
+            headers = htext
+    return SipUri(scheme, host.lower(), user, password, port, params, headers)
+
+
+def _parse_tel_uri(text: str, start: int) -> TelUri:
+    number, semi, ptext = text[start:].partition(";")
+    if not _TEL_NUMBER_RE.fullmatch(number):
+        raise _fail(f"bad tel URI {text!r}")
+    params: Params = ()
+    if semi:
+        ptext = ";" + ptext
+        if not _URI_PARAMS_RE.fullmatch(ptext):
+            raise _fail(f"bad parameters in tel URI {text!r}")
+        params = _parse_uri_params(ptext)
+    return TelUri(number, params)
+
+
+def parse_name_addr(text: str) -> NameAddress:
+    """name-addr or addr-spec, then header parameters (RFC 3261 20.10, 25.1)."""
+    text = text.strip(" \t")
+    if not text:
+        raise _fail("empty address")
+    display: str | None = None
+    if text[0] == '"':
+        match = _QUOTED_RE.match(text)
+        if match is None:
+            raise _fail(f"unterminated quoted display name: {text!r}")
+        display = match.group()
+        rest = text[match.end() :].lstrip(" \t")
+        if not rest.startswith("<"):
+            raise _fail(f"quoted display name without <URI>: {text!r}")
+    else:
+        lt = text.find("<")
+        if lt < 0:
+            return _parse_addr_spec(text)
+        if lt > 0:
+            # RFC 4475 3.1.1.6: no LWS is needed between a token display name and '<'.
+            display = text[:lt].rstrip(" \t")
+            if not _DISPLAY_TOKENS_RE.fullmatch(display):
+                raise _fail(f"display name must be tokens or a quoted string: {display!r}")
+        rest = text[lt:]
+    gt = rest.find(">")
+    if gt < 0:
+        raise _fail(f"missing '>' in {text!r}")
+    # RFC 4475 3.1.2.14: spaces just inside <> are not allowed; a liberal element ignores them.
+    uri = parse_uri(rest[1:gt].strip(" \t"))
+    return NameAddress(uri, display, _parse_params(rest[gt + 1 :], "address"))
+
+
+def _parse_addr_spec(text: str) -> NameAddress:
+    # RFC 3261 20.10: without <>, everything after the first ';' is a header parameter, and a
+    # URI holding ',', '?' or ';' had to be written in <> (RFC 4475 3.1.2.13).
+    semi = text.find(";")
+    uri_text = text if semi < 0 else text[:semi].rstrip(" \t")
+    uri = parse_uri(uri_text)
+    if isinstance(uri, SipUri) and uri.headers is not None:
+        raise _fail(f"URI with headers must be in <>: {text!r}")
+    params = _parse_params(text[semi:], "address") if semi >= 0 else ()
+    return NameAddress(uri, None, params)
+
+
+def parse_via(text: str) -> Via:
+    """One via-parm: sent-protocol, sent-by and via-params (RFC 3261 20.42, 25.1)."""
+    text = text.strip(" \t")
+    match = _VIA_RE.match(text)
+    if match is None:
+        raise _fail(f"bad Via: {text!r}")
+    name, version, transport, host, port_text = match.groups()
+    port: int | None = None
+    if port_text is not None:
+        port = int(port_text)
+        if port > 65535:
+            raise _fail(f"bad port in Via: {text!r}")
+    params = _parse_params(text[match.end() :], "Via")
+    protocol = "SIP/2.0" if name == "SIP" and version == "2.0" else f"{name.upper()}/{version}"
+    return Via(transport.upper(), host.lower(), port, params, protocol)
+
+
+def _parse_via_list(text: str) -> list[Via]:
+    if "," not in text:
+        return [parse_via(text)]
+    return [parse_via(part) for part in _split_strict(text, "Via")]
+
+
+def _parse_contacts(text: str) -> list[NameAddress]:
+    if "," not in text:
+        return [parse_name_addr(text)]
+    return [parse_name_addr(part) for part in _split_strict(text, "Contact")]
+
+
+def _parse_cseq(text: str) -> CSeq:
+    match = _CSEQ_RE.fullmatch(text)
+    if match is None:
+        raise _fail(f"bad CSeq: {text!r}")
+    number = int(match.group(1))
+    if number > MAX_CSEQ:
+        raise _fail(f"CSeq number out of range: {match.group(1)}")
+    return CSeq(number, match.group(2))
+
+
+def _parse_int(text: str, what: str, limit: int) -> int:
+    if not _DIGITS_RE.fullmatch(text):
+        raise _fail(f"bad {what}: {text!r}")
+    if len(text) > 12 or int(text) > limit:
+        raise _fail(f"{what} out of range: {text!r}")
+    return int(text)
+
+
+# --------------------------------------------------------------------------- partial messages
+@dataclass(frozen=True, slots=True)
+class PartialMessage:
+    """What could be read of a message that failed to parse: enough, if present, to answer it.
+
+    ``headers`` holds every header line read before the failure, in order, names as written and
+    folding collapsed. Values are raw: nothing in them has been parsed.
+    """
+
+    start_line: str
+    method: str | None  # None for a response or an unreadable start line
+    headers: tuple[tuple[str, str], ...]
+
+    def values(self, name: str) -> list[str]:
+        """Raw values of header ``name`` (compact forms included), one per header line."""
+        want = canonical_header_name(name)
+        return [v for k, v in self.headers if canonical_header_name(k) == want]
+
+    @property
+    def can_answer(self) -> bool:
+        """A request (not ACK) with Via, From, To, Call-ID and CSeq: a response can be built."""
+        if self.method is None or self.method == "ACK":
+            return False
+        return all(self.values(n) for n in ("via", "from", "to", "call-id", "cseq"))
+
+    def error_response(self, status: int, reason: str, to_tag: str) -> bytes | None:
+        """RFC 3261 8.2.6 response echoing the raw Via/From/To/Call-ID/CSeq; None if impossible.
+
+        ``to_tag`` is added to To when it has none (8.2.6.2); the caller makes it up.
+        """
+        if not self.can_answer:
+            return None
+        lines = [f"SIP/2.0 {status} {reason}"]
+        lines.extend(f"Via: {v}" for v in self.values("via"))
+        to = self.values("to")[0]
+        if not _TAG_PARAM_RE.search(to):
+            to = f"{to};tag={to_tag}"
+        lines.append(f"From: {self.values('from')[0]}")
+        lines.append(f"To: {to}")
+        lines.append(f"Call-ID: {self.values('call-id')[0]}")
+        lines.append(f"CSeq: {self.values('cseq')[0]}")
+        lines.append("Content-Length: 0")
+        lines.append("\r\n")
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape")
+
+
+# --------------------------------------------------------------------------- messages
+def _split_head(data: bytes) -> tuple[list[str], int]:
+    """Lines of the start line and headers (folding collapsed), and where the body starts."""
+    crlf = data.find(b"\r\n\r\n")
+    lf = data.find(b"\n\n")
+    if crlf >= 0 and (lf < 0 or crlf + 1 <= lf):
+        head_bytes, body_start = data[:crlf], crlf + 4
+    elif lf >= 0:
+        head_bytes, body_start = data[:lf], lf + 2
+        if head_bytes.endswith(b"\r"):
+            head_bytes = head_bytes[:-1]
+    else:
+        # No blank line: over UDP the end of the datagram ends the headers (RFC 4475 3.1.2.15).
+        head_bytes, body_start = data.rstrip(b"\r\n"), len(data)
+    head = head_bytes.decode("utf-8", "surrogateescape")
+    if "\n " in head or "\n\t" in head:
+        # RFC 3261 7.3.1: a line starting with whitespace continues the previous one; the fold
+        # is equivalent to a single SP.
+        head = _FOLD_RE.sub(" ", head)
+    lines = head.split("\r\n")
+    if not (head.count("\n") == head.count("\r") == len(lines) - 1):
+        # Bare LF line ends (or a mix): accepted; a CR anywhere else is not.
+        head = head.replace("\r\n", "\n")
+        if "\r" in head:
+            raise _fail("bare CR in message head")
+        lines = head.split("\n")
+    return lines, body_start
+
+
+def _split_headers(lines: list[str]) -> tuple[list[tuple[str, str]], str | None]:
+    """Raw ``(name, value)`` pairs; on a bad line, the pairs so far and the error text."""
+    out: list[tuple[str, str]] = []
+    token = _TOKEN_RE.fullmatch
+    for i in range(1, len(lines)):
+        name, colon, value = lines[i].partition(":")
+        name = name.rstrip(" \t")
+        if not colon or not token(name):
+            return out, f"malformed header line: {lines[i][:80]!r}"
+        out.append((name, value.strip(" \t")))
+    return out, None
+
+
+def parse_message(data: bytes, *, stream: bool = False) -> SipRequest | SipResponse:
+    """Parse one message: a UDP datagram, or (``stream=True``) one message framed off TCP.
+
+    Over a stream Content-Length is mandatory (RFC 3261 18.3, 20.14). Raises ``SipParseError``.
+    """
+    lines, body_start = _split_head(data)
+    start = lines[0]
+    raw, line_error = _split_headers(lines)
+    method: str | None = None
+    status: int | None = None
+    reason = ""
+    uri_text = ""
+    error: SipParseError | None = None
+    version = "SIP/2.0"
+    if start.startswith("SIP/2.0 "):
+        code, _, reason = start[8:].partition(" ")
+        if len(code) == 3 and code.isdigit() and code[0] != "0":
+            status = int(code)
+        else:
+            error = _fail(f"bad status line: {start[:80]!r}")
+    elif start[:4].upper() == "SIP/":
+        error = _fail(f"bad status line: {start[:80]!r}")
+    else:
+        parts = start.split(" ")
+        if _TOKEN_RE.fullmatch(parts[0]):
+            # Readable enough to answer 400 (RFC 4475 3.1.2.9/3.1.2.10: extra SP is malformed).
+            method = parts[0]
+        if len(parts) != 3 or method is None:
+            error = _fail(f"bad request line: {start[:80]!r}")
+        else:
+            method, uri_text, version = parts
+            if version != "SIP/2.0":
+                if not _VERSION_RE.fullmatch(version):
+                    error = _fail(f"bad request line: {start[:80]!r}")
+                elif version.upper() != "SIP/2.0":
+                    error = _fail(f"unsupported SIP version {version!r}", 505)
+                version = "SIP/2.0"
+    if error is None and len(data) > MAX_MESSAGE_SIZE:
+        error = _fail(f"message of {len(data)} octets is too large", 513)
+    if error is None and line_error is not None:
+        error = _fail(line_error)
+    if error is not None:
+        error.partial = PartialMessage(start, method, tuple(raw))
+        raise error
+    try:
+        return _build(data, raw, body_start, method, uri_text, status, reason, stream)
+    except SipParseError as exc:
+        exc.partial = PartialMessage(start, method, tuple(raw))
+        raise
+
+
+def _build(
+    data: bytes,
+    raw: list[tuple[str, str]],
+    body_start: int,
+    method: str | None,
+    uri_text: str,
+    status: int | None,
+    reason: str,
+    stream: bool,
+) -> SipRequest | SipResponse:
+    via: list[Via] = []
+    contact: list[NameAddress] = []
+    contact_star = False
+    single: dict[int, str] = {}
+    max_forwards: int | None = None
+    content_length: int | None = None
+    headers: list[tuple[str, str]] = []
+    typed = _TYPED
+    for name, value in raw:
+        kind = typed.get(name.lower())
+        if kind is None:
+            headers.append((name, value))
+        elif kind == _VIA:
+            via.extend(_parse_via_list(value))
+        elif kind == _CONTACT:
+            if value == "*":
+                contact_star = True
+            else:
+                contact.extend(_parse_contacts(value))
+        elif kind == _CONTENT_LENGTH:
+            length = _parse_int(value, "Content-Length", MAX_MESSAGE_SIZE * 16)
+            if content_length is not None and content_length != length:
+                raise _fail("conflicting Content-Length values")
+            content_length = length
+        elif kind == _MAX_FORWARDS:
+            if max_forwards is not None:
+                raise _fail("more than one Max-Forwards")
+            max_forwards = _parse_int(value, "Max-Forwards", MAX_MAX_FORWARDS)
+        else:
+            if kind in single:
+                raise _fail(f"more than one {_SINGLETON_NAMES[kind]}")
+            single[kind] = value
+    for kind, hname in _SINGLETON_NAMES.items():
+        if kind not in single:
+            raise _fail(f"missing {hname}")
+    if not via:
+        raise _fail("missing Via")
+    if contact_star and contact:
+        raise _fail("Contact '*' mixed with addresses")
+    from_ = parse_name_addr(single[_FROM])
+    to = parse_name_addr(single[_TO])
+    call_id = single[_CALL_ID]
+    if not _CALL_ID_RE.fullmatch(call_id):
+        raise _fail(f"bad Call-ID: {call_id!r}")
+    cseq = _parse_cseq(single[_CSEQ])
+
+    if content_length is None:
+        if stream:
+            raise _fail("missing Content-Length on a stream transport")
+        body = data[body_start:]
+    else:
+        if content_length > len(data) - body_start:
+            raise _fail("Content-Length larger than the message body")
+        # RFC 3261 18.3: octets after Content-Length's worth of body are discarded.
+        body = data[body_start : body_start + content_length]
+
+    if method is not None:
+        return SipRequest(
+            method,
+            parse_uri(uri_text),
+            tuple(via),
+            from_,
+            to,
+            CallId(call_id),
+            cseq,
+            max_forwards,
+            tuple(contact),
+            contact_star,
+            tuple(headers),
+            body,
+        )
+    assert status is not None
+    if contact_star:
+        raise _fail("Contact '*' in a response")
+    return SipResponse(
+        status,
+        reason,
+        tuple(via),
+        from_,
+        to,
+        CallId(call_id),
+        cseq,
+        tuple(contact),
+        tuple(headers),
+        body,
+        "SIP/2.0",
+        max_forwards,
+    )
+
+
+# --------------------------------------------------------------------------- serialization
+def _serialize(
+    start: str,
+    via: tuple[Via, ...],
+    max_forwards: int | None,
+    msg: SipRequest | SipResponse,
+    contact_star: bool,
+) -> bytes:
+    lines = [start]
+    for v in via:
+        lines.append(f"Via: {v}")
+    if max_forwards is not None:
+        lines.append(f"Max-Forwards: {max_forwards}")
+    lines.append(f"From: {msg.from_}")
+    lines.append(f"To: {msg.to}")
+    lines.append(f"Call-ID: {msg.call_id}")
+    lines.append(f"CSeq: {msg.cseq}")
+    if contact_star:
+        lines.append("Contact: *")
+    elif msg.contact:
+        lines.append("Contact: " + ", ".join([str(c) for c in msg.contact]))
+    for name, value in msg.headers:
+        if name.lower() in ("content-length", "l"):
+            continue
+        lines.append(f"{name}: {value}")
+    lines.append(f"Content-Length: {len(msg.body)}")
+    lines.append("\r\n")
+    text = "\r\n".join(lines)
+    # A CR or LF inside any value would let it forge header lines: that is our caller's bug.
+    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
+        from pbx.errors import LocalProtocolError
+
+        raise LocalProtocolError("CR or LF inside a header value")
+    return text.encode("utf-8", "surrogateescape") + msg.body
+
+
+def serialize_request(req: SipRequest) -> bytes:
+    """Wire form of a request; Content-Length is always written from the body."""
+    return _serialize(
+        f"{req.method} {req.uri} {req.version}",
+        req.via,
+        req.max_forwards,
+        req,
+        req.contact_star,
+    )
+
+
+def serialize_response(resp: SipResponse) -> bytes:
+    """Wire form of a response; Content-Length is always written from the body."""
+    return _serialize(
+        f"{resp.version} {resp.status} {resp.reason}",
+        resp.via,
+        resp.max_forwards,
+        resp,
+        False,
+    )
