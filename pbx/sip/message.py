@@ -90,6 +90,10 @@ class TelUri:
     number: str
     params: Params = ()
 
+    @property
+    def scheme(self) -> str:
+        return "tel"
+
     def param(self, name: str) -> str | None:
         return get_param(self.params, name)
 
