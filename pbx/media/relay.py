@@ -1,0 +1,524 @@
+"""The RTP/RTCP relay: a port pool and a two-leg media session (RFC 3550 §11; symmetric RTP).
+
+Adapter (asyncio). The call engine opens one ``MediaSession`` per call. Each leg (side A, the
+caller, and side B, the callee) has its own local RTP socket on an even port and RTCP socket on
+the next port, taken from a ``PortPool``. Packets a party sends to its leg go out of the other
+leg's sockets to the other party; RTCP is relayed the same way on the odd ports.
+
+Where to send (symmetric RTP, for phones behind NAT; same rules for RTP and RTCP, separately):
+1. Until a party has sent anything, its packets go to the address and port its SDP declared
+   (RTCP to that port + 1). ``set_remote`` sets them; address None (hold, c=0.0.0.0, port 0)
+   or a direction that does not receive means nothing is sent to it.
+2. The first packet that arrives on a leg's socket "latches" it: from then on that party is sent
+   to the packet's source address and port, whatever its SDP said (a NAT changes both).
+3. Once latched, packets from any other source are dropped and counted (no injection), unless the
+   latched source has been silent for ``relatch_seconds``: then the new source is latched
+   (a NAT rebinding, or a phone that changed network). Silence is measured by the session's
+   timer, so the threshold is met within one tick (``tick_seconds``) of it.
+4. A new ``set_remote`` (re-INVITE, UPDATE) forgets the latch; rule 1 applies again.
+
+Inactivity: a party that is expected to send (its direction is sendrecv or sendonly) and from
+which neither RTP nor RTCP has arrived for ``inactivity_seconds`` triggers ``on_inactive(side)``
+once; it is armed again by the next packet. RTCP counts, since a held phone often sends only RTCP.
+
+The hot path is ``datagram_received``: one tuple comparison, two counter increments and one
+``sendto``; nothing is parsed, allocated or logged per packet. The optional tap (for the
+recorder) is a sink called with ``(arrival_time, datagram)`` that must be O(1) and never block,
+e.g. ``collections.deque.append``; it is drained elsewhere by a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import errno
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from pbx.errors import PbxError
+from pbx.media.rtp import rtcp_port
+from pbx.media.sdp import Direction
+
+log = structlog.get_logger("pbx.media.relay")
+
+Address = tuple[str, int]
+# Receives (arrival time on the loop clock, the datagram). Must be O(1) and non-blocking.
+PacketSink = Callable[[tuple[float, bytes]], object]
+
+
+class PortPoolExhausted(PbxError):
+    """Every RTP port pair of the configured range is in use."""
+
+
+class PortPool:
+    """Even RTP ports (RTP + 1 for RTCP) from an inclusive range, handed out round-robin.
+
+    Released ports go to the back of the queue, so a port is reused as late as possible and
+    stray packets of an old call do not reach a new one.
+    """
+
+    def __init__(self, first: int, last: int) -> None:
+        if not 1024 <= first <= last <= 65535:
+            raise ValueError(f"invalid RTP port range {first}-{last}")
+        start = first + (first % 2)
+        self.first = first
+        self.last = last
+        self._free: collections.deque[int] = collections.deque(range(start, last, 2))
+        if not self._free:
+            raise ValueError(f"RTP port range {first}-{last} holds no even/odd port pair")
+        self._in_use: set[int] = set()
+        self.size = len(self._free)
+
+    @classmethod
+    def from_spec(cls, spec: str) -> PortPool:
+        """A pool from a config value such as "20000-29999"."""
+        low, sep, high = spec.partition("-")
+        try:
+            return cls(int(low), int(high if sep else low))
+        except ValueError as exc:
+            raise ValueError(f"invalid rtp_ports {spec!r}: {exc}") from exc
+
+    def allocate(self) -> int:
+        """Take an even RTP port (its RTCP port is the next one); raise PortPoolExhausted."""
+        if not self._free:
+            raise PortPoolExhausted(
+                f"no free RTP port pair in {self.first}-{self.last} ({self.size} pairs in use)"
+            )
+        port = self._free.popleft()
+        self._in_use.add(port)
+        return port
+
+    def release(self, port: int) -> None:
+        """Give a port back; releasing a port that is not allocated is a bug (ValueError)."""
+        try:
+            self._in_use.remove(port)
+        except KeyError:
+            raise ValueError(f"RTP port {port} is not allocated") from None
+        self._free.append(port)
+
+    @property
+    def in_use(self) -> int:
+        """How many port pairs are allocated."""
+        return len(self._in_use)
+
+    @property
+    def available(self) -> int:
+        """How many port pairs are free."""
+        return len(self._free)
+
+
+class Side(enum.Enum):
+    """The two parties of a relayed call."""
+
+    A = "a"  # the caller's leg
+    B = "b"  # the callee's leg
+
+    @property
+    def other(self) -> Side:
+        """The opposite side."""
+        return Side.B if self is Side.A else Side.A
+
+
+@dataclass(frozen=True, slots=True)
+class LegStats:
+    """Counters for what one party sent us."""
+
+    rtp_received: int
+    rtp_relayed: int
+    rtp_dropped: int
+    rtcp_received: int
+    rtcp_relayed: int
+    rtcp_dropped: int
+    rtp_source: Address | None
+    rtcp_source: Address | None
+
+
+class _Channel:
+    """One local socket (RTP or RTCP) of a leg and where its party is."""
+
+    __slots__ = (
+        "declared",
+        "dest",
+        "dropped",
+        "last_active",
+        "received",
+        "relayed",
+        "seen",
+        "source",
+        "stray_seen",
+        "transport",
+    )
+
+    def __init__(self, now: float) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.declared: Address | None = None  # from SDP
+        self.source: Address | None = None  # latched source, None until the first packet
+        self.dest: Address | None = None  # where packets for this party go now, or None
+        self.received = 0
+        self.relayed = 0  # packets from this party sent on to the other party
+        self.dropped = 0
+        self.stray_seen = False
+        # Updated by the session timer, not per packet: when `received` last moved, and its value.
+        self.last_active = now
+        self.seen = 0
+
+
+class _RelayProtocol(asyncio.DatagramProtocol):
+    """Receives a party's datagrams on one local socket and forwards them to the other party."""
+
+    __slots__ = ("channel", "leg", "out", "tap")
+
+    def __init__(self, leg: Leg, channel: _Channel, out: _Channel) -> None:
+        self.leg = leg
+        self.channel = channel
+        self.out = out  # the other leg's channel of the same kind
+        self.tap: PacketSink | None = None
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        # The hot path: keep it to a comparison, counters and one sendto (module docstring).
+        channel = self.channel
+        if addr != channel.source and not self.leg._accept_source(channel, addr):
+            channel.dropped += 1
+            return
+        channel.received += 1
+        tap = self.tap
+        if tap is not None:
+            tap((self.leg.clock(), data))
+        out = self.out
+        dest = out.dest
+        transport = out.transport
+        if dest is None or transport is None:
+            channel.dropped += 1
+            return
+        transport.sendto(data, dest)
+        channel.relayed += 1
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a party that went away: the inactivity timer handles it.
+        pass
+
+
+class Leg:
+    """One side of a MediaSession: its local ports and what we know of its party."""
+
+    def __init__(
+        self,
+        side: Side,
+        port: int,
+        clock: Callable[[], float],
+        relatch_seconds: float,
+    ) -> None:
+        self.side = side
+        self.port = port
+        self.clock = clock
+        self.relatch_seconds = relatch_seconds
+        self.rtp = _Channel(clock())
+        self.rtcp = _Channel(clock())
+        self.direction = Direction.SENDRECV
+
+    @property
+    def rtcp_port(self) -> int:
+        """The local RTCP port (RTP + 1)."""
+        return rtcp_port(self.port)
+
+    def set_remote(
+        self, address: str | None, port: int, direction: Direction = Direction.SENDRECV
+    ) -> None:
+        """Where this party's SDP says to send, and its direction; forgets any latch."""
+        self.direction = direction
+        declared = (address, port) if address is not None and port else None
+        self.rtp.declared = declared
+        self.rtcp.declared = (declared[0], rtcp_port(declared[1])) if declared else None
+        self.rtp.source = self.rtcp.source = None
+        self._update_dest()
+        self.rtp.last_active = self.rtcp.last_active = self.clock()
+
+    def _update_dest(self) -> None:
+        receives = self.direction.receives
+        rtp_dest = self.rtp.source or self.rtp.declared
+        self.rtp.dest = rtp_dest if receives else None
+        rtcp_dest = self.rtcp.source or self.rtcp.declared
+        if self.rtcp.source is None and self.rtp.source is not None:
+            # RTP has latched but RTCP has not: guess the same host, RTP port + 1.
+            rtcp_dest = (self.rtp.source[0], rtcp_port(self.rtp.source[1]))
+        # RTCP receiver reports still flow on hold, so RTCP is sent whatever the direction.
+        self.rtcp.dest = rtcp_dest
+
+    def _accept_source(self, channel: _Channel, addr: Address) -> bool:
+        """Latch rules 2 and 3 (module docstring); called only when addr is not the source."""
+        if channel.source is not None:
+            if self.clock() - channel.last_active < self.relatch_seconds:
+                if not channel.stray_seen:
+                    channel.stray_seen = True
+                    log.info(
+                        "rtp_stray_source_dropped",
+                        side=self.side.value,
+                        source=f"{addr[0]}:{addr[1]}",
+                        latched=f"{channel.source[0]}:{channel.source[1]}",
+                    )
+                return False
+            log.info(
+                "rtp_relatched",
+                side=self.side.value,
+                rtcp=channel is self.rtcp,
+                source=f"{addr[0]}:{addr[1]}",
+            )
+        channel.source = addr
+        self._update_dest()
+        return True
+
+    def _observe(self, now: float) -> float:
+        """Note which channels moved since the last tick; return when the party last sent."""
+        for channel in (self.rtp, self.rtcp):
+            if channel.received != channel.seen:
+                channel.seen = channel.received
+                channel.last_active = now
+        return max(self.rtp.last_active, self.rtcp.last_active)
+
+    def send_rtp(self, data: bytes) -> bool:
+        """Send a packet we generate (a prompt) to this party; False if it has no destination."""
+        dest, transport = self.rtp.dest, self.rtp.transport
+        if dest is None or transport is None:
+            return False
+        transport.sendto(data, dest)
+        return True
+
+    def stats(self) -> LegStats:
+        """A snapshot of this leg's counters."""
+        return LegStats(
+            self.rtp.received,
+            self.rtp.relayed,
+            self.rtp.dropped,
+            self.rtcp.received,
+            self.rtcp.relayed,
+            self.rtcp.dropped,
+            self.rtp.source,
+            self.rtcp.source,
+        )
+
+
+def _bind_udp(host: str, port: int, rcvbuf: int | None) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class MediaSession:
+    """Relays RTP and RTCP between the two parties of a call. Open with ``MediaSession.open``."""
+
+    def __init__(
+        self,
+        pool: PortPool,
+        host: str,
+        *,
+        inactivity_seconds: float,
+        on_inactive: Callable[[Side], None] | None,
+        relatch_seconds: float,
+        tick_seconds: float | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.pool = pool
+        self.host = host
+        self.inactivity_seconds = inactivity_seconds
+        self.on_inactive = on_inactive
+        self._loop = loop
+        self._relatch_seconds = relatch_seconds
+        self._tick_seconds = tick_seconds or max(0.05, min(0.5, inactivity_seconds / 4))
+        self._ports: list[int] = []
+        self._transports: list[asyncio.DatagramTransport] = []
+        self._protocols: dict[tuple[Side, bool], _RelayProtocol] = {}
+        self._legs: dict[Side, Leg] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._inactive_reported: set[Side] = set()
+        # Sockets bound but not yet owned by a transport: close() closes them if open() fails.
+        self._unattached: list[socket.socket] = []
+        self.closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        pool: PortPool,
+        host: str = "0.0.0.0",
+        *,
+        inactivity_seconds: float = 60.0,
+        on_inactive: Callable[[Side], None] | None = None,
+        relatch_seconds: float = 1.0,
+        tick_seconds: float | None = None,
+        rcvbuf: int | None = None,
+        bind_attempts: int = 16,
+        sides: tuple[Side, ...] = (Side.A, Side.B),
+    ) -> MediaSession:
+        """Allocate and bind the legs' RTP and RTCP sockets; raise PortPoolExhausted or OSError.
+
+        A port pair that another process holds is skipped (up to ``bind_attempts`` times).
+        ``sides=(Side.A,)`` opens only the caller's leg, for a call the PBX answers itself
+        (the announcement): its packets are counted and tapped, and dropped.
+        """
+        loop = asyncio.get_running_loop()
+        session = cls(
+            pool,
+            host,
+            inactivity_seconds=inactivity_seconds,
+            on_inactive=on_inactive,
+            relatch_seconds=relatch_seconds,
+            tick_seconds=tick_seconds,
+            loop=loop,
+        )
+        try:
+            socks: dict[Side, tuple[socket.socket, socket.socket]] = {}
+            for side in sides:
+                port, rtp_sock, rtcp_sock = session._bind_pair(rcvbuf, bind_attempts)
+                session._legs[side] = Leg(side, port, loop.time, relatch_seconds)
+                socks[side] = (rtp_sock, rtcp_sock)
+            for side, (rtp_sock, rtcp_sock) in socks.items():
+                leg = session._legs[side]
+                other = session._legs.get(side.other)
+                # With one leg, the missing other side is a channel that has no destination.
+                rtp_out = other.rtp if other else _Channel(0.0)
+                rtcp_out = other.rtcp if other else _Channel(0.0)
+                for sock, channel, out, is_rtcp in (
+                    (rtp_sock, leg.rtp, rtp_out, False),
+                    (rtcp_sock, leg.rtcp, rtcp_out, True),
+                ):
+                    protocol = _RelayProtocol(leg, channel, out)
+                    transport, _ = await loop.create_datagram_endpoint(
+                        lambda p=protocol: p,  # type: ignore[misc]
+                        sock=sock,
+                    )
+                    session._unattached.remove(sock)
+                    channel.transport = transport
+                    session._transports.append(transport)
+                    session._protocols[(side, is_rtcp)] = protocol
+        except BaseException:
+            session.close()
+            raise
+        session._timer = loop.call_later(session._tick_seconds, session._tick)
+        return session
+
+    def _bind_pair(
+        self, rcvbuf: int | None, attempts: int
+    ) -> tuple[int, socket.socket, socket.socket]:
+        last_error: OSError | None = None
+        for _ in range(attempts):
+            port = self.pool.allocate()
+            self._ports.append(port)
+            try:
+                rtp_sock = _bind_udp(self.host, port, rcvbuf)
+            except OSError as exc:
+                last_error = exc
+                self._give_back(port, exc)
+                continue
+            try:
+                rtcp_sock = _bind_udp(self.host, rtcp_port(port), rcvbuf)
+            except OSError as exc:
+                rtp_sock.close()
+                last_error = exc
+                self._give_back(port, exc)
+                continue
+            self._unattached += (rtp_sock, rtcp_sock)
+            return port, rtp_sock, rtcp_sock
+        assert last_error is not None
+        raise last_error
+
+    def _give_back(self, port: int, exc: OSError) -> None:
+        self._ports.remove(port)
+        self.pool.release(port)
+        if exc.errno != errno.EADDRINUSE:
+            raise exc
+        log.warning("rtp_port_busy", port=port)
+
+    def leg(self, side: Side) -> Leg:
+        """The leg of one side."""
+        return self._legs[side]
+
+    @property
+    def a(self) -> Leg:
+        """The caller's leg."""
+        return self._legs[Side.A]
+
+    @property
+    def b(self) -> Leg:
+        """The callee's leg."""
+        return self._legs[Side.B]
+
+    def set_remote(
+        self,
+        side: Side,
+        address: str | None,
+        port: int,
+        direction: Direction = Direction.SENDRECV,
+    ) -> None:
+        """Apply one party's SDP (its address, RTP port and direction); resets its latch."""
+        self._legs[side].set_remote(address, port, direction)
+        self._inactive_reported.discard(side)
+
+    def set_tap(self, side: Side, sink: PacketSink | None) -> None:
+        """Copy every RTP packet this party sends to sink(arrival_time, datagram), or stop."""
+        self._protocols[(side, False)].tap = sink
+
+    def stats(self, side: Side) -> LegStats:
+        """Counters for what one party sent."""
+        return self._legs[side].stats()
+
+    def _tick(self) -> None:
+        now = self._loop.time()
+        for side, leg in self._legs.items():
+            last_active = leg._observe(now)
+            if last_active == now:
+                self._inactive_reported.discard(side)
+            elif (
+                leg.direction.sends
+                and side not in self._inactive_reported
+                and now - last_active >= self.inactivity_seconds
+            ):
+                self._inactive_reported.add(side)
+                log.info(
+                    "rtp_inactive",
+                    side=side.value,
+                    port=leg.port,
+                    silent_seconds=round(now - last_active, 1),
+                )
+                if self.on_inactive is not None:
+                    try:
+                        self.on_inactive(side)
+                    except Exception:
+                        log.exception("on_inactive_failed", side=side.value)
+        if not self.closed:
+            self._timer = self._loop.call_later(self._tick_seconds, self._tick)
+
+    def close(self) -> None:
+        """Close every socket and give the ports back to the pool (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for transport in self._transports:
+            transport.close()
+        self._transports.clear()
+        for sock in self._unattached:
+            sock.close()
+        self._unattached.clear()
+        for port in self._ports:
+            self.pool.release(port)
+        self._ports.clear()
+
+    async def __aenter__(self) -> MediaSession:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
