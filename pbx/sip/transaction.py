@@ -54,6 +54,11 @@ from pbx.sip.message import (
 RELIABLE_TRANSPORTS: Final = frozenset({"TCP", "TLS", "SCTP", "TLS-SCTP", "WS", "WSS"})
 
 
+def is_reliable_transport(transport: str) -> bool:
+    """Whether a Via transport token names a reliable (stream) transport."""
+    return transport.upper() in RELIABLE_TRANSPORTS
+
+
 # ---------------------------------------------------------------------------------------------
 # Timers
 
@@ -490,6 +495,7 @@ class _Transaction:
 
     @property
     def terminated(self) -> bool:
+        """Whether the transaction reached Terminated (it sends and reports nothing more)."""
         return self.state is TransactionState.TERMINATED
 
     # -- machinery ----------------------------------------------------------------------------
