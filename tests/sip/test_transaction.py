@@ -44,6 +44,7 @@ from pbx.sip.transaction import (
     UnmatchedResponseReceived,
     client_transaction_key,
     invite_key_for_cancel,
+    is_reliable_transport,
     server_transaction_key,
 )
 
@@ -904,3 +905,68 @@ def test_table_send_stateless_queues_in_order() -> None:
     ack = ack_for(invite, build_response(invite, 200, to_tag="x"), branch="z9hG4bKack")
     table.send_stateless(ack, PBX)
     assert [m for m, _ in table.messages_to_send()] == [invite, ack]
+
+
+# -- odds and ends ------------------------------------------------------------------------------
+
+
+def test_handle_timer_before_the_deadline_does_nothing() -> None:
+    tx = InviteClientTransaction(make_request(), PBX, 0.0)
+    sent(tx)
+    tx.handle_timer(0.49)
+    assert sent(tx) == []
+    assert tx.get_timer() == 0.5
+    assert tx.state is TransactionState.CALLING
+
+
+def test_late_timer_call_fires_every_overdue_timer_in_order() -> None:
+    tx = InviteClientTransaction(make_request(), PBX, 0.0)
+    sent(tx)
+    tx.handle_timer(40.0)  # the adapter slept through A and B: B still ends it
+    assert statuses(sent(tx)) == ["INVITE"]  # A fired once, then B
+    assert events_of(tx) == [TransactionTimedOut(tx.key, Timer.B), TransactionTerminated(tx.key)]
+
+
+def test_invite_client_absorbs_2xx_and_1xx_after_a_non2xx_final() -> None:
+    invite = make_request()
+    tx = InviteClientTransaction(invite, PBX, 0.0)
+    tx.receive(build_response(invite, 486, to_tag="srv"), 0.1)
+    events_of(tx)
+    sent(tx)
+    tx.receive(build_response(invite, 200, to_tag="srv"), 0.2)
+    tx.receive(build_response(invite, 180, to_tag="srv"), 0.3)
+    assert events_of(tx) == []
+    assert sent(tx) == []
+
+
+def test_invite_server_over_tcp_still_sends_100_trying() -> None:
+    tx = InviteServerTransaction(make_request(transport="TCP"), PHONE, reliable=True)
+    assert statuses(sent(tx)) == [100]
+
+
+def test_non_invite_server_reports_transport_error_after_a_response() -> None:
+    request = make_request("SUBSCRIBE")
+    tx = NonInviteServerTransaction(request, PHONE)
+    tx.respond(build_response(request, 100), 0.0)
+    events_of(tx)
+    tx.handle_transport_error(0.1)
+    assert events_of(tx) == [TransportFailed(tx.key), TransactionTerminated(tx.key)]
+
+
+@pytest.mark.parametrize(
+    ("transport", "reliable"), [("UDP", False), ("tcp", True), ("TLS", True), ("WSS", True)]
+)
+def test_is_reliable_transport(transport: str, reliable: bool) -> None:
+    assert is_reliable_transport(transport) is reliable
+
+
+def test_custom_t1_scales_every_64_t1_timer() -> None:
+    timers = SipTimers(t1=0.1, t2=0.4, t4=0.5, d=0.0)
+    tx = NonInviteClientTransaction(make_request("OPTIONS"), PBX, 0.0, timers)
+    sent(tx)
+    firings = fire_until(tx, 100.0)
+    assert firings[-1][0] == pytest.approx(6.4)  # F = 64*T1
+    invite = make_request()
+    ict = InviteClientTransaction(invite, PBX, 0.0, timers)
+    ict.receive(build_response(invite, 486, to_tag="x"), 0.0)
+    assert ict.get_timer() == pytest.approx(6.4)  # D = max(d, 64*T1)
