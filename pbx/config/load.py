@@ -24,6 +24,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, cast
 
+from pbx.config.cycles import simple_cycles
 from pbx.config.model import (
     WEEKDAYS,
     AdminSettings,
@@ -66,8 +67,8 @@ _DOMAIN_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _FORWARD_KINDS = ("busy", "no_answer", "offline")
 _HA1_FIELDS = {"password_ha1_md5": ("MD5", 32), "password_ha1_sha256": ("SHA-256", 64)}
 _ALGORITHMS: tuple[Literal["MD5", "SHA-256"], ...] = ("MD5", "SHA-256")
-# Above this many enumeration steps, a forwarding tangle is reported as a whole.
-_CYCLE_SEARCH_BUDGET = 100_000
+# At most this many forwarding cycles are listed per tenant.
+_MAX_CYCLES_REPORTED = 50
 
 
 # --------------------------------------------------------------------------------------------
@@ -686,18 +687,17 @@ class _TenantLoader:
         self.entity = f"tenant {tenant_id}"
         self.international = False
         self.numbers: list[PhoneNumber] = []
-        self.users: dict[Extension, _UserDraft] = {}
+        self.users: dict[Extension, _UserDraft] = {}  # valid, unique extensions
+        self.drafts: list[_UserDraft] = []  # every [[users]] table, valid or not
 
     def load(self, data: Mapping[str, Any]) -> TenantConfig:
         top = _Reader(self.sink, self.file, "", data, _TENANT_TOP_KEYS)
-        if "tenant" not in data:
-            self.sink.error(self.file, self.entity, "tenant", "the [tenant] table is required")
         ten = _Reader(self.sink, self.file, self.entity, top.table_("tenant"), _TENANT_KEYS)
         domain = self._domain(ten)
         timezone = ten.text("timezone") or "Asia/Tokyo"
         try:
             zoneinfo.ZoneInfo(timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             ten.error("timezone", f'{_show(timezone)} is not a time zone name (e.g. "Asia/Tokyo")')
             timezone = "Asia/Tokyo"
         default = ten.boolean("default", False)
@@ -707,14 +707,10 @@ class _TenantLoader:
             ten.error("forward_caller_id", f'{_show(fcid)} must be "original" or "user"')
             fcid = "original"
 
-        if "limits" not in data:
-            self.sink.error(
-                self.file, self.entity, "limits", "the [limits] table (max_users) is required"
-            )
         lim = _Reader(
             self.sink, self.file, self.entity, top.table_("limits"), _LIMIT_KEYS, "limits."
         )
-        max_users = lim.required_integer("max_users") if "limits" in data else None
+        max_users = lim.required_integer("max_users")
         recording_users = lim.integer("recording_users", 0, minimum=0)
         self.international = lim.boolean("international_calls", False)
         limits = TenantLimits(
@@ -823,6 +819,7 @@ class _TenantLoader:
                 extension = None
             draft = _UserDraft(position, reader.entity, extension, reader)
             draft.config = self._user(reader, draft, extension)
+            self.drafts.append(draft)
             if extension is not None:
                 first_position[extension] = position
                 self.users[extension] = draft
@@ -985,7 +982,7 @@ class _TenantLoader:
         )
 
     def _forwards(self) -> None:
-        for draft in self.users.values():
+        for draft in self.drafts:
             targets: dict[str, str] = {}
             for kind, (raw, reader) in draft.forward_raw.items():
                 target = reader.fold(kind, raw)
@@ -1015,7 +1012,10 @@ class _TenantLoader:
                 target = getattr(fwd, kind)
                 if target is not None and Extension(target) in self.users:
                     edges.setdefault(ext, {}).setdefault(Extension(target), []).append(kind)
-        for cycle in _simple_cycles(edges):
+        graph: dict[str, list[str]] = {ext: list(targets) for ext, targets in edges.items()}
+        cycles, complete = simple_cycles(graph, limit=_MAX_CYCLES_REPORTED)
+        for found in cycles:
+            cycle = tuple(Extension(ext) for ext in found)
             steps = []
             for here, there in zip(cycle, (*cycle[1:], cycle[0]), strict=True):
                 steps.append(f"{here} {'/'.join(edges[here][there])} -> {there}")
@@ -1026,6 +1026,13 @@ class _TenantLoader:
                 first.entity,
                 f"forward.{kinds[0]}",
                 f"forwarding cycle: {', '.join(steps)}",
+            )
+        if not complete:
+            self.sink.error(
+                self.file,
+                self.entity,
+                "forward",
+                f"more forwarding cycles than the {_MAX_CYCLES_REPORTED} listed",
             )
 
     # -- [[incoming]] ----------------------------------------------------------------------------
@@ -1223,33 +1230,6 @@ class _TenantLoader:
                 "incoming",
                 f"no rule covers {_describe_gaps(by_day)} (calls then are refused with 480)",
             )
-
-
-def _simple_cycles(
-    edges: Mapping[Extension, Mapping[Extension, Sequence[str]]],
-) -> list[tuple[Extension, ...]]:
-    """Every elementary cycle, each starting at its smallest extension (bounded search)."""
-    cycles: list[tuple[Extension, ...]] = []
-    budget = _CYCLE_SEARCH_BUDGET
-    for start in sorted(edges):
-        stack: list[list[Extension]] = [sorted(edges.get(start, {}))]
-        path = [start]
-        on_path = {start}
-        while stack and budget > 0:
-            budget -= 1
-            successors = stack[-1]
-            if not successors:
-                stack.pop()
-                on_path.discard(path.pop())
-                continue
-            nxt = successors.pop(0)
-            if nxt == start:
-                cycles.append(tuple(path))
-            elif nxt > start and nxt not in on_path:
-                path.append(nxt)
-                on_path.add(nxt)
-                stack.append(sorted(edges.get(nxt, {})))
-    return cycles
 
 
 # --------------------------------------------------------------------------------------------

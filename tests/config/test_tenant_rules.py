@@ -493,3 +493,20 @@ def test_day_names_are_read_case_insensitively(write: Writer) -> None:
     incoming = incoming.replace(ALL_WEEK, '["tue", "wed", "thu", "fri", "sat", "sun"]', 1)
     snapshot = loads(write(acme=tenant(incoming=incoming)))
     assert snapshot.tenants[ACME].incoming[0].days == frozenset({"mon", "holiday"})
+
+
+def test_parallel_forward_edges_are_named_together(write: Writer) -> None:
+    users = four_users(
+        'forward = { busy = "1002", offline = "1002" }', 'forward = { no_answer = "1001" }'
+    )
+    problem = only_problem(write(acme=tenant(users=users)))
+    assert problem.message == "forwarding cycle: 1001 busy/offline -> 1002, 1002 no_answer -> 1001"
+
+
+def test_bad_forward_of_a_user_with_a_bad_extension_is_still_reported(write: Writer) -> None:
+    users = USERS + user("9004", 'forward = { busy = "009608" }')
+    found = problems_of(write(acme=tenant(users=users)))
+    assert [(p.entity, p.field) for p in found] == [
+        ("user 9004", "extension"),
+        ("user 9004", "forward.busy"),
+    ]
