@@ -418,7 +418,8 @@ NON_INVITE_SERVER_TRANSITIONS: Final[Transitions] = {
     (_St.COMPLETED, _In.TRANSPORT_ERROR): (_St.TERMINATED, (_Do.REPORT_TRANSPORT_ERROR,)),
 }
 
-# Timers each state starts on entry, and the ones it keeps running from the state before.
+# Each machine lists the timers a state starts on entry (ENTRY_TIMERS) and those it keeps
+# running from the state before (KEPT_TIMERS); every other timer stops on a state change.
 _EMPTY: Final[frozenset[Timer]] = frozenset()
 
 
