@@ -440,6 +440,11 @@ class MediaSession:
             raise exc
         log.warning("rtp_port_busy", port=port)
 
+    @property
+    def sides(self) -> tuple[Side, ...]:
+        """The sides this session has legs for."""
+        return tuple(self._legs)
+
     def leg(self, side: Side) -> Leg:
         """The leg of one side."""
         return self._legs[side]

@@ -507,7 +507,7 @@ def rewrite_sdp(
         media.append(_kept_stream(sd, m, port, payload_types, direction))
     return SessionDescription(
         origin=origin,
-        session_name=sd.session_name or "-",
+        session_name="-",  # the far end's session name is not ours to repeat
         connection=Connection(address, "IN", _address_type(address)),
         other_lines=tuple((k, v) for k, v in sd.other_lines if k in "trz") or (("t", "0 0"),),
         attributes=(),

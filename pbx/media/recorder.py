@@ -1,0 +1,288 @@
+"""Call recording: a stereo 16-bit 8 kHz WAV, caller on the left channel, callee on the right.
+
+Adapter (asyncio). The relay's taps append ``(arrival_time, datagram)`` to a deque per side
+(O(1) on the hot path); a timer drains them once per ``flush_seconds``, decodes PCMU/PCMA
+(RFC 3551 payload types 0 and 8; telephone-event, comfort noise and anything else are skipped)
+and places each packet on a common timeline, then writes the finished part of the file from a
+worker thread (``asyncio.to_thread``), so neither decoding nor disk I/O holds up the relay.
+
+Time alignment. Sample 0 is the moment the recorder started (on the loop clock). Within a run
+of packets, a packet's position comes from its RTP timestamp (RFC 3550 §5.1: the sampling
+instant), so network jitter does not move audio around. A run is anchored by the arrival time of
+its first packet, and re-anchored on a new SSRC, or when the timestamp-derived position strays
+more than ``resync_seconds`` from the arrival-derived one (the sender jumped its timestamps,
+paused them during hold, or its clock drifted). Where a side sent nothing, its channel is
+silence. Audio is final ``jitter_seconds`` after its arrival; a packet arriving later than that,
+behind what is already written, is dropped and counted.
+
+The WAV header's sizes are patched after every write, so after a crash the file is valid up to
+the last flush; ``close()`` writes the rest and patches them a last time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import structlog
+
+from pbx.errors import RemoteProtocolError
+from pbx.media import g711
+from pbx.media.relay import MediaSession, PacketSink, Side
+from pbx.media.rtp import peek_rtp, timestamp_diff
+from pbx.media.wav import TELEPHONE_STEREO, build_wav_header, interleave_stereo, size_patches
+
+log = structlog.get_logger("pbx.media.recorder")
+
+SAMPLE_RATE = 8000
+_FAST_HEADER = struct.Struct("!BBHII")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingResult:
+    """What a finished recording holds."""
+
+    path: Path
+    frames: int
+    packets: int
+    late_packets: int
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.frames / SAMPLE_RATE
+
+
+class _Track:
+    """One party's channel: pending packets, the current anchor, and undecided samples."""
+
+    __slots__ = ("anchor", "buffer", "late", "packets", "queue")
+
+    def __init__(self) -> None:
+        self.queue: collections.deque[tuple[float, bytes]] = collections.deque()
+        # (ssrc, rtp timestamp, sample position) of the current run, or None.
+        self.anchor: tuple[int, int, int] | None = None
+        # 16-bit little-endian samples from the written position onwards (zeros = silence).
+        self.buffer = bytearray()
+        self.packets = 0
+        self.late = 0
+
+
+class CallRecorder:
+    """Records both parties of a MediaSession into one stereo WAV. Create with ``start``."""
+
+    def __init__(
+        self,
+        path: Path,
+        file: BinaryIO,
+        start_time: float,
+        *,
+        flush_seconds: float,
+        jitter_seconds: float,
+        resync_seconds: float,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.path = path
+        self._file = file
+        self._start = start_time
+        self._flush_seconds = flush_seconds
+        self._jitter_seconds = jitter_seconds
+        self._resync = round(resync_seconds * SAMPLE_RATE)
+        self._loop = loop
+        self._tracks = {Side.A: _Track(), Side.B: _Track()}
+        self._written = 0  # frames already in the file
+        self._task: asyncio.Task[None] | None = None
+        self._session: MediaSession | None = None
+        self._result: RecordingResult | None = None
+        self._stopping = asyncio.Event()
+        self._failed = False
+
+    @classmethod
+    async def start(
+        cls,
+        directory: Path,
+        name: str,
+        session: MediaSession | None = None,
+        *,
+        flush_seconds: float = 1.0,
+        jitter_seconds: float = 0.3,
+        resync_seconds: float = 0.5,
+    ) -> CallRecorder:
+        """Create ``directory/name`` (a .wav) and, if given, tap both sides of ``session``."""
+        if "/" in name or name.startswith("."):
+            raise ValueError(f"recording name {name!r} must be a plain file name")
+        path = directory / name
+        loop = asyncio.get_running_loop()
+        file = await asyncio.to_thread(_create, path)
+        recorder = cls(
+            path,
+            file,
+            loop.time(),
+            flush_seconds=flush_seconds,
+            jitter_seconds=jitter_seconds,
+            resync_seconds=resync_seconds,
+            loop=loop,
+        )
+        if session is not None:
+            recorder.attach(session)
+        recorder._task = loop.create_task(recorder._run(), name=f"recorder:{name}")
+        return recorder
+
+    def sink(self, side: Side) -> PacketSink:
+        """The tap for one side: append (arrival_time, datagram); O(1), never blocks."""
+        return self._tracks[side].queue.append
+
+    def attach(self, session: MediaSession) -> None:
+        """Tap both sides of a session (those it has)."""
+        self._session = session
+        for side in session.sides:
+            session.set_tap(side, self.sink(side))
+
+    async def _run(self) -> None:
+        # Stopped through an event, never cancelled, so no write is cut off half-way.
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._flush_seconds):
+                    await self._stopping.wait()
+            if self._stopping.is_set():
+                return
+            try:
+                await self._flush(self._position(self._loop.time() - self._jitter_seconds))
+            except OSError:
+                log.exception("recording_write_failed", path=str(self.path))
+                self._failed = True
+                self._detach()
+                return
+
+    def _detach(self) -> None:
+        if self._session is not None and not self._session.closed:
+            for side in self._session.sides:
+                self._session.set_tap(side, None)
+
+    def _position(self, when: float) -> int:
+        return max(0, round((when - self._start) * SAMPLE_RATE))
+
+    def _place(self, track: _Track) -> None:
+        """Decode the track's queued packets into its buffer."""
+        queue = track.queue
+        written = self._written
+        resync = self._resync
+        while queue:
+            arrival, data = queue.popleft()
+            if len(data) < 12:
+                continue
+            if data[0] == 0x80:  # no padding, extension or CSRC: the common case
+                _, second, _, timestamp, ssrc = _FAST_HEADER.unpack_from(data)
+                payload_type = second & 0x7F
+                payload = data[12:]
+            else:
+                try:
+                    view = peek_rtp(data)
+                except RemoteProtocolError:
+                    continue
+                payload_type, timestamp, ssrc = view.payload_type, view.timestamp, view.ssrc
+                payload = data[view.payload_offset : view.payload_end]
+            if payload_type == 0:
+                pcm = g711.decode_ulaw(payload)
+            elif payload_type == 8:
+                pcm = g711.decode_alaw(payload)
+            else:
+                continue
+            track.packets += 1
+            heard = self._position(arrival) - len(payload)  # the packet's first sample
+            anchor = track.anchor
+            if anchor is not None and anchor[0] == ssrc:
+                position = anchor[2] + timestamp_diff(timestamp, anchor[1])
+                if abs(position - heard) > resync:
+                    position = heard
+                    track.anchor = (ssrc, timestamp, position)
+            else:
+                position = heard
+                track.anchor = (ssrc, timestamp, position)
+            offset = 2 * (position - written)
+            if offset < 0:
+                if offset + len(pcm) <= 0:
+                    track.late += 1
+                    continue
+                pcm = pcm[-offset:]
+                offset = 0
+            end = offset + len(pcm)
+            buffer = track.buffer
+            if end > len(buffer):
+                buffer.extend(bytes(end - len(buffer)))
+            buffer[offset:end] = pcm
+
+    async def _flush(self, horizon: int) -> None:
+        """Write every frame before ``horizon`` (a sample position) to the file."""
+        for track in self._tracks.values():
+            self._place(track)
+        count = horizon - self._written
+        if count <= 0:
+            return
+        size = 2 * count
+        channels = []
+        for track in self._tracks.values():
+            chunk = bytes(track.buffer[:size])
+            del track.buffer[:size]
+            channels.append(chunk + bytes(size - len(chunk)))
+        frames = interleave_stereo(channels[0], channels[1])
+        self._written = horizon
+        await asyncio.to_thread(_append, self._file, frames, 4 * self._written)
+
+    async def close(self) -> RecordingResult:
+        """Stop tapping, write what is left, patch the header and close the file (idempotent)."""
+        if self._result is not None:
+            return self._result
+        self._detach()
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        try:
+            if not self._failed:
+                # Everything heard so far, and any packet already queued, goes in.
+                for track in self._tracks.values():
+                    self._place(track)
+                end = max(
+                    [self._position(self._loop.time())]
+                    + [self._written + len(t.buffer) // 2 for t in self._tracks.values()]
+                )
+                await self._flush(end)
+        finally:
+            await asyncio.to_thread(self._file.close)
+        self._result = RecordingResult(
+            self.path,
+            self._written,
+            sum(t.packets for t in self._tracks.values()),
+            sum(t.late for t in self._tracks.values()),
+        )
+        log.info(
+            "recording_finished",
+            path=str(self.path),
+            seconds=round(self._result.duration, 2),
+            packets=self._result.packets,
+            late_packets=self._result.late_packets,
+        )
+        return self._result
+
+
+def _create(path: Path) -> BinaryIO:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    file = path.open("xb")  # never overwrite an existing recording
+    file.write(build_wav_header(TELEPHONE_STEREO, 0))
+    file.flush()
+    return file
+
+
+def _append(file: BinaryIO, frames: bytes, data_size: int) -> None:
+    file.seek(0, 2)
+    file.write(frames)
+    for offset, value in size_patches(data_size):
+        file.seek(offset)
+        file.write(value)
+    file.flush()
