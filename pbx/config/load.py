@@ -71,6 +71,15 @@ _ALGORITHMS: tuple[Literal["MD5", "SHA-256"], ...] = ("MD5", "SHA-256")
 _MAX_CYCLES_REPORTED = 50
 
 
+# How an entry of an array of tables is named when it has no better name yet.
+_ENTRY_NAMES = {
+    "numbers": "number",
+    "users": "user",
+    "incoming": "incoming rule",
+    "trunks": "trunk",
+}
+
+
 # --------------------------------------------------------------------------------------------
 # Problem collection and typed reading of TOML tables
 
@@ -245,7 +254,7 @@ class _Reader:
             else:
                 self.sink.error(
                     self.file,
-                    f"{key} #{position}",
+                    f"{_ENTRY_NAMES.get(key, key)} #{position}",
                     "",
                     f"must be a table, not {_type_name(item)} {_show(item)}",
                 )
@@ -1261,6 +1270,7 @@ def _relative_name(path: Path, base: Path) -> str:
 def load_config(path: Path, *, version: int = 1) -> ConfigSnapshot:
     """Read ``pbx.toml`` and its tenant files into a snapshot, or raise ``ConfigError``."""
     sink = _Sink()
+    path = Path(path)
     base = path.parent
     display = str(path)
     loaded = _read_toml(sink, display, path)

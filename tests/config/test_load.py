@@ -528,3 +528,35 @@ def test_every_problem_is_reported_at_once(write: Writer) -> None:
     assert expected <= seen, sorted(expected - seen)
     assert len(info.value.problems) == len(expected)
     assert str(info.value).startswith(f"{len(expected)} configuration problems:\n")
+
+
+# --- shapes and spellings ----------------------------------------------------------------------
+
+
+def test_users_written_as_a_table_instead_of_an_array_is_a_type_error(write: Writer) -> None:
+    text = tenant(users='[users]\nextension = "1001"\npassword = "x"\n')
+    found = problems_of(write(acme=text))
+    assert any(p.field == "users" and "array of tables ([[users]])" in p.message for p in found)
+
+
+def test_entry_that_is_not_a_table_is_named_by_position(write: Writer) -> None:
+    text = "users = [1]\n" + tenant(users="")
+    found = problems_of(write(acme=text))
+    assert (found[0].entity, found[0].field) == ("user #1", "")
+
+
+def test_targets_as_array_japanese_commas_and_duplicates(write: Writer) -> None:
+    incoming = (
+        '[[incoming]]\nnumber = "0312345678"\ntargets = ["1001", "1002"]\n'
+        f"days = {ALL_WEEK}\nstart = 00:00:00\nend = 23:59:59\n"
+        + rule("0612345678", "1003、1001,1003", ALL_WEEK, "0:00", "23:59")
+    )
+    snapshot = loads(write(acme=tenant(incoming=incoming)))
+    acme = snapshot.tenants[TenantId("acme")]
+    assert acme.incoming[0].targets == ("1001", "1002")
+    assert acme.incoming[0].end == time(23, 59, 59)
+    assert acme.incoming[1].targets == ("1003", "1001")
+    assert [w.split(": ", 3)[2:] for w in snapshot.warnings] == [
+        ["targets", 'Japanese commas "、" read as ","'],
+        ["targets", "1003 is listed twice"],
+    ]
