@@ -17,6 +17,7 @@ the tenant's own numbers keeps spending hops until the budget ends it with 482.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -193,6 +194,7 @@ class _Planner:
         self.answered_by: ForkId | None = None
         self.record = False
         self.reaches = 0
+        self.queue: deque[tuple[str, _Leg, PhoneNumber | None]] = deque()
 
     # --- new calls -----------------------------------------------------------------------------
 
@@ -246,7 +248,18 @@ class _Planner:
     # --- reaching targets ----------------------------------------------------------------------
 
     def reach(self, target: str, leg: _Leg, rule_number: PhoneNumber | None = None) -> None:
-        """Route one target of a rule (``rule_number`` set) or a forward destination."""
+        """Queue one target of a rule (``rule_number`` set) or a forward destination.
+
+        Targets are reached breadth-first: all targets of a rule before any of their forwards,
+        so a target that is both named by the rule and a forward destination rings as named.
+        """
+        self.queue.append((target, leg, rule_number))
+
+    def drain(self) -> None:
+        while self.queue:
+            self.reach_now(*self.queue.popleft())
+
+    def reach_now(self, target: str, leg: _Leg, rule_number: PhoneNumber | None) -> None:
         tenant = self.tenant
         assert tenant is not None
         self.reaches += 1
@@ -563,6 +576,7 @@ class _Planner:
         return trunks[0].name if trunks else None
 
     def decide(self, arm_max_ring: bool = False) -> Decision:
+        self.drain()
         final = self.final
         if final is None and self.answered_by is None and not self.live:
             final = final_status(tuple(self.statuses))

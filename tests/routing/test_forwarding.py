@@ -142,8 +142,8 @@ def test_busy_extension_forwarding_to_a_ringing_target_rings_it_once() -> None:
 
 def test_offline_extension_is_replaced_by_its_offline_forward() -> None:
     decision = inbound(state=lines(["1002", "1003"]))
-    assert forks(decision) == ("1003", "1002")
-    ring_1003 = decision.start[0]
+    assert forks(decision) == ("1002", "1003")
+    ring_1003 = decision.start[1]
     assert isinstance(ring_1003, RingExtension)
     assert ring_1003.hops == 1
     assert ring_1003.diversions == (Diversion(NUMBER, "1001", "unavailable"),)
@@ -152,8 +152,8 @@ def test_offline_extension_is_replaced_by_its_offline_forward() -> None:
 
 def test_forward_chain_ends_on_an_external_number_with_diversions() -> None:
     decision = inbound(state=lines(["1002"]))  # 1001 -> 1003 (offline) -> mobile
-    assert forks(decision) == (f"out:{MOBILE}", "1002")
-    out = decision.start[0]
+    assert forks(decision) == ("1002", f"out:{MOBILE}")
+    out = decision.start[1]
     assert isinstance(out, DialOut)
     assert out.trunk == "carrier"
     assert out.caller_id == "09011112222"  # the original caller (forward_caller_id = original)
