@@ -9,13 +9,15 @@ from pbx.config.load import ConfigError, load_config
 
 
 def main(args: argparse.Namespace) -> int:
-    """Print each problem (exit 1), or the warnings and an OK line (exit 0)."""
+    """Print each problem and the warnings (exit 1), or the warnings and an OK line (exit 0)."""
     out = sys.stdout
     try:
         snapshot = load_config(args.config)
     except ConfigError as exc:
         for problem in exc.problems:
             out.write(f"{problem}\n")
+        for found in exc.warnings:
+            out.write(f"warning: {found}\n")
         count = len(exc.problems)
         out.write(f"FAILED: {count} problem{'s' if count != 1 else ''} in the configuration\n")
         return 1

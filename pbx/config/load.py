@@ -1306,7 +1306,7 @@ def load_config(path: Path, *, version: int = 1) -> ConfigSnapshot:
 
     by_number, by_domain, default = _index(sink, display, tenants)
     if sink.errors:
-        raise ConfigError(sink.errors)
+        raise ConfigError(sink.errors, sink.warnings)
     return ConfigSnapshot(
         version=version,
         digest=digest.hexdigest(),

@@ -32,10 +32,16 @@ class ConfigProblem:
 
 
 class ConfigError(PbxError):
-    """The configuration is invalid; ``problems`` lists every problem found, in file order."""
+    """The configuration is invalid; ``problems`` lists every problem found, in file order.
 
-    def __init__(self, problems: Iterable[ConfigProblem]) -> None:
+    ``warnings`` holds the warnings found on the way (not part of the message).
+    """
+
+    def __init__(
+        self, problems: Iterable[ConfigProblem], warnings: Iterable[ConfigProblem] = ()
+    ) -> None:
         self.problems: list[ConfigProblem] = list(problems)
+        self.warnings: list[ConfigProblem] = list(warnings)
         count = len(self.problems)
         lines = [f"{count} configuration problem{'s' if count != 1 else ''}:"]
         lines.extend(str(problem) for problem in self.problems)

@@ -102,6 +102,22 @@ def test_check_config_lists_every_problem_and_fails(
     ]
 
 
+def test_check_config_prints_warnings_after_problems(
+    write: Writer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(
+        acme=tenant(users=USERS.replace('"1002"', '"１００２"').replace('"1003"', '"9003"'))
+    )
+    code, lines = run_check(path, capsys)
+    assert code == 1
+    assert lines[0].endswith(
+        'user 9003: extension: "9003" must be exactly 4 half-width digits, 0000-8999'
+    )
+    assert lines[-2].startswith("warning: ")
+    assert "user 1002: extension: full-width characters normalised" in lines[-2]
+    assert lines[-1].startswith("FAILED: ")
+
+
 def test_check_config_via_the_cli(write: Writer, capsys: pytest.CaptureFixture[str]) -> None:
     from pbx.cli import main
 
