@@ -172,7 +172,11 @@ def is_loose_route(route: NameAddress) -> bool:
 
 
 def next_hop_uri(request: SipRequest) -> Uri:
-    """Where a request goes first (8.1.2): the first Route's URI, else the Request-URI."""
+    """Where a request goes first (8.1.2): the first Route's URI, else the Request-URI.
+
+    For requests with loose routes (a pre-loaded outbound proxy, or no routes); a strictly
+    routed in-dialog request goes to its Request-URI: see ``Dialog.next_hop``.
+    """
     for name, value in request.headers:
         if canonical_header_name(name) == "route":
             parts = split_header_values(value)
@@ -445,6 +449,18 @@ class Dialog:
     def invite_in_progress(self) -> bool:
         """Whether an INVITE transaction runs in either direction (14.1: no new one then)."""
         return self.outgoing_invite_cseq is not None or self.incoming_invite_cseq is not None
+
+    @property
+    def next_hop(self) -> Uri:
+        """Where this dialog's requests go first (8.1.2): the first route, else the target.
+
+        Use this rather than ``next_hop_uri(request)`` for in-dialog requests: with a strict
+        first router its URI is the Request-URI and the first Route is the one after it.
+        """
+        if not self.route_set:
+            return self.remote_target
+        first = self.route_set[0]
+        return first.uri if is_loose_route(first) else _request_uri_from_route(first.uri)
 
     def terminate(self) -> None:
         """Mark the dialog ended (the engine decided: BYE sent or received, timeout, ...)."""
@@ -940,7 +956,8 @@ class TwoXxRetransmitter:
     session SHOULD be terminated."
 
     The first send is the caller's (through the INVITE server transaction); this object only
-    yields the retransmissions, each to ``destination``.
+    yields the retransmissions, each to ``destination``. It retransmits on every transport:
+    13.3.1.4 asks for it end to end, since a reliable first hop says nothing of the rest.
     """
 
     __slots__ = (

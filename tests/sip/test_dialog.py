@@ -409,6 +409,7 @@ def test_in_dialog_request_without_route_set_goes_to_remote_target() -> None:
     assert not bye.contact
     assert bye.via[0].host == "198.51.100.1"
     assert bye.via[0].branch is not None
+    assert dialog.next_hop == bye.uri
 
 
 def test_loose_routing_keeps_remote_target_and_lists_route_set() -> None:
@@ -417,6 +418,7 @@ def test_loose_routing_keeps_remote_target_and_lists_route_set() -> None:
     assert info.uri == dialog.remote_target
     assert route_values(info) == ["<sip:p1.example;lr>", "<sip:p2.example;lr>"]
     assert next_hop_uri(info) == uri("sip:p1.example;lr")
+    assert dialog.next_hop == uri("sip:p1.example;lr")
     assert info.header("Content-Type") == "application/dtmf-relay"
     assert info.body == b"Signal=1\r\n"
 
@@ -429,7 +431,8 @@ def test_strict_routing_puts_first_route_in_request_uri_and_target_last() -> Non
     bye = dialog.new_request("BYE")
     assert bye.uri == uri("sip:p1.example;maddr=10.0.0.1")
     assert route_values(bye) == ["<sip:p2.example;lr>", "<sip:carrier@203.0.113.5:5080>"]
-    assert next_hop_uri(bye) == uri("sip:p2.example;lr")
+    # 8.1.2: a strictly routed request goes to its Request-URI, not to the first Route.
+    assert dialog.next_hop == bye.uri
 
 
 def test_strict_routing_on_uas_side_uses_request_order() -> None:
