@@ -610,15 +610,18 @@ class Dialog:
         """Check and apply a request received in this dialog.
 
         None: accepted (remote CSeq, target and state updated). Otherwise the response to send
-        instead of processing it: 500 when out of order (12.2.2), 491 when our own INVITE is
-        pending (14.2), 500 with Retry-After when the peer's previous INVITE is unanswered
-        (14.2). ACK and CANCEL carry their INVITE's CSeq and are not ordered here.
+        instead of processing it: 481 on an ended dialog (except a BYE crossing ours), 500 when
+        out of order (12.2.2), 491 when our own INVITE is pending (14.2), 500 with Retry-After
+        when the peer's previous INVITE is unanswered (14.2). ACK and CANCEL carry their
+        INVITE's CSeq and are not ordered here.
         """
         if DialogId.of_request(request) != self.id:
             raise LocalProtocolError("request does not belong to this dialog")
         method, number = request.method, request.cseq.number
         if method in ("ACK", "CANCEL"):
             return None
+        if self.state is DialogState.TERMINATED and method != "BYE":
+            return self.respond(request, 481)
         if self.remote_cseq is not None and number < self.remote_cseq:
             # 12.2.2: "the request is out of order and MUST be rejected with a 500".
             return self.respond(request, 500, "Server Internal Error - CSeq Out of Order")
@@ -707,7 +710,8 @@ class OutgoingInvite:
     A forking proxy may answer with 1xx from several UASs, each with its own To tag: each is
     an early dialog. Each 2xx confirms (or creates) its dialog; every confirmed dialog must be
     ACKed (``Dialog.ack_for``), and all but the one the engine keeps ended with BYE. A
-    300-699 ends the early dialogs.
+    300-699 ends the early dialogs. A 2xx for a dialog already ended here (``terminate_early``)
+    returns that dialog unchanged: it still needs its ACK, then a BYE.
     """
 
     __slots__ = ("_order", "dialogs", "final_status", "local_via", "request", "secure")

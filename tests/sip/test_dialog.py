@@ -323,6 +323,18 @@ def test_forked_invite_keeps_one_early_dialog_per_to_tag() -> None:
     assert d1.state is DialogState.TERMINATED
 
 
+def test_2xx_on_a_fork_ended_locally_still_returns_it_for_ack_and_bye() -> None:
+    out = outgoing()
+    late = out.receive_response(answer(out.request, 180, to_tag="late"))
+    out.receive_response(answer(out.request, 200, to_tag="winner"))
+    assert out.terminate_early() == [late]
+    ok = answer(out.request, 200, to_tag="late")
+    assert out.receive_response(ok) is late
+    assert late is not None
+    assert late.ack_for(ok).cseq == CSeq(1, "ACK")
+    assert late.new_request("BYE").to.tag == "late"
+
+
 def test_two_forks_answering_make_two_confirmed_dialogs() -> None:
     out = outgoing()
     first = out.receive_response(answer(out.request, 200, to_tag="x"))
@@ -654,6 +666,16 @@ def test_second_incoming_reinvite_before_answer_gets_500_with_retry_after() -> N
     assert dialog.receive_request(phone_request(dialog, "INVITE", 104)) is None
 
 
+def test_requests_on_an_ended_dialog_get_481_but_a_crossing_bye_is_accepted() -> None:
+    dialog, invite = uas_dialog()
+    dialog.respond(invite, 200)
+    dialog.new_request("BYE")
+    rejection = dialog.receive_request(phone_request(dialog, "INFO", 102))
+    assert rejection is not None
+    assert rejection.status == 481
+    assert dialog.receive_request(phone_request(dialog, "BYE", 103)) is None
+
+
 def test_request_of_another_dialog_is_a_bug() -> None:
     dialog, _ = uas_dialog()
     stray = replace(phone_request(dialog, "INFO", 200), call_id=CallId("other"))
@@ -940,3 +962,35 @@ def test_b2bua_reinvite_round_trip() -> None:
     assert not a_leg.invite_in_progress
     rtx = TwoXxRetransmitter(a_ok, PHONE, 0.0, TIMERS)
     assert rtx.receive_ack(phone_request(a_leg, "ACK", 102), 0.1)
+
+
+def test_dialog_from_wire_invite_and_bye_back_on_the_wire() -> None:
+    raw = (
+        b"INVITE sip:201@acme.example SIP/2.0\r\n"
+        b"v: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKwire;rport\r\n"
+        b"Record-Route: <sip:p1.example;lr>, <sip:p2.example;lr;ftag=x>\r\n"
+        b"f: <sip:101@acme.example>;tag=wire-from\r\n"
+        b"t: <sip:201@acme.example>\r\n"
+        b"i: wire-call@192.0.2.10\r\n"
+        b"CSeq: 7 INVITE\r\n"
+        b"m: <sip:101@192.0.2.10:5060;transport=UDP>\r\n"
+        b"Max-Forwards: 70\r\n"
+        b"l: 0\r\n\r\n"
+    )
+    invite = parse_message(raw)
+    assert isinstance(invite, SipRequest)
+    dialog = Dialog.from_invite_as_uas(invite, "wire-to", OUR_CONTACT, local_via=OUR_VIA)
+    assert [str(r) for r in dialog.route_set] == [
+        "<sip:p1.example;lr>",
+        "<sip:p2.example;lr;ftag=x>",
+    ]
+    ok = parse_message(dialog.respond(invite, 200).to_bytes())
+    assert isinstance(ok, SipResponse)
+    assert ok.header_values("Record-Route") == ["<sip:p1.example;lr>", "<sip:p2.example;lr;ftag=x>"]
+    bye = parse_message(dialog.new_request("BYE").to_bytes())
+    assert isinstance(bye, SipRequest)
+    assert str(bye.uri) == "sip:101@192.0.2.10:5060;transport=UDP"
+    assert bye.header_values("Route") == ["<sip:p1.example;lr>", "<sip:p2.example;lr;ftag=x>"]
+    assert bye.to.tag == "wire-from"
+    assert bye.from_.tag == "wire-to"
+    assert bye.cseq == CSeq(1, "BYE")
