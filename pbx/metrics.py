@@ -49,9 +49,7 @@ class Counter(Metric):
 class Gauge(Metric):
     """A gauge set directly, or read from a callback at scrape time."""
 
-    def __init__(
-        self, name: str, help_text: str, read: Callable[[], float] | None = None
-    ) -> None:
+    def __init__(self, name: str, help_text: str, read: Callable[[], float] | None = None) -> None:
         super().__init__(name, help_text, "gauge")
         self.read = read
 
@@ -73,9 +71,7 @@ class Registry:
         self.metrics[name] = metric
         return metric
 
-    def gauge(
-        self, name: str, help_text: str, read: Callable[[], float] | None = None
-    ) -> Gauge:
+    def gauge(self, name: str, help_text: str, read: Callable[[], float] | None = None) -> Gauge:
         metric = Gauge(name, help_text, read)
         self.metrics[name] = metric
         return metric

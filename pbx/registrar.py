@@ -375,6 +375,10 @@ class Registrations:
             self._drop(binding)
         return gone
 
+    def remove(self, binding: Binding) -> None:
+        """Forget one binding (its user was removed from the configuration)."""
+        self._drop(binding)
+
     def mark_reachable(self, key: BindingKey, reachable: bool) -> None:
         """Record a keep-alive answer (or its absence, or a lost TCP connection)."""
         if reachable:

@@ -270,8 +270,13 @@ def _parse_ip(text: str) -> str:
     return str(ipaddress.ip_address(text))
 
 
-def _split_host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` (a literal IP address); raises ValueError with a reason."""
+def _split_host_port(
+    text: str, default_port: int | None = None, *, allow_any_port: bool = False
+) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` (a literal IP address); raises ValueError with a reason.
+
+    ``allow_any_port``: port 0 is accepted (a listener on any free port, as tests use).
+    """
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         if not sep:
@@ -293,8 +298,9 @@ def _split_host_port(text: str, default_port: int | None = None) -> tuple[str, i
         if default_port is None:
             raise ValueError("a port is required (host:port)")
         return host, default_port
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"{_show(port_text)} is not a port number (1-65535)")
+    lowest = 0 if allow_any_port else 1
+    if not port_text.isdigit() or not lowest <= int(port_text) <= 65535:
+        raise ValueError(f"{_show(port_text)} is not a port number ({lowest}-65535)")
     return host, int(port_text)
 
 
@@ -353,7 +359,7 @@ def _load_server(
             )
             continue
         try:
-            host, port = _split_host_port(address, default_port=5060)
+            host, port = _split_host_port(address, default_port=5060, allow_any_port=True)
         except ValueError as exc:
             sip.error("listen", f"{_show(entry)}: {exc}")
             continue
@@ -491,7 +497,7 @@ def _load_server(
     admin_listen = adm.text("listen")
     if admin_listen is not None:
         try:
-            host, port = _split_host_port(admin_listen)
+            host, port = _split_host_port(admin_listen, allow_any_port=True)
         except ValueError as exc:
             adm.error("listen", f"{_show(admin_listen)}: {exc}")
         else:

@@ -18,7 +18,7 @@ import itertools
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import structlog
 
@@ -70,8 +70,8 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # uvloop's UDP transport is not a subclass of asyncio.DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         source = (str(addr[0]), int(str(addr[1])))
@@ -95,13 +95,12 @@ class _TcpConnection(asyncio.Protocol):
 
     # -- asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = (str(peer[0]), int(peer[1]))
         if not self.owner._admit(self):
             log.warning("tcp_connection_refused", source=self.peer, reason="connection cap")
-            transport.abort()
+            self.transport.abort()
             return
         self._arm_idle()
 
@@ -169,9 +168,13 @@ class SipTransport:
         self._udp: dict[Address, _UdpProtocol] = {}
         self._servers: list[asyncio.Server] = []
         self._connections: dict[int, _TcpConnection] = {}
+        self._by_peer: dict[Address, _TcpConnection] = {}
         self._per_source: dict[str, int] = {}
         self._connection_ids = itertools.count(1)
         self._route_cache: dict[str, str] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Told the id of every TCP connection that closes (bindings made over it go stale).
+        self.on_connection_closed: Callable[[int], None] | None = None
 
     async def start(self, listens: Sequence[tuple[str, str, int]]) -> None:
         """Bind every ``(transport, host, port)``; port 0 picks a free port (tests)."""
@@ -192,14 +195,17 @@ class SipTransport:
                 self._udp[local] = proto
                 self.listening.append(ListenAddress("UDP", host, local[1]))
             else:
+                # The local address is known only once bound (port 0 in tests).
+                local_box: list[Address] = [(host, port)]
                 server = await loop.create_server(
-                    lambda: _TcpConnection(self, (host, port)),
+                    lambda box=local_box: _TcpConnection(self, box[0]),  # type: ignore[misc]
                     host=host,
                     port=port,
                     reuse_address=True,
                     backlog=1024,
                 )
                 bound = int(server.sockets[0].getsockname()[1])
+                local_box[0] = (host, bound)
                 self._servers.append(server)
                 self.listening.append(ListenAddress("TCP", host, bound))
 
@@ -214,11 +220,16 @@ class SipTransport:
         if self._per_source.get(host, 0) >= self.limits.max_connections_per_source:
             return False
         self._connections[conn.id] = conn
+        self._by_peer[conn.peer] = conn
         self._per_source[host] = self._per_source.get(host, 0) + 1
         return True
 
     def _forget(self, conn: _TcpConnection) -> None:
         if self._connections.pop(conn.id, None) is not None:
+            if self._by_peer.get(conn.peer) is conn:
+                del self._by_peer[conn.peer]
+            if self.on_connection_closed is not None:
+                self.on_connection_closed(conn.id)
             host = conn.peer[0]
             left = self._per_source.get(host, 1) - 1
             if left:
@@ -238,34 +249,32 @@ class SipTransport:
         self,
         data: bytes,
         dest: Address,
-        transport: TransportName,
+        transport: TransportName | None = None,
         *,
-        local: Address | None = None,
         connection_id: int | None = None,
     ) -> bool:
-        """Send one message; False when it could not leave (connection gone, no socket)."""
-        if transport == "TCP":
-            conn = self._connections.get(connection_id) if connection_id is not None else None
-            if conn is None:
-                conn = self._find_connection(dest)
-            if conn is None:
-                asyncio.get_running_loop().create_task(self._connect_and_send(data, dest))
-                return True
+        """Send one message; False when it could not leave (no socket for it).
+
+        Without ``transport``: over the peer's TCP connection when one is open from exactly
+        that address and port (the request's own connection), else over UDP. TCP to a peer
+        with no connection opens one.
+        """
+        conn = self._connections.get(connection_id) if connection_id is not None else None
+        if conn is None and transport != "UDP":
+            conn = self._by_peer.get(dest)
+        if conn is not None:
             conn.write(data)
             return True
-        proto = self._udp.get(local) if local is not None else None
-        if proto is None:
-            proto = self._udp_for(dest)
+        if transport == "TCP":
+            task = asyncio.get_running_loop().create_task(self._connect_and_send(data, dest))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return True
+        proto = self._udp_for(dest)
         if proto is None or proto.transport is None:
             return False
         proto.transport.sendto(data, dest)
         return True
-
-    def _find_connection(self, dest: Address) -> _TcpConnection | None:
-        for conn in self._connections.values():
-            if conn.peer == dest:
-                return conn
-        return None
 
     async def _connect_and_send(self, data: bytes, dest: Address) -> None:
         loop = asyncio.get_running_loop()

@@ -156,9 +156,9 @@ def _pump_stderr(server: RunningServer, started: threading.Event, box: dict[str,
 
 
 @contextlib.contextmanager
-def running_server(config: Path, *, extra_env: dict[str, str] | None = None) -> Iterator[
-    RunningServer
-]:
+def running_server(
+    config: Path, *, extra_env: dict[str, str] | None = None
+) -> Iterator[RunningServer]:
     env = {**os.environ, **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "pbx", "run", "--config", str(config), "--log-json"],

@@ -1,0 +1,215 @@
+"""``pbx run``: the server process. Wires config, store, SIP transport, service and admin API.
+
+Signals: SIGHUP reloads the configuration (like ``pbx reload``); SIGTERM and SIGINT stop the
+server. Only this module (through ``main``) installs uvloop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from pbx import __version__
+from pbx.admin import AdminResponse, AdminServer
+from pbx.config.holder import ConfigHolder
+from pbx.config.load import load_config
+from pbx.config.model import ConfigSnapshot
+from pbx.config.problems import ConfigError
+from pbx.log import configure_logging
+from pbx.metrics import Registry
+from pbx.service import SipService
+from pbx.sip.transport import SipTransport, TcpLimits
+from pbx.store import Store
+
+log = structlog.get_logger("pbx.server")
+
+DATABASE_NAME = "pbx.sqlite3"
+
+
+class PbxServer:
+    """One running server: everything that lives as long as the process."""
+
+    def __init__(self, config_path: Path, snapshot: ConfigSnapshot) -> None:
+        self.config_path = config_path
+        self.holder = ConfigHolder(snapshot)
+        self.metrics = Registry()
+        self.started_wall = time.time()
+        self.store: Store | None = None
+        self.service: SipService | None = None
+        self.transport: SipTransport | None = None
+        self.admin = AdminServer(
+            {
+                ("POST", "/reload"): self.handle_reload,
+                ("GET", "/status"): self.handle_status,
+                ("GET", "/registrations"): self.handle_registrations,
+                ("GET", "/calls"): self.handle_calls,
+                ("GET", "/metrics"): self.handle_metrics,
+            }
+        )
+        self.admin_address: tuple[str, int] = ("", 0)
+        self._reloads = self.metrics.counter("pbx_reloads_total", "Configuration reloads")
+        self.metrics.gauge(
+            "pbx_config_version",
+            "Version of the configuration in force",
+            lambda: self.holder.current.version,
+        )
+
+    async def start(self) -> None:
+        snapshot = self.holder.current
+        data_dir = snapshot.server.storage.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = await Store.open(data_dir / DATABASE_NAME)
+        self.service = SipService(self.holder, self.store, self.metrics)
+        self.transport = SipTransport(self.service.on_inbound, TcpLimits())
+        self.service.attach(self.transport)
+        await self.service.start()
+        await self.transport.start(
+            [(spec.transport.upper(), spec.host, spec.port) for spec in snapshot.server.sip.listen]
+        )
+        admin = snapshot.server.admin
+        port = await self.admin.start(admin.host, admin.port)
+        self.admin_address = (admin.host, port)
+        log.info(
+            "server_started",
+            version=__version__,
+            config_version=snapshot.version,
+            sip=[
+                {"transport": a.transport, "host": a.host, "port": a.port}
+                for a in self.transport.listening
+            ],
+            admin={"host": admin.host, "port": port},
+        )
+
+    async def stop(self) -> None:
+        log.info("server_stopping")
+        await self.admin.close()
+        if self.service is not None:
+            await self.service.stop()
+        if self.transport is not None:
+            await self.transport.close()
+        if self.store is not None:
+            await self.store.close()
+        log.info("server_stopped")
+
+    # -- reload (SIGHUP and POST /reload)
+    async def reload(self) -> AdminResponse:
+        old = self.holder.current
+        try:
+            new = self.holder.reload(self.config_path)
+        except ConfigError as exc:
+            problems = [str(p) for p in exc.problems]
+            log.error("config_reload_refused", version=old.version, errors=problems)
+            self._reloads.inc(result="refused")
+            return AdminResponse.json(
+                {"version": old.version, "digest": old.digest, "errors": problems}, 409
+            )
+        except OSError as exc:
+            log.error("config_reload_refused", version=old.version, errors=[str(exc)])
+            self._reloads.inc(result="refused")
+            return AdminResponse.json(
+                {"version": old.version, "digest": old.digest, "errors": [str(exc)]}, 409
+            )
+        if self.service is not None:
+            await self.service.config_changed(old, new)
+        self._reloads.inc(result="ok")
+        log.info(
+            "config_reloaded", version=new.version, digest=new.digest, warnings=list(new.warnings)
+        )
+        return AdminResponse.json(
+            {"version": new.version, "digest": new.digest, "warnings": list(new.warnings)}
+        )
+
+    async def handle_reload(self) -> AdminResponse:
+        return await self.reload()
+
+    async def handle_status(self) -> AdminResponse:
+        snapshot = self.holder.current
+        service = self.service
+        body: dict[str, Any] = {
+            "server_version": __version__,
+            "uptime_seconds": round(time.time() - self.started_wall, 3),
+            "config_version": snapshot.version,
+            "config_digest": snapshot.digest,
+            "tenants": [
+                {
+                    "id": tenant.id,
+                    "domain": tenant.domain,
+                    "default": snapshot.default_tenant == tenant.id,
+                    "numbers": list(tenant.numbers),
+                    "users": sorted(tenant.users),
+                }
+                for tenant in snapshot.tenants.values()
+            ],
+            "sip": [
+                {"transport": a.transport, "host": a.host, "port": a.port}
+                for a in (self.transport.listening if self.transport else [])
+            ],
+            "tcp_connections": self.transport.tcp_connection_count if self.transport else 0,
+        }
+        if service is not None:
+            body.update(service.status())
+        return AdminResponse.json(body)
+
+    async def handle_registrations(self) -> AdminResponse:
+        assert self.service is not None
+        return AdminResponse.json(self.service.registrations_view())
+
+    async def handle_calls(self) -> AdminResponse:
+        assert self.service is not None
+        return AdminResponse.json(self.service.calls_view())
+
+    async def handle_metrics(self) -> AdminResponse:
+        return AdminResponse(200, self.metrics.render().encode(), "text/plain; version=0.0.4")
+
+
+async def serve(config_path: Path, snapshot: ConfigSnapshot) -> int:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads."""
+    server = PbxServer(config_path, snapshot)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[AdminResponse]] = set()
+
+    def on_sighup() -> None:
+        task = loop.create_task(server.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    try:
+        await server.start()
+    except OSError as exc:
+        log.error("server_start_failed", error=str(exc))
+        await server.stop()
+        return 1
+    await stop.wait()
+    await server.stop()
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level, json=True if args.log_json else None)
+    config_path: Path = args.config
+    try:
+        snapshot = load_config(config_path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{config_path}: {exc}", file=sys.stderr)
+        return 1
+    for warning in snapshot.warnings:
+        log.warning("config_warning", warning=warning)
+
+    import uvloop
+
+    return uvloop.run(serve(config_path, snapshot))

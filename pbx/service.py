@@ -1,0 +1,572 @@
+"""The SIP service: runs the sans-IO cores on every message the transport delivers.
+
+For each datagram or TCP frame: the abuse guard (bans, rate limit; trunks exempt) -> the parser
+(a malformed request gets its error response when enough of it could be read; anything else is
+dropped and logged with its source) -> ``received``/``rport`` stamped into the top Via (RFC 3261
+18.2.1, RFC 3581) -> the transaction table (retransmissions absorbed there) -> the RFC 3261 8.2
+checks -> the handler for the method: OPTIONS here, REGISTER through digest authentication and
+the registrar, calls to the call engine.
+
+Responses always go back to the source address and port of the request, over the connection it
+came on (symmetric response routing, docs/design.md section 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import structlog
+
+from pbx.config.holder import ConfigHolder
+from pbx.config.model import ConfigSnapshot, TenantConfig
+from pbx.errors import RemoteProtocolError
+from pbx.metrics import Registry
+from pbx.registrar import (
+    Registrations,
+    Source,
+    ha1_lookup,
+    process_register,
+    resolve_aor,
+)
+from pbx.security import SourceGuard, Verdict
+from pbx.sip.build import build_response, new_tag, reason_phrase
+from pbx.sip.digest import AuthResult, DigestAuthenticator, authorization_values
+from pbx.sip.message import Address, SipMessage, SipRequest, SipResponse, Via
+from pbx.sip.parse import SipParseError, parse_message
+from pbx.sip.transaction import (
+    AckReceived,
+    RequestReceived,
+    ServerKey,
+    SipTimers,
+    TransactionTable,
+    TransactionTerminated,
+    TxEvent,
+    UnmatchedResponseReceived,
+)
+from pbx.sip.transport import Inbound, SipTransport
+from pbx.sip.validate import ACCEPT_HEADER, ALLOW_HEADER, SUPPORTED_HEADER, validate_request
+from pbx.store import Store
+
+log = structlog.get_logger("pbx.service")
+
+HOUSEKEEPING_SECONDS = 1.0
+PURGE_SECONDS = 60.0
+
+
+class CallHandler(Protocol):
+    """The call engine's side of the service (INVITE, CANCEL, in-dialog requests, ACK)."""
+
+    def on_request(self, key: ServerKey, request: SipRequest, inbound: Inbound) -> None: ...
+
+    def on_ack(self, request: SipRequest, inbound: Inbound) -> None: ...
+
+    def on_cancel(self, invite_key: ServerKey, cancel: SipRequest) -> None: ...
+
+
+ResponseCallback = Callable[[TxEvent], None]
+
+
+def stamp_via(request: SipRequest, source: Address) -> SipRequest:
+    """Add ``received`` (RFC 3261 18.2.1) and fill ``rport`` (RFC 3581 4) in the top Via."""
+    if not request.via:
+        return request
+    top = request.via[0]
+    host, port = source
+    wants_rport = top.wants_rport
+    sent_by_host = top.host.strip("[]")
+    if sent_by_host == host and not wants_rport:
+        return request
+    params: list[tuple[str, str | None]] = []
+    for name, value in top.params:
+        lname = name.lower()
+        if lname == "received":
+            continue
+        if lname == "rport":
+            params.append((name, str(port)))
+        else:
+            params.append((name, value))
+    if sent_by_host != host or wants_rport:
+        params.append(("received", host))
+    stamped = Via(top.transport, top.host, top.port, tuple(params), top.protocol)
+    return _replace_via(request, (stamped, *request.via[1:]))
+
+
+def _replace_via(request: SipRequest, via: tuple[Via, ...]) -> SipRequest:
+    return SipRequest(
+        method=request.method,
+        uri=request.uri,
+        via=via,
+        from_=request.from_,
+        to=request.to,
+        call_id=request.call_id,
+        cseq=request.cseq,
+        max_forwards=request.max_forwards,
+        contact=request.contact,
+        contact_star=request.contact_star,
+        headers=request.headers,
+        body=request.body,
+        version=request.version,
+    )
+
+
+class SipService:
+    """Everything between the sockets and the registrar / call engine."""
+
+    def __init__(self, holder: ConfigHolder, store: Store, metrics: Registry) -> None:
+        snapshot = holder.current
+        self.holder = holder
+        self.store = store
+        self.metrics = metrics
+        self.table = TransactionTable(SipTimers())
+        self.guard = SourceGuard(snapshot.server.security, _trunk_hosts(snapshot))
+        self._secret = secrets.token_bytes(32)
+        self.digest = DigestAuthenticator(self._secret, snapshot.server.auth.algorithms)
+        self.registrations = Registrations()
+        self.calls: CallHandler | None = None
+        self.transport: SipTransport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._client_callbacks: dict[object, ResponseCallback] = {}
+        self._housekeeping: asyncio.Task[None] | None = None
+        self._last_purge = 0.0
+        self._pending_registers = 0
+        self.m_in = metrics.counter("pbx_sip_messages_in_total", "SIP messages received")
+        self.m_out = metrics.counter("pbx_sip_messages_out_total", "SIP messages sent")
+        self.m_dropped = metrics.counter(
+            "pbx_sip_messages_dropped_total", "SIP messages dropped, by reason"
+        )
+        self.m_auth_failures = metrics.counter(
+            "pbx_auth_failures_total", "Failed digest authentications"
+        )
+        self.m_bans = metrics.counter("pbx_bans_total", "Sources banned")
+        metrics.gauge(
+            "pbx_registrations",
+            "Registered contacts (unexpired bindings)",
+            lambda: len(self.registrations),
+        )
+        metrics.gauge("pbx_transactions", "Live SIP transactions", lambda: len(self.table))
+
+    # -- life cycle ------------------------------------------------------------------------
+    def attach(self, transport: SipTransport) -> None:
+        self.transport = transport
+        transport.on_connection_closed = self._on_connection_closed
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        wall = time.time()
+        bindings = await self.store.load_bindings(wall)
+        self.registrations = Registrations(bindings)
+        for host, until in await self.store.load_bans(wall):
+            self.guard.restore_ban(host, until, wall)
+        purged = await self.store.purge_expired(wall)
+        log.info("registrations_loaded", bindings=len(bindings), purged=purged)
+        self._housekeeping = self._loop.create_task(self._housekeep(), name="pbx-housekeeping")
+
+    async def stop(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def config_changed(self, old: ConfigSnapshot, new: ConfigSnapshot) -> None:
+        """A reload: new settings for the guard and auth; bindings of removed users dropped."""
+        self.guard.update(new.server.security, _trunk_hosts(new))
+        if new.server.auth.algorithms != old.server.auth.algorithms:
+            self.digest = DigestAuthenticator(self._secret, new.server.auth.algorithms)
+        gone = [
+            b
+            for b in self.registrations
+            if b.tenant not in new.tenants or b.extension not in new.tenants[b.tenant].users
+        ]
+        for binding in gone:
+            self.registrations.remove(binding)
+        if gone:
+            await self.store.apply_bindings((), gone)
+            log.info(
+                "registrations_dropped",
+                reason="user removed",
+                bindings=[f"{b.tenant}/{b.extension} {b.contact}" for b in gone],
+            )
+
+    # -- inbound ---------------------------------------------------------------------------
+    def on_inbound(self, packet: Inbound) -> None:
+        """Entry point for every message (transport callback)."""
+        loop = self._loop or asyncio.get_running_loop()
+        now = loop.time()
+        try:
+            self._receive(packet, now)
+        except Exception:  # the per-datagram boundary: one bad message never stops the server
+            log.exception("inbound_failed", source=packet.source, transport=packet.transport)
+        self._flush()
+        self._rearm()
+
+    def _receive(self, packet: Inbound, now: float) -> None:
+        verdict = self.guard.admit(packet.source[0], time.time())
+        if verdict is not Verdict.ALLOWED:
+            self.m_dropped.inc(reason=verdict.value)
+            self._drain_guard_events()
+            return
+        try:
+            msg = parse_message(packet.data, stream=packet.transport == "TCP")
+        except SipParseError as exc:
+            self._answer_unparseable(packet, exc)
+            return
+        if isinstance(msg, SipRequest):
+            self.m_in.inc(method=msg.method)
+            msg = stamp_via(msg, packet.source)
+        else:
+            self.m_in.inc(status=str(msg.status))
+        events = self.table.receive(msg, packet.source, now, reliable=packet.transport == "TCP")
+        for event in events:
+            self._on_event(event, packet, now)
+
+    def _answer_unparseable(self, packet: Inbound, exc: SipParseError) -> None:
+        partial = exc.partial
+        answer = None
+        if partial is not None:
+            answer = partial.error_response(
+                exc.status_hint, reason_phrase(exc.status_hint), str(new_tag())
+            )
+        log.info(
+            "malformed_message",
+            source=packet.source,
+            transport=packet.transport,
+            error=str(exc),
+            answered=exc.status_hint if answer else None,
+        )
+        self.m_dropped.inc(reason="malformed")
+        if answer is not None and self.transport is not None:
+            self.transport.send(answer, packet.source, packet.transport)
+            self.m_out.inc(status=str(exc.status_hint))
+
+    def _on_event(self, event: TxEvent, packet: Inbound, now: float) -> None:
+        if isinstance(event, RequestReceived):
+            self._on_request(event.key, event.request, packet, now)
+        elif isinstance(event, AckReceived):
+            if self.calls is not None:
+                self.calls.on_ack(event.request, packet)
+        elif isinstance(event, UnmatchedResponseReceived):
+            self.m_dropped.inc(reason="stray_response")
+            log.debug("stray_response", source=packet.source, status=event.response.status)
+        else:
+            self._on_client_event(event)
+
+    def _on_client_event(self, event: TxEvent) -> None:
+        key = getattr(event, "key", None)
+        callback = self._client_callbacks.get(key)
+        if callback is not None:
+            if isinstance(event, TransactionTerminated):
+                del self._client_callbacks[key]
+            callback(event)
+
+    # -- requests --------------------------------------------------------------------------
+    def _on_request(self, key: ServerKey, req: SipRequest, packet: Inbound, now: float) -> None:
+        rejection = validate_request(req)
+        if rejection is not None:
+            self.respond(
+                key,
+                build_response(
+                    req,
+                    rejection.status,
+                    rejection.reason,
+                    to_tag=new_tag(),
+                    headers=rejection.headers,
+                ),
+            )
+            return
+        method = req.method
+        if method == "OPTIONS":
+            self.respond(key, build_response(req, 200, to_tag=new_tag(), headers=_CAPABILITIES))
+        elif method == "REGISTER":
+            self._register(key, req, packet)
+        elif method == "CANCEL":
+            invite = self.table.find_invite_for_cancel(req)
+            if invite is None:
+                self.respond(key, build_response(req, 481, to_tag=new_tag()))
+                return
+            self.respond(key, build_response(req, 200, to_tag=new_tag()))
+            if self.calls is not None:
+                self.calls.on_cancel(invite.key, req)
+        elif self.calls is not None:
+            self.calls.on_request(key, req, packet)
+        elif method == "INVITE":
+            self.respond(
+                key, build_response(req, 503, to_tag=new_tag(), headers=(("Retry-After", "60"),))
+            )
+        else:
+            # No dialog can exist without the call engine (RFC 3261 12.2.2).
+            self.respond(key, build_response(req, 481, to_tag=new_tag()))
+
+    # -- REGISTER (RFC 3261 10.3, with digest authentication) -------------------------------
+    def _register(self, key: ServerKey, req: SipRequest, packet: Inbound) -> None:
+        snapshot = self.holder.current
+        wall = time.time()
+        try:
+            aor = resolve_aor(req, snapshot)
+        except RemoteProtocolError as exc:
+            self.respond(key, build_response(req, exc.status_hint, to_tag=new_tag()))
+            return
+        tenant = snapshot.tenants[aor.tenant]
+        auth = self.digest.verify(
+            "REGISTER", authorization_values(req.headers), aor.domain, ha1_lookup(tenant), wall
+        )
+        if not auth.ok:
+            self._challenge(key, req, packet, tenant, auth, wall)
+            return
+        source = Source(
+            packet.source[0],
+            packet.source[1],
+            packet.transport,
+            str(packet.connection_id) if packet.connection_id is not None else None,
+        )
+        result = process_register(
+            req,
+            aor,
+            self.registrations.bindings_of(aor.tenant, aor.extension),
+            config=snapshot,
+            source=source,
+            now=wall,
+            authenticated_user=auth.username,
+        )
+        response = build_response(
+            req,
+            result.status,
+            result.reason,
+            to_tag=new_tag(),
+            contact=result.contacts,
+            headers=result.headers,
+        )
+        if not result.ok:
+            self.respond(key, response)
+            return
+        self.registrations.apply(result)
+        log.info(
+            "registered",
+            aor=str(aor),
+            source=packet.source,
+            transport=packet.transport,
+            bindings=len(result.bindings),
+            saved=len(result.saved),
+            removed=len(result.removed),
+        )
+        if not (result.saved or result.removed):
+            self.respond(key, response)
+            return
+        # Write-through: the 200 leaves once the change is committed.
+        self._spawn(self._persist_then_respond(key, result.saved, result.removed, response))
+
+    async def _persist_then_respond(
+        self, key: ServerKey, saved: Any, removed: Any, response: SipResponse
+    ) -> None:
+        try:
+            await self.store.apply_bindings(saved, removed)
+        except Exception:  # storage failure: tell the phone instead of pretending
+            log.exception("registration_not_stored")
+            response = SipResponse(
+                500,
+                "Server Internal Error",
+                response.via,
+                response.from_,
+                response.to,
+                response.call_id,
+                response.cseq,
+            )
+        if key in self.table:
+            self.respond(key, response)
+            self._flush()
+            self._rearm()
+
+    def _challenge(
+        self,
+        key: ServerKey,
+        req: SipRequest,
+        packet: Inbound,
+        tenant: TenantConfig,
+        auth: AuthResult,
+        wall: float,
+    ) -> None:
+        if auth.failed:
+            self.m_auth_failures.inc()
+            host = packet.source[0]
+            log.warning(
+                "auth_failed",
+                source=packet.source,
+                realm=tenant.domain,
+                reason=auth.reason,
+                method=req.method,
+            )
+            self.guard.record_failure(host, wall)
+            self._drain_guard_events()
+        challenges = self.digest.challenge(tenant.domain, wall, stale=auth.stale)
+        headers = tuple(("WWW-Authenticate", value) for value in challenges)
+        self.respond(key, build_response(req, 401, to_tag=new_tag(), headers=headers))
+
+    def authenticate(
+        self, key: ServerKey, req: SipRequest, packet: Inbound, tenant: TenantConfig
+    ) -> str | None:
+        """Digest-check a phone's request (INVITE etc.); answers 401 itself on failure."""
+        wall = time.time()
+        auth = self.digest.verify(
+            req.method,
+            authorization_values(req.headers),
+            tenant.domain,
+            ha1_lookup(tenant),
+            wall,
+        )
+        if auth.ok:
+            return auth.username
+        self._challenge(key, req, packet, tenant, auth, wall)
+        return None
+
+    # -- output ------------------------------------------------------------------------------
+    def respond(self, key: ServerKey, response: SipResponse) -> None:
+        loop = self._loop or asyncio.get_running_loop()
+        for event in self.table.respond(key, response, loop.time()):
+            self._on_client_event(event)
+
+    def send_request(
+        self,
+        request: SipRequest,
+        destination: Address,
+        callback: ResponseCallback,
+        *,
+        reliable: bool = False,
+    ) -> object:
+        """Start a client transaction; ``callback`` gets its events (responses, time-out)."""
+        loop = self._loop or asyncio.get_running_loop()
+        key = self.table.send_request(request, destination, loop.time(), reliable=reliable)
+        self._client_callbacks[key] = callback
+        self._flush()
+        self._rearm()
+        return key
+
+    def send_stateless(self, msg: SipMessage, destination: Address) -> None:
+        self.table.send_stateless(msg, destination)
+        self._flush()
+
+    def _flush(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        for msg, destination in self.table.messages_to_send():
+            transport.send(msg.to_bytes(), destination)
+            if isinstance(msg, SipResponse):
+                self.m_out.inc(status=str(msg.status))
+            else:
+                self.m_out.inc(method=msg.method)
+
+    # -- timers ------------------------------------------------------------------------------
+    def _rearm(self) -> None:
+        deadline = self.table.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            loop = self._loop or asyncio.get_running_loop()
+            self._timer = loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        loop = self._loop or asyncio.get_running_loop()
+        try:
+            for event in self.table.handle_timers(loop.time()):
+                self._on_client_event(event)
+        except Exception:
+            log.exception("transaction_timer_failed")
+        self._flush()
+        self._rearm()
+
+    async def _housekeep(self) -> None:
+        """Once a second: release bans; once a minute: forget expired bindings."""
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            wall = time.time()
+            try:
+                self.guard.handle_timer(wall)
+                self._drain_guard_events()
+                if wall - self._last_purge >= PURGE_SECONDS:
+                    self._last_purge = wall
+                    expired = self.registrations.expire(wall)
+                    if expired:
+                        await self.store.apply_bindings((), expired)
+                        log.info("registrations_expired", count=len(expired))
+            except Exception:
+                log.exception("housekeeping_failed")
+
+    def _drain_guard_events(self) -> None:
+        while (event := self.guard.next_event()) is not None:
+            log.warning(event.name, **{k: getattr(event, k) for k in event.__dataclass_fields__})
+            if event.name == "source_banned":
+                self.m_bans.inc()
+                self._spawn(self.store.save_ban(event.host, event.until))  # type: ignore[union-attr]
+            elif event.name == "source_released":
+                self._spawn(self.store.delete_ban(event.host))
+
+    def _on_connection_closed(self, connection_id: int) -> None:
+        for binding in self.registrations.on_connection(str(connection_id)):
+            self.registrations.mark_reachable(binding.key, False)
+            log.info(
+                "contact_unreachable",
+                reason="tcp connection closed",
+                aor=f"{binding.tenant}/{binding.extension}",
+                contact=binding.contact,
+            )
+
+    def _spawn(self, coro: Any) -> None:
+        loop = self._loop or asyncio.get_running_loop()
+        task = loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- views for the admin API -----------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        return {
+            "registrations": len(self.registrations),
+            "transactions": len(self.table),
+            "bans": [{"host": h, "until": u} for h, u in self.guard.bans()],
+        }
+
+    def registrations_view(self) -> list[dict[str, Any]]:
+        wall = time.time()
+        return [
+            {
+                "tenant": b.tenant,
+                "extension": b.extension,
+                "contact": b.contact,
+                "source": f"{b.source_host}:{b.source_port}",
+                "transport": b.transport,
+                "user_agent": b.user_agent,
+                "registered_at": b.registered_at,
+                "expires_in": b.expires_in(wall),
+            }
+            for b in self.registrations
+            if b.is_active(wall)
+        ]
+
+    def calls_view(self) -> list[dict[str, Any]]:
+        return []
+
+
+_CAPABILITIES = (
+    ("Allow", ALLOW_HEADER),
+    ("Accept", ACCEPT_HEADER),
+    ("Supported", SUPPORTED_HEADER),
+    ("Accept-Encoding", "identity"),
+    ("Accept-Language", "ja, en"),
+)
+
+
+def _trunk_hosts(snapshot: ConfigSnapshot) -> list[str]:
+    return [trunk.host for trunk in snapshot.server.trunks]

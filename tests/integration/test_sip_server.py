@@ -1,0 +1,161 @@
+"""The running server over real loopback sockets: OPTIONS (SIPp), RFC 4475, TCP framing."""
+
+from __future__ import annotations
+
+import csv
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import RunningServer, run_sipp, running_server, write_config
+
+pytestmark = pytest.mark.integration
+
+DATA = Path(__file__).resolve().parents[1] / "sip" / "data" / "rfc4475"
+EXPECT = {
+    row["name"]: row
+    for row in csv.DictReader((DATA / "EXPECT.tsv").open(encoding="utf-8"), delimiter="\t")
+}
+# Torture messages arrive quickly from one address: lift the per-source rate limit for them.
+SERVER_EXTRA = """
+[security]
+max_requests_per_second = 10000
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    config = write_config(tmp_path_factory.mktemp("pbx"), server_extra=SERVER_EXTRA)
+    with running_server(config) as running:
+        yield running
+
+
+def options_request(target: tuple[str, int], local: tuple[str, int], call_id: str) -> bytes:
+    return (
+        f"OPTIONS sip:{target[0]}:{target[1]} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {local[0]}:{local[1]};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:probe@{local[0]}>;tag=probe\r\n"
+        f"To: <sip:{target[0]}:{target[1]}>\r\n"
+        f"Call-ID: {call_id}\r\n"
+        "CSeq: 1 OPTIONS\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def status_of(datagram: bytes) -> int | None:
+    first = datagram.split(b"\r\n", 1)[0]
+    parts = first.split(b" ")
+    if parts[0] != b"SIP/2.0" or len(parts) < 2 or not parts[1].isdigit():
+        return None
+    return int(parts[1])
+
+
+def exchange(server: RunningServer, payload: bytes) -> tuple[list[bytes], bytes]:
+    """Send ``payload`` then an OPTIONS from a fresh socket; return (replies before the
+    OPTIONS' 200, that 200). The OPTIONS answer is the synchronisation point: the server
+    handles one socket's datagrams in order, so anything for ``payload`` comes first."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(5.0)
+        sock.sendto(payload, server.udp)
+        probe_id = f"probe-{uuid.uuid4().hex}"
+        sock.sendto(options_request(server.udp, sock.getsockname(), probe_id), server.udp)
+        before: list[bytes] = []
+        while True:
+            data, _ = sock.recvfrom(65536)
+            if probe_id.encode() in data:
+                return before, data
+            before.append(data)
+
+
+def allowed(outcome: int | None, acceptable: str) -> bool:
+    for token in acceptable.split("|"):
+        if token == "ANY":
+            return True
+        if token == "DROP" and outcome is None:
+            return True
+        if token == "NON400" and outcome is not None and outcome != 400:
+            return True
+        if token.isdigit() and outcome == int(token):
+            return True
+    return False
+
+
+def test_options_over_udp_with_sipp(server: RunningServer, tmp_path: Path) -> None:
+    result = run_sipp("options.xml", server.udp, transport="u1", workdir=tmp_path, timeout=20)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def test_options_over_tcp_with_sipp(server: RunningServer, tmp_path: Path) -> None:
+    result = run_sipp("options.xml", server.tcp, transport="t1", workdir=tmp_path, timeout=20)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECT))
+def test_rfc4475_message_as_one_datagram(server: RunningServer, name: str) -> None:
+    payload = (DATA / f"{name}.dat").read_bytes()
+    before, probe_answer = exchange(server, payload)
+    finals = [s for s in map(status_of, before) if s is not None and s >= 200]
+    outcome = finals[0] if finals else None
+    acceptable = EXPECT[name]["acceptable_udp_outcomes"]
+    assert allowed(outcome, acceptable), f"{name}: got {outcome}, EXPECT allows {acceptable}"
+    assert len(finals) <= 1, f"{name}: more than one final response: {finals}"
+    assert status_of(probe_answer) == 200, "the server must answer OPTIONS right after"
+
+
+def test_response_goes_to_source_with_received_and_rport(server: RunningServer) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(5.0)
+        port = sock.getsockname()[1]
+        request = options_request(server.udp, ("192.0.2.7", 5060), "rport-check").replace(
+            b";branch=", b";rport;branch="
+        )
+        sock.sendto(request, server.udp)
+        data, _ = sock.recvfrom(65536)
+    via = next(line for line in data.split(b"\r\n") if line.lower().startswith(b"via:"))
+    assert f"rport={port}".encode() in via
+    assert b"received=127.0.0.1" in via
+
+
+def tcp_exchange(server: RunningServer, payload: bytes, *, timeout: float = 5.0) -> bytes:
+    """Send ``payload`` over a new TCP connection; everything read until the server closes."""
+    with socket.create_connection(server.tcp, timeout=timeout) as sock:
+        sock.sendall(payload)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                pytest.fail(f"the server kept the connection open; read so far: {chunks}")
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+@pytest.mark.parametrize("name", ["ncl", "mcl01"])
+def test_tcp_framing_error_closes_the_connection(server: RunningServer, name: str) -> None:
+    tcp_exchange(server, (DATA / f"{name}.dat").read_bytes())
+
+
+def test_tcp_message_over_64k_closes_the_connection(server: RunningServer) -> None:
+    head = options_request(server.tcp, ("127.0.0.1", 5060), "big").replace(
+        b"Content-Length: 0\r\n", b"X-Padding: " + b"a" * 70000 + b"\r\nContent-Length: 0\r\n"
+    )
+    tcp_exchange(server, head)
+
+
+def test_tcp_keepalive_ping_is_answered_and_messages_follow(server: RunningServer) -> None:
+    with socket.create_connection(server.tcp, timeout=5) as sock:
+        sock.sendall(b"\r\n\r\n")
+        assert sock.recv(16) == b"\r\n"
+        local = sock.getsockname()
+        sock.sendall(options_request(server.tcp, local, "after-ping").replace(b"UDP", b"TCP"))
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        assert status_of(data) == 200
