@@ -124,7 +124,7 @@ class SipService:
         self.table = TransactionTable(SipTimers())
         self.guard = SourceGuard(snapshot.server.security, _trunk_hosts(snapshot))
         self._secret = secrets.token_bytes(32)
-        self.digest = DigestAuthenticator(self._secret, snapshot.server.auth.algorithms)
+        self.digest = _authenticator(self._secret, snapshot)
         self.registrations = Registrations()
         self.calls: CallHandler | None = None
         self.transport: SipTransport | None = None
@@ -179,8 +179,11 @@ class SipService:
     async def config_changed(self, old: ConfigSnapshot, new: ConfigSnapshot) -> None:
         """A reload: new settings for the guard and auth; bindings of removed users dropped."""
         self.guard.update(new.server.security, _trunk_hosts(new))
-        if new.server.auth.algorithms != old.server.auth.algorithms:
-            self.digest = DigestAuthenticator(self._secret, new.server.auth.algorithms)
+        if new.server.auth != old.server.auth:
+            # Changed in place: a new authenticator would forget the nonces already used, and
+            # their Authorization headers could be replayed.
+            self.digest.algorithms = new.server.auth.algorithms
+            self.digest.nonce_ttl = float(new.server.auth.nonce_seconds)
         gone = [
             b
             for b in self.registrations
@@ -566,6 +569,11 @@ _CAPABILITIES = (
     ("Accept-Encoding", "identity"),
     ("Accept-Language", "ja, en"),
 )
+
+
+def _authenticator(secret: bytes, snapshot: ConfigSnapshot) -> DigestAuthenticator:
+    auth = snapshot.server.auth
+    return DigestAuthenticator(secret, auth.algorithms, nonce_ttl=auth.nonce_seconds)
 
 
 def _trunk_hosts(snapshot: ConfigSnapshot) -> list[str]:

@@ -381,7 +381,7 @@ def _load_server(
             advertise = bare
 
     # [auth]
-    auth_reader = _Reader(sink, file, "[auth]", top.table_("auth"), ("algorithms",))
+    auth_reader = _Reader(sink, file, "[auth]", top.table_("auth"), ("algorithms", "nonce_seconds"))
     algorithms: list[Literal["MD5", "SHA-256"]] = []
     names = auth_reader.strings("algorithms")
     for name in names if names is not None else list(_ALGORITHMS):
@@ -394,7 +394,10 @@ def _load_server(
             algorithms.append(canonical)
     if names is not None and not names:
         auth_reader.error("algorithms", 'needs at least one algorithm ("MD5", "SHA-256")')
-    auth = AuthSettings(tuple(algorithms) if algorithms else _ALGORITHMS)
+    nonce_seconds = auth_reader.integer(
+        "nonce_seconds", AuthSettings().nonce_seconds, minimum=1, maximum=86400
+    )
+    auth = AuthSettings(tuple(algorithms) if algorithms else _ALGORITHMS, nonce_seconds)
 
     # [registrar]
     reg = _Reader(

@@ -55,6 +55,7 @@ class SipSettings:
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
     algorithms: tuple[Literal["MD5", "SHA-256"], ...] = ("MD5", "SHA-256")
+    nonce_seconds: int = 300  # how long a digest nonce is accepted; older ones get stale=true
 
 
 @dataclass(frozen=True, slots=True)
