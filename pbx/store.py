@@ -1,0 +1,527 @@
+"""The SQLite store (aiosqlite): registrations, call records, bans.
+
+One database file, ``<data_dir>/pbx.sqlite3``, in WAL mode, with a ``schema_version`` table.
+Everything is written by a single writer task that commits in groups (DESIGN section 3,
+"Durability"):
+
+- registrations are written through: ``save_binding`` / ``delete_binding`` return once their
+  change is committed; writes that arrive while a commit runs share the next one;
+- call records (``record_call`` / ``close_call``) are not awaited by the call engine: they wait
+  up to ``commit_interval`` (0.2 s) for company and are committed together, so each is durable
+  within a second of the call's end. The returned future resolves when the row is committed.
+
+At start-up, the call records a crash left open are closed as ``failed``, ending at the last
+instant known for them. Reads (``load_bindings``, ``calls``) go straight to the connection.
+
+Times are POSIX seconds (``time.time()``), as in the cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
+
+import aiosqlite
+import structlog
+
+from pbx.config.model import Extension, TenantId
+from pbx.errors import PbxError
+from pbx.registrar import Binding
+from pbx.sip.message import Params, SipUri
+from pbx.sip.parse import parse_uri
+
+DATABASE_NAME = "pbx.sqlite3"
+SCHEMA_VERSION = 1
+
+Disposition = Literal["answered", "busy", "no_answer", "cancelled", "failed"]
+DISPOSITIONS: tuple[Disposition, ...] = ("answered", "busy", "no_answer", "cancelled", "failed")
+Json: TypeAlias = str | int | float | bool | list["Json"] | dict[str, "Json"] | None
+
+log = structlog.get_logger("pbx.store")
+
+# Each entry upgrades the schema from version N-1 to N (index N-1). Append, never edit.
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE registrations (
+        tenant TEXT NOT NULL,
+        extension TEXT NOT NULL,
+        contact_key TEXT NOT NULL,
+        contact TEXT NOT NULL,
+        contact_params TEXT NOT NULL,
+        source_host TEXT NOT NULL,
+        source_port INTEGER NOT NULL,
+        transport TEXT NOT NULL,
+        connection_id TEXT,
+        call_id TEXT NOT NULL,
+        cseq INTEGER NOT NULL,
+        registered_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        user_agent TEXT,
+        PRIMARY KEY (tenant, extension, contact_key)
+    ) WITHOUT ROWID;
+    CREATE INDEX registrations_by_expiry ON registrations (expires_at);
+    CREATE TABLE call_records (
+        id TEXT PRIMARY KEY,
+        tenant TEXT,
+        started_at REAL NOT NULL,
+        answered_at REAL,
+        ended_at REAL,
+        last_event_at REAL NOT NULL,
+        caller TEXT NOT NULL,
+        called TEXT NOT NULL,
+        disposition TEXT CHECK (disposition IN
+            ('answered', 'busy', 'no_answer', 'cancelled', 'failed')),
+        answered_by TEXT,
+        forwarding TEXT NOT NULL DEFAULT '[]',
+        trace TEXT NOT NULL DEFAULT '[]',
+        recording_path TEXT
+    );
+    CREATE INDEX call_records_by_start ON call_records (started_at);
+    CREATE INDEX call_records_open ON call_records (id) WHERE ended_at IS NULL;
+    CREATE INDEX call_records_by_recording ON call_records (recording_path)
+        WHERE recording_path IS NOT NULL;
+    CREATE TABLE bans (
+        host TEXT PRIMARY KEY,
+        until REAL NOT NULL
+    );
+    """,
+)
+
+
+class StoreError(PbxError):
+    """The database cannot be used (newer schema, closed store, failed commit)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One call, as kept in ``call_records`` (open while ``ended_at`` is None)."""
+
+    id: str
+    tenant: str | None
+    started_at: float
+    caller: str
+    called: str
+    answered_at: float | None = None
+    ended_at: float | None = None
+    disposition: Disposition | None = None
+    answered_by: str | None = None
+    forwarding: tuple[Json, ...] = ()  # the forwarding steps taken, in order
+    trace: tuple[Json, ...] = ()  # the routing trace lines
+    recording_path: str | None = None
+    # The last instant known for the call; a crash closes the row there. Defaults to the
+    # latest of started/answered/ended.
+    last_event_at: float | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.ended_at is None
+
+
+@dataclass(slots=True)
+class StoreStats:
+    commits: int = 0
+    statements: int = 0
+    failed_commits: int = 0
+
+
+@dataclass(slots=True)
+class _Op:
+    sql: str | None  # None: a barrier (flush)
+    params: tuple[Any, ...]
+    future: asyncio.Future[int]
+    urgent: bool
+    enqueued_at: float
+
+
+@dataclass(slots=True)
+class _Queue:
+    ops: list[_Op] = field(default_factory=list)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    urgent: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+_UPSERT_BINDING = """
+INSERT INTO registrations (tenant, extension, contact_key, contact, contact_params, source_host,
+    source_port, transport, connection_id, call_id, cseq, registered_at, expires_at, user_agent)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (tenant, extension, contact_key) DO UPDATE SET
+    contact = excluded.contact, contact_params = excluded.contact_params,
+    source_host = excluded.source_host, source_port = excluded.source_port,
+    transport = excluded.transport, connection_id = excluded.connection_id,
+    call_id = excluded.call_id, cseq = excluded.cseq, registered_at = excluded.registered_at,
+    expires_at = excluded.expires_at, user_agent = excluded.user_agent
+"""
+_DELETE_BINDING = """
+DELETE FROM registrations WHERE tenant = ? AND extension = ? AND contact_key = ?
+"""
+_BINDING_COLUMNS = """
+tenant, extension, contact, contact_params, source_host, source_port, transport, connection_id,
+call_id, cseq, registered_at, expires_at, user_agent
+"""
+_UPSERT_CALL = """
+INSERT INTO call_records (id, tenant, started_at, answered_at, ended_at, last_event_at, caller,
+    called, disposition, answered_by, forwarding, trace, recording_path)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    tenant = excluded.tenant, started_at = excluded.started_at,
+    answered_at = excluded.answered_at, ended_at = excluded.ended_at,
+    last_event_at = excluded.last_event_at, caller = excluded.caller, called = excluded.called,
+    disposition = excluded.disposition, answered_by = excluded.answered_by,
+    forwarding = excluded.forwarding, trace = excluded.trace,
+    recording_path = excluded.recording_path
+"""
+_CALL_COLUMNS = """
+id, tenant, started_at, answered_at, ended_at, last_event_at, caller, called, disposition,
+answered_by, forwarding, trace, recording_path
+"""
+# A crash left these rows open: the call ended, as far as anyone can know, at its last event.
+_CLOSE_CRASHED_CALLS = """
+UPDATE call_records SET disposition = 'failed', ended_at = last_event_at WHERE ended_at IS NULL
+"""
+
+
+class Store:
+    """The database, its writer task and the queries the server needs."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path, commit_interval: float) -> None:
+        self._db = db
+        self.path = path
+        self.commit_interval = commit_interval
+        self.stats = StoreStats()
+        self.recovered_calls = 0  # open call records closed at start-up
+        self._queue = _Queue()
+        self._closing = False
+        self._writer: asyncio.Task[None] | None = None
+
+    # -- life cycle --------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: Path, *, commit_interval: float = 0.2) -> Store:
+        """Open (creating or upgrading) the database at ``path`` and start the writer."""
+        if not 0 <= commit_interval <= 0.8:
+            raise ValueError("commit_interval must keep commits within a second (0-0.8 s)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await _prepare(db)
+            store = cls(db, path, commit_interval)
+            cursor = await db.execute(_CLOSE_CRASHED_CALLS)
+            store.recovered_calls = cursor.rowcount
+            await cursor.close()
+        except BaseException:
+            await db.close()
+            raise
+        store._writer = asyncio.get_running_loop().create_task(store._run(), name="pbx-store")
+        if store.recovered_calls:
+            log.warning("call_records_recovered", count=store.recovered_calls, path=str(path))
+        return store
+
+    @classmethod
+    async def open_in(cls, data_dir: Path, *, commit_interval: float = 0.2) -> Store:
+        """Open ``<data_dir>/pbx.sqlite3`` (``[storage] data_dir``)."""
+        return await cls.open(data_dir / DATABASE_NAME, commit_interval=commit_interval)
+
+    async def close(self) -> None:
+        """Commit what is queued, stop the writer and close the database."""
+        if self._closing:
+            return
+        self._closing = True
+        self._queue.wakeup.set()
+        self._queue.urgent.set()
+        if self._writer is not None:
+            await self._writer
+        await self._db.close()
+
+    async def flush(self) -> None:
+        """Return once everything queued before this call is committed."""
+        await self._submit(None, (), urgent=True)
+
+    # -- registrations (write-through) --------------------------------------------------
+
+    async def save_binding(self, binding: Binding) -> None:
+        """Insert or refresh a binding; returns once committed."""
+        await self._submit(_UPSERT_BINDING, _binding_params(binding), urgent=True)
+
+    async def delete_binding(self, binding: Binding) -> None:
+        """Remove a binding; returns once committed."""
+        params = (binding.tenant, binding.extension, binding.contact_key)
+        await self._submit(_DELETE_BINDING, params, urgent=True)
+
+    async def apply_bindings(self, saved: Sequence[Binding], removed: Sequence[Binding]) -> None:
+        """Persist a ``RegisterResult``'s changes, deletes first, in one commit."""
+        futures = [
+            *(
+                self._submit(_DELETE_BINDING, (b.tenant, b.extension, b.contact_key), urgent=True)
+                for b in removed
+            ),
+            *(self._submit(_UPSERT_BINDING, _binding_params(b), urgent=True) for b in saved),
+        ]
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def load_bindings(self, now: float) -> list[Binding]:
+        """Every unexpired binding (start-up)."""
+        sql = (
+            f"SELECT {_BINDING_COLUMNS} FROM registrations WHERE expires_at > ?"
+            " ORDER BY registered_at"
+        )
+        rows = await self._db.execute_fetchall(sql, (now,))
+        out: list[Binding] = []
+        for row in rows:
+            binding = _binding_from_row(tuple(row))
+            if binding is None:
+                log.warning("registration_row_unreadable", row=tuple(row))
+                continue
+            out.append(binding)
+        return out
+
+    async def purge_expired(self, now: float) -> int:
+        """Delete the bindings expired at ``now``; how many were deleted."""
+        sql = "DELETE FROM registrations WHERE expires_at <= ?"
+        return await self._submit(sql, (now,), urgent=True)
+
+    # -- call records (group commit) ---------------------------------------------------
+
+    def record_call(self, record: CallRecord) -> asyncio.Future[int]:
+        """Write (insert or update) a call record; the future resolves once it is committed.
+
+        The call engine need not await it: it is committed within ``commit_interval``.
+        """
+        return self._submit(_UPSERT_CALL, _call_params(record), urgent=False)
+
+    def close_call(self, record: CallRecord) -> asyncio.Future[int]:
+        """Write the final row of a call (``ended_at`` and ``disposition`` set)."""
+        if record.ended_at is None or record.disposition not in DISPOSITIONS:
+            raise ValueError("a closed call record needs ended_at and a disposition")
+        return self._submit(_UPSERT_CALL, _call_params(record), urgent=False)
+
+    async def calls(self, *, limit: int = 100, tenant: str | None = None) -> list[CallRecord]:
+        """The most recent call records, newest first (admin ``GET /calls``)."""
+        where, params = ("WHERE tenant = ?", (tenant, limit)) if tenant else ("", (limit,))
+        sql = f"SELECT {_CALL_COLUMNS} FROM call_records {where} ORDER BY started_at DESC LIMIT ?"
+        rows = await self._db.execute_fetchall(sql, params)
+        return [_call_from_row(tuple(row)) for row in rows]
+
+    async def call(self, call_id: str) -> CallRecord | None:
+        sql = f"SELECT {_CALL_COLUMNS} FROM call_records WHERE id = ?"
+        rows = list(await self._db.execute_fetchall(sql, (call_id,)))
+        return _call_from_row(tuple(rows[0])) if rows else None
+
+    # -- bans ---------------------------------------------------------------------------
+
+    async def save_ban(self, host: str, until: float) -> None:
+        sql = (
+            "INSERT INTO bans (host, until) VALUES (?, ?)"
+            " ON CONFLICT (host) DO UPDATE SET until = excluded.until"
+        )
+        await self._submit(sql, (host, until), urgent=True)
+
+    async def delete_ban(self, host: str) -> None:
+        await self._submit("DELETE FROM bans WHERE host = ?", (host,), urgent=True)
+
+    async def load_bans(self, now: float) -> list[tuple[str, float]]:
+        """The bans still running at ``now``, as ``(host, until)``."""
+        rows = await self._db.execute_fetchall(
+            "SELECT host, until FROM bans WHERE until > ? ORDER BY host", (now,)
+        )
+        return [(str(r[0]), float(r[1])) for r in rows]
+
+    # -- the writer ---------------------------------------------------------------------
+
+    def _submit(
+        self, sql: str | None, params: tuple[Any, ...], *, urgent: bool
+    ) -> asyncio.Future[int]:
+        if self._closing:
+            raise StoreError("the store is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        # Nobody has to await a call record: never let an unretrieved failure warn at exit.
+        future.add_done_callback(_consume)
+        self._queue.ops.append(_Op(sql, params, future, urgent, loop.time()))
+        self._queue.wakeup.set()
+        if urgent:
+            self._queue.urgent.set()
+        return future
+
+    async def _run(self) -> None:
+        queue = self._queue
+        loop = asyncio.get_running_loop()
+        while True:
+            if not queue.ops:
+                if self._closing:
+                    return
+                queue.wakeup.clear()
+                await queue.wakeup.wait()
+                continue
+            if not self._closing and not any(op.urgent for op in queue.ops):
+                # Group commit: let lazy writes gather for up to commit_interval, unless an
+                # urgent one (a registration, a flush) turns up first.
+                deadline = queue.ops[0].enqueued_at + self.commit_interval
+                if deadline > loop.time():
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            await queue.urgent.wait()
+                    except TimeoutError:
+                        pass
+            batch, queue.ops = queue.ops, []
+            queue.wakeup.clear()
+            queue.urgent.clear()
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[_Op]) -> None:
+        results: list[int] = []
+        try:
+            await self._db.execute("BEGIN IMMEDIATE")
+            for op in batch:
+                if op.sql is None:
+                    results.append(0)
+                    continue
+                cursor = await self._db.execute(op.sql, op.params)
+                results.append(cursor.rowcount)
+                await cursor.close()
+            await self._db.execute("COMMIT")
+        except Exception as exc:
+            # The adapter boundary: a failed commit fails its writers, never the writer task.
+            self.stats.failed_commits += 1
+            log.error("store_commit_failed", ops=len(batch), exc_info=True)
+            if self._db.in_transaction:
+                try:
+                    await self._db.execute("ROLLBACK")
+                except Exception:
+                    log.error("store_rollback_failed", exc_info=True)
+            error = StoreError(f"commit failed: {exc}")
+            for op in batch:
+                if not op.future.done():
+                    op.future.set_exception(error)
+            return
+        self.stats.commits += 1
+        self.stats.statements += len(results)
+        for op, count in zip(batch, results, strict=True):
+            if not op.future.done():
+                op.future.set_result(count)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+async def _prepare(db: aiosqlite.Connection) -> None:
+    """WAL mode and the schema, created or upgraded (one transaction per migration)."""
+    cursor = await db.execute("PRAGMA journal_mode=WAL")
+    row = await cursor.fetchone()
+    await cursor.close()
+    if row is None or str(row[0]).lower() != "wal":
+        raise StoreError(f"cannot switch the database to WAL mode (got {row!r})")
+    # WAL + NORMAL: a commit is durable against a process crash without an fsync each time.
+    await db.execute("PRAGMA synchronous=NORMAL")
+    await db.execute("PRAGMA busy_timeout=5000")
+    await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    rows = list(await db.execute_fetchall("SELECT version FROM schema_version"))
+    version = int(rows[0][0]) if rows else 0
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"the database has schema {version}, newer than {SCHEMA_VERSION}")
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _MIGRATIONS[target - 1].split(";"):
+                if statement.strip():
+                    await db.execute(statement)
+            await db.execute("DELETE FROM schema_version")
+            await db.execute("INSERT INTO schema_version (version) VALUES (?)", (target,))
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+
+def _consume(future: asyncio.Future[int]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _binding_params(binding: Binding) -> tuple[Any, ...]:
+    return (
+        binding.tenant,
+        binding.extension,
+        binding.contact_key,
+        binding.contact,
+        json.dumps([list(p) for p in binding.contact_params]),
+        binding.source_host,
+        binding.source_port,
+        binding.transport,
+        binding.connection_id,
+        binding.call_id,
+        binding.cseq,
+        binding.registered_at,
+        binding.expires_at,
+        binding.user_agent,
+    )
+
+
+def _call_params(record: CallRecord) -> tuple[Any, ...]:
+    known = [t for t in (record.started_at, record.answered_at, record.ended_at) if t is not None]
+    last = record.last_event_at if record.last_event_at is not None else max(known)
+    return (
+        record.id,
+        record.tenant,
+        record.started_at,
+        record.answered_at,
+        record.ended_at,
+        last,
+        record.caller,
+        record.called,
+        record.disposition,
+        record.answered_by,
+        json.dumps(list(record.forwarding), ensure_ascii=False),
+        json.dumps(list(record.trace), ensure_ascii=False),
+        record.recording_path,
+    )
+
+
+def _call_from_row(row: tuple[Any, ...]) -> CallRecord:
+    disposition = row[8]
+    return CallRecord(
+        id=row[0],
+        tenant=row[1],
+        started_at=row[2],
+        answered_at=row[3],
+        ended_at=row[4],
+        last_event_at=row[5],
+        caller=row[6],
+        called=row[7],
+        disposition=disposition if disposition in DISPOSITIONS else None,
+        answered_by=row[9],
+        forwarding=tuple(json.loads(row[10])),
+        trace=tuple(json.loads(row[11])),
+        recording_path=row[12],
+    )
+
+
+def _binding_from_row(row: tuple[Any, ...]) -> Binding | None:
+    try:
+        uri = parse_uri(row[2])
+        params: Params = tuple(
+            (str(k), None if v is None else str(v)) for k, v in json.loads(row[3])
+        )
+    except (PbxError, ValueError, TypeError):
+        return None
+    if not isinstance(uri, SipUri):
+        return None
+    return Binding(
+        tenant=TenantId(row[0]),
+        extension=Extension(row[1]),
+        uri=uri,
+        contact_params=params,
+        source_host=row[4],
+        source_port=row[5],
+        transport=row[6],
+        connection_id=row[7],
+        call_id=row[8],
+        cseq=row[9],
+        registered_at=row[10],
+        expires_at=row[11],
+        user_agent=row[12],
+    )

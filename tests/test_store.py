@@ -1,0 +1,264 @@
+"""The SQLite store on real files: bindings, group-committed call records, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pbx.config.model import Extension, TenantId
+from pbx.registrar import Binding
+from pbx.sip.message import SipUri
+from pbx.store import DATABASE_NAME, SCHEMA_VERSION, CallRecord, Store, StoreError
+
+NOW = 1_764_000_000.0
+
+
+def binding(host: str = "192.168.1.10", *, expires_in: float = 600, ext: str = "1001") -> Binding:
+    return Binding(
+        tenant=TenantId("acme"),
+        extension=Extension(ext),
+        uri=SipUri("sip", host, ext, port=5060, params=(("transport", "tcp"), ("ob", None))),
+        source_host="198.51.100.7",
+        source_port=40123,
+        transport="TCP",
+        connection_id="tcp-3",
+        call_id="reg-1@phone",
+        cseq=7,
+        registered_at=NOW,
+        expires_at=NOW + expires_in,
+        user_agent="Phone/2 (日本語)",
+        contact_params=(("q", "0.5"), ("+sip.instance", '"<urn:uuid:abc>"'), ("flag", None)),
+    )
+
+
+def call(call_id: str = "c1", **changes: object) -> CallRecord:
+    fields: dict[str, object] = {
+        "id": call_id,
+        "tenant": "acme",
+        "started_at": NOW,
+        "caller": "09011112222",
+        "called": "0312345678",
+    }
+    fields.update(changes)
+    return CallRecord(**fields)  # type: ignore[arg-type]
+
+
+def raw_rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    """Read with a separate connection: what is really committed on disk."""
+    with sqlite3.connect(path) as db:
+        return list(db.execute(sql))
+
+
+@pytest.mark.asyncio
+async def test_database_file_is_in_wal_mode_with_a_schema_version(tmp_path: Path) -> None:
+    store = await Store.open_in(tmp_path / "data")
+    await store.close()
+    path = tmp_path / "data" / DATABASE_NAME
+    assert raw_rows(path, "PRAGMA journal_mode") == [("wal",)]
+    assert raw_rows(path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+
+
+@pytest.mark.asyncio
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / DATABASE_NAME
+    await (await Store.open(path)).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE schema_version SET version = 99")
+    with pytest.raises(StoreError, match="newer"):
+        await Store.open(path)
+
+
+@pytest.mark.asyncio
+async def test_bindings_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / DATABASE_NAME
+    store = await Store.open(path)
+    b1, b2 = binding(), binding("10.0.0.2")
+    await store.save_binding(b1)
+    await store.save_binding(b2)
+    # Write-through: committed once the await returns, visible to another connection.
+    assert len(raw_rows(path, "SELECT * FROM registrations")) == 2
+    await store.close()
+
+    reopened = await Store.open(path)
+    loaded = await reopened.load_bindings(NOW + 1)
+    await reopened.close()
+    assert sorted(loaded, key=lambda b: b.contact) == sorted([b1, b2], key=lambda b: b.contact)
+
+
+@pytest.mark.asyncio
+async def test_refresh_and_delete_are_written_through(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / DATABASE_NAME)
+    first = binding()
+    await store.save_binding(first)
+    refreshed = replace(first, expires_at=NOW + 900, cseq=8)
+    await store.save_binding(refreshed)
+    assert await store.load_bindings(NOW) == [refreshed]
+    await store.delete_binding(refreshed)
+    assert await store.load_bindings(NOW) == []
+    await store.close()
+
+
+@pytest.mark.asyncio
+async def test_apply_bindings_deletes_then_saves_in_one_commit(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / DATABASE_NAME)
+    old = binding("10.0.0.1")
+    await store.save_binding(old)
+    commits = store.stats.commits
+    new = [binding("10.0.0.2"), binding("10.0.0.3")]
+    await store.apply_bindings(saved=new, removed=[old])
+    assert store.stats.commits == commits + 1
+    assert {b.contact for b in await store.load_bindings(NOW)} == {b.contact for b in new}
+    await store.close()
+
+
+@pytest.mark.asyncio
+async def test_expired_bindings_are_not_loaded_and_are_purged(tmp_path: Path) -> None:
+    path = tmp_path / DATABASE_NAME
+    store = await Store.open(path)
+    await store.save_binding(binding("10.0.0.1", expires_in=60))
+    await store.save_binding(binding("10.0.0.2", expires_in=600))
+    assert [b.uri.host for b in await store.load_bindings(NOW + 60)] == ["10.0.0.2"]
+    assert await store.purge_expired(NOW + 60) == 1
+    assert len(raw_rows(path, "SELECT * FROM registrations")) == 1
+    await store.close()
+
+
+@pytest.mark.asyncio
+async def test_call_records_are_group_committed_within_a_second(tmp_path: Path) -> None:
+    path = tmp_path / DATABASE_NAME
+    store = await Store.open(path, commit_interval=0.2)
+    loop = asyncio.get_running_loop()
+    for i in range(50):
+        store.record_call(call(f"c{i}"))
+    started = loop.time()
+    done = [
+        store.close_call(
+            call(
+                f"c{i}",
+                answered_at=NOW + 1,
+                ended_at=NOW + 30,
+                disposition="answered",
+                answered_by="1001",
+                forwarding=({"from": "1002", "reason": "busy"},),
+                trace=("rule 1 matched", "ring 1001,1002"),
+                recording_path=f"rec/c{i}.wav",
+            )
+        )
+        for i in range(50)
+    ]
+    await asyncio.wait_for(asyncio.gather(*done), timeout=1.0)
+    assert loop.time() - started < 1.0
+    # 100 writes, committed together rather than one by one.
+    assert store.stats.commits <= 2
+    rows = raw_rows(path, "SELECT disposition, ended_at FROM call_records")
+    assert len(rows) == 50
+    assert set(rows) == {("answered", NOW + 30)}
+    record = await store.call("c7")
+    assert record is not None
+    assert record.forwarding == ({"from": "1002", "reason": "busy"},)
+    assert record.trace == ("rule 1 matched", "ring 1001,1002")
+    assert record.recording_path == "rec/c7.wav"
+    await store.close()
+
+
+@pytest.mark.asyncio
+async def test_a_registration_does_not_wait_for_the_call_record_window(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / DATABASE_NAME, commit_interval=0.8)
+    loop = asyncio.get_running_loop()
+    pending = store.record_call(call())
+    started = loop.time()
+    await store.save_binding(binding())
+    assert loop.time() - started < 0.5
+    assert pending.done()  # it rode along in the same commit
+    await store.close()
+
+
+@pytest.mark.asyncio
+async def test_flush_commits_everything_queued(tmp_path: Path) -> None:
+    path = tmp_path / DATABASE_NAME
+    store = await Store.open(path, commit_interval=0.8)
+    store.record_call(call("a"))
+    store.close_call(call("b", ended_at=NOW + 5, disposition="busy"))
+    await store.flush()
+    assert len(raw_rows(path, "SELECT id FROM call_records")) == 2
+    await store.close()
+
+
+@pytest.mark.asyncio
+async def test_close_commits_what_is_queued(tmp_path: Path) -> None:
+    path = tmp_path / DATABASE_NAME
+    store = await Store.open(path, commit_interval=0.8)
+    store.close_call(call("late", ended_at=NOW + 5, disposition="no_answer"))
+    await store.close()
+    assert raw_rows(path, "SELECT id, disposition FROM call_records") == [("late", "no_answer")]
+    with pytest.raises(StoreError):
+        store.record_call(call("after"))
+
+
+@pytest.mark.asyncio
+async def test_crash_open_rows_are_closed_at_start_up(tmp_path: Path) -> None:
+    path = tmp_path / DATABASE_NAME
+    store = await Store.open(path)
+    store.record_call(call("ringing"))
+    store.record_call(call("talking", answered_at=NOW + 3, last_event_at=NOW + 40))
+    store.close_call(call("done", ended_at=NOW + 9, disposition="cancelled"))
+    await store.flush()
+    await store.close()  # the process dies with two calls still open
+
+    reopened = await Store.open(path)
+    assert reopened.recovered_calls == 2
+    by_id = {r.id: r for r in await reopened.calls()}
+    assert (by_id["ringing"].disposition, by_id["ringing"].ended_at) == ("failed", NOW)
+    assert (by_id["talking"].disposition, by_id["talking"].ended_at) == ("failed", NOW + 40)
+    assert (by_id["done"].disposition, by_id["done"].ended_at) == ("cancelled", NOW + 9)
+    await reopened.close()
+
+
+@pytest.mark.asyncio
+async def test_close_call_requires_an_end_and_disposition(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / DATABASE_NAME)
+    with pytest.raises(ValueError, match="ended_at"):
+        store.close_call(call())
+    await store.close()
+
+
+@pytest.mark.asyncio
+async def test_calls_lists_newest_first_per_tenant(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / DATABASE_NAME)
+    store.record_call(call("a", started_at=NOW))
+    store.record_call(call("b", started_at=NOW + 10))
+    store.record_call(call("x", started_at=NOW + 5, tenant="other"))
+    await store.flush()
+    assert [r.id for r in await store.calls()] == ["b", "x", "a"]
+    assert [r.id for r in await store.calls(tenant="acme", limit=1)] == ["b"]
+    await store.close()
+
+
+@pytest.mark.asyncio
+async def test_bans_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / DATABASE_NAME
+    store = await Store.open(path)
+    await store.save_ban("203.0.113.66", NOW + 600)
+    await store.save_ban("203.0.113.67", NOW + 10)
+    await store.save_ban("203.0.113.68", NOW + 600)
+    await store.delete_ban("203.0.113.68")
+    await store.close()
+    reopened = await Store.open(path)
+    assert await reopened.load_bans(NOW + 20) == [("203.0.113.66", NOW + 600)]
+    await reopened.close()
+
+
+@pytest.mark.asyncio
+async def test_a_failed_commit_fails_its_writers_but_not_the_store(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / DATABASE_NAME)
+    bad = CallRecord(id="bad", tenant="acme", started_at=NOW, caller=None, called="x")  # type: ignore[arg-type]
+    with pytest.raises(StoreError, match="commit failed"):
+        await store.record_call(bad)
+    assert store.stats.failed_commits == 1
+    await store.save_binding(binding())
+    assert len(await store.load_bindings(NOW)) == 1
+    await store.close()
