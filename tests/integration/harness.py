@@ -87,6 +87,7 @@ def write_config(
     tenants: dict[str, str] | None = None,
     server_extra: str = "",
     trunk: str = "127.0.0.2:5080",
+    admin_port: int = 0,
 ) -> Path:
     """A pbx.toml listening on loopback port 0 (UDP, TCP, admin) with data under ``root``."""
     (root / "tenants").mkdir(parents=True, exist_ok=True)
@@ -97,7 +98,7 @@ def write_config(
         listen = ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]
 
         [admin]
-        listen = "127.0.0.1:0"
+        listen = "127.0.0.1:{admin_port}"
 
         [storage]
         data_dir = "data"
