@@ -107,9 +107,30 @@ _DIGITS_RE = re.compile(r"[0-9]+")
 _CALL_ID_RE = re.compile(r"[^\s]+")
 _VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.IGNORECASE)
 _FOLD_RE = re.compile(r"[ \t]*\r?\n[ \t]+")
+# A header line: name, HCOLON, value without its surrounding whitespace (RFC 3261 7.3.1).
+_HEADER_LINE_RE = re.compile(
+    rf"^({_TOKEN})[ \t]*:[ \t]*((?:[^\r\n]*[^\r\n \t])?)[ \t]*\r?$", re.MULTILINE
+)
 # One element of a comma-separated header value: commas inside quotes or <> do not split.
 _ELEMENT_RE = re.compile(rf'(?:{_QUOTED}|<[^>]*>|[^,"<])*')
 _TAG_PARAM_RE = re.compile(r";[ \t]*tag[ \t]*=", re.IGNORECASE)
+
+# Fast paths: one regex for the common shapes, with the same meaning as the general code below
+# them, which handles everything else (LWS inside values, quoted parameters, odd user parts).
+_SIP_URI_FAST = (
+    r"(sips?):(?:([A-Za-z0-9\-_.!~*'()%&=+$,]+)(?::([A-Za-z0-9\-_.!~*'()%&=+$,]*))?@)?"
+    r"([A-Za-z0-9\-_.]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?"
+    rf"((?:;[{_PARAMCHAR}]+(?:=[{_PARAMCHAR}]+)?)*)"
+)
+_SIP_URI_FAST_RE = re.compile(_SIP_URI_FAST)
+_HEADER_PARAMS_FAST = rf"(?:;{_TOKEN}(?:=[{_TOKEN_CHARS}:\[\]]+)?)*"
+_DISPLAY_FAST = rf"(?:({_QUOTED})[ \t]*|({_TOKEN}(?:[ \t]+{_TOKEN})*)[ \t]*)?"
+_NAME_ADDR_SIP_FAST_RE = re.compile(rf"{_DISPLAY_FAST}<{_SIP_URI_FAST}>({_HEADER_PARAMS_FAST})")
+_NAME_ADDR_FAST_RE = re.compile(rf"{_DISPLAY_FAST}<([^<>\s\"]+)>({_HEADER_PARAMS_FAST})")
+_VIA_FAST_RE = re.compile(
+    r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9\-_.]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?"
+    rf"({_HEADER_PARAMS_FAST})"
+)
 
 # Which headers get typed fields (long and compact names, lower case).
 _VIA, _FROM, _TO, _CALL_ID, _CSEQ, _MAX_FORWARDS, _CONTACT, _CONTENT_LENGTH = range(8)
@@ -126,6 +147,57 @@ _TYPED: Final[dict[str, int]] = {
 for _short, _long in COMPACT_FORMS.items():
     if _long in _TYPED:
         _TYPED[_short] = _TYPED[_long]
+# The usual spellings, so that the common case needs no str.lower().
+for _name in (
+    "Via", "From", "To", "Call-ID", "Call-Id", "CSeq", "Max-Forwards", "Contact",
+    "Content-Length", "V", "F", "T", "I", "M", "L",
+):  # fmt: skip
+    _TYPED[_name] = _TYPED[_name.lower()]
+# Header names known to be tokens: their lines need no regex check.
+_COMMON_NAMES: Final = frozenset(
+    {k for k in _TYPED if k[0].isupper() or len(k) == 1}
+    | {
+        "Allow",
+        "Supported",
+        "Require",
+        "User-Agent",
+        "Server",
+        "Content-Type",
+        "Expires",
+        "Route",
+        "Record-Route",
+        "Authorization",
+        "WWW-Authenticate",
+        "Proxy-Authorization",
+        "Proxy-Authenticate",
+        "Accept",
+        "Allow-Events",
+        "Session-Expires",
+        "Min-SE",
+        "Date",
+        "P-Asserted-Identity",
+        "Privacy",
+        "Diversion",
+        "History-Info",
+        "Reason",
+        "Event",
+        "Subscription-State",
+        "Content-Disposition",
+        "Organization",
+        "Subject",
+        "Warning",
+        "Unsupported",
+        "Min-Expires",
+        "Retry-After",
+        "Timestamp",
+        "Accept-Language",
+        "Accept-Encoding",
+        "Content-Encoding",
+        "Referred-By",
+        "Refer-To",
+        "Replaces",
+    }
+)
 _SINGLETON_NAMES = {_FROM: "From", _TO: "To", _CALL_ID: "Call-ID", _CSEQ: "CSeq"}
 
 
@@ -180,12 +252,8 @@ def _parse_params(text: str, what: str) -> Params:
     if not text:
         return ()
     if _PARAMS_FAST_RE.fullmatch(text):
-        out: list[tuple[str, str | None]] = []
-        for item in text[1:].split(";"):
-            name, eq, value = item.partition("=")
-            out.append((name, value if eq else None))
-        return tuple(out)
-    out = []
+        return _split_params(text)
+    out: list[tuple[str, str | None]] = []
     pos, end = 0, len(text)
     while pos < end:
         match = _PARAM_RE.match(text, pos)
@@ -198,7 +266,11 @@ def _parse_params(text: str, what: str) -> Params:
     return tuple(out)
 
 
-def _parse_uri_params(text: str) -> Params:
+def _split_params(text: str) -> Params:
+    """``;a=b;c`` already known to be well-formed (no LWS, no quotes) into pairs."""
+    if text.find(";", 1) < 0:
+        name, eq, value = text[1:].partition("=")
+        return ((name, value if eq else None),)
     out: list[tuple[str, str | None]] = []
     for item in text[1:].split(";"):
         name, eq, value = item.partition("=")
@@ -208,6 +280,13 @@ def _parse_uri_params(text: str) -> Params:
 
 def parse_uri(text: str) -> Uri:
     """A sip/sips URI (RFC 3261 19.1), a tel URI (RFC 3966) or another absoluteURI, as written."""
+    fast = _SIP_URI_FAST_RE.fullmatch(text)
+    if fast is not None:
+        scheme, user, password, host, port_text, ptext = fast.groups()
+        port = None if port_text is None else int(port_text)
+        if port is None or port <= 65535:
+            params = _split_params(ptext) if ptext else ()
+            return SipUri(scheme, host.lower(), user, password, port, params, None)
     match = _SCHEME_RE.match(text)
     if match is None:
         raise _fail(f"not a URI: {text!r}")
@@ -253,7 +332,7 @@ def _parse_sip_uri(text: str, scheme: str, start: int) -> SipUri:
         if ptext:
             if not _URI_PARAMS_RE.fullmatch(ptext):
                 raise _fail(f"bad parameters in URI {text!r}")
-            params = _parse_uri_params(ptext)
+            params = _split_params(ptext)
         if qmark:
             if not _URI_HEADERS_RE.fullmatch(htext):
                 raise _fail(f"bad headers in URI {text!r}")
@@ -270,12 +349,33 @@ def _parse_tel_uri(text: str, start: int) -> TelUri:
         ptext = ";" + ptext
         if not _URI_PARAMS_RE.fullmatch(ptext):
             raise _fail(f"bad parameters in tel URI {text!r}")
-        params = _parse_uri_params(ptext)
+        params = _split_params(ptext)
     return TelUri(number, params)
 
 
 def parse_name_addr(text: str) -> NameAddress:
     """name-addr or addr-spec, then header parameters (RFC 3261 20.10, 25.1)."""
+    sip = _NAME_ADDR_SIP_FAST_RE.fullmatch(text)
+    if sip is not None:
+        quoted, tokens, scheme, user, password, host, port_text, uparams, ptext = sip.groups()
+        port = None if port_text is None else int(port_text)
+        if port is None or port <= 65535:
+            uri: Uri = SipUri(
+                scheme,
+                host.lower(),
+                user,
+                password,
+                port,
+                _split_params(uparams) if uparams else (),
+                None,
+            )
+            return NameAddress(uri, quoted or tokens, _split_params(ptext) if ptext else ())
+    fast = _NAME_ADDR_FAST_RE.fullmatch(text)
+    if fast is not None:
+        quoted, tokens, uri_text, ptext = fast.groups()
+        return NameAddress(
+            parse_uri(uri_text), quoted or tokens, _split_params(ptext) if ptext else ()
+        )
     text = text.strip(" \t")
     if not text:
         raise _fail("empty address")
@@ -320,6 +420,13 @@ def _parse_addr_spec(text: str) -> NameAddress:
 
 def parse_via(text: str) -> Via:
     """One via-parm: sent-protocol, sent-by and via-params (RFC 3261 20.42, 25.1)."""
+    fast = _VIA_FAST_RE.fullmatch(text)
+    if fast is not None:
+        transport, host, port_text, ptext = fast.groups()
+        fast_port = None if port_text is None else int(port_text)
+        if fast_port is None or fast_port <= 65535:
+            params = _split_params(ptext) if ptext else ()
+            return Via(transport.upper(), host.lower(), fast_port, params)
     text = text.strip(" \t")
     match = _VIA_RE.match(text)
     if match is None:
@@ -348,6 +455,11 @@ def _parse_contacts(text: str) -> list[NameAddress]:
 
 
 def _parse_cseq(text: str) -> CSeq:
+    digits, _, method = text.partition(" ")
+    if digits.isdigit() and digits.isascii() and len(digits) < 11 and _TOKEN_RE.fullmatch(method):
+        value = int(digits)
+        if value <= MAX_CSEQ:
+            return CSeq(value, method)
     match = _CSEQ_RE.fullmatch(text)
     if match is None:
         raise _fail(f"bad CSeq: {text!r}")
@@ -358,6 +470,10 @@ def _parse_cseq(text: str) -> CSeq:
 
 
 def _parse_int(text: str, what: str, limit: int) -> int:
+    if text.isdigit() and text.isascii() and len(text) < 10:
+        value = int(text)
+        if value <= limit:
+            return value
     if not _DIGITS_RE.fullmatch(text):
         raise _fail(f"bad {what}: {text!r}")
     if len(text) > 12 or int(text) > limit:
@@ -412,16 +528,14 @@ class PartialMessage:
 
 
 # --------------------------------------------------------------------------- messages
-def _split_head(data: bytes) -> tuple[list[str], int]:
-    """Lines of the start line and headers (folding collapsed), and where the body starts."""
+def _split_head(data: bytes) -> tuple[str, str, int]:
+    """The start line, the header block (folding collapsed) and where the body starts."""
     crlf = data.find(b"\r\n\r\n")
-    lf = data.find(b"\n\n")
-    if crlf >= 0 and (lf < 0 or crlf + 1 <= lf):
+    lf = data.find(b"\n\n", 0, crlf) if crlf >= 0 else data.find(b"\n\n")
+    if crlf >= 0 and lf < 0:
         head_bytes, body_start = data[:crlf], crlf + 4
     elif lf >= 0:
         head_bytes, body_start = data[:lf], lf + 2
-        if head_bytes.endswith(b"\r"):
-            head_bytes = head_bytes[:-1]
     else:
         # No blank line: over UDP the end of the datagram ends the headers (RFC 4475 3.1.2.15).
         head_bytes, body_start = data.rstrip(b"\r\n"), len(data)
@@ -430,25 +544,34 @@ def _split_head(data: bytes) -> tuple[list[str], int]:
         # RFC 3261 7.3.1: a line starting with whitespace continues the previous one; the fold
         # is equivalent to a single SP.
         head = _FOLD_RE.sub(" ", head)
-    lines = head.split("\r\n")
-    if not (head.count("\n") == head.count("\r") == len(lines) - 1):
-        # Bare LF line ends (or a mix): accepted; a CR anywhere else is not.
-        head = head.replace("\r\n", "\n")
-        if "\r" in head:
-            raise _fail("bare CR in message head")
-        lines = head.split("\n")
-    return lines, body_start
+    nl = head.find("\n")
+    if nl < 0:
+        return head.rstrip("\r"), "", body_start
+    start = head[:nl]
+    if start.endswith("\r"):
+        start = start[:-1]
+    return start, head[nl + 1 :], body_start
 
 
-def _split_headers(lines: list[str]) -> tuple[list[tuple[str, str]], str | None]:
-    """Raw ``(name, value)`` pairs; on a bad line, the pairs so far and the error text."""
+def _split_headers(block: str) -> tuple[list[tuple[str, str]], str | None]:
+    """Raw ``(name, value)`` pairs; on a bad line, the pairs before it and the error text."""
     out: list[tuple[str, str]] = []
+    if not block:
+        return out, None
+    lines = block.split("\r\n")
+    if len(lines) != block.count("\n") + 1:
+        # Bare LF line ends (RFC 3261 7.5 asks for CRLF; be liberal). A lone CR is an error below.
+        lines = block.replace("\r\n", "\n").split("\n")
+    known = _COMMON_NAMES
     token = _TOKEN_RE.fullmatch
-    for i in range(1, len(lines)):
-        name, colon, value = lines[i].partition(":")
-        name = name.rstrip(" \t")
-        if not colon or not token(name):
-            return out, f"malformed header line: {lines[i][:80]!r}"
+    for line in lines:
+        name, colon, value = line.partition(":")
+        if name not in known:
+            name = name.rstrip(" \t")
+            if not colon or not token(name):
+                return out, f"malformed header line: {line[:80]!r}"
+        if "\r" in value:
+            return out, f"bare CR in header line: {line[:80]!r}"
         out.append((name, value.strip(" \t")))
     return out, None
 
@@ -458,9 +581,8 @@ def parse_message(data: bytes, *, stream: bool = False) -> SipRequest | SipRespo
 
     Over a stream Content-Length is mandatory (RFC 3261 18.3, 20.14). Raises ``SipParseError``.
     """
-    lines, body_start = _split_head(data)
-    start = lines[0]
-    raw, line_error = _split_headers(lines)
+    start, block, body_start = _split_head(data)
+    raw, line_error = _split_headers(block)
     method: str | None = None
     status: int | None = None
     reason = ""
@@ -514,57 +636,59 @@ def _build(
     reason: str,
     stream: bool,
 ) -> SipRequest | SipResponse:
+    # Sort the raw values into one bucket per typed header, in one pass; the rest stay in order.
+    buckets: tuple[list[str], ...] = ([], [], [], [], [], [], [], [])
+    headers: list[tuple[str, str]] = []
+    typed = _TYPED.get
+    for pair in raw:
+        name = pair[0]
+        kind = typed(name)
+        if kind is None:
+            kind = typed(name.lower())
+            if kind is None:
+                headers.append(pair)
+                continue
+        buckets[kind].append(pair[1])
+    for kind, hname in _SINGLETON_NAMES.items():
+        count = len(buckets[kind])
+        if count != 1:
+            raise _fail(f"missing {hname}" if count == 0 else f"more than one {hname}")
+    if not buckets[_VIA]:
+        raise _fail("missing Via")
     via: list[Via] = []
+    for value in buckets[_VIA]:
+        via.extend(_parse_via_list(value))
     contact: list[NameAddress] = []
     contact_star = False
-    single: dict[int, str] = {}
-    max_forwards: int | None = None
-    content_length: int | None = None
-    headers: list[tuple[str, str]] = []
-    typed = _TYPED
-    for name, value in raw:
-        kind = typed.get(name.lower())
-        if kind is None:
-            headers.append((name, value))
-        elif kind == _VIA:
-            via.extend(_parse_via_list(value))
-        elif kind == _CONTACT:
-            if value == "*":
-                contact_star = True
-            else:
-                contact.extend(_parse_contacts(value))
-        elif kind == _CONTENT_LENGTH:
-            length = _parse_int(value, "Content-Length", MAX_MESSAGE_SIZE * 16)
-            if content_length is not None and content_length != length:
-                raise _fail("conflicting Content-Length values")
-            content_length = length
-        elif kind == _MAX_FORWARDS:
-            if max_forwards is not None:
-                raise _fail("more than one Max-Forwards")
-            max_forwards = _parse_int(value, "Max-Forwards", MAX_MAX_FORWARDS)
+    for value in buckets[_CONTACT]:
+        if value == "*":
+            contact_star = True
         else:
-            if kind in single:
-                raise _fail(f"more than one {_SINGLETON_NAMES[kind]}")
-            single[kind] = value
-    for kind, hname in _SINGLETON_NAMES.items():
-        if kind not in single:
-            raise _fail(f"missing {hname}")
-    if not via:
-        raise _fail("missing Via")
-    if contact_star and contact:
+            contact.extend(_parse_contacts(value))
+    if contact_star and (contact or len(buckets[_CONTACT]) > 1):
         raise _fail("Contact '*' mixed with addresses")
-    from_ = parse_name_addr(single[_FROM])
-    to = parse_name_addr(single[_TO])
-    call_id = single[_CALL_ID]
-    if not _CALL_ID_RE.fullmatch(call_id):
+    max_forwards: int | None = None
+    if buckets[_MAX_FORWARDS]:
+        if len(buckets[_MAX_FORWARDS]) > 1:
+            raise _fail("more than one Max-Forwards")
+        max_forwards = _parse_int(buckets[_MAX_FORWARDS][0], "Max-Forwards", MAX_MAX_FORWARDS)
+    from_ = parse_name_addr(buckets[_FROM][0])
+    to = parse_name_addr(buckets[_TO][0])
+    call_id = buckets[_CALL_ID][0]
+    if not call_id or " " in call_id or not _CALL_ID_RE.fullmatch(call_id):
         raise _fail(f"bad Call-ID: {call_id!r}")
-    cseq = _parse_cseq(single[_CSEQ])
+    cseq = _parse_cseq(buckets[_CSEQ][0])
 
-    if content_length is None:
+    lengths = buckets[_CONTENT_LENGTH]
+    if not lengths:
         if stream:
             raise _fail("missing Content-Length on a stream transport")
         body = data[body_start:]
     else:
+        content_length = _parse_int(lengths[0], "Content-Length", MAX_MESSAGE_SIZE * 16)
+        for other in lengths[1:]:
+            if _parse_int(other, "Content-Length", MAX_MESSAGE_SIZE * 16) != content_length:
+                raise _fail("conflicting Content-Length values")
         if content_length > len(data) - body_start:
             raise _fail("Content-Length larger than the message body")
         # RFC 3261 18.3: octets after Content-Length's worth of body are discarded.
