@@ -511,6 +511,15 @@ def test_rfc4475_cparam02_unknownparam_stays_in_the_uri() -> None:
     assert str(result.contacts[0]) == "<sip:+19725552222@gw1.example.net;unknownparam>;expires=3600"
 
 
+def test_rfc4475_regescrt_escaped_uri_header_is_returned_unchanged() -> None:
+    request = parse_message((RFC4475 / "regescrt.dat").read_bytes())
+    assert isinstance(request, SipRequest)
+    result = run_for(request, resolve_aor(request, make_config()))
+    assert result.status == 200
+    assert result.saved[0].contact == "sip:user@example.com?Route=%3Csip:sip.example.com%3E"
+    assert str(result.contacts[0].uri) == result.saved[0].contact
+
+
 def run_for(request: SipRequest, aor: Aor) -> RegisterResult:
     """Serve an RFC 4475 REGISTER for a user the test config has been given."""
     config = make_config()
