@@ -67,7 +67,14 @@ class PbxServer:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.store = await Store.open(data_dir / DATABASE_NAME)
         self.service = SipService(self.holder, self.store, self.metrics)
-        self.transport = SipTransport(self.service.on_inbound, TcpLimits())
+        sip = snapshot.server.sip
+        limits = TcpLimits(
+            max_connections=sip.tcp_max_connections,
+            max_connections_per_source=sip.tcp_max_connections_per_source,
+            idle_seconds=float(sip.tcp_idle_seconds),
+            message_seconds=float(sip.tcp_message_seconds),
+        )
+        self.transport = SipTransport(self.service.on_inbound, limits)
         self.service.attach(self.transport)
         await self.service.start()
         await self.transport.start(

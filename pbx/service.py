@@ -291,7 +291,7 @@ class SipService:
         elif method == "REGISTER":
             self._register(key, req, packet)
         elif method == "CANCEL":
-            invite = self.table.find_invite_for_cancel(req)
+            invite = self.table.find_invite_for_cancel(req, packet.source)
             if invite is None:
                 self.respond(key, build_response(req, 481, to_tag=new_tag()))
                 return

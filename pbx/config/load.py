@@ -333,6 +333,9 @@ _SERVER_KEYS = (
 )
 
 
+_SIP_DEFAULTS = SipSettings(listen=())
+
+
 def _load_server(
     sink: _Sink, file: str, data: Mapping[str, Any], base: Path, path: Path
 ) -> tuple[ServerConfig, str]:
@@ -340,7 +343,20 @@ def _load_server(
     tenants_dir = top.string("tenants_dir") or "tenants"
 
     # [sip]
-    sip = _Reader(sink, file, "[sip]", top.table_("sip"), ("listen", "advertise"))
+    sip = _Reader(
+        sink,
+        file,
+        "[sip]",
+        top.table_("sip"),
+        (
+            "listen",
+            "advertise",
+            "tcp_max_connections",
+            "tcp_max_connections_per_source",
+            "tcp_idle_seconds",
+            "tcp_message_seconds",
+        ),
+    )
     listen: list[ListenSpec] = []
     entries = sip.strings("listen")
     if entries is None:
@@ -562,7 +578,24 @@ def _load_server(
 
     server = ServerConfig(
         path=path,
-        sip=SipSettings(tuple(listen), advertise),
+        sip=SipSettings(
+            tuple(listen),
+            advertise,
+            tcp_max_connections=sip.integer(
+                "tcp_max_connections", _SIP_DEFAULTS.tcp_max_connections, minimum=1
+            ),
+            tcp_max_connections_per_source=sip.integer(
+                "tcp_max_connections_per_source",
+                _SIP_DEFAULTS.tcp_max_connections_per_source,
+                minimum=1,
+            ),
+            tcp_idle_seconds=sip.integer(
+                "tcp_idle_seconds", _SIP_DEFAULTS.tcp_idle_seconds, minimum=1
+            ),
+            tcp_message_seconds=sip.integer(
+                "tcp_message_seconds", _SIP_DEFAULTS.tcp_message_seconds, minimum=1
+            ),
+        ),
         auth=auth,
         registrar=registrar,
         calls=calls,

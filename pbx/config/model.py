@@ -50,6 +50,11 @@ class ListenSpec:
 class SipSettings:
     listen: tuple[ListenSpec, ...]
     advertise: str | None = None  # address written into Via/Contact/Record-Route/SDP
+    # TCP connection limits (pbx.sip.transport.TcpLimits).
+    tcp_max_connections: int = 10_000
+    tcp_max_connections_per_source: int = 200
+    tcp_idle_seconds: int = 600  # a connection with no traffic this long is closed
+    tcp_message_seconds: int = 32  # a started message must be complete within this (64*T1)
 
 
 @dataclass(frozen=True, slots=True)

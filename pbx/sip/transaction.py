@@ -132,6 +132,7 @@ class BranchServerKey:
     port: int
     method: str
     cseq: int
+    source: Address | None = None  # where the request came from (see server_transaction_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +149,7 @@ class Rfc2543ServerKey:
     cseq: int
     top_via: str
     method: str
+    source: Address | None = None
 
 
 ServerKey = BranchServerKey | Rfc2543ServerKey
@@ -164,14 +166,21 @@ def _default_port(transport: str) -> int:
     return 5061 if transport in ("TLS", "WSS", "TLS-SCTP") else 5060
 
 
-def server_transaction_key(req: SipRequest) -> ServerKey:
-    """The key of the server transaction ``req`` belongs to (RFC 3261 17.2.3)."""
+def server_transaction_key(req: SipRequest, source: Address | None = None) -> ServerKey:
+    """The key of the server transaction ``req`` belongs to (RFC 3261 17.2.3).
+
+    The table also keys on ``source``, the address the request came from. Responses go back to
+    the source (symmetric response routing), so a request from another address is never a
+    retransmission to be answered elsewhere: a NAT rebinding or a second client that reuses a
+    branch (RFC 4475's messages all share a few) gets a transaction of its own, and nobody can
+    steer another client's transaction by guessing its branch.
+    """
     via = _top_via(req)
     method = "INVITE" if req.method == "ACK" else req.method
     branch = via.branch
     if branch is not None and branch.startswith(MAGIC_COOKIE):
         port = via.port if via.port is not None else _default_port(via.transport)
-        return BranchServerKey(branch, via.host.lower(), port, method, req.cseq.number)
+        return BranchServerKey(branch, via.host.lower(), port, method, req.cseq.number, source)
     to_tag = None if method == "INVITE" else req.to.tag
     return Rfc2543ServerKey(
         request_uri=str(req.uri),
@@ -181,18 +190,19 @@ def server_transaction_key(req: SipRequest) -> ServerKey:
         cseq=req.cseq.number,
         top_via=str(via),
         method=method,
+        source=source,
     )
 
 
-def invite_key_for_cancel(cancel: SipRequest) -> ServerKey:
+def invite_key_for_cancel(cancel: SipRequest, source: Address | None = None) -> ServerKey:
     """The key of the INVITE server transaction a CANCEL targets (RFC 3261 9.2, 17.2.3)."""
     if cancel.method != "CANCEL":
         raise LocalProtocolError(f"{cancel.method} is not a CANCEL")
-    key = server_transaction_key(cancel)
+    key = server_transaction_key(cancel, source)
     if isinstance(key, BranchServerKey):
-        return BranchServerKey(key.branch, key.host, key.port, "INVITE", key.cseq)
+        return BranchServerKey(key.branch, key.host, key.port, "INVITE", key.cseq, source)
     return Rfc2543ServerKey(
-        key.request_uri, None, key.from_tag, key.call_id, key.cseq, key.top_via, "INVITE"
+        key.request_uri, None, key.from_tag, key.call_id, key.cseq, key.top_via, "INVITE", source
     )
 
 
@@ -695,7 +705,7 @@ class _ServerTransaction(_Transaction):
         initial: TransactionState,
     ) -> None:
         super().__init__(request, source, timers, reliable)
-        self.key = server_transaction_key(request)
+        self.key = server_transaction_key(request, source)
         self.last_response: SipResponse | None = None
         self._events.append(RequestReceived(self.key, request, source))
         self._start(initial, 0.0)
@@ -839,7 +849,7 @@ class TransactionTable:
                 return [UnmatchedResponseReceived(msg, source)]
             client.receive(msg, now)
             return self._after(client)
-        key = server_transaction_key(msg)
+        key = server_transaction_key(msg, source)
         found = self._transactions.get(key)
         server = (
             found
@@ -910,9 +920,11 @@ class TransactionTable:
         tx.abandon()
         return self._after(tx)
 
-    def find_invite_for_cancel(self, cancel: SipRequest) -> InviteServerTransaction | None:
-        """The live INVITE server transaction a CANCEL targets (RFC 3261 9.2), if any."""
-        tx = self._transactions.get(invite_key_for_cancel(cancel))
+    def find_invite_for_cancel(
+        self, cancel: SipRequest, source: Address | None = None
+    ) -> InviteServerTransaction | None:
+        """The live INVITE server transaction a CANCEL from ``source`` targets (RFC 3261 9.2)."""
+        tx = self._transactions.get(invite_key_for_cancel(cancel, source))
         return tx if isinstance(tx, InviteServerTransaction) else None
 
     # -- timers and output --------------------------------------------------------------------

@@ -88,6 +88,7 @@ def write_config(
     server_extra: str = "",
     trunk: str = "127.0.0.2:5080",
     admin_port: int = 0,
+    sip_extra: str = "",
 ) -> Path:
     """A pbx.toml listening on loopback port 0 (UDP, TCP, admin) with data under ``root``."""
     (root / "tenants").mkdir(parents=True, exist_ok=True)
@@ -96,6 +97,7 @@ def write_config(
         f"""
         [sip]
         listen = ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]
+        {sip_extra}
 
         [admin]
         listen = "127.0.0.1:{admin_port}"

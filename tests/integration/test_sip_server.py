@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,12 @@ max_requests_per_second = 10000
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    config = write_config(tmp_path_factory.mktemp("pbx"), server_extra=SERVER_EXTRA)
+    config = write_config(
+        tmp_path_factory.mktemp("pbx"),
+        server_extra=SERVER_EXTRA,
+        # An incomplete TCP message is given 2 s (default 32) so clerr's test stays short.
+        sip_extra="tcp_message_seconds = 2",
+    )
     with running_server(config) as running:
         yield running
 
@@ -140,6 +146,14 @@ def tcp_exchange(server: RunningServer, payload: bytes, *, timeout: float = 5.0)
 @pytest.mark.parametrize("name", ["ncl", "mcl01"])
 def test_tcp_framing_error_closes_the_connection(server: RunningServer, name: str) -> None:
     tcp_exchange(server, (DATA / f"{name}.dat").read_bytes())
+
+
+def test_tcp_incomplete_message_times_out(server: RunningServer) -> None:
+    # clerr declares Content-Length 9999 with a 154-byte body: the server waits for the rest,
+    # then closes the connection at tcp_message_seconds, never buffering without bound.
+    started = time.monotonic()
+    tcp_exchange(server, (DATA / "clerr.dat").read_bytes(), timeout=10.0)
+    assert 1.5 <= time.monotonic() - started < 10.0
 
 
 def test_tcp_message_over_64k_closes_the_connection(server: RunningServer) -> None:

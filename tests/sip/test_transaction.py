@@ -720,7 +720,7 @@ def test_table_creates_a_server_transaction_and_absorbs_retransmissions() -> Non
     table = TransactionTable()
     invite = make_request()
     events = table.receive(invite, PHONE, 0.0)
-    key = server_transaction_key(invite)
+    key = server_transaction_key(invite, PHONE)
     assert events == [RequestReceived(key, invite, PHONE)]
     assert [(statuses([m]), a) for m, a in table.messages_to_send()] == [([100], PHONE)]
     assert table.receive(invite, PHONE, 0.3) == []
@@ -791,11 +791,27 @@ def test_table_finds_the_invite_a_cancel_targets() -> None:
     cancel = build_cancel(invite)
     [event] = table.receive(cancel, PHONE, 0.5)
     assert isinstance(event, RequestReceived)
-    assert event.key != server_transaction_key(invite)
-    found = table.find_invite_for_cancel(cancel)
+    assert event.key != server_transaction_key(invite, PHONE)
+    found = table.find_invite_for_cancel(cancel, PHONE)
     assert found is not None
     assert found.request is invite
-    assert table.find_invite_for_cancel(build_cancel(make_request(branch="z9hG4bKx"))) is None
+    assert (
+        table.find_invite_for_cancel(build_cancel(make_request(branch="z9hG4bKx")), PHONE) is None
+    )
+    # A CANCEL from another address is not for this INVITE (the key includes the source).
+    assert table.find_invite_for_cancel(cancel, ("192.0.2.99", 5060)) is None
+
+
+def test_table_keeps_same_branch_requests_from_different_sources_apart() -> None:
+    table = TransactionTable()
+    request = make_request(method="OPTIONS")
+    other = ("192.0.2.99", 5070)
+    [first] = table.receive(request, PHONE, 0.0)
+    [second] = table.receive(request, other, 0.1)
+    assert isinstance(first, RequestReceived)
+    assert isinstance(second, RequestReceived)
+    assert first.key != second.key
+    assert len(table) == 2
 
 
 def test_table_client_transaction_gets_responses_and_unknown_ones_go_up() -> None:
