@@ -18,6 +18,7 @@ import structlog
 
 from pbx import __version__
 from pbx.admin import AdminResponse, AdminServer
+from pbx.b2bua import CallEngine
 from pbx.config.holder import ConfigHolder
 from pbx.config.load import load_config
 from pbx.config.model import ConfigSnapshot
@@ -43,6 +44,7 @@ class PbxServer:
         self.started_wall = time.time()
         self.store: Store | None = None
         self.service: SipService | None = None
+        self.engine: CallEngine | None = None
         self.transport: SipTransport | None = None
         self.admin = AdminServer(
             {
@@ -67,6 +69,8 @@ class PbxServer:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.store = await Store.open(data_dir / DATABASE_NAME)
         self.service = SipService(self.holder, self.store, self.metrics)
+        self.engine = CallEngine(self.service)
+        self.service.calls = self.engine
         sip = snapshot.server.sip
         limits = TcpLimits(
             max_connections=sip.tcp_max_connections,
@@ -97,6 +101,8 @@ class PbxServer:
     async def stop(self) -> None:
         log.info("server_stopping")
         await self.admin.close()
+        if self.engine is not None:
+            await self.engine.stop()
         if self.service is not None:
             await self.service.stop()
         if self.transport is not None:
@@ -169,8 +175,8 @@ class PbxServer:
         return AdminResponse.json(self.service.registrations_view())
 
     async def handle_calls(self) -> AdminResponse:
-        assert self.service is not None
-        return AdminResponse.json(self.service.calls_view())
+        assert self.engine is not None
+        return AdminResponse.json(self.engine.calls_view())
 
     async def handle_metrics(self) -> AdminResponse:
         return AdminResponse(200, self.metrics.render().encode(), "text/plain; version=0.0.4")

@@ -455,6 +455,12 @@ class SipService:
         self.table.send_stateless(msg, destination)
         self._flush()
 
+    def flush(self) -> None:
+        """Send what the cores queued and re-arm the timer (for work done outside
+        ``on_inbound``, e.g. the call engine's own timers)."""
+        self._flush()
+        self._rearm()
+
     def _flush(self) -> None:
         transport = self.transport
         if transport is None:

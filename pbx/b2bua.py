@@ -1,0 +1,973 @@
+"""The call engine: a back-to-back user agent that carries out the routing core's decisions.
+
+Adapter (asyncio). Every call has an A leg (our UAS dialog with the caller) and B legs (UAC
+dialogs, one per contact or trunk call). The routing core (``pbx.routing``) decides which forks
+start, which are cancelled, which timers run and the final answer; this module only turns those
+decisions into SIP (RFC 3261 sections 9, 12-15):
+
+- INVITE from a trunk's address (trusted by address) or from an extension (digest, 401);
+- parallel forking: one client INVITE per registered contact (sent to the binding's source
+  address, over its TCP connection when it registered over TCP) or to the trunk;
+- the first 180/183 goes to the caller once (a 183's SDP relayed); the first 2xx wins, every
+  other fork gets CANCEL (its 487 absorbed); a 2xx from a loser gets ACK then BYE;
+- a CANCEL from the caller cancels every fork and answers 487 (9.2);
+- the 2xx to the caller is retransmitted until its ACK (13.3.1.4, ``TwoXxRetransmitter``); a
+  call whose ACK never comes is ended with BYE on both legs;
+- in-dialog BYE, re-INVITE, UPDATE and INFO are relayed to the other leg; 481 for unknown
+  dialogs (12.2.2);
+- one call record per call (``pbx.store``), opened at the INVITE and closed at the end.
+
+Each call keeps the ``ConfigSnapshot`` taken when its INVITE arrived (reloads affect new calls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from pbx.config.model import ConfigSnapshot, Extension, TenantConfig, TenantId
+from pbx.errors import PbxError, RemoteProtocolError
+from pbx.numbers import classify_number
+from pbx.registrar import Binding
+from pbx.routing.model import (
+    CallRequest,
+    ContactFailed,
+    ContactId,
+    Decision,
+    DialOut,
+    Fork,
+    ForkAnswered,
+    ForkEnded,
+    ForkFailed,
+    ForkId,
+    FromExtension,
+    FromTrunk,
+    LineKey,
+    LineState,
+    Outcome,
+    PlayAnnouncement,
+    RingExtension,
+    Timer,
+    TimerExpired,
+    TimerKind,
+)
+from pbx.routing.router import next_step, start_call
+from pbx.sip.build import build_cancel, new_tag
+from pbx.sip.dialog import (
+    AckTimedOut,
+    Dialog,
+    DialogId,
+    DialogTable,
+    OutgoingInvite,
+    TwoXxAcknowledged,
+    TwoXxRetransmitter,
+    copy_request,
+    relay_response,
+)
+from pbx.sip.message import Address, NameAddress, SipRequest, SipResponse, SipUri, Via
+from pbx.sip.transaction import (
+    ResponseReceived,
+    ServerKey,
+    TransactionTimedOut,
+    TransportFailed,
+    TxEvent,
+)
+from pbx.sip.transport import Inbound
+from pbx.store import CallRecord, Disposition
+
+if TYPE_CHECKING:
+    from pbx.service import SipService
+
+log = structlog.get_logger("pbx.b2bua")
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+
+
+class CallState(enum.Enum):
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    ENDED = "ended"
+
+
+class LegState(enum.Enum):
+    CALLING = "calling"  # INVITE sent, nothing back yet
+    PROCEEDING = "proceeding"  # a provisional response came
+    ANSWERED = "answered"  # 2xx: the leg's dialog is confirmed
+    ENDED = "ended"  # final failure, cancelled, or hung up
+
+
+@dataclass(eq=False, slots=True)
+class Peer:
+    """Where one leg's requests go (the source a phone registered from, the trunk, the caller)."""
+
+    address: Address
+    reliable: bool
+
+
+@dataclass(eq=False, slots=True)
+class BLeg:
+    """One client INVITE of a fork (one contact of an extension, or one trunk call)."""
+
+    fork_id: ForkId
+    contact: ContactId | None
+    label: str  # "1001" / "0312345678" for views and logs
+    invite: OutgoingInvite
+    peer: Peer
+    state: LegState = LegState.CALLING
+    dialog: Dialog | None = None
+    cancel_wanted: bool = False
+    cancel_sent: bool = False
+    final: int | None = None
+    answer: SipResponse | None = None
+
+
+@dataclass(eq=False, slots=True)
+class Call:
+    """One call: the A leg, its forks and B legs, and what the record will say."""
+
+    id: str
+    snapshot: ConfigSnapshot
+    request: CallRequest
+    tenant: TenantId | None
+    caller: str
+    called: str
+    a_key: ServerKey
+    a_invite: SipRequest
+    a_dialog: Dialog
+    a_peer: Peer
+    started_at: float
+    progress: Any = None  # CallProgress, after the first decision
+    state: CallState = CallState.RINGING
+    answered_at: float | None = None
+    ended_at: float | None = None
+    legs: list[BLeg] = field(default_factory=list)
+    bindings: dict[ContactId, Binding] = field(default_factory=dict)
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    winner: BLeg | None = None
+    answered_by: str | None = None
+    provisional_sent: bool = False
+    early_media_sent: bool = False
+    forwarding: list[dict[str, Any]] = field(default_factory=list)
+    trace: list[str] = field(default_factory=list)
+    lines: list[LineKey] = field(default_factory=list)
+    disposition: Disposition | None = None
+    max_ring_fired: bool = False
+    retransmitter: TwoXxRetransmitter | None = None
+    retransmit_timer: asyncio.TimerHandle | None = None
+    pending_b_ack: SipResponse | None = None
+    recording_path: str | None = None
+
+    def legs_of(self, fork_id: ForkId) -> list[BLeg]:
+        return [leg for leg in self.legs if leg.fork_id == fork_id]
+
+    def record(self) -> CallRecord:
+        return CallRecord(
+            id=self.id,
+            tenant=self.tenant,
+            started_at=self.started_at,
+            caller=self.caller,
+            called=self.called,
+            answered_at=self.answered_at,
+            ended_at=self.ended_at,
+            disposition=self.disposition,
+            answered_by=self.answered_by,
+            forwarding=tuple(self.forwarding),
+            trace=tuple(self.trace),
+            recording_path=self.recording_path,
+        )
+
+
+class _Side:
+    """Which leg of which call a dialog is: the A leg (``leg`` None) or a B leg."""
+
+    __slots__ = ("call", "leg")
+
+    def __init__(self, call: Call, leg: BLeg | None) -> None:
+        self.call = call
+        self.leg = leg
+
+
+class CallEngine:
+    """The ``CallHandler`` of ``SipService``: runs every call."""
+
+    def __init__(self, service: SipService) -> None:
+        self.service = service
+        self.calls: dict[str, Call] = {}
+        self.by_invite: dict[ServerKey, Call] = {}
+        self.dialogs = DialogTable()
+        self.sides: dict[DialogId, _Side] = {}
+        self.line_calls: Counter[LineKey] = Counter()
+        self.m_calls = service.metrics.counter("pbx_calls_total", "Calls ended, by disposition")
+        service.metrics.gauge("pbx_calls_active", "Calls in progress", lambda: len(self.calls))
+
+    # -- clock and addresses ---------------------------------------------------------------
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    def _local(self, dest_host: str, reliable: bool) -> tuple[str, int]:
+        """Our address and port for Via/Contact towards ``dest_host``."""
+        transport = self.service.transport
+        wanted = "TCP" if reliable else "UDP"
+        host, port = "127.0.0.1", 5060
+        if transport is not None:
+            for listen in transport.listening:
+                if listen.transport == wanted:
+                    host, port = listen.host, listen.port
+                    break
+        advertise = self.service.holder.current.server.sip.advertise
+        if advertise:
+            host = advertise
+        elif host in ("0.0.0.0", "::", "") and transport is not None:
+            host = transport.local_address_towards(dest_host)
+        return host, port
+
+    def _via(self, peer: Peer) -> Via:
+        host, port = self._local(peer.address[0], peer.reliable)
+        return Via("TCP" if peer.reliable else "UDP", host, port, (("rport", None),))
+
+    def _contact(self, peer: Peer) -> NameAddress:
+        host, port = self._local(peer.address[0], peer.reliable)
+        params: tuple[tuple[str, str | None], ...] = (
+            (("transport", "tcp"),) if peer.reliable else ()
+        )
+        return NameAddress(SipUri("sip", host, "pbx", port=port, params=params))
+
+    # -- CallHandler -------------------------------------------------------------------------
+    def on_request(self, key: ServerKey, request: SipRequest, inbound: Inbound) -> None:
+        try:
+            if request.to.tag is None and request.method == "INVITE":
+                self._new_call(key, request, inbound)
+            elif request.to.tag is None:
+                # 12.2.2 does not apply; outside a dialog we only take INVITE (and OPTIONS,
+                # REGISTER in the service).
+                self._respond(key, request, 481 if request.method == "BYE" else 405)
+            else:
+                self._in_dialog(key, request, inbound)
+        except RemoteProtocolError as exc:
+            log.info("call_request_refused", method=request.method, error=str(exc))
+            self._respond(key, request, exc.status_hint or 400)
+
+    def on_ack(self, request: SipRequest, inbound: Inbound) -> None:
+        dialog_id = DialogId.of_request(request)
+        side = self.sides.get(dialog_id) if dialog_id is not None else None
+        if side is None:
+            return
+        call = side.call
+        retrans = call.retransmitter
+        if side.leg is None and retrans is not None and retrans.receive_ack(request, self._now()):
+            self._drain_retransmitter(call)
+            if call.pending_b_ack is not None and call.winner is not None:
+                self._ack_b(call, call.winner, call.pending_b_ack, request.body, request)
+                call.pending_b_ack = None
+            return
+        # An ACK for a relayed re-INVITE's 2xx: we acknowledged the other side ourselves.
+
+    def on_cancel(self, invite_key: ServerKey, cancel: SipRequest) -> None:
+        call = self.by_invite.get(invite_key)
+        if call is None or call.state is not CallState.RINGING:
+            return
+        call.trace.append("the caller cancelled")
+        log.info("call_cancelled", call=call.id)
+        self._fail_call(call, 487, "cancelled")
+
+    # -- new calls ---------------------------------------------------------------------------
+    def _new_call(self, key: ServerKey, req: SipRequest, inbound: Inbound) -> None:
+        snapshot = self.service.holder.current  # taken once: the call keeps it
+        if req.max_forwards is not None and req.max_forwards <= 0:
+            self._respond(key, req, 483)
+            return
+        if not req.contact:
+            self._respond(key, req, 400, "Missing Contact")
+            return
+        dialled = _dialled(req)
+        if dialled is None:
+            self._respond(key, req, 404)
+            return
+        trunk = snapshot.trunk_for_host(inbound.source[0])
+        tenant: TenantConfig | None
+        origin: FromTrunk | FromExtension
+        if trunk is not None:
+            caller = _user_of(req.from_) or None
+            origin = FromTrunk(trunk.name, caller, prior_hops=len(req.header_values("Diversion")))
+            tenant = snapshot.tenant_for_number(classify_number(dialled).digits)
+            caller_text = caller or "anonymous"
+        else:
+            tenant = _tenant_of(snapshot, req)
+            if tenant is None:
+                self._respond(key, req, 404)
+                return
+            username = self.service.authenticate(key, req, inbound, tenant)
+            if username is None:
+                return  # 401 sent
+            from_user = _user_of(req.from_)
+            if username != from_user or Extension(username) not in tenant.users:
+                log.warning("call_identity_mismatch", username=username, from_user=from_user)
+                self._respond(key, req, 403)
+                return
+            origin = FromExtension(tenant.id, Extension(username))
+            caller_text = username
+        peer = Peer(inbound.source, inbound.transport == "TCP")
+        a_dialog = Dialog.from_invite_as_uas(req, new_tag(), self._contact(peer))
+        call = Call(
+            id=secrets.token_hex(8),
+            snapshot=snapshot,
+            request=CallRequest(origin, dialled),
+            tenant=tenant.id if tenant is not None else None,
+            caller=caller_text,
+            called=dialled,
+            a_key=key,
+            a_invite=req,
+            a_dialog=a_dialog,
+            a_peer=peer,
+            started_at=time.time(),
+        )
+        self.calls[call.id] = call
+        self.by_invite[key] = call
+        self._index(a_dialog, _Side(call, None))
+        if isinstance(origin, FromExtension):
+            self._take_line(call, (origin.tenant, origin.extension))
+        log.info(
+            "call_started", call=call.id, caller=call.caller, called=dialled, tenant=call.tenant
+        )
+        self.service.store.record_call(call.record())
+        state = self._line_state(call, tenant)
+        decision = start_call(snapshot, call.request, _utcnow(), state)
+        if decision.progress.tenant is not None:
+            call.tenant = decision.progress.tenant
+        self._carry_out(call, decision)
+
+    def _line_state(self, call: Call, tenant: TenantConfig | None) -> LineState:
+        if tenant is None:
+            return LineState()
+        now = time.time()
+        registered: dict[LineKey, tuple[ContactId, ...]] = {}
+        registrations = self.service.registrations
+        for extension in tenant.users:
+            presence = registrations.presence(tenant, extension, now)
+            if presence.contacts:
+                ids = []
+                for binding in presence.contacts:
+                    contact = ContactId(binding.contact_key)
+                    call.bindings[contact] = binding
+                    ids.append(contact)
+                registered[(tenant.id, extension)] = tuple(ids)
+        calls = {k: v for k, v in self.line_calls.items() if k[0] == tenant.id and v > 0}
+        return LineState(registered=registered, calls=calls)
+
+    # -- decisions -----------------------------------------------------------------------------
+    def _ask(self, call: Call, event: ForkEnded) -> None:
+        """Routing's answer to a fork ending, carried out."""
+        if call.progress is None or call.state is CallState.ENDED:
+            return
+        tenant = call.snapshot.tenants.get(call.tenant) if call.tenant else None
+        decision = next_step(
+            call.snapshot, call.progress, event, _utcnow(), self._line_state(call, tenant)
+        )
+        self._carry_out(call, decision)
+
+    def _carry_out(self, call: Call, decision: Decision) -> None:
+        call.progress = decision.progress
+        call.trace.extend(decision.trace)
+        for line in decision.trace:
+            log.debug("routing", call=call.id, trace=line)
+        for fork_id in decision.cancel:
+            self._cancel_fork(call, fork_id)
+        if decision.final is not None and call.state is CallState.RINGING:
+            self._fail_call(call, decision.final, _disposition(call, decision.final))
+            return
+        for fork in decision.start:
+            self._start_fork(call, fork)
+        for timer in decision.timers:
+            handle = self.loop.call_later(timer.seconds, self._on_timer, call, timer)
+            call.timers.append(handle)
+
+    def _on_timer(self, call: Call, timer: Timer) -> None:
+        try:
+            if call.state is not CallState.RINGING:
+                return
+            if timer.kind is TimerKind.MAX_RING:
+                call.max_ring_fired = True
+            self._ask(call, TimerExpired(timer))
+        except Exception:  # the per-call boundary
+            log.exception("call_timer_failed", call=call.id)
+        self.service.flush()
+
+    # -- forks -----------------------------------------------------------------------------
+    def _start_fork(self, call: Call, fork: Fork) -> None:
+        if getattr(fork, "diversions", ()):
+            last = fork.diversions[0]  # type: ignore[union-attr]
+            call.forwarding.append(
+                {
+                    "from": last.extension or last.number,
+                    "reason": last.reason,
+                    "to": _fork_label(fork),
+                }
+            )
+        if isinstance(fork, RingExtension):
+            for contact in fork.contacts:
+                binding = call.bindings.get(contact)
+                if binding is None:
+                    self._later(self._leg_unreachable, call, fork.fork_id, contact)
+                    continue
+                self._invite_contact(call, fork, contact, binding)
+        elif isinstance(fork, DialOut):
+            self._dial_out(call, fork)
+        elif isinstance(fork, PlayAnnouncement):
+            # Without media anchoring the announcement cannot play.
+            self._later(self._announcement_failed, call, fork.fork_id)
+
+    def _later(self, func: Callable[..., None], *args: Any) -> None:
+        def run() -> None:
+            try:
+                func(*args)
+            except Exception:
+                log.exception("call_step_failed")
+            self.service.flush()
+
+        self.loop.call_soon(run)
+
+    def _leg_unreachable(self, call: Call, fork_id: ForkId, contact: ContactId) -> None:
+        self._ask(call, ContactFailed(fork_id, contact, 480))
+
+    def _announcement_failed(self, call: Call, fork_id: ForkId) -> None:
+        call.trace.append("009608: no media to play the announcement")
+        self._ask(call, ForkFailed(fork_id, 480))
+
+    def _b_body(self, call: Call) -> tuple[bytes, str | None]:
+        a = call.a_invite
+        return a.body, a.header("Content-Type") if a.body else None
+
+    def _invite_contact(
+        self, call: Call, fork: RingExtension, contact: ContactId, binding: Binding
+    ) -> None:
+        tenant = call.snapshot.tenants[fork.tenant]
+        peer = Peer(binding.source, binding.transport == "TCP")
+        number = fork.caller.number or "anonymous"
+        display = f'"{fork.caller.name}"' if fork.caller.name else None
+        from_ = NameAddress(SipUri("sip", tenant.domain, number), display)
+        to = NameAddress(SipUri("sip", tenant.domain, fork.extension))
+        headers = [("Allow", ALLOW), *_diversion_headers(fork.diversions, tenant.domain)]
+        body, content_type = self._b_body(call)
+        invite = OutgoingInvite.build(
+            request_uri=binding.uri,
+            from_=from_,
+            to=to,
+            contact=self._contact(peer),
+            via=self._via(peer),
+            body=body,
+            content_type=content_type,
+            headers=headers,
+            max_forwards=_max_forwards(call.a_invite),
+        )
+        leg = BLeg(fork.fork_id, contact, fork.extension, invite, peer)
+        self._send_invite(call, leg)
+
+    def _dial_out(self, call: Call, fork: DialOut) -> None:
+        trunk = next((t for t in call.snapshot.server.trunks if t.name == fork.trunk), None)
+        if trunk is None:
+            self._later(self._ask, call, ForkFailed(fork.fork_id, 503))
+            return
+        peer = Peer((trunk.host, trunk.port), False)
+        host, _ = self._local(trunk.host, False)
+        headers: list[tuple[str, str]] = [("Allow", ALLOW)]
+        if fork.caller_id:
+            from_ = NameAddress(SipUri("sip", host, fork.caller_id))
+            headers.append(("P-Asserted-Identity", f"<sip:{fork.caller_id}@{host}>"))
+        else:
+            from_ = NameAddress(SipUri("sip", "anonymous.invalid", "anonymous"), '"Anonymous"')
+            headers.append(("Privacy", "id"))
+        headers.extend(_diversion_headers(fork.diversions, host))
+        body, content_type = self._b_body(call)
+        uri = SipUri("sip", trunk.host, fork.number, port=trunk.port)
+        invite = OutgoingInvite.build(
+            request_uri=uri,
+            from_=from_,
+            to=NameAddress(SipUri("sip", trunk.host, fork.number)),
+            contact=self._contact(peer),
+            via=self._via(peer),
+            body=body,
+            content_type=content_type,
+            headers=headers,
+            max_forwards=_max_forwards(call.a_invite),
+        )
+        leg = BLeg(fork.fork_id, None, fork.number, invite, peer)
+        self._send_invite(call, leg)
+
+    def _send_invite(self, call: Call, leg: BLeg) -> None:
+        call.legs.append(leg)
+        log.debug("fork_invite", call=call.id, fork=leg.fork_id, to=leg.label)
+
+        def on_event(event: TxEvent) -> None:
+            try:
+                self._on_leg_event(call, leg, event)
+            except Exception:  # the per-call boundary
+                log.exception("leg_event_failed", call=call.id, leg=leg.label)
+
+        self.service.send_request(
+            leg.invite.request, leg.peer.address, on_event, reliable=leg.peer.reliable
+        )
+
+    def _cancel_fork(self, call: Call, fork_id: ForkId) -> None:
+        for leg in call.legs_of(fork_id):
+            self._cancel_leg(leg)
+
+    def _cancel_leg(self, leg: BLeg) -> None:
+        if leg.state in (LegState.ENDED, LegState.ANSWERED) or leg.cancel_wanted:
+            return
+        leg.cancel_wanted = True
+        if leg.state is LegState.PROCEEDING:
+            self._send_cancel(leg)
+
+    def _send_cancel(self, leg: BLeg) -> None:
+        # 9.1: "a CANCEL request SHOULD NOT be sent to cancel an INVITE until a provisional
+        # response is received": a leg with nothing back yet is cancelled at its first 1xx.
+        if leg.cancel_sent:
+            return
+        leg.cancel_sent = True
+        self.service.send_request(
+            build_cancel(leg.invite.request), leg.peer.address, _ignore, reliable=leg.peer.reliable
+        )
+
+    # -- responses on B legs -----------------------------------------------------------------
+    def _on_leg_event(self, call: Call, leg: BLeg, event: TxEvent) -> None:
+        if isinstance(event, ResponseReceived):
+            self._on_leg_response(call, leg, event.response)
+        elif isinstance(event, TransactionTimedOut | TransportFailed) and leg.state in (
+            LegState.CALLING,
+            LegState.PROCEEDING,
+        ):
+            status = 408 if isinstance(event, TransactionTimedOut) else 503
+            self._leg_failed(call, leg, status)
+
+    def _on_leg_response(self, call: Call, leg: BLeg, resp: SipResponse) -> None:
+        status = resp.status
+        if resp.cseq.method != "INVITE":
+            return
+        dialog = leg.invite.receive_response(resp) if status != 100 else None
+        if status < 200:
+            if leg.state is LegState.CALLING:
+                leg.state = LegState.PROCEEDING
+            if leg.cancel_wanted:
+                self._send_cancel(leg)
+                return
+            if dialog is not None and leg.dialog is None:
+                leg.dialog = dialog
+            if call.state is CallState.RINGING and status in (180, 183):
+                self._relay_provisional(call, resp)
+            return
+        if status < 300:
+            self._on_leg_answered(call, leg, resp, dialog)
+            return
+        if leg.state in (LegState.ENDED, LegState.ANSWERED):
+            return
+        self._leg_failed(call, leg, status)
+
+    def _relay_provisional(self, call: Call, resp: SipResponse) -> None:
+        has_sdp = bool(resp.body)
+        if has_sdp and call.early_media_sent:
+            return
+        if not has_sdp and call.provisional_sent:
+            return
+        call.provisional_sent = True
+        call.early_media_sent = call.early_media_sent or has_sdp
+        out = relay_response(resp, call.a_invite, call.a_dialog, body=resp.body)
+        self.service.respond(call.a_key, out)
+
+    def _leg_failed(self, call: Call, leg: BLeg, status: int) -> None:
+        leg.state = LegState.ENDED
+        leg.final = status
+        if leg.cancel_wanted or call.state is not CallState.RINGING:
+            return  # the 487 of a leg we cancelled: absorbed
+        if leg.contact is not None:
+            self._ask(call, ContactFailed(leg.fork_id, leg.contact, status))
+        else:
+            self._ask(call, ForkFailed(leg.fork_id, status))
+
+    def _on_leg_answered(
+        self, call: Call, leg: BLeg, resp: SipResponse, dialog: Dialog | None
+    ) -> None:
+        if dialog is None:
+            return
+        if leg.state is LegState.ANSWERED:
+            # A retransmitted 2xx: our ACK was lost (13.2.2.4: send it again).
+            if leg is call.winner and call.pending_b_ack is not None:
+                return  # the ACK waits for the caller's (late offer)
+            self._send_stateless(dialog.ack_for(resp), leg.peer)
+            return
+        leg.state = LegState.ANSWERED
+        leg.dialog = dialog
+        leg.answer = resp
+        if call.state is not CallState.RINGING or leg.cancel_wanted:
+            # Lost the race: acknowledge and hang up this one (RFC 3261 13.2.2.4).
+            self._send_stateless(dialog.ack_for(resp), leg.peer)
+            bye = dialog.new_request("BYE")
+            self.service.send_request(bye, leg.peer.address, _ignore, reliable=leg.peer.reliable)
+            leg.state = LegState.ENDED
+            return
+        # The winner.
+        call.state = CallState.ANSWERED
+        call.winner = leg
+        call.answered_at = time.time()
+        call.answered_by = leg.label
+        self._index(dialog, _Side(call, leg))
+        fork = call.progress.live_fork(leg.fork_id) if call.progress else None
+        if fork is not None and isinstance(fork.fork, RingExtension):
+            self._take_line(call, (fork.fork.tenant, fork.fork.extension))
+        for other in call.legs:
+            if other is not leg and other.fork_id == leg.fork_id:
+                self._cancel_leg(other)
+        self._ask(call, ForkAnswered(leg.fork_id, leg.contact))
+        for other in call.legs:
+            if other is not leg:
+                self._cancel_leg(other)
+        self._cancel_timers(call)
+        # Late offer (INVITE without SDP, offer in the 2xx): B's ACK carries the caller's
+        # answer, so it waits for the caller's ACK.
+        if not call.a_invite.body and resp.body:
+            call.pending_b_ack = resp
+        else:
+            self._send_stateless(dialog.ack_for(resp), leg.peer)
+        out = relay_response(resp, call.a_invite, call.a_dialog)
+        self.service.respond(call.a_key, out)
+        self.by_invite.pop(call.a_key, None)
+        self._start_retransmitter(call, out)
+        log.info("call_answered", call=call.id, by=leg.label)
+        self.service.store.record_call(call.record())
+
+    def _ack_b(
+        self, call: Call, leg: BLeg, resp: SipResponse, body: bytes, a_ack: SipRequest
+    ) -> None:
+        dialog = leg.dialog
+        if dialog is None:
+            return
+        content_type = a_ack.header("Content-Type") if body else None
+        ack = dialog.ack_for(resp, body=body, content_type=content_type)
+        self._send_stateless(ack, leg.peer)
+
+    def _send_stateless(self, msg: SipRequest | SipResponse, peer: Peer) -> None:
+        self.service.send_stateless(msg, peer.address)
+
+    # -- 2xx retransmission to the caller (13.3.1.4) -------------------------------------------
+    def _start_retransmitter(self, call: Call, response: SipResponse) -> None:
+        call.retransmitter = TwoXxRetransmitter(
+            response, call.a_peer.address, self._now(), self.service.table.timers
+        )
+        self._arm_retransmitter(call)
+
+    def _arm_retransmitter(self, call: Call) -> None:
+        retrans = call.retransmitter
+        if call.retransmit_timer is not None:
+            call.retransmit_timer.cancel()
+            call.retransmit_timer = None
+        if retrans is None:
+            return
+        deadline = retrans.get_timer()
+        if deadline is not None:
+            call.retransmit_timer = self.loop.call_at(deadline, self._on_retransmit, call)
+
+    def _on_retransmit(self, call: Call) -> None:
+        call.retransmit_timer = None
+        retrans = call.retransmitter
+        if retrans is None:
+            return
+        try:
+            retrans.handle_timer(self._now())
+            for msg, destination in retrans.messages_to_send():
+                self.service.send_stateless(msg, destination)
+            self._drain_retransmitter(call)
+        except Exception:
+            log.exception("retransmit_failed", call=call.id)
+        self.service.flush()
+
+    def _drain_retransmitter(self, call: Call) -> None:
+        retrans = call.retransmitter
+        if retrans is None:
+            return
+        while (event := retrans.next_event()) is not None:
+            if isinstance(event, AckTimedOut):
+                call.trace.append("no ACK from the caller for the 2xx: hang up both legs")
+                log.warning("call_ack_timeout", call=call.id)
+                self._hang_up(call, None, "failed")
+            elif isinstance(event, TwoXxAcknowledged):
+                pass
+        if retrans.get_timer() is None:
+            call.retransmitter = None
+        self._arm_retransmitter(call)
+
+    # -- in-dialog requests (12.2.2) -----------------------------------------------------------
+    def _in_dialog(self, key: ServerKey, req: SipRequest, inbound: Inbound) -> None:
+        dialog = self.dialogs.match_request(req)
+        side = self.sides.get(dialog.id) if dialog is not None else None
+        if dialog is None or side is None:
+            self._respond(key, req, 481)
+            return
+        refusal = dialog.receive_request(req)
+        if refusal is not None:
+            self.service.respond(key, refusal)
+            return
+        call = side.call
+        if req.method == "BYE":
+            self.service.respond(key, dialog.respond(req, 200))
+            call.trace.append(f"{'caller' if side.leg is None else side.leg.label} hung up")
+            self._hang_up(call, dialog, "answered")
+            return
+        other, peer = self._other(call, side)
+        if other is None or peer is None or other.is_terminated:
+            self.service.respond(key, dialog.respond(req, 481))
+            return
+        if req.method == "INVITE" and other.invite_in_progress:
+            self.service.respond(key, dialog.respond(req, 491))
+            return
+        out = copy_request(req, other)
+        relayed = {"done": False}
+
+        def on_event(event: TxEvent) -> None:
+            try:
+                self._on_relayed_event(call, key, req, dialog, other, peer, out, event, relayed)
+            except Exception:
+                log.exception("relay_failed", call=call.id, method=req.method)
+
+        self.service.send_request(out, peer.address, on_event, reliable=peer.reliable)
+
+    def _on_relayed_event(
+        self,
+        call: Call,
+        key: ServerKey,
+        req: SipRequest,
+        dialog: Dialog,
+        other: Dialog,
+        peer: Peer,
+        out: SipRequest,
+        event: TxEvent,
+        relayed: dict[str, bool],
+    ) -> None:
+        if isinstance(event, ResponseReceived):
+            resp = event.response
+            if resp.status < 200:
+                return
+            other.receive_response(resp)
+            if out.method == "INVITE" and resp.status < 300:
+                self._send_stateless(other.ack_for(resp), peer)
+            if relayed["done"]:
+                return
+            relayed["done"] = True
+            self.service.respond(key, relay_response(resp, req, dialog))
+        elif isinstance(event, TransactionTimedOut | TransportFailed) and not relayed["done"]:
+            relayed["done"] = True
+            self.service.respond(key, dialog.respond(req, 408))
+
+    def _other(self, call: Call, side: _Side) -> tuple[Dialog | None, Peer | None]:
+        if side.leg is None:
+            winner = call.winner
+            return (winner.dialog, winner.peer) if winner is not None else (None, None)
+        return call.a_dialog, call.a_peer
+
+    # -- ending calls --------------------------------------------------------------------------
+    def _fail_call(self, call: Call, status: int, disposition: Disposition) -> None:
+        """End an unanswered call: cancel every fork, answer the caller ``status``."""
+        for leg in call.legs:
+            self._cancel_leg(leg)
+        if call.state is CallState.RINGING:
+            self.service.respond(call.a_key, call.a_dialog.respond(call.a_invite, status))
+        self._end(call, disposition)
+
+    def _hang_up(self, call: Call, by: Dialog | None, disposition: Disposition) -> None:
+        """End an answered call: BYE to every leg except ``by`` (which hung up)."""
+        winner = call.winner
+        for dialog, peer in (
+            (call.a_dialog, call.a_peer),
+            (winner.dialog if winner else None, winner.peer if winner else None),
+        ):
+            if dialog is None or peer is None or dialog is by or dialog.is_terminated:
+                continue
+            if dialog.is_early:
+                continue
+            bye = dialog.new_request("BYE")
+            self.service.send_request(bye, peer.address, _ignore, reliable=peer.reliable)
+        if winner is not None:
+            winner.state = LegState.ENDED
+        self._end(call, disposition)
+
+    def _end(self, call: Call, disposition: Disposition) -> None:
+        if call.state is CallState.ENDED:
+            return
+        call.state = CallState.ENDED
+        call.ended_at = time.time()
+        call.disposition = disposition
+        self._cancel_timers(call)
+        if call.retransmit_timer is not None:
+            call.retransmit_timer.cancel()
+            call.retransmit_timer = None
+        call.retransmitter = None
+        for line in call.lines:
+            self.line_calls[line] -= 1
+            if self.line_calls[line] <= 0:
+                del self.line_calls[line]
+        call.lines.clear()
+        self.calls.pop(call.id, None)
+        self.by_invite.pop(call.a_key, None)
+        # Dialogs stay indexed briefly so that a crossing BYE or a retransmission is answered.
+        self.loop.call_later(32.0, self._forget_dialogs, call)
+        self.m_calls.inc(disposition=disposition)
+        log.info(
+            "call_ended",
+            call=call.id,
+            disposition=disposition,
+            answered_by=call.answered_by,
+            duration=round(call.ended_at - call.started_at, 3),
+        )
+        self.service.store.close_call(call.record())
+
+    def _forget_dialogs(self, call: Call) -> None:
+        for dialog in [call.a_dialog, *(leg.dialog for leg in call.legs)]:
+            if dialog is not None:
+                self.dialogs.remove(dialog)
+                side = self.sides.get(dialog.id)
+                if side is not None and side.call is call:
+                    del self.sides[dialog.id]
+
+    def _cancel_timers(self, call: Call) -> None:
+        for handle in call.timers:
+            handle.cancel()
+        call.timers.clear()
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _index(self, dialog: Dialog, side: _Side) -> None:
+        try:
+            self.dialogs.add(dialog)
+        except PbxError:
+            return
+        self.sides[dialog.id] = side
+
+    def _take_line(self, call: Call, line: LineKey) -> None:
+        self.line_calls[line] += 1
+        call.lines.append(line)
+
+    def _respond(
+        self, key: ServerKey, req: SipRequest, status: int, reason: str | None = None
+    ) -> None:
+        from pbx.sip.build import build_response
+
+        self.service.respond(key, build_response(req, status, reason, to_tag=new_tag()))
+
+    def _now(self) -> float:
+        return self.loop.time()
+
+    async def stop(self) -> None:
+        """Server shutdown: timers stop; open records are closed as failed at next start-up."""
+        for call in list(self.calls.values()):
+            self._cancel_timers(call)
+            if call.retransmit_timer is not None:
+                call.retransmit_timer.cancel()
+
+    # -- admin view ----------------------------------------------------------------------------
+    def calls_view(self) -> list[dict[str, Any]]:
+        """The active calls for ``GET /calls``."""
+        out = []
+        for call in self.calls.values():
+            out.append(
+                {
+                    "id": call.id,
+                    "tenant": call.tenant,
+                    "caller": call.caller,
+                    "called": call.called,
+                    "state": call.state.value,
+                    "config_version": call.snapshot.version,
+                    "started_at": call.started_at,
+                    "answered_at": call.answered_at,
+                    "answered_by": call.answered_by,
+                    "legs": [
+                        {"fork": leg.fork_id, "to": leg.label, "state": leg.state.value}
+                        for leg in call.legs
+                    ],
+                }
+            )
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _ignore(event: TxEvent) -> None:
+    """Callback for requests whose outcome changes nothing (CANCEL, BYE)."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _user_of(address: NameAddress) -> str:
+    uri = address.uri
+    if isinstance(uri, SipUri):
+        return uri.user or ""
+    return getattr(uri, "number", "") or ""
+
+
+def _dialled(req: SipRequest) -> str | None:
+    uri = req.uri
+    user: str | None = None
+    if isinstance(uri, SipUri):
+        user = uri.user
+    elif hasattr(uri, "number"):
+        user = uri.number
+    if not user:
+        return None
+    return user.split(";", 1)[0]
+
+
+def _tenant_of(snapshot: ConfigSnapshot, req: SipRequest) -> TenantConfig | None:
+    """The phone's tenant: the first of From, To and Request-URI hosts naming a tenant domain;
+    else the default tenant."""
+    for uri in (req.from_.uri, req.to.uri, req.uri):
+        if isinstance(uri, SipUri):
+            tid = snapshot.tenant_by_domain.get(uri.host.lower())
+            if tid is not None:
+                return snapshot.tenants[tid]
+    return snapshot.tenant_for_domain("")
+
+
+def _max_forwards(req: SipRequest) -> int:
+    value = req.max_forwards if req.max_forwards is not None else 70
+    return max(1, min(70, value - 1))
+
+
+def _diversion_headers(diversions: Any, host: str) -> list[tuple[str, str]]:
+    """RFC 5806 Diversion values, most recent first, with their counters."""
+    out = []
+    for index, diversion in enumerate(diversions):
+        counter = len(diversions) - index
+        out.append(
+            (
+                "Diversion",
+                f"<sip:{diversion.number}@{host}>;reason={diversion.reason};counter={counter}",
+            )
+        )
+    return out
+
+
+def _fork_label(fork: Fork) -> str:
+    if isinstance(fork, RingExtension):
+        return fork.extension
+    if isinstance(fork, DialOut):
+        return fork.number
+    return "009608"
+
+
+def _disposition(call: Call, status: int) -> Disposition:
+    if status == 486:
+        return "busy"
+    progress = call.progress
+    tried = dict(progress.tried) if progress is not None else {}
+    if call.max_ring_fired or Outcome.NO_ANSWER in tried.values():
+        return "no_answer"
+    return "failed"
