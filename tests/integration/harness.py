@@ -89,6 +89,7 @@ def write_config(
     trunk: str = "127.0.0.2:5080",
     admin_port: int = 0,
     sip_extra: str = "",
+    listen: str = '["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]',
 ) -> Path:
     """A pbx.toml listening on loopback port 0 (UDP, TCP, admin) with data under ``root``."""
     (root / "tenants").mkdir(parents=True, exist_ok=True)
@@ -96,7 +97,7 @@ def write_config(
     pbx = textwrap.dedent(
         f"""
         [sip]
-        listen = ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]
+        listen = {listen}
         {sip_extra}
 
         [admin]

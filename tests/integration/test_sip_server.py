@@ -173,3 +173,27 @@ def test_tcp_keepalive_ping_is_answered_and_messages_follow(server: RunningServe
         while b"\r\n\r\n" not in data:
             data += sock.recv(65536)
         assert status_of(data) == 200
+
+
+def test_ipv6_listeners_answer_over_udp_and_tcp(tmp_path: Path) -> None:
+    config = write_config(tmp_path, listen='["udp:[::1]:0", "tcp:[::1]:0"]')
+    with running_server(config) as v6:
+        assert v6.udp[0] == "::1"
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+            sock.settimeout(5.0)
+            # The Via claims another address, so the server must add received (RFC 5118 form).
+            claimed = ("[2001:db8::5]", 5060)
+            sock.sendto(options_request(("[::1]", v6.udp[1]), claimed, "v6-udp"), v6.udp)
+            data, source = sock.recvfrom(65536)
+        assert status_of(data) == 200
+        assert source[:2] == v6.udp
+        assert b"received=::1" in data
+        with socket.create_connection(v6.tcp, timeout=5) as conn:
+            local = conn.getsockname()
+            request = options_request(("[::1]", v6.tcp[1]), (f"[{local[0]}]", local[1]), "v6-tcp")
+            conn.sendall(request.replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"))
+            reply = b""
+            while b"\r\n\r\n" not in reply:
+                reply += conn.recv(65536)
+        assert status_of(reply) == 200
