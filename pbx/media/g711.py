@@ -110,6 +110,9 @@ def _encode_table(encode: object) -> bytes:
 
 _ULAW_LOW, _ULAW_HIGH = _decode_tables(ulaw_to_linear)
 _ALAW_LOW, _ALAW_HIGH = _decode_tables(alaw_to_linear)
+# A-law has no zero: its silence code 0xD5 decodes to +8. Where "no audio" must be exactly 0
+# (a recording's gaps), this variant maps 0xD5 to 0, an error of half a quantisation step.
+_ALAW_ZERO_LOW = _ALAW_LOW[:PCMA_SILENCE] + b"\x00" + _ALAW_LOW[PCMA_SILENCE + 1 :]
 _ULAW_ENCODE = _encode_table(linear_to_ulaw)
 _ALAW_ENCODE = _encode_table(linear_to_alaw)
 # PCMU <-> PCMA transcoding without a linear step (decode then re-encode each code).
@@ -155,9 +158,17 @@ def encode_alaw(pcm: bytes) -> bytes:
     return _encode(pcm, _ALAW_ENCODE)
 
 
-def decode(codec: Codec, data: bytes) -> bytes:
-    """Decode a G.711 payload to signed 16-bit little-endian PCM."""
-    return decode_ulaw(data) if codec is Codec.PCMU else decode_alaw(data)
+def decode(codec: Codec, data: bytes, *, silence_is_zero: bool = False) -> bytes:
+    """Decode a G.711 payload to signed 16-bit little-endian PCM.
+
+    With silence_is_zero, the A-law silence code decodes to 0 instead of 8 (µ-law's already
+    does), so padding with ``codec.silence`` gives digital silence.
+    """
+    if codec is Codec.PCMU:
+        return decode_ulaw(data)
+    if silence_is_zero:
+        return _decode(data, _ALAW_ZERO_LOW, _ALAW_HIGH)
+    return decode_alaw(data)
 
 
 def encode(codec: Codec, pcm: bytes) -> bytes:

@@ -1,10 +1,12 @@
 """Call recording: a stereo 16-bit 8 kHz WAV, caller on the left channel, callee on the right.
 
 Adapter (asyncio). The relay's taps append ``(arrival_time, datagram)`` to a deque per side
-(O(1) on the hot path); a timer drains them once per ``flush_seconds``, decodes PCMU/PCMA
-(RFC 3551 payload types 0 and 8; telephone-event, comfort noise and anything else are skipped)
-and places each packet on a common timeline, then writes the finished part of the file from a
-worker thread (``asyncio.to_thread``), so neither decoding nor disk I/O holds up the relay.
+(O(1) on the hot path). A timer drains them once per ``flush_seconds`` (the first wait is
+randomised so that many recorders do not flush together), copies each PCMU/PCMA payload (RFC
+3551 payload types 0 and 8; telephone-event, comfort noise and anything else are skipped) onto
+a per-party timeline of G.711 codes, decodes the finished second of each party in one call, and
+writes it from a worker thread (``asyncio.to_thread``): neither decoding nor disk I/O holds up
+the relay. A party that switches codec mid-call is transcoded into its first codec.
 
 Time alignment. Sample 0 is the moment the recorder started (on the loop clock). Within a run
 of packets, a packet's position comes from its RTP timestamp (RFC 3550 §5.1: the sampling
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import random
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +36,7 @@ import structlog
 
 from pbx.errors import RemoteProtocolError
 from pbx.media import g711
+from pbx.media.g711 import Codec
 from pbx.media.relay import MediaSession, PacketSink, Side
 from pbx.media.rtp import peek_rtp, timestamp_diff
 from pbx.media.wav import TELEPHONE_STEREO, build_wav_header, interleave_stereo, size_patches
@@ -61,16 +65,29 @@ class RecordingResult:
 class _Track:
     """One party's channel: pending packets, the current anchor, and undecided samples."""
 
-    __slots__ = ("anchor", "buffer", "late", "packets", "queue")
+    __slots__ = ("anchor", "buffer", "codec", "late", "packets", "queue")
 
     def __init__(self) -> None:
         self.queue: collections.deque[tuple[float, bytes]] = collections.deque()
         # (ssrc, rtp timestamp, sample position) of the current run, or None.
         self.anchor: tuple[int, int, int] | None = None
-        # 16-bit little-endian samples from the written position onwards (zeros = silence).
+        # G.711 codes (one byte per sample) from the written position onwards, in `codec`, the
+        # codec of the party's first packet; gaps hold its silence code. Decoding waits for
+        # the flush, one call per second of audio instead of one per packet.
+        self.codec: Codec | None = None
         self.buffer = bytearray()
         self.packets = 0
         self.late = 0
+
+    def take(self, count: int) -> bytes:
+        """Decode and remove the first count samples as 16-bit PCM (silence where none)."""
+        codes = bytes(self.buffer[:count])
+        del self.buffer[:count]
+        if self.codec is None:
+            return bytes(2 * count)
+        if len(codes) < count:
+            codes += bytes([self.codec.silence]) * (count - len(codes))
+        return g711.decode(self.codec, codes, silence_is_zero=True)
 
 
 class CallRecorder:
@@ -144,11 +161,14 @@ class CallRecorder:
             session.set_tap(side, self.sink(side))
 
     async def _run(self) -> None:
-        # Stopped through an event, never cancelled, so no write is cut off half-way.
+        # Stopped through an event, never cancelled, so no write is cut off half-way. The
+        # first wait is random so that recorders started together do not all flush at once.
+        wait = self._flush_seconds * (0.5 + random.random())
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._flush_seconds):
+                async with asyncio.timeout(wait):
                     await self._stopping.wait()
+            wait = self._flush_seconds
             if self._stopping.is_set():
                 return
             try:
@@ -187,12 +207,19 @@ class CallRecorder:
                     continue
                 payload_type, timestamp, ssrc = view.payload_type, view.timestamp, view.ssrc
                 payload = data[view.payload_offset : view.payload_end]
-            if payload_type == 0:
-                pcm = g711.decode_ulaw(payload)
-            elif payload_type == 8:
-                pcm = g711.decode_alaw(payload)
+            codec = track.codec
+            if payload_type == 0 or payload_type == 8:
+                if codec is None:
+                    codec = track.codec = Codec(payload_type)
+                elif payload_type != codec.payload_type:
+                    # The codec changed mid-call (re-INVITE): transcode into the track's codec.
+                    payload = (
+                        g711.ulaw_to_alaw(payload)
+                        if payload_type == 0
+                        else g711.alaw_to_ulaw(payload)
+                    )
             else:
-                continue
+                continue  # telephone-event, comfort noise, anything else: not audio we record
             track.packets += 1
             heard = self._position(arrival) - len(payload)  # the packet's first sample
             anchor = track.anchor
@@ -204,18 +231,18 @@ class CallRecorder:
             else:
                 position = heard
                 track.anchor = (ssrc, timestamp, position)
-            offset = 2 * (position - written)
+            offset = position - written
             if offset < 0:
-                if offset + len(pcm) <= 0:
+                if offset + len(payload) <= 0:
                     track.late += 1
                     continue
-                pcm = pcm[-offset:]
+                payload = payload[-offset:]
                 offset = 0
-            end = offset + len(pcm)
+            end = offset + len(payload)
             buffer = track.buffer
             if end > len(buffer):
-                buffer.extend(bytes(end - len(buffer)))
-            buffer[offset:end] = pcm
+                buffer.extend(bytes([codec.silence]) * (end - len(buffer)))
+            buffer[offset:end] = payload
 
     async def _flush(self, horizon: int) -> None:
         """Write every frame before ``horizon`` (a sample position) to the file."""
@@ -224,13 +251,9 @@ class CallRecorder:
         count = horizon - self._written
         if count <= 0:
             return
-        size = 2 * count
-        channels = []
-        for track in self._tracks.values():
-            chunk = bytes(track.buffer[:size])
-            del track.buffer[:size]
-            channels.append(chunk + bytes(size - len(chunk)))
-        frames = interleave_stereo(channels[0], channels[1])
+        frames = interleave_stereo(
+            self._tracks[Side.A].take(count), self._tracks[Side.B].take(count)
+        )
         self._written = horizon
         await asyncio.to_thread(_append, self._file, frames, 4 * self._written)
 
@@ -250,7 +273,7 @@ class CallRecorder:
                     self._place(track)
                 end = max(
                     [self._position(self._loop.time())]
-                    + [self._written + len(t.buffer) // 2 for t in self._tracks.values()]
+                    + [self._written + len(t.buffer) for t in self._tracks.values()]
                 )
                 await self._flush(end)
         finally:

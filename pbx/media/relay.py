@@ -33,6 +33,7 @@ import asyncio
 import collections
 import enum
 import errno
+import random
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -405,7 +406,10 @@ class MediaSession:
         except BaseException:
             session.close()
             raise
-        session._timer = loop.call_later(session._tick_seconds, session._tick)
+        # A random first tick spreads the timers of sessions opened together.
+        session._timer = loop.call_later(
+            session._tick_seconds * (0.5 + random.random()), session._tick
+        )
         return session
 
     def _bind_pair(

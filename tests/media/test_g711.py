@@ -128,3 +128,9 @@ def test_codec_payload_types() -> None:
     assert Codec.from_payload_type(8) is Codec.PCMA
     assert Codec.from_payload_type(18) is None
     assert (Codec.PCMU.silence, Codec.PCMA.silence) == (0xFF, 0xD5)
+
+
+def test_alaw_silence_can_decode_to_exact_zero() -> None:
+    assert g711.decode(Codec.PCMA, b"\xd5\x55") == b"\x08\x00\xf8\xff"
+    assert g711.decode(Codec.PCMA, b"\xd5\x55", silence_is_zero=True) == b"\x00\x00\xf8\xff"
+    assert g711.decode(Codec.PCMU, b"\xff", silence_is_zero=True) == b"\x00\x00"

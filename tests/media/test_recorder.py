@@ -129,9 +129,11 @@ async def test_bursty_arrival_is_placed_by_rtp_timestamp_without_gaps(
 async def test_file_is_a_valid_wav_while_recording_and_never_overwritten(
     session: MediaSession, tmp_path: Path
 ) -> None:
-    recorder = await CallRecorder.start(tmp_path, "live.wav", session, flush_seconds=0.1)
+    recorder = await CallRecorder.start(
+        tmp_path, "live.wav", session, flush_seconds=0.1, jitter_seconds=0.05
+    )
     try:
-        await asyncio.sleep(0.35)
+        await asyncio.sleep(0.5)
         with wave.open(str(recorder.path), "rb") as r:  # header patched after each flush
             assert r.getnframes() > 0
             assert r.getnchannels() == 2
@@ -171,3 +173,25 @@ async def test_telephone_events_and_unknown_payloads_are_not_recorded(
 async def test_recording_name_must_be_a_plain_file_name(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="plain file name"):
         await CallRecorder.start(tmp_path, "../escape.wav")
+
+
+@pytest.mark.asyncio
+async def test_codec_change_mid_call_is_still_recorded(
+    session: MediaSession, tmp_path: Path
+) -> None:
+    loop = asyncio.get_running_loop()
+    async with endpoint() as a:
+        recorder = await CallRecorder.start(tmp_path, "switch.wav", session, flush_seconds=0.2)
+        try:
+            first = packets(Codec.PCMU, tone(400, 0.3), ssrc=5)
+            # After a re-INVITE the caller sends PCMA, continuing its timestamps.
+            second = packets(Codec.PCMA, tone(400, 0.3), ssrc=5, first_ts=1000 + 160 * 15)
+            await send_paced(a, (HOST, session.a.port), first + second, loop.time())
+            await asyncio.sleep(0.1)
+        finally:
+            result = await recorder.close()
+    left, _, _ = read_channels(result.path)
+    assert result.packets == 30
+    assert dominant(window(left, 0.05, 0.25), FREQUENCIES) == 400
+    assert dominant(window(left, 0.35, 0.55), FREQUENCIES) == 400
+    assert rms(window(left, 0.35, 0.55)) > 5000

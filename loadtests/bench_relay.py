@@ -1,0 +1,519 @@
+"""Load test of the RTP relay: how many concurrent G.711 calls one core relays with < 0.1 % loss.
+
+    python -m loadtests.bench_relay [--levels 250,500,750,1000] [--measure 3] [--quick]
+
+Three processes, loopback only, everything on uvloop:
+- the relay (pinned to CPU 0): one ``pbx.media.relay.MediaSession`` per call, and with
+  recording on one ``CallRecorder`` per call writing to a temporary directory;
+- the load generator (pinned to CPU 1): two UDP sockets per call, the caller's and the
+  callee's, each sending 50 RTP packets/s (172 bytes: 20 ms of PCMU) to its relay port, in 20
+  phase groups 1 ms apart (as independent calls would be), and timing what comes back;
+- this process, which drives the other two over pipes and prints the table.
+
+Modes, each stepped through the call counts until loss reaches 0.1 % (or the time budget ends):
+``direct`` sends the same traffic endpoint to endpoint without the relay: the generator's own
+limit and the baseline latency. ``relay`` and ``relay+rec`` go through the relay without and
+with recording. Latency is one-way (send to receive, CLOCK_MONOTONIC is shared by processes);
+"added" is the relay's mean latency minus the direct mean at the same call count. Jitter is the
+RFC 3550 §6.4.1 interarrival jitter estimate, averaged over streams.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing
+import multiprocessing.connection
+import os
+import resource
+import shutil
+import struct
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HOST = "127.0.0.1"
+RELAY_PORTS = (20000, 29999)
+PACKET_INTERVAL = 0.020  # 50 packets/s per direction
+PHASES = 20  # phase groups, one every millisecond
+LOSS_LIMIT = 0.001  # 0.1 %
+LATE_MS = 50.0  # one-way latency beyond which a packet counts as lost (jitter buffer)
+HEADER = struct.Struct("!BBHIIq")  # RTP header + send time (ns) at the start of the payload
+PAYLOAD_PAD = b"\xff" * (160 - 8)
+HISTOGRAM_BUCKET_NS = 20_000  # 20 µs
+HISTOGRAM_SIZE = 10_000  # up to 200 ms
+TIME_BUDGET = 170.0  # seconds, whole run
+
+
+def _raise_open_files_limit() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _pin(cpu: int) -> None:
+    if os.environ.get("BENCH_RELAY_PIN", "1") == "0":
+        return
+    with contextlib.suppress(AttributeError, OSError):
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) > 1:
+            os.sched_setaffinity(0, {cpus[cpu % len(cpus)]})
+
+
+def _serve(conn: multiprocessing.connection.Connection, handlers: dict[str, Any]) -> None:
+    """Run a child's uvloop, answering (command, args) messages from the pipe."""
+    import uvloop
+
+    _raise_open_files_limit()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = loop.create_future()
+        busy = asyncio.Lock()
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def handle(command: str, args: Any) -> None:
+            async with busy:
+                try:
+                    if command == "exit":
+                        result: Any = None
+                        stop.set_result(None)
+                    else:
+                        result = await handlers[command](*args)
+                    conn.send(("ok", result))
+                except Exception as exc:
+                    conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+        def dispatch(message: Any) -> None:
+            if message is None:
+                if not stop.done():
+                    stop.set_result(None)
+                return
+            command, args = message
+            tasks.add(task := loop.create_task(handle(command, args)))
+            task.add_done_callback(tasks.discard)
+
+        def read_pipe() -> None:
+            # A thread blocked in recv: the pipe stays blocking, so large messages arrive whole.
+            while True:
+                try:
+                    message = conn.recv()
+                except (EOFError, OSError):
+                    message = None
+                loop.call_soon_threadsafe(dispatch, message)
+                if message is None or message[0] == "exit":
+                    return
+
+        threading.Thread(target=read_pipe, name="pipe-reader", daemon=True).start()
+        await stop
+
+    uvloop.run(main())
+
+
+def _empty(directory: Path) -> None:
+    for path in directory.iterdir():
+        path.unlink()
+
+
+# --- the relay process ------------------------------------------------------------------------
+
+
+def relay_process(conn: multiprocessing.connection.Connection) -> None:
+    """Host MediaSessions (and recorders) for the calls the driver asks for."""
+    _pin(0)
+    import logging
+
+    import structlog
+
+    # Per-call "recording_finished" lines would drown the table.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    from pbx.media.recorder import CallRecorder
+    from pbx.media.relay import MediaSession, PortPool, Side
+
+    pool = PortPool(*RELAY_PORTS)
+    sessions: list[MediaSession] = []
+    recorders: list[CallRecorder] = []
+    record_dir = Path(tempfile.mkdtemp(prefix="bench_relay_rec_"))
+
+    async def open_calls(count: int, record: bool) -> list[tuple[int, int]]:
+        for i in range(count):
+            session = await MediaSession.open(pool, HOST, inactivity_seconds=3600)
+            sessions.append(session)
+            if record:
+                recorders.append(await CallRecorder.start(record_dir, f"call{i}.wav", session))
+        return [(s.a.port, s.b.port) for s in sessions]
+
+    async def set_remotes(addresses: list[tuple[tuple[str, int], tuple[str, int]]]) -> None:
+        for session, (a, b) in zip(sessions, addresses, strict=True):
+            session.set_remote(Side.A, *a)
+            session.set_remote(Side.B, *b)
+
+    async def counters() -> dict[str, float]:
+        relayed = dropped = 0
+        for s in sessions:
+            for side in Side:
+                st = s.stats(side)
+                relayed += st.rtp_relayed
+                dropped += st.rtp_dropped
+        return {"relayed": relayed, "dropped": dropped, "cpu": time.process_time()}
+
+    async def close_calls() -> dict[str, float]:
+        result = await counters()
+        late = 0
+        for recorder in recorders:
+            late += (await recorder.close()).late_packets
+        for session in sessions:
+            session.close()
+        recorders.clear()
+        sessions.clear()
+        await asyncio.to_thread(_empty, record_dir)
+        result["in_use_after_close"] = pool.in_use
+        result["late_recorded"] = late
+        return result
+
+    try:
+        _serve(
+            conn,
+            {
+                "open": open_calls,
+                "remote": set_remotes,
+                "counters": counters,
+                "close": close_calls,
+            },
+        )
+    finally:
+        shutil.rmtree(record_dir, ignore_errors=True)
+
+
+# --- the load generator process ---------------------------------------------------------------
+
+
+class _Stream(asyncio.DatagramProtocol):
+    """One direction's receiving end: counts, latency histogram, RFC 3550 jitter."""
+
+    __slots__ = ("generator", "jitter", "last_transit", "transport")
+
+    def __init__(self, generator: _Generator) -> None:
+        self.generator = generator
+        self.transport: Any = None
+        self.last_transit = 0
+        self.jitter = 0.0
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        now = time.monotonic_ns()
+        sent = HEADER.unpack_from(data)[5]
+        g = self.generator
+        if not g.window_start <= sent < g.window_end:
+            return
+        transit = now - sent
+        g.received += 1
+        if transit > g.late_ns:
+            g.late += 1
+        g.latency_sum += transit
+        bucket = transit // HISTOGRAM_BUCKET_NS
+        g.histogram[bucket if bucket < HISTOGRAM_SIZE else HISTOGRAM_SIZE - 1] += 1
+        if self.last_transit:
+            d = transit - self.last_transit
+            self.jitter += ((d if d > 0 else -d) - self.jitter) / 16
+        self.last_transit = transit
+
+
+class _Generator:
+    def __init__(self) -> None:
+        self.streams: list[_Stream] = []  # receivers, two per call
+        self.senders: list[Any] = []  # transports, two per call (index matches the call)
+        self.window_start = 0
+        self.window_end = 0
+        self.received = 0
+        self.late = 0
+        self.late_ns = int(LATE_MS * 1e6)
+        self.sent_in_window = 0
+        self.latency_sum = 0
+        self.histogram = [0] * HISTOGRAM_SIZE
+        self.max_lag = 0.0
+        self.direct: list[tuple[str, int]] | None = None  # direct mode: each sender's partner
+
+    async def setup(self, targets: list[tuple[int, int]] | int) -> list[Any]:
+        """Bind two sockets per call: to relay ports (a list) or to each other (a count)."""
+        loop = asyncio.get_running_loop()
+        calls = targets if isinstance(targets, list) else [None] * targets
+        addresses = []
+        for target in calls:
+            pair = []
+            for leg in range(2):
+                stream = _Stream(self)
+                remote = (HOST, target[leg]) if target else None
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda s=stream: s, local_addr=(HOST, 0), remote_addr=remote
+                )
+                pair.append(transport)
+                self.streams.append(stream)
+            addresses.append(tuple(t.get_extra_info("sockname")[:2] for t in pair))
+            self.senders.extend(pair)
+        if not isinstance(targets, list):
+            # Direct mode: the caller's socket sends to the callee's and vice versa.
+            self.direct = [addr for a, b in addresses for addr in (b, a)]
+        return addresses
+
+    async def run(self, warmup: float, measure: float) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        direct = self.direct
+        count = len(self.senders)
+        groups = [list(range(g, count, PHASES)) for g in range(PHASES)]
+        seq = [0] * count
+        start = loop.time()
+        start_ns = time.monotonic_ns()
+        self.window_start = start_ns + int(warmup * 1e9)
+        self.window_end = self.window_start + int(measure * 1e9)
+        total_ticks = int((warmup + measure) / PACKET_INTERVAL) * PHASES
+        cpu0 = time.process_time()
+        done = loop.create_future()
+        tick = 0
+        pack = HEADER.pack
+        pad = PAYLOAD_PAD
+
+        def fire() -> None:
+            nonlocal tick
+            now = loop.time()
+            # Absolute deadlines: send every group whose time has come (catch up if late).
+            while tick < total_ticks and start + tick * (PACKET_INTERVAL / PHASES) <= now:
+                lag = now - (start + tick * (PACKET_INTERVAL / PHASES))
+                if lag > self.max_lag:
+                    self.max_lag = lag
+                sent_ns = time.monotonic_ns()
+                in_window = self.window_start <= sent_ns < self.window_end
+                for i in groups[tick % PHASES]:
+                    s = seq[i]
+                    packet = pack(0x80, 0, s & 0xFFFF, (s * 160) & 0xFFFFFFFF, i, sent_ns) + pad
+                    if direct is None:
+                        self.senders[i].sendto(packet)
+                    else:
+                        self.senders[i].sendto(packet, direct[i])
+                    seq[i] = s + 1
+                if in_window:
+                    self.sent_in_window += len(groups[tick % PHASES])
+                tick += 1
+            if tick >= total_ticks:
+                done.set_result(None)
+            else:
+                loop.call_at(start + tick * (PACKET_INTERVAL / PHASES), fire)
+
+        fire()
+        await done
+        cpu = time.process_time() - cpu0
+        await asyncio.sleep(0.3)  # let the last packets arrive
+        return self._report(cpu / (loop.time() - start))
+
+    def _report(self, cpu: float) -> dict[str, Any]:
+        def percentile(p: float) -> float:
+            target = p * self.received
+            running = 0
+            for bucket, n in enumerate(self.histogram):
+                running += n
+                if running >= target:
+                    return (bucket + 0.5) * HISTOGRAM_BUCKET_NS / 1e6
+            return float("nan")
+
+        return {
+            "sent": self.sent_in_window,
+            "received": self.received,
+            "late": self.late,
+            "latency_ms": self.latency_sum / max(1, self.received) / 1e6,
+            "p50_ms": percentile(0.5),
+            "p99_ms": percentile(0.99),
+            "jitter_ms": sum(s.jitter for s in self.streams) / max(1, len(self.streams)) / 1e6,
+            "max_lag_ms": self.max_lag * 1000,
+            "cpu": cpu,
+        }
+
+    async def teardown(self) -> None:
+        for t in self.senders:
+            t.close()
+        self.senders.clear()
+
+
+def generator_process(conn: multiprocessing.connection.Connection) -> None:
+    """Send and receive the calls' RTP."""
+    _pin(1)
+    state = {"g": _Generator()}
+
+    async def setup(targets: Any) -> Any:
+        state["g"] = _Generator()
+        return await state["g"].setup(targets)
+
+    async def run(warmup: float, measure: float) -> Any:
+        return await state["g"].run(warmup, measure)
+
+    async def teardown() -> None:
+        await state["g"].teardown()
+
+    _serve(conn, {"setup": setup, "run": run, "teardown": teardown})
+
+
+# --- the driver -------------------------------------------------------------------------------
+
+
+class _Child:
+    def __init__(self, target: Any, name: str) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child_conn = ctx.Pipe()
+        self.process = ctx.Process(target=target, args=(child_conn,), name=name, daemon=True)
+        self.process.start()
+        child_conn.close()
+
+    def call(self, command: str, *args: Any, timeout: float = 60.0) -> Any:
+        self.conn.send((command, args))
+        if not self.conn.poll(timeout):
+            raise TimeoutError(f"{self.process.name}: no answer to {command} in {timeout} s")
+        status, result = self.conn.recv()
+        if status != "ok":
+            raise RuntimeError(f"{self.process.name}: {command} failed: {result}")
+        return result
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.call("exit", timeout=5)
+        self.process.join(5)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+@dataclass
+class Result:
+    mode: str
+    calls: int
+    loss: float
+    latency_ms: float
+    p50_ms: float
+    p99_ms: float
+    jitter_ms: float
+    relay_cpu: float | None
+    gen_cpu: float
+    gen_lag_ms: float
+
+    @property
+    def ok(self) -> bool:
+        return self.loss < LOSS_LIMIT
+
+
+def run_level(
+    relay: _Child, gen: _Child, mode: str, calls: int, warmup: float, measure: float
+) -> Result:
+    relay_cpu = None
+    if mode == "direct":
+        gen.call("setup", calls)
+    else:
+        ports = relay.call("open", calls, mode == "relay+rec", timeout=120)
+        addresses = gen.call("setup", ports, timeout=120)
+        relay.call("remote", addresses)
+    try:
+        before = relay.call("counters") if mode != "direct" else None
+        wall = time.monotonic()
+        report = gen.call("run", warmup, measure, timeout=warmup + measure + 30)
+        wall = time.monotonic() - wall
+        if before is not None:
+            after = relay.call("counters")
+            relay_cpu = (after["cpu"] - before["cpu"]) / wall
+    finally:
+        gen.call("teardown", timeout=60)
+        if mode != "direct":
+            closed = relay.call("close", timeout=120)
+            assert closed["in_use_after_close"] == 0, "relay leaked ports"
+    # A packet later than LATE_MS misses the phone's jitter buffer: it counts as lost.
+    loss = 1 - (report["received"] - report["late"]) / max(1, report["sent"])
+    return Result(
+        mode,
+        calls,
+        max(0.0, loss),
+        report["latency_ms"],
+        report["p50_ms"],
+        report["p99_ms"],
+        report["jitter_ms"],
+        relay_cpu,
+        report["cpu"],
+        report["max_lag_ms"],
+    )
+
+
+def _row(r: Result, direct: Result | None) -> str:
+    added = (
+        f"{r.latency_ms - direct.latency_ms:7.3f}" if direct and r.mode != "direct" else "      -"
+    )
+    relay_cpu = f"{100 * r.relay_cpu:5.0f}%" if r.relay_cpu is not None else "     -"
+    return (
+        f"{r.mode:<10} {r.calls:>6} {r.calls * 100:>8} {100 * r.loss:8.3f} {r.latency_ms:8.3f}"
+        f" {added} {r.p50_ms:7.2f} {r.p99_ms:7.2f} {r.jitter_ms:7.3f} {relay_cpu}"
+        f" {100 * r.gen_cpu:5.0f}%"
+        f" {r.gen_lag_ms:7.1f}  {'ok' if r.ok else 'LOSS'}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--levels", default="250,500,600,700,800,1000")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--measure", type=float, default=3.0)
+    parser.add_argument("--modes", default="direct,relay,relay+rec")
+    parser.add_argument("--quick", action="store_true", help="two levels, 1 s each (smoke)")
+    args = parser.parse_args(argv)
+    levels = [int(x) for x in args.levels.split(",")]
+    if args.quick:
+        levels, args.warmup, args.measure = [50, 250], 0.5, 1.0
+    modes = args.modes.split(",")
+    _raise_open_files_limit()
+    began = time.monotonic()
+    print(
+        f"bench_relay: {os.cpu_count()} CPUs, python {sys.version.split()[0]}, uvloop, "
+        f"G.711 20 ms (50 packets/s per direction, 100 per call), loss limit "
+        f"{100 * LOSS_LIMIT:.1f} % (later than {LATE_MS:g} ms = lost), "
+        f"{args.warmup:g} s warm-up + {args.measure:g} s measured",
+        flush=True,
+    )
+    header = (
+        f"{'mode':<10} {'calls':>6} {'pkt/s':>8} {'loss%':>8} {'mean ms':>8} {'added':>7}"
+        f" {'p50':>7} {'p99':>7} {'jitter':>7} {'relay':>6} {'gen':>6} {'lag ms':>7}"
+    )
+    relay = _Child(relay_process, "bench-relay")
+    gen = _Child(generator_process, "bench-generator")
+    results: list[Result] = []
+    try:
+        print(header, flush=True)
+        for mode in modes:
+            for calls in levels:
+                if time.monotonic() - began > TIME_BUDGET:
+                    print(f"{mode:<10} time budget reached, stopping", flush=True)
+                    break
+                result = run_level(relay, gen, mode, calls, args.warmup, args.measure)
+                results.append(result)
+                direct = next((d for d in results if d.mode == "direct" and d.calls == calls), None)
+                print(_row(result, direct), flush=True)
+                if not result.ok:
+                    break
+    finally:
+        gen.stop()
+        relay.stop()
+    print()
+    for mode in modes:
+        held = [r.calls for r in results if r.mode == mode and r.ok]
+        tried = [r.calls for r in results if r.mode == mode]
+        best = max(held) if held else 0
+        note = "" if len(held) < len(tried) else " (every level tried held; limit is higher)"
+        print(f"most concurrent calls with < 0.1 % loss, {mode:<10}: {best}{note}")
+    print(f"total time {time.monotonic() - began:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
