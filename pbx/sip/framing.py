@@ -34,7 +34,7 @@ KEEPALIVE: Final = KeepAliveReceived()
 
 _CRLF2 = b"\r\n\r\n"
 _CONTENT_LENGTH_RE = re.compile(rb"(?:^|\r\n)(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.I)
-_FOLD_RE = re.compile(rb"[ \t]*\r\n[ \t]+")
+_FOLD_RE = re.compile(rb"(?<![ \t])[ \t]*\r\n[ \t]+")  # lookbehind: linear on long blank runs
 _DIGITS_RE = re.compile(rb"[0-9]{1,9}")
 
 

@@ -106,11 +106,9 @@ _CSEQ_RE = re.compile(rf"([0-9]+)[ \t]+({_TOKEN})")
 _DIGITS_RE = re.compile(r"[0-9]+")
 _CALL_ID_RE = re.compile(r"[^\s]+")
 _VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.IGNORECASE)
-_FOLD_RE = re.compile(r"[ \t]*\r?\n[ \t]+")
-# A header line: name, HCOLON, value without its surrounding whitespace (RFC 3261 7.3.1).
-_HEADER_LINE_RE = re.compile(
-    rf"^({_TOKEN})[ \t]*:[ \t]*((?:[^\r\n]*[^\r\n \t])?)[ \t]*\r?$", re.MULTILINE
-)
+# The lookbehind makes a match start only at the first blank of a run, so that a long run of
+# blanks costs linear, not quadratic, time.
+_FOLD_RE = re.compile(r"(?<![ \t])[ \t]*\r?\n[ \t]+")
 # One element of a comma-separated header value: commas inside quotes or <> do not split.
 _ELEMENT_RE = re.compile(rf'(?:{_QUOTED}|<[^>]*>|[^,"<])*')
 _TAG_PARAM_RE = re.compile(r";[ \t]*tag[ \t]*=", re.IGNORECASE)
@@ -536,6 +534,8 @@ def _split_head(data: bytes) -> tuple[str, str, int]:
         head_bytes, body_start = data[:crlf], crlf + 4
     elif lf >= 0:
         head_bytes, body_start = data[:lf], lf + 2
+        if head_bytes.endswith(b"\r"):
+            head_bytes = head_bytes[:-1]
     else:
         # No blank line: over UDP the end of the datagram ends the headers (RFC 4475 3.1.2.15).
         head_bytes, body_start = data.rstrip(b"\r\n"), len(data)
@@ -566,9 +566,11 @@ def _split_headers(block: str) -> tuple[list[tuple[str, str]], str | None]:
     token = _TOKEN_RE.fullmatch
     for line in lines:
         name, colon, value = line.partition(":")
+        if not colon:
+            return out, f"malformed header line: {line[:80]!r}"
         if name not in known:
             name = name.rstrip(" \t")
-            if not colon or not token(name):
+            if not token(name):
                 return out, f"malformed header line: {line[:80]!r}"
         if "\r" in value:
             return out, f"bare CR in header line: {line[:80]!r}"

@@ -188,6 +188,16 @@ def test_bare_lf_line_ends_are_accepted() -> None:
     assert req.body == body
 
 
+def test_crlf_lines_ended_by_a_bare_lf_blank_line() -> None:
+    data = invite().replace(b"\r\n\r\n", b"\r\n\n", 1)
+    assert parse_request(data).body == SDP
+
+
+def test_long_blank_runs_before_a_fold_are_linear() -> None:
+    req = parse_request(invite("Subject: a" + " " * 60000, " b"))
+    assert req.header("Subject") == "a b"
+
+
 def test_multiple_via_values_in_one_header_and_over_several_headers() -> None:
     req = parse_request(
         msg(
@@ -673,7 +683,16 @@ def test_largest_cseq_is_accepted() -> None:
 
 
 @pytest.mark.parametrize(
-    "line", ["No colon here", "Bad Name: value", ": no name", "X-Ctl\x01: v", "Bad\rLine: x"]
+    "line",
+    [
+        "No colon here",
+        "Bad Name: value",
+        ": no name",
+        "X-Ctl\x01: v",
+        "Bad\rLine: x",
+        "Via",
+        "Route",
+    ],
 )
 def test_malformed_header_lines(line: str) -> None:
     with pytest.raises(SipParseError) as info:
