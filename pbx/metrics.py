@@ -23,23 +23,33 @@ def _format_labels(labels: LabelValues) -> str:
 
 
 class Metric:
-    def __init__(self, name: str, help_text: str, kind: str) -> None:
+    """One metric family; ``read`` (when given) supplies its unlabelled value at scrape time."""
+
+    def __init__(
+        self, name: str, help_text: str, kind: str, read: Callable[[], float] | None = None
+    ) -> None:
         self.name = name
         self.help = help_text
         self.kind = kind
+        self.read = read
         self.values: dict[LabelValues, float] = {}
 
     def render(self) -> Iterable[str]:
+        if self.read is not None:
+            self.values[()] = float(self.read())
         yield f"# HELP {self.name} {self.help}"
         yield f"# TYPE {self.name} {self.kind}"
+        if not self.values:
+            # Exposed from the start (as 0), so rate() and alerts see the series at once.
+            yield f"{self.name} 0"
         for labels, value in sorted(self.values.items()):
             number = int(value) if float(value).is_integer() else value
             yield f"{self.name}{_format_labels(labels)} {number}"
 
 
 class Counter(Metric):
-    def __init__(self, name: str, help_text: str) -> None:
-        super().__init__(name, help_text, "counter")
+    def __init__(self, name: str, help_text: str, read: Callable[[], float] | None = None) -> None:
+        super().__init__(name, help_text, "counter", read)
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
         key = tuple(sorted(labels.items()))
@@ -50,24 +60,20 @@ class Gauge(Metric):
     """A gauge set directly, or read from a callback at scrape time."""
 
     def __init__(self, name: str, help_text: str, read: Callable[[], float] | None = None) -> None:
-        super().__init__(name, help_text, "gauge")
-        self.read = read
+        super().__init__(name, help_text, "gauge", read)
 
     def set(self, value: float, **labels: str) -> None:
         self.values[tuple(sorted(labels.items()))] = value
-
-    def render(self) -> Iterable[str]:
-        if self.read is not None:
-            self.values[()] = float(self.read())
-        return super().render()
 
 
 class Registry:
     def __init__(self) -> None:
         self.metrics: dict[str, Metric] = {}
 
-    def counter(self, name: str, help_text: str) -> Counter:
-        metric = Counter(name, help_text)
+    def counter(
+        self, name: str, help_text: str, read: Callable[[], float] | None = None
+    ) -> Counter:
+        metric = Counter(name, help_text, read)
         self.metrics[name] = metric
         return metric
 

@@ -57,6 +57,10 @@ class PbxServer:
         )
         self.admin_address: tuple[str, int] = ("", 0)
         self._reloads = self.metrics.counter("pbx_reloads_total", "Configuration reloads")
+        self._loop_lag = self.metrics.gauge(
+            "pbx_event_loop_lag_seconds", "How late the event loop ran a 0.5 s timer, last sample"
+        )
+        self._lag_task: asyncio.Task[None] | None = None
         self.metrics.gauge(
             "pbx_config_version",
             "Version of the configuration in force",
@@ -84,6 +88,7 @@ class PbxServer:
         await self.transport.start(
             [(spec.transport.upper(), spec.host, spec.port) for spec in snapshot.server.sip.listen]
         )
+        self._lag_task = asyncio.get_running_loop().create_task(self._watch_loop_lag())
         admin = snapshot.server.admin
         port = await self.admin.start(admin.host, admin.port)
         self.admin_address = (admin.host, port)
@@ -98,8 +103,19 @@ class PbxServer:
             admin={"host": admin.host, "port": port},
         )
 
+    async def _watch_loop_lag(self) -> None:
+        """Sample event-loop lag: how much later than asked a sleep returns."""
+        loop = asyncio.get_running_loop()
+        interval = 0.5
+        while True:
+            started = loop.time()
+            await asyncio.sleep(interval)
+            self._loop_lag.set(max(0.0, loop.time() - started - interval))
+
     async def stop(self) -> None:
         log.info("server_stopping")
+        if self._lag_task is not None:
+            self._lag_task.cancel()
         await self.admin.close()
         if self.engine is not None:
             await self.engine.stop()

@@ -151,6 +151,16 @@ class SipService:
             lambda: len(self.registrations),
         )
         metrics.gauge("pbx_transactions", "Live SIP transactions", lambda: len(self.table))
+        metrics.counter(
+            "pbx_sip_retransmissions_received_total",
+            "Requests received again and absorbed by their transaction",
+            lambda: self.table.retransmissions_received,
+        )
+        metrics.counter(
+            "pbx_sip_retransmissions_sent_total",
+            "Messages sent again (timers A, E, G; answers to retransmitted requests)",
+            lambda: self.table.retransmissions_sent,
+        )
 
     # -- life cycle ------------------------------------------------------------------------
     def attach(self, transport: SipTransport) -> None:

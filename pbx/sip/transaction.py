@@ -824,6 +824,10 @@ class TransactionTable:
         self._heap: list[tuple[float, int, TransactionKey]] = []
         self._counter = itertools.count()
         self._outbox: list[tuple[SipMessage, Address]] = []
+        # Counters for metrics: requests received again (absorbed by their transaction) and
+        # messages we sent again (timers A, E, G, and answers to received retransmissions).
+        self.retransmissions_received = 0
+        self.retransmissions_sent = 0
 
     def __len__(self) -> int:
         return len(self._transactions)
@@ -862,8 +866,12 @@ class TransactionTable:
             server.receive(msg, now)
             return self._after(server)
         if server is not None:
+            self.retransmissions_received += 1
+            sent = len(self._outbox)
             server.receive(msg, now)
-            return self._after(server)
+            events = self._after(server)
+            self.retransmissions_sent += len(self._outbox) - sent
+            return events
         new: ServerTransaction
         if msg.method == "INVITE":
             new = InviteServerTransaction(msg, source, self.timers, reliable=reliable)
@@ -949,8 +957,10 @@ class TransactionTable:
                 continue  # stale: the transaction re-armed or ended since
             del self._scheduled[key]
             tx = self._transactions[key]
+            sent = len(self._outbox)
             tx.handle_timer(now)
             events.extend(self._after(tx))
+            self.retransmissions_sent += len(self._outbox) - sent
         return events
 
     def messages_to_send(self) -> list[tuple[SipMessage, Address]]:

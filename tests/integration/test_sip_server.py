@@ -197,3 +197,32 @@ def test_ipv6_listeners_answer_over_udp_and_tcp(tmp_path: Path) -> None:
             while b"\r\n\r\n" not in reply:
                 reply += conn.recv(65536)
         assert status_of(reply) == 200
+
+
+def test_metrics_count_messages_by_method_and_status(server: RunningServer) -> None:
+    def scrape() -> dict[str, float]:
+        code, text = server.admin_request("GET", "/metrics")
+        assert code == 200
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+        return values
+
+    before = scrape()
+    exchange(server, options_request(server.udp, ("127.0.0.1", 5060), "metrics-1"))
+    after = scrape()
+    key_in = 'pbx_sip_messages_in_total{method="OPTIONS"}'
+    key_out = 'pbx_sip_messages_out_total{status="200"}'
+    assert after[key_in] - before.get(key_in, 0) == 2  # the payload and the probe
+    assert after[key_out] - before.get(key_out, 0) == 2
+    for name in (
+        "pbx_config_version",
+        "pbx_registrations",
+        "pbx_transactions",
+        "pbx_event_loop_lag_seconds",
+        "pbx_sip_retransmissions_sent_total",
+        "pbx_auth_failures_total",
+    ):
+        assert any(key.split("{")[0] == name for key in after) or name in after, name

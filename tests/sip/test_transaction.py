@@ -986,3 +986,21 @@ def test_custom_t1_scales_every_64_t1_timer() -> None:
     ict = InviteClientTransaction(invite, PBX, 0.0, timers)
     ict.receive(build_response(invite, 486, to_tag="x"), 0.0)
     assert ict.get_timer() == pytest.approx(6.4)  # D = max(d, 64*T1)
+
+
+def test_table_counts_retransmissions_received_and_sent() -> None:
+    table = TransactionTable()
+    invite = make_request()
+    [event] = table.receive(invite, PHONE, 0.0)
+    assert isinstance(event, RequestReceived)
+    table.messages_to_send()
+    table.respond(event.key, build_response(invite, 486, to_tag="t"), 0.1)
+    table.messages_to_send()
+    assert (table.retransmissions_received, table.retransmissions_sent) == (0, 0)
+    table.receive(invite, PHONE, 0.2)  # the INVITE again: our 486 again
+    assert (table.retransmissions_received, table.retransmissions_sent) == (1, 1)
+    deadline = table.next_deadline()
+    assert deadline is not None
+    table.handle_timers(deadline)  # timer G: the 486 once more
+    assert table.retransmissions_sent == 2
+    assert [statuses([m]) for m, _ in table.messages_to_send()] == [[486], [486]]
