@@ -1,0 +1,525 @@
+"""Calls through the running server, with SIPp as the carrier and as the phones.
+
+The carrier lives on 127.0.0.2 (calls in from any port there; our trunk sends to the port in the
+config), the phones on 127.0.0.1: each phone registers with digest (``register.xml``), then a
+UAS scenario on the same local port takes its calls. Call records are read from the SQLite file.
+Every SIPp process is bounded by ``-timeout`` and ended by its pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import socket
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import (
+    SIPP_DIR,
+    RunningServer,
+    free_port,
+    running_server,
+    sipp_binary,
+    stop_process,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+CARRIER_IP = "127.0.0.2"
+PHONE_IP = "127.0.0.1"
+EVERY_DAY = 'days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun", "holiday"]'
+
+TENANT = f"""
+[tenant]
+domain = "acme.example"
+timezone = "Asia/Tokyo"
+default = true
+
+[limits]
+max_users = 10
+recording_users = 2
+international_calls = false
+
+[[numbers]]
+number = "0312345678"
+[[numbers]]
+number = "0312340002"
+[[numbers]]
+number = "0312340003"
+[[numbers]]
+number = "0312340004"
+
+[[users]]
+extension = "1001"
+password = "secret1001"
+caller_id = "0312345678"
+forward = {{ busy = "1004" }}
+
+[[users]]
+extension = "1002"
+password = "secret1002"
+caller_id = "0312345678"
+forward = {{ no_answer = "09012345678" }}
+
+[[users]]
+extension = "1003"
+password = "secret1003"
+caller_id = "0312345678"
+forward = {{ offline = "1004" }}
+
+[[users]]
+extension = "1004"
+password = "secret1004"
+caller_id = "0312340004"
+
+[[incoming]]
+number = "0312345678"
+targets = "1001,1002"
+{EVERY_DAY}
+start = "0:00"
+end = "23:59:59"
+
+[[incoming]]
+number = "0312340002"
+targets = "1001"
+{EVERY_DAY}
+start = "0:00"
+end = "23:59:59"
+
+[[incoming]]
+number = "0312340003"
+targets = "1002"
+{EVERY_DAY}
+start = "0:00"
+end = "23:59:59"
+
+[[incoming]]
+number = "0312340004"
+targets = "1003"
+{EVERY_DAY}
+start = "0:00"
+end = "23:59:59"
+"""
+
+SERVER_EXTRA = """
+[security]
+max_requests_per_second = 10000
+"""
+
+PASSWORDS = {ext: f"secret{ext}" for ext in ("1001", "1002", "1003", "1004")}
+SIPP_TIMEOUT = 60
+
+
+@dataclass
+class Pbx:
+    server: RunningServer
+    root: Path
+    trunk_port: int
+    phone_ports: dict[str, int]
+
+    @property
+    def db(self) -> Path:
+        return self.root / "data" / "pbx.sqlite3"
+
+
+@pytest.fixture(scope="module")
+def pbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pbx]:
+    root = tmp_path_factory.mktemp("calls")
+    trunk_port = free_port(host=CARRIER_IP)
+    config = write_config(
+        root,
+        tenants={"acme": TENANT},
+        server_extra=SERVER_EXTRA,
+        trunk=f"{CARRIER_IP}:{trunk_port}",
+    )
+    with running_server(config) as server:
+        ports = {ext: free_port(host=PHONE_IP) for ext in ("1001", "1002", "1004")}
+        for ext, port in ports.items():
+            register(server, ext, port, root)
+        yield Pbx(server, root, trunk_port, ports)
+
+
+# --- SIPp helpers ----------------------------------------------------------------------------
+
+
+def scenario_from_template(name: str, workdir: Path, **values: str) -> Path:
+    """A ``tests/sipp/<name>.in`` template with its ``@KEY@`` placeholders filled in."""
+    text = (SIPP_DIR / f"{name}.in").read_text(encoding="utf-8")
+    for key, value in values.items():
+        text = text.replace(f"@{key}@", value)
+    path = workdir / f"{name.removesuffix('.xml')}-{'-'.join(values.values())}.xml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def sipp_args(
+    scenario: Path,
+    target: tuple[str, int],
+    *,
+    local_ip: str,
+    port: int,
+    service: str,
+    extra: list[str] | None = None,
+    timeout: int = SIPP_TIMEOUT,
+) -> list[str]:
+    return [
+        sipp_binary(),
+        f"{target[0]}:{target[1]}",
+        "-sf",
+        str(scenario),
+        "-t",
+        "u1",
+        "-i",
+        local_ip,
+        "-p",
+        str(port),
+        "-m",
+        "1",
+        "-s",
+        service,
+        "-nostdin",
+        "-timeout",
+        f"{timeout}s",
+        "-timeout_error",
+        "-max_recv_loops",
+        "1000",
+        *(extra or []),
+    ]
+
+
+def run(args: list[str], workdir: Path, timeout: float = SIPP_TIMEOUT + 15) -> str:
+    """Run SIPp to completion; fail the test with its output unless it exits 0."""
+    done = subprocess.run(
+        args, cwd=workdir, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert done.returncode == 0, (
+        f"sipp {args[3]} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    )
+    return done.stdout
+
+
+def register(server: RunningServer, ext: str, port: int, workdir: Path) -> None:
+    args = sipp_args(
+        SIPP_DIR / "register.xml",
+        server.udp,
+        local_ip=PHONE_IP,
+        port=port,
+        service=ext,
+        extra=["-au", ext, "-ap", PASSWORDS[ext]],
+        timeout=15,
+    )
+    run(args, workdir)
+
+
+def wait_bound(host: str, port: int, deadline: float) -> None:
+    """Wait until something (the SIPp we started) has bound UDP ``host:port``."""
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return
+                raise
+        time.sleep(0.02)
+    raise AssertionError(f"nothing listens on {host}:{port}")
+
+
+class Sipps:
+    """SIPp processes running in the background for one test; ended by pid in ``close``."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[tuple[str, subprocess.Popen[str]]] = []
+
+    def start(self, name: str, args: list[str], bound: tuple[str, int] | None = None) -> None:
+        proc = subprocess.Popen(
+            args,
+            cwd=self.workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        self.procs.append((name, proc))
+        if bound is not None:
+            wait_bound(*bound, time.monotonic() + 10)
+
+    def wait_all(self, timeout: float = SIPP_TIMEOUT + 15) -> dict[str, int]:
+        deadline = time.monotonic() + timeout
+        codes: dict[str, int] = {}
+        outputs: dict[str, str] = {}
+        for name, proc in self.procs:
+            out, _ = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            codes[name] = proc.returncode
+            outputs[name] = out
+        bad = {n: c for n, c in codes.items() if c != 0}
+        assert not bad, "sipp failures: " + "\n\n".join(
+            f"{n} -> {c}\n{outputs[n][-3000:]}" for n, c in bad.items()
+        )
+        return codes
+
+    def close(self) -> None:
+        for _, proc in self.procs:
+            with contextlib.suppress(Exception):
+                stop_process(proc, timeout=5)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def sipps(tmp_path: Path) -> Iterator[Sipps]:
+    group = Sipps(tmp_path)
+    try:
+        yield group
+    finally:
+        group.close()
+
+
+def phone(pbx: Pbx, sipps: Sipps, ext: str, scenario: str) -> None:
+    """Extension ``ext`` (registered at module start) runs ``scenario`` as UAS on its port."""
+    port = pbx.phone_ports[ext]
+    args = sipp_args(SIPP_DIR / scenario, pbx.server.udp, local_ip=PHONE_IP, port=port, service=ext)
+    sipps.start(f"{ext}:{scenario}", args, bound=(PHONE_IP, port))
+
+
+def trunk(pbx: Pbx, sipps: Sipps, from_user: str) -> Path:
+    """The carrier's receiving side on the trunk port; returns its message log file."""
+    scenario = scenario_from_template("trunk_answer.xml", sipps.workdir, FROM_USER=from_user)
+    args = sipp_args(
+        scenario,
+        pbx.server.udp,
+        local_ip=CARRIER_IP,
+        port=pbx.trunk_port,
+        service="carrier",
+        extra=["-trace_logs", "-log_file", str(sipps.workdir / "trunk.log")],
+    )
+    sipps.start("trunk", args, bound=(CARRIER_IP, pbx.trunk_port))
+    return sipps.workdir / "trunk.log"
+
+
+def carrier_call(
+    pbx: Pbx,
+    sipps: Sipps,
+    number: str,
+    scenario: Path | str = "carrier_call.xml",
+    hold_ms: int = 500,
+) -> None:
+    path = scenario if isinstance(scenario, Path) else SIPP_DIR / scenario
+    args = sipp_args(
+        path,
+        pbx.server.udp,
+        local_ip=CARRIER_IP,
+        port=free_port(host=CARRIER_IP),
+        service=number,
+        extra=["-d", str(hold_ms)],
+    )
+    sipps.start(f"carrier:{path.name}", args)
+
+
+# --- records ---------------------------------------------------------------------------------
+
+
+def calls_to(pbx: Pbx, called: str) -> list[dict[str, Any]]:
+    with contextlib.closing(sqlite3.connect(pbx.db)) as db:
+        db.row_factory = sqlite3.Row
+        rows = db.execute(
+            "SELECT * FROM call_records WHERE called = ? ORDER BY started_at", (called,)
+        ).fetchall()
+    out = []
+    for row in rows:
+        record = dict(row)
+        record["forwarding"] = json.loads(record["forwarding"])
+        record["trace"] = json.loads(record["trace"])
+        out.append(record)
+    return out
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Poll ``check`` (bounded) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def closed_record(pbx: Pbx, called: str, count: int = 1) -> dict[str, Any]:
+    """The ``count``-th record of calls to ``called`` once it is closed."""
+
+    def check() -> dict[str, Any] | None:
+        rows = calls_to(pbx, called)
+        if len(rows) >= count and rows[count - 1]["ended_at"] is not None:
+            return rows[count - 1]
+        return None
+
+    record: dict[str, Any] = wait_for(f"closed record of a call to {called}", check)
+    return record
+
+
+def no_active_calls(pbx: Pbx) -> None:
+    def check() -> bool:
+        status, calls = pbx.server.admin_request("GET", "/calls")
+        return status == 200 and calls == []
+
+    wait_for("no active calls", check)
+
+
+# --- tests -----------------------------------------------------------------------------------
+
+
+def test_number_rings_both_extensions_and_the_first_answer_wins(pbx: Pbx, sipps: Sipps) -> None:
+    phone(pbx, sipps, "1001", "phone_ring_cancelled.xml")  # must see CANCEL
+    phone(pbx, sipps, "1002", "phone_answer.xml")
+    carrier_call(pbx, sipps, "0312345678")
+    sipps.wait_all()
+    record = closed_record(pbx, "0312345678")
+    assert record["disposition"] == "answered"
+    assert record["answered_by"] == "1002"
+    assert record["tenant"] == "acme"
+    assert record["caller"] == "0901112222"
+    assert record["answered_at"] is not None
+    assert record["started_at"] <= record["answered_at"] <= record["ended_at"]
+    assert any("rule 1" in line and "1001,1002" in line for line in record["trace"])
+    assert any("1002" in line and "answered" in line for line in record["trace"])
+    assert record["forwarding"] == []
+    no_active_calls(pbx)
+
+
+def test_caller_cancel_cancels_every_fork_and_gets_487(pbx: Pbx, sipps: Sipps) -> None:
+    phone(pbx, sipps, "1001", "phone_ring_cancelled.xml")
+    phone(pbx, sipps, "1002", "phone_ring_cancelled.xml")
+    before = len(calls_to(pbx, "0312345678"))
+    carrier_call(pbx, sipps, "0312345678", scenario="carrier_cancel.xml")
+    sipps.wait_all()
+    record = closed_record(pbx, "0312345678", before + 1)
+    assert record["disposition"] == "cancelled"
+    assert record["answered_by"] is None
+    assert record["answered_at"] is None
+    no_active_calls(pbx)
+
+
+def test_busy_extension_is_forwarded_to_its_busy_destination(pbx: Pbx, sipps: Sipps) -> None:
+    phone(pbx, sipps, "1001", "phone_busy.xml")
+    phone(pbx, sipps, "1004", "phone_answer.xml")
+    carrier_call(pbx, sipps, "0312340002")
+    sipps.wait_all()
+    record = closed_record(pbx, "0312340002")
+    assert record["disposition"] == "answered"
+    assert record["answered_by"] == "1004"
+    assert record["forwarding"] == [{"from": "1001", "reason": "user-busy", "to": "1004"}]
+    assert any("1001 busy" in line and "forward busy to 1004" in line for line in record["trace"])
+    no_active_calls(pbx)
+
+
+def test_offline_extension_is_forwarded_to_its_offline_destination(pbx: Pbx, sipps: Sipps) -> None:
+    phone(pbx, sipps, "1004", "phone_answer.xml")
+    carrier_call(pbx, sipps, "0312340004")  # rings 1003, never registered
+    sipps.wait_all()
+    record = closed_record(pbx, "0312340004")
+    assert record["disposition"] == "answered"
+    assert record["answered_by"] == "1004"
+    assert record["forwarding"] == [{"from": "1003", "reason": "unavailable", "to": "1004"}]
+    no_active_calls(pbx)
+
+
+def test_unanswered_extension_is_forwarded_out_after_the_default_20_seconds(
+    pbx: Pbx, sipps: Sipps
+) -> None:
+    phone(pbx, sipps, "1002", "phone_ring_cancelled.xml")
+    log = trunk(pbx, sipps, from_user="0901112222")  # the original caller is presented
+    started = time.monotonic()
+    carrier_call(pbx, sipps, "0312340003")
+    sipps.wait_all()
+    assert time.monotonic() - started >= 20
+    record = closed_record(pbx, "0312340003")
+    assert record["disposition"] == "answered"
+    assert record["answered_by"] == "09012345678"
+    assert record["forwarding"] == [{"from": "1002", "reason": "no-answer", "to": "09012345678"}]
+    assert record["answered_at"] - record["started_at"] >= 20
+    text = log.read_text(encoding="utf-8")
+    assert "dialled=09012345678" in text
+    assert "reason=no-answer" in text
+    no_active_calls(pbx)
+
+
+def test_outbound_call_presents_the_users_caller_id(pbx: Pbx, sipps: Sipps) -> None:
+    log = trunk(pbx, sipps, from_user="0312340004")  # 1004's caller_id
+    scenario = scenario_from_template("phone_call.xml", sipps.workdir, NUMBER="0398765432")
+    args = sipp_args(
+        scenario,
+        pbx.server.udp,
+        local_ip=PHONE_IP,
+        port=free_port(host=PHONE_IP),
+        service="1004",
+        extra=["-au", "1004", "-ap", PASSWORDS["1004"], "-d", "300"],
+    )
+    sipps.start("1004 calls out", args)
+    sipps.wait_all()
+    assert "dialled=0398765432" in log.read_text(encoding="utf-8")
+    record = closed_record(pbx, "0398765432")
+    assert record["disposition"] == "answered"
+    assert record["caller"] == "1004"
+    assert record["answered_by"] == "0398765432"
+    no_active_calls(pbx)
+
+
+def test_international_call_is_refused_with_403_while_barred(pbx: Pbx, sipps: Sipps) -> None:
+    scenario = scenario_from_template(
+        "phone_call_refused.xml", sipps.workdir, NUMBER="0101234567890", STATUS="403"
+    )
+    args = sipp_args(
+        scenario,
+        pbx.server.udp,
+        local_ip=PHONE_IP,
+        port=free_port(host=PHONE_IP),
+        service="1004",
+        extra=["-au", "1004", "-ap", PASSWORDS["1004"]],
+    )
+    sipps.start("1004 calls abroad", args)
+    sipps.wait_all()
+    record = closed_record(pbx, "0101234567890")
+    assert record["disposition"] == "failed"
+    assert any("international calls are off" in line for line in record["trace"])
+
+
+def test_call_survives_a_reload_and_keeps_its_configuration(pbx: Pbx, sipps: Sipps) -> None:
+    phone(pbx, sipps, "1001", "phone_ring_cancelled.xml")
+    phone(pbx, sipps, "1002", "phone_answer.xml")
+    before = len(calls_to(pbx, "0312345678"))
+    carrier_call(pbx, sipps, "0312345678", hold_ms=4000)
+
+    def answered() -> list[dict[str, Any]]:
+        _, calls = pbx.server.admin_request("GET", "/calls")
+        return [c for c in calls if c["state"] == "answered"]
+
+    (call,) = wait_for("the call to be answered", answered)
+    old_version = call["config_version"]
+    tenant_file = pbx.root / "tenants" / "acme.toml"
+    original = tenant_file.read_text(encoding="utf-8")
+    try:
+        tenant_file.write_text(original.replace('targets = "1001,1002"', 'targets = "1004"'))
+        status, body = pbx.server.admin_request("POST", "/reload")
+        assert status == 200, body
+        assert body["version"] == old_version + 1
+        _, calls = pbx.server.admin_request("GET", "/calls")
+        assert [c["config_version"] for c in calls] == [old_version]
+        sipps.wait_all()
+    finally:
+        tenant_file.write_text(original)
+        pbx.server.admin_request("POST", "/reload")
+    record = closed_record(pbx, "0312345678", before + 1)
+    assert record["disposition"] == "answered"
+    assert record["answered_by"] == "1002"
+    assert record["ended_at"] - record["answered_at"] >= 3.5
+    no_active_calls(pbx)
