@@ -553,44 +553,51 @@ def _split_head(data: bytes) -> tuple[str, str, int]:
     return start, head[nl + 1 :], body_start
 
 
+def _header_lines(block: str) -> list[str] | None:
+    """The header lines of ``block``; None when one holds a CR that ends no line."""
+    lines = block.split("\r\n")
+    if len(lines) == block.count("\n") + 1 == block.count("\r") + 1:
+        return lines
+    # Bare LF line ends (RFC 3261 7.5 asks for CRLF; be liberal). A lone CR is malformed.
+    block = block.replace("\r\n", "\n")
+    return None if "\r" in block else block.split("\n")
+
+
 def _split_headers(block: str) -> tuple[list[tuple[str, str]], str | None]:
-    """Raw ``(name, value)`` pairs; on a bad line, the pairs before it and the error text."""
+    """Raw ``(name, value)`` pairs; on a bad line, the pairs before it and the error text.
+
+    The tolerant reading behind ``PartialMessage``: only used once parsing has failed.
+    """
     out: list[tuple[str, str]] = []
     if not block:
         return out, None
-    lines = block.split("\r\n")
-    if len(lines) != block.count("\n") + 1:
-        # Bare LF line ends (RFC 3261 7.5 asks for CRLF; be liberal). A lone CR is an error below.
-        lines = block.replace("\r\n", "\n").split("\n")
-    known = _COMMON_NAMES
-    token = _TOKEN_RE.fullmatch
-    for line in lines:
+    for line in block.replace("\r\n", "\n").split("\n"):
         name, colon, value = line.partition(":")
-        if not colon:
+        name = name.rstrip(" \t")
+        if not colon or not _TOKEN_RE.fullmatch(name) or "\r" in value:
             return out, f"malformed header line: {line[:80]!r}"
-        if name not in known:
-            name = name.rstrip(" \t")
-            if not token(name):
-                return out, f"malformed header line: {line[:80]!r}"
-        if "\r" in value:
-            return out, f"bare CR in header line: {line[:80]!r}"
         out.append((name, value.strip(" \t")))
     return out, None
+
+
+def _partial(data: bytes, method: str | None) -> PartialMessage:
+    start, block, _ = _split_head(data)
+    raw, _ = _split_headers(block)
+    return PartialMessage(start, method, tuple(raw))
 
 
 def parse_message(data: bytes, *, stream: bool = False) -> SipRequest | SipResponse:
     """Parse one message: a UDP datagram, or (``stream=True``) one message framed off TCP.
 
-    Over a stream Content-Length is mandatory (RFC 3261 18.3, 20.14). Raises ``SipParseError``.
+    Over a stream Content-Length is mandatory (RFC 3261 18.3, 20.14). Raises ``SipParseError``
+    whose ``partial`` is set (see ``PartialMessage``).
     """
     start, block, body_start = _split_head(data)
-    raw, line_error = _split_headers(block)
     method: str | None = None
     status: int | None = None
     reason = ""
     uri_text = ""
     error: SipParseError | None = None
-    version = "SIP/2.0"
     if start.startswith("SIP/2.0 "):
         code, _, reason = start[8:].partition(" ")
         if len(code) == 3 and code.isdigit() and code[0] != "0":
@@ -607,30 +614,27 @@ def parse_message(data: bytes, *, stream: bool = False) -> SipRequest | SipRespo
         if len(parts) != 3 or method is None:
             error = _fail(f"bad request line: {start[:80]!r}")
         else:
-            method, uri_text, version = parts
+            uri_text = parts[1]
+            version = parts[2]
             if version != "SIP/2.0":
                 if not _VERSION_RE.fullmatch(version):
                     error = _fail(f"bad request line: {start[:80]!r}")
                 elif version.upper() != "SIP/2.0":
                     error = _fail(f"unsupported SIP version {version!r}", 505)
-                version = "SIP/2.0"
     if error is None and len(data) > MAX_MESSAGE_SIZE:
         error = _fail(f"message of {len(data)} octets is too large", 513)
-    if error is None and line_error is not None:
-        error = _fail(line_error)
-    if error is not None:
-        error.partial = PartialMessage(start, method, tuple(raw))
-        raise error
     try:
-        return _build(data, raw, body_start, method, uri_text, status, reason, stream)
+        if error is not None:
+            raise error
+        return _build(data, block, body_start, method, uri_text, status, reason, stream)
     except SipParseError as exc:
-        exc.partial = PartialMessage(start, method, tuple(raw))
+        exc.partial = _partial(data, method)
         raise
 
 
 def _build(
     data: bytes,
-    raw: list[tuple[str, str]],
+    block: str,
     body_start: int,
     method: str | None,
     uri_text: str,
@@ -638,19 +642,31 @@ def _build(
     reason: str,
     stream: bool,
 ) -> SipRequest | SipResponse:
-    # Sort the raw values into one bucket per typed header, in one pass; the rest stay in order.
+    # One pass over the header lines: each typed header's values go to its bucket, the other
+    # headers stay in order as written.
     buckets: tuple[list[str], ...] = ([], [], [], [], [], [], [], [])
     headers: list[tuple[str, str]] = []
+    lines = _header_lines(block) if block else []
+    if lines is None:
+        raise _fail("bare CR in the header block")
     typed = _TYPED.get
-    for pair in raw:
-        name = pair[0]
+    known = _COMMON_NAMES
+    token = _TOKEN_RE.fullmatch
+    for line in lines:
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise _fail(f"malformed header line: {line[:80]!r}")
         kind = typed(name)
         if kind is None:
-            kind = typed(name.lower())
+            if name not in known:
+                name = name.rstrip(" \t")
+                if not token(name):
+                    raise _fail(f"malformed header line: {line[:80]!r}")
+                kind = typed(name.lower())
             if kind is None:
-                headers.append(pair)
+                headers.append((name, value.strip(" \t")))
                 continue
-        buckets[kind].append(pair[1])
+        buckets[kind].append(value.strip(" \t"))
     for kind, hname in _SINGLETON_NAMES.items():
         count = len(buckets[kind])
         if count != 1:
