@@ -38,7 +38,7 @@ from pbx.errors import RemoteProtocolError
 from pbx.media import g711
 from pbx.media.g711 import Codec
 from pbx.media.relay import MediaSession, PacketSink, Side
-from pbx.media.rtp import peek_rtp, timestamp_diff
+from pbx.media.rtp import peek_rtp
 from pbx.media.wav import TELEPHONE_STEREO, build_wav_header, interleave_stereo, size_patches
 
 log = structlog.get_logger("pbx.media.recorder")
@@ -65,7 +65,7 @@ class RecordingResult:
 class _Track:
     """One party's channel: pending packets, the current anchor, and undecided samples."""
 
-    __slots__ = ("anchor", "buffer", "codec", "late", "packets", "queue")
+    __slots__ = ("_codec", "anchor", "buffer", "late", "packets", "queue", "silence_byte")
 
     def __init__(self) -> None:
         self.queue: collections.deque[tuple[float, bytes]] = collections.deque()
@@ -74,10 +74,21 @@ class _Track:
         # G.711 codes (one byte per sample) from the written position onwards, in `codec`, the
         # codec of the party's first packet; gaps hold its silence code. Decoding waits for
         # the flush, one call per second of audio instead of one per packet.
-        self.codec: Codec | None = None
+        self._codec: Codec | None = None
+        self.silence_byte = b""
         self.buffer = bytearray()
         self.packets = 0
         self.late = 0
+
+    @property
+    def codec(self) -> Codec | None:
+        """The codec the timeline is kept in (the party's first), or None before any audio."""
+        return self._codec
+
+    @codec.setter
+    def codec(self, codec: Codec) -> None:
+        self._codec = codec
+        self.silence_byte = bytes([codec.silence])
 
     def take(self, count: int) -> bytes:
         """Decode and remove the first count samples as 16-bit PCM (silence where none)."""
@@ -86,7 +97,7 @@ class _Track:
         if self.codec is None:
             return bytes(2 * count)
         if len(codes) < count:
-            codes += bytes([self.codec.silence]) * (count - len(codes))
+            codes += self.silence_byte * (count - len(codes))
         return g711.decode(self.codec, codes, silence_is_zero=True)
 
 
@@ -188,10 +199,13 @@ class CallRecorder:
         return max(0, round((when - self._start) * SAMPLE_RATE))
 
     def _place(self, track: _Track) -> None:
-        """Decode the track's queued packets into its buffer."""
+        """Copy the track's queued packets onto its timeline (once per flush, per packet)."""
+        # Runs for every recorded packet: locals and inlined arithmetic, no helper calls.
         queue = track.queue
         written = self._written
         resync = self._resync
+        start = self._start
+        codec_type = track.codec.payload_type if track.codec is not None else -1
         while queue:
             arrival, data = queue.popleft()
             if len(data) < 12:
@@ -207,25 +221,30 @@ class CallRecorder:
                     continue
                 payload_type, timestamp, ssrc = view.payload_type, view.timestamp, view.ssrc
                 payload = data[view.payload_offset : view.payload_end]
-            codec = track.codec
-            if payload_type == 0 or payload_type == 8:
-                if codec is None:
-                    codec = track.codec = Codec(payload_type)
-                elif payload_type != codec.payload_type:
+            if payload_type != codec_type:
+                if payload_type != 0 and payload_type != 8:
+                    continue  # telephone-event, comfort noise, anything else: not recorded
+                if codec_type == -1:
+                    track.codec = Codec(payload_type)
+                    codec_type = payload_type
+                else:
                     # The codec changed mid-call (re-INVITE): transcode into the track's codec.
                     payload = (
                         g711.ulaw_to_alaw(payload)
                         if payload_type == 0
                         else g711.alaw_to_ulaw(payload)
                     )
-            else:
-                continue  # telephone-event, comfort noise, anything else: not audio we record
             track.packets += 1
-            heard = self._position(arrival) - len(payload)  # the packet's first sample
+            size = len(payload)
+            # The packet's first sample, judged by when it arrived.
+            heard = round((arrival - start) * SAMPLE_RATE) - size
             anchor = track.anchor
             if anchor is not None and anchor[0] == ssrc:
-                position = anchor[2] + timestamp_diff(timestamp, anchor[1])
-                if abs(position - heard) > resync:
+                # RTP timestamp distance, modulo 2**32, signed (RFC 3550 §5.1).
+                position = anchor[2] + (
+                    ((timestamp - anchor[1] + 0x8000_0000) & 0xFFFF_FFFF) - 0x8000_0000
+                )
+                if not -resync <= position - heard <= resync:
                     position = heard
                     track.anchor = (ssrc, timestamp, position)
             else:
@@ -233,16 +252,19 @@ class CallRecorder:
                 track.anchor = (ssrc, timestamp, position)
             offset = position - written
             if offset < 0:
-                if offset + len(payload) <= 0:
+                if offset + size <= 0:
                     track.late += 1
                     continue
                 payload = payload[-offset:]
                 offset = 0
-            end = offset + len(payload)
+                size = len(payload)
             buffer = track.buffer
-            if end > len(buffer):
-                buffer.extend(bytes([codec.silence]) * (end - len(buffer)))
-            buffer[offset:end] = payload
+            if offset == len(buffer):
+                buffer += payload  # the next packet in sequence: the usual case
+                continue
+            if offset > len(buffer):
+                buffer += track.silence_byte * (offset - len(buffer))
+            buffer[offset : offset + size] = payload
 
     async def _flush(self, horizon: int) -> None:
         """Write every frame before ``horizon`` (a sample position) to the file."""
