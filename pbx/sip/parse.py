@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from pbx.errors import RemoteProtocolError
+from pbx.errors import LocalProtocolError, RemoteProtocolError
 from pbx.sip.message import (
     COMPACT_FORMS,
     AbsoluteUri,
@@ -540,17 +540,19 @@ def _split_head(data: bytes) -> tuple[str, str, int]:
         # No blank line: over UDP the end of the datagram ends the headers (RFC 4475 3.1.2.15).
         head_bytes, body_start = data.rstrip(b"\r\n"), len(data)
     head = head_bytes.decode("utf-8", "surrogateescape")
-    if "\n " in head or "\n\t" in head:
-        # RFC 3261 7.3.1: a line starting with whitespace continues the previous one; the fold
-        # is equivalent to a single SP.
-        head = _FOLD_RE.sub(" ", head)
     nl = head.find("\n")
     if nl < 0:
         return head.rstrip("\r"), "", body_start
     start = head[:nl]
     if start.endswith("\r"):
         start = start[:-1]
-    return start, head[nl + 1 :], body_start
+    block = head[nl + 1 :]
+    if "\n " in block or "\n\t" in block:
+        # RFC 3261 7.3.1: a line starting with whitespace continues the previous header line;
+        # the fold is equivalent to a single SP. (The start line cannot be continued: a first
+        # header line starting with whitespace is malformed.)
+        block = _FOLD_RE.sub(" ", block)
+    return start, block, body_start
 
 
 def _header_lines(block: str) -> list[str] | None:
@@ -598,9 +600,11 @@ def parse_message(data: bytes, *, stream: bool = False) -> SipRequest | SipRespo
     reason = ""
     uri_text = ""
     error: SipParseError | None = None
-    if start.startswith("SIP/2.0 "):
+    if "\r" in start:
+        error = _fail("bare CR in the start line")
+    elif start.startswith("SIP/2.0 "):
         code, _, reason = start[8:].partition(" ")
-        if len(code) == 3 and code.isdigit() and code[0] != "0":
+        if len(code) == 3 and code.isdigit() and "1" <= code[0] <= "6":
             status = int(code)
         else:
             error = _fail(f"bad status line: {start[:80]!r}")
@@ -776,8 +780,6 @@ def _serialize(
     text = "\r\n".join(lines)
     # A CR or LF inside any value would let it forge header lines: that is our caller's bug.
     if text.count("\n") != len(lines) or text.count("\r") != len(lines):
-        from pbx.errors import LocalProtocolError
-
         raise LocalProtocolError("CR or LF inside a header value")
     return text.encode("utf-8", "surrogateescape") + msg.body
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pbx.errors import LocalProtocolError, RemoteProtocolError
@@ -575,6 +578,12 @@ def test_malformed_request_lines(line: str) -> None:
     assert info.value.status_hint == 400
 
 
+def test_the_start_line_cannot_be_folded() -> None:
+    with pytest.raises(SipParseError) as info:
+        parse_message(msg(INVITE_LINES[0], " continued", *INVITE_LINES[1:]))
+    assert info.value.status_hint == 400
+
+
 def test_extension_method_with_unusual_token_characters() -> None:
     method = "!interesting-Method0123456789_*+`.%indeed'~"
     lines = [f"{method} sip:bob@example.com SIP/2.0", *INVITE_LINES[1:]]
@@ -611,7 +620,16 @@ def test_status_lines(line: str, status: int, reason: str) -> None:
     assert resp.contact[0].uri == SipUri("sip", "192.0.2.2", "bob")
 
 
-@pytest.mark.parametrize("line", ["SIP/2.0 4294967301 Big", "SIP/2.0 20 OK", "SIP/2.0 OK"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "SIP/2.0 4294967301 Big",
+        "SIP/2.0 20 OK",
+        "SIP/2.0 OK",
+        "SIP/2.0 700 Odd",
+        "SIP/2.0 200 O\rK",
+    ],
+)
 def test_malformed_status_lines(line: str) -> None:
     with pytest.raises(SipParseError) as info:
         parse_message(msg(line, *RESPONSE_LINES))
@@ -954,3 +972,54 @@ def test_parse_of_serialize_is_identity(
     )
     assert parse_message(serialize_request(req)) == req
     assert parse_message(serialize_request(req), stream=True) == req
+
+
+# --------------------------------------------------------------------------- robustness
+_SAMPLES = [
+    invite(),
+    msg("SIP/2.0 180 Ringing", *RESPONSE_LINES),
+    *(p.read_bytes() for p in sorted((Path(__file__).parent / "data" / "rfc4475").glob("*.dat"))),
+]
+
+
+@st.composite
+def _mutated(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from(_SAMPLES)))
+    for _ in range(draw(st.integers(1, 4))):
+        if not data:
+            break
+        pos = draw(st.integers(0, len(data) - 1))
+        action = draw(st.sampled_from(["flip", "delete", "insert", "truncate"]))
+        if action == "flip":
+            data[pos] = draw(st.sampled_from(b' \t\r\n:;,<>"\\=@/?%\x00\xff0aA'))
+        elif action == "delete":
+            del data[pos : pos + draw(st.integers(1, 8))]
+        elif action == "insert":
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=6))
+        else:
+            del data[pos:]
+    return bytes(data)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_mutated())
+def test_mutated_messages_parse_or_raise_parse_errors_and_round_trip(data: bytes) -> None:
+    try:
+        parsed = parse_message(data)
+    except SipParseError as exc:
+        error: SipParseError | None = exc
+    else:
+        error = None
+    if error is not None:
+        assert error.status_hint in (400, 505, 513)
+        assert error.partial is not None
+        return
+    assert parse_message(parsed.to_bytes()) == parsed
+    assert parse_message(parsed.to_bytes(), stream=True) == parsed
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_never_crash_the_parser(data: bytes) -> None:
+    with contextlib.suppress(SipParseError):
+        parse_message(data)
