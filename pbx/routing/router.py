@@ -200,7 +200,7 @@ class _Planner:
 
     def route_inbound(self, origin: FromTrunk, dialled: str) -> None:
         digits = classify_number(dialled).digits
-        caller = origin.caller or "anonymous"
+        caller = _network_number(origin.caller) or "anonymous"
         tenant = self.cfg.tenant_for_number(digits)
         if tenant is None:
             self.trace.append(f"call from {caller} via {origin.trunk} to {digits}: not our number")
@@ -541,7 +541,7 @@ class _Planner:
     def caller(self) -> Caller:
         origin = self.progress.request.origin
         if isinstance(origin, FromTrunk):
-            return Caller(origin.caller)
+            return Caller(_network_number(origin.caller))
         tenant = self.cfg.tenants.get(origin.tenant)
         user = tenant.users.get(origin.extension) if tenant else None
         return Caller(origin.extension, user.name if user else None)
@@ -564,7 +564,7 @@ class _Planner:
         if leg.diversions and tenant.forward_caller_id == "user":
             return leg.diversions[0].number
         if isinstance(origin, FromTrunk):
-            return origin.caller
+            return _network_number(origin.caller)
         caller = tenant.users.get(origin.extension)
         return self.public_number(caller)
 
@@ -628,3 +628,11 @@ def _describe(fork: Fork) -> str:
     if isinstance(fork, DialOut):
         return fork.number
     return "009608"
+
+
+def _network_number(number: str | None) -> str | None:
+    """A caller's number as received, in national form when it is a number at all."""
+    if not number:
+        return None
+    classified = classify_number(number)
+    return classified.digits if classified.kind in _EXTERNAL else number
