@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pbx.errors import RemoteProtocolError
 from pbx.sip.framing import KEEPALIVE, KeepAliveReceived, StreamFramer
@@ -181,3 +185,22 @@ def test_bytewise_feeding_of_a_large_message_is_not_quadratic() -> None:
     head_end = data.index(b"\r\n\r\n") + 4
     assert feed_bytewise(framer, data[:head_end]) == []
     assert framer.feed(data[head_end:]) == [data]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    items=st.lists(
+        st.one_of(st.just(b"\r\n\r\n"), st.binary(max_size=40).map(message)), max_size=5
+    ),
+    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=12),
+)
+def test_any_chunking_gives_the_same_frames(items: list[bytes], cuts: list[int]) -> None:
+    stream = b"".join(items)
+    expected = [KEEPALIVE if item == b"\r\n\r\n" else item for item in items]
+    bounds = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
+    framer = StreamFramer()
+    out: list[bytes | KeepAliveReceived] = []
+    for lo, hi in itertools.pairwise(bounds):
+        out.extend(framer.feed(stream[lo:hi]))
+    assert out == expected
+    assert framer.buffered == 0
