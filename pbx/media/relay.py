@@ -14,7 +14,9 @@ Where to send (symmetric RTP, for phones behind NAT; same rules for RTP and RTCP
 3. Once latched, packets from any other source are dropped and counted (no injection), unless the
    latched source has been silent for ``relatch_seconds``: then the new source is latched
    (a NAT rebinding, or a phone that changed network). Silence is measured by the session's
-   timer, so the threshold is met within one tick (``tick_seconds``) of it.
+   timer, so the threshold is met within one tick (``tick_seconds``) of it. The exception:
+   packets from exactly the SDP-declared address always latch, so a stray sender that got in
+   first cannot keep a phone with a public address from its own media.
 4. A new ``set_remote`` (re-INVITE, UPDATE) forgets the latch; rule 1 applies again.
 
 Inactivity: a party that is expected to send (its direction is sendrecv or sendonly) and from
@@ -252,7 +254,7 @@ class Leg:
 
     def _accept_source(self, channel: _Channel, addr: Address) -> bool:
         """Latch rules 2 and 3 (module docstring); called only when addr is not the source."""
-        if channel.source is not None:
+        if channel.source is not None and addr != channel.declared:
             if self.clock() - channel.last_active < self.relatch_seconds:
                 if not channel.stray_seen:
                     channel.stray_seen = True

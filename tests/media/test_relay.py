@@ -193,6 +193,22 @@ async def test_stray_source_is_dropped_while_the_latched_one_is_active_then_rela
 
 
 @pytest.mark.asyncio
+async def test_the_sdp_declared_address_wins_over_an_earlier_stray_latch(
+    session: MediaSession,
+) -> None:
+    async with endpoint() as a, endpoint() as stray, endpoint() as b:
+        session.set_remote(Side.A, *a.address)
+        session.set_remote(Side.B, *b.address)
+        stray.send(rtp(66), relay_addr(session, Side.A))  # gets in first and latches
+        await b.receive()
+        a.send(rtp(1), relay_addr(session, Side.A))  # the party its SDP announced
+        assert (await b.receive())[0] == rtp(1)
+        b.send(rtp(2), relay_addr(session, Side.B))
+        assert (await a.receive())[0] == rtp(2)
+        await stray.expect_nothing(0.05)
+
+
+@pytest.mark.asyncio
 async def test_new_sdp_forgets_the_latch(session: MediaSession) -> None:
     async with endpoint() as a_old, endpoint() as a_new, endpoint() as b:
         session.set_remote(Side.A, *a_old.address)
