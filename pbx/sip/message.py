@@ -44,6 +44,34 @@ def format_params(params: Params) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
 
 
+def quote_string(text: str) -> str:
+    """``text`` as an RFC 3261 25.1 quoted-string (for a display name or a parameter value).
+
+    Backslash and double quote are escaped; CR and LF, which a quoted-string cannot hold, become
+    spaces. Non-ASCII text (UTF-8 on the wire) is allowed as is.
+    """
+    text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + text.replace("\r", " ").replace("\n", " ") + '"'
+
+
+def unquote_string(text: str) -> str:
+    """The text of a quoted-string (quoted-pairs resolved); anything else is returned as is."""
+    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+        return text
+    inner = text[1:-1]
+    if "\\" not in inner:
+        return inner
+    out: list[str] = []
+    escaped = False
+    for char in inner:
+        if escaped or char != "\\":
+            out.append(char)
+            escaped = False
+        else:
+            escaped = True
+    return "".join(out)
+
+
 @dataclass(frozen=True, slots=True)
 class SipUri:
     """A sip: or sips: URI (RFC 3261 19.1). ``user`` and param values keep their %-escapes."""
@@ -127,6 +155,11 @@ class NameAddress:
     def tag(self) -> Tag | None:
         value = get_param(self.params, "tag")
         return Tag(value) if value is not None else None
+
+    @property
+    def display_text(self) -> str | None:
+        """The display name as text: quotes removed and quoted-pairs resolved."""
+        return None if self.display_name is None else unquote_string(self.display_name)
 
     def param(self, name: str) -> str | None:
         return get_param(self.params, name)
