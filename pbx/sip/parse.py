@@ -47,6 +47,7 @@ __all__ = [
     "MAX_MESSAGE_SIZE",
     "PartialMessage",
     "SipParseError",
+    "is_keepalive",
     "parse_message",
     "parse_name_addr",
     "parse_uri",
@@ -582,6 +583,14 @@ def _split_headers(block: str) -> tuple[list[tuple[str, str]], str | None]:
     return out, None
 
 
+def is_keepalive(data: bytes) -> bool:
+    """Whether a datagram is a NAT keep-alive, not a message: only CR, LF, SP, TAB or NUL.
+
+    Phones send CRLF CRLF (RFC 5626 3.5.1 style) or a few NULs over UDP; drop them silently.
+    """
+    return not data.strip(b"\r\n \t\x00")
+
+
 def _partial(data: bytes, method: str | None) -> PartialMessage:
     start, block, _ = _split_head(data)
     raw, _ = _split_headers(block)
@@ -594,6 +603,9 @@ def parse_message(data: bytes, *, stream: bool = False) -> SipRequest | SipRespo
     Over a stream Content-Length is mandatory (RFC 3261 18.3, 20.14). Raises ``SipParseError``
     whose ``partial`` is set (see ``PartialMessage``).
     """
+    if data[:1] in (b"\r", b"\n"):
+        # RFC 3261 7.5: CRLFs before the start line are ignored.
+        data = data.lstrip(b"\r\n")
     start, block, body_start = _split_head(data)
     method: str | None = None
     status: int | None = None

@@ -24,6 +24,7 @@ from pbx.sip.message import (
 from pbx.sip.parse import (
     MAX_MESSAGE_SIZE,
     SipParseError,
+    is_keepalive,
     parse_message,
     parse_name_addr,
     parse_uri,
@@ -1023,3 +1024,26 @@ def test_mutated_messages_parse_or_raise_parse_errors_and_round_trip(data: bytes
 def test_random_bytes_never_crash_the_parser(data: bytes) -> None:
     with contextlib.suppress(SipParseError):
         parse_message(data)
+
+
+def test_leading_crlfs_before_the_start_line_are_ignored() -> None:
+    assert parse_request(b"\r\n\r\n" + invite()).body == SDP
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"\r\n\r\n", True),
+        (b"\r\n", True),
+        (b"\x00\x00\x00\x00", True),
+        (b" ", True),
+        (b"", True),
+        (b"\r\nOPTIONS", False),
+        (invite(), False),
+    ],
+)
+def test_is_keepalive(data: bytes, expected: bool) -> None:
+    assert is_keepalive(data) is expected
+    if expected:
+        with pytest.raises(SipParseError):
+            parse_message(data)
