@@ -33,6 +33,7 @@ from pbx.routing import (
 from tests.routing.builders import (
     NUMBER,
     forks,
+    from_ext,
     from_trunk,
     lines,
     manual_rules,
@@ -400,3 +401,26 @@ def test_recording_flag_per_fork() -> None:
     decision = inbound()
     record = {fork.extension: fork.record for fork in decision.start}
     assert record == {"1001": True, "1002": False}
+
+
+def test_internal_call_forwarded_out_presents_the_callers_public_number() -> None:
+    cfg = snapshot(
+        tenant(
+            numbers=[NUMBER, OSAKA],
+            users=[user("1001", caller_id=OSAKA), user("1002", busy=MOBILE)],
+        )
+    )
+    request = CallRequest(from_ext("1001"), "1002")
+    decision = start_call(cfg, request, NOON, lines(["1001", "1002"], busy=["1002"]))
+    (out,) = decision.start
+    assert isinstance(out, DialOut)
+    assert out.caller_id == OSAKA  # the calling extension's caller_id, not "1001"
+    assert out.diversions == (Diversion(NUMBER, "1002", "user-busy"),)
+
+
+def test_trunk_caller_in_international_form_is_shown_nationally() -> None:
+    decision = inbound(caller="+819011112222", state=lines(["1002"]))
+    ring = next(f for f in decision.start if isinstance(f, RingExtension))
+    assert ring.caller.number == "09011112222"
+    out = next(f for f in decision.start if isinstance(f, DialOut))
+    assert out.caller_id == "09011112222"
