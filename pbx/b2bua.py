@@ -336,7 +336,7 @@ class CallEngine:
         self._index(a_dialog, _Side(call, None))
         if isinstance(origin, FromExtension):
             self._take_line(call, (origin.tenant, origin.extension))
-        log.info(
+        log.debug(
             "call_started", call=call.id, caller=call.caller, called=dialled, tenant=call.tenant
         )
         self.service.store.record_call(call.record())
@@ -641,7 +641,7 @@ class CallEngine:
         self.service.respond(call.a_key, out)
         self.by_invite.pop(call.a_key, None)
         self._start_retransmitter(call, out)
-        log.info("call_answered", call=call.id, by=leg.label)
+        log.debug("call_answered", call=call.id, by=leg.label)
         self.service.store.record_call(call.record())
 
     def _ack_b(

@@ -1,0 +1,444 @@
+"""Load test of the call engine: the highest call rate sustained for 30 s, and memory per call.
+
+    python -m loadtests.bench_calls [--rates 100,200,300,400,500] [--duration 30]
+                                    [--hold-calls 2000] [--skip-baseline]
+
+Loopback only, signalling only (INVITE without SDP):
+- the carrier is SIPp (``tests/sipp/carrier_call.xml``) on 127.0.0.2, calling the tenant number
+  0312345678, whose rule rings extension 1001;
+- 1001 is a SIPp phone on 127.0.0.1 that registers with digest (``register.xml``) and then
+  answers every call at once (``bench_uas.xml``: 180, 200, waits for the BYE);
+- the baseline runs the very same two scenarios with the carrier calling the phone directly.
+
+A rate passes when, over ``--duration`` seconds: no failed call on either side, every call
+completed on both sides, retransmissions below 0.1 % of the messages sent, and the carrier's
+INVITE-to-200 p99 below 100 ms (SIPp ``rtd``, every call traced). Rates are tried in order and
+the run stops at the first failing one. The memory run holds ``--hold-calls`` established calls
+on a fresh server and prints (RSS after - RSS before) / calls.
+
+The server runs as ``pbx run`` (uvloop) with its normal JSON logging at info level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import errno
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.integration.harness import (
+    SIPP_DIR,
+    RunningServer,
+    free_port,
+    running_server,
+    sipp_binary,
+    stop_process,
+    write_config,
+)
+
+CARRIER_IP = "127.0.0.2"
+PHONE_IP = "127.0.0.1"
+NUMBER = "0312345678"
+RETRANS_LIMIT = 0.001
+P99_LIMIT_MS = 100.0
+
+TENANT = """
+[tenant]
+domain = "acme.example"
+default = true
+
+[limits]
+max_users = 10
+
+[[numbers]]
+number = "0312345678"
+
+[[users]]
+extension = "1001"
+password = "secret1001"
+caller_id = "0312345678"
+
+[[incoming]]
+number = "0312345678"
+targets = "1001"
+days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun", "holiday"]
+start = "0:00"
+end = "23:59:59"
+"""
+
+SERVER_EXTRA = """
+[security]
+max_requests_per_second = 1000000
+
+[calls]
+max_calls_per_user = 1000000
+"""
+
+
+@dataclass
+class StepResult:
+    rate: int
+    calls: int
+    uac_ok: int
+    uac_failed: int
+    uas_ok: int
+    uas_failed: int
+    retrans: int
+    p50_ms: float
+    p99_ms: float
+    wall: float
+
+    @property
+    def retrans_ratio(self) -> float:
+        return self.retrans / max(1, 6 * self.calls)
+
+    @property
+    def passed(self) -> bool:
+        return (
+            self.uac_failed == 0
+            and self.uas_failed == 0
+            and self.uac_ok == self.calls
+            and self.uas_ok == self.calls
+            and self.retrans_ratio < RETRANS_LIMIT
+            and self.p99_ms < P99_LIMIT_MS
+        )
+
+    def row(self, label: str) -> str:
+        verdict = "ok" if self.passed else "FAIL"
+        return (
+            f"{label:<8} {self.rate:>6} cps {self.calls:>7} calls  "
+            f"uac ok/failed {self.uac_ok}/{self.uac_failed}  "
+            f"uas ok/failed {self.uas_ok}/{self.uas_failed}  "
+            f"retrans {100 * self.retrans_ratio:.3f} %  "
+            f"INVITE->200 p50 {self.p50_ms:.1f} ms p99 {self.p99_ms:.1f} ms  {verdict}"
+        )
+
+
+def base_args(scenario: Path, target: tuple[str, int], local_ip: str, port: int) -> list[str]:
+    return [
+        sipp_binary(),
+        f"{target[0]}:{target[1]}",
+        "-sf",
+        str(scenario),
+        "-t",
+        "u1",
+        "-i",
+        local_ip,
+        "-p",
+        str(port),
+        "-nostdin",
+        "-max_recv_loops",
+        "10000",
+        "-buff_size",
+        "4194304",
+    ]
+
+
+def wait_bound(host: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return
+                raise
+        time.sleep(0.02)
+    raise RuntimeError(f"nothing bound {host}:{port}")
+
+
+def wait_free(host: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((host, port))
+                return
+            except OSError:
+                pass
+        time.sleep(0.02)
+    raise RuntimeError(f"{host}:{port} still in use")
+
+
+def register(server: RunningServer, port: int, workdir: Path) -> None:
+    args = [
+        *base_args(SIPP_DIR / "register.xml", server.udp, PHONE_IP, port),
+        "-m",
+        "1",
+        "-s",
+        "1001",
+        "-au",
+        "1001",
+        "-ap",
+        "secret1001",
+        "-timeout",
+        "15s",
+        "-timeout_error",
+    ]
+    done = subprocess.run(args, cwd=workdir, capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        raise RuntimeError(f"registration failed:\n{done.stdout}\n{done.stderr}")
+
+
+def last_stats(path: Path) -> dict[str, str]:
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh, delimiter=";"))
+    header, last = rows[0], rows[-1]
+    return dict(zip(header, last, strict=False))
+
+
+def response_times(workdir: Path, prefix: str) -> list[float]:
+    times: list[float] = []
+    for path in workdir.glob(f"{prefix}*_rtt.csv"):
+        with path.open(encoding="utf-8") as fh:
+            for line in fh:
+                parts = line.strip().split(";")
+                if len(parts) >= 2:
+                    with contextlib.suppress(ValueError):
+                        times.append(float(parts[1]))
+    return sorted(times)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def run_step(
+    rate: int,
+    duration: int,
+    target: tuple[str, int],
+    phone_port: int,
+    workdir: Path,
+    label: str,
+) -> StepResult:
+    """One rate for ``duration`` seconds: a fresh phone process and a fresh carrier."""
+    calls = rate * duration
+    step_dir = workdir / f"{label}-{rate}"
+    step_dir.mkdir()
+    wait_free(PHONE_IP, phone_port)
+    uas_args = [
+        *base_args(SIPP_DIR / "bench_uas.xml", target, PHONE_IP, phone_port),
+        "-s",
+        "1001",
+        "-m",
+        str(calls),
+        "-trace_stat",
+        "-stf",
+        str(step_dir / "uas.csv"),
+        "-fd",
+        "5",
+        "-timeout",
+        f"{duration + 60}s",
+    ]
+    uac_args = [
+        *base_args(SIPP_DIR / "carrier_call.xml", target, CARRIER_IP, free_port(host=CARRIER_IP)),
+        "-s",
+        NUMBER,
+        "-r",
+        str(rate),
+        "-m",
+        str(calls),
+        "-l",
+        "100000",
+        "-d",
+        "0",
+        "-trace_stat",
+        "-stf",
+        str(step_dir / "uac.csv"),
+        "-fd",
+        "5",
+        "-trace_rtt",
+        "-rtt_freq",
+        "1",
+        "-timeout",
+        f"{duration + 60}s",
+    ]
+    uas = subprocess.Popen(
+        uas_args, cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    uac: subprocess.Popen[bytes] | None = None
+    try:
+        wait_bound(PHONE_IP, phone_port)
+        started = time.monotonic()
+        uac = subprocess.Popen(
+            uac_args, cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        uac.wait(timeout=duration + 90)
+        wall = time.monotonic() - started
+        try:
+            uas.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            stop_process(uas)  # type: ignore[arg-type]
+    finally:
+        if uac is not None:
+            stop_process(uac)  # type: ignore[arg-type]
+        stop_process(uas)  # type: ignore[arg-type]
+    uac_stats = last_stats(step_dir / "uac.csv")
+    uas_stats = last_stats(step_dir / "uas.csv")
+    times = response_times(step_dir, "carrier_call")
+    return StepResult(
+        rate=rate,
+        calls=calls,
+        uac_ok=int(uac_stats.get("SuccessfulCall(C)", 0)),
+        uac_failed=int(uac_stats.get("FailedCall(C)", 0)),
+        uas_ok=int(uas_stats.get("SuccessfulCall(C)", 0)),
+        uas_failed=int(uas_stats.get("FailedCall(C)", 0)),
+        retrans=int(uac_stats.get("Retransmissions(C)", 0))
+        + int(uas_stats.get("Retransmissions(C)", 0)),
+        p50_ms=percentile(times, 0.50),
+        p99_ms=percentile(times, 0.99),
+        wall=wall,
+    )
+
+
+@contextlib.contextmanager
+def bench_server(workdir: Path) -> Iterator[tuple[RunningServer, int]]:
+    root = workdir / f"pbx-{time.monotonic_ns()}"
+    root.mkdir()
+    config = write_config(
+        root,
+        tenants={"acme": TENANT},
+        server_extra=SERVER_EXTRA,
+        trunk=f"{CARRIER_IP}:{free_port(host=CARRIER_IP)}",
+    )
+    with running_server(config) as server:
+        phone_port = free_port(host=PHONE_IP)
+        register(server, phone_port, workdir)
+        yield server, phone_port
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def hold_calls(count: int, workdir: Path) -> None:
+    """Hold ``count`` established calls on a fresh server; print RSS per call."""
+    rate = 200
+    with bench_server(workdir) as (server, phone_port):
+        step_dir = workdir / "hold"
+        step_dir.mkdir()
+        before = rss_kib(server.process.pid)
+        uas = subprocess.Popen(
+            [
+                *base_args(SIPP_DIR / "bench_uas.xml", server.udp, PHONE_IP, phone_port),
+                "-s",
+                "1001",
+                "-timeout",
+                "300s",
+            ],
+            cwd=step_dir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        uac: subprocess.Popen[bytes] | None = None
+        try:
+            wait_bound(PHONE_IP, phone_port)
+            uac = subprocess.Popen(
+                [
+                    *base_args(
+                        SIPP_DIR / "carrier_call.xml",
+                        server.udp,
+                        CARRIER_IP,
+                        free_port(host=CARRIER_IP),
+                    ),
+                    "-s",
+                    NUMBER,
+                    "-r",
+                    str(rate),
+                    "-m",
+                    str(count),
+                    "-l",
+                    "100000",
+                    "-d",
+                    "600000",
+                    "-timeout",
+                    "300s",
+                ],
+                cwd=step_dir,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + count / rate + 60
+            answered = 0
+            while time.monotonic() < deadline:
+                _, calls = server.admin_request("GET", "/calls")
+                answered = sum(1 for c in calls if c["state"] == "answered")
+                if answered >= count:
+                    break
+                time.sleep(1.0)
+            # Let the 2xx retransmission state and transactions of the set-up settle (64*T1).
+            time.sleep(33)
+            after = rss_kib(server.process.pid)
+            _, status = server.admin_request("GET", "/status")
+            print(
+                f"memory: {answered} established calls, RSS {before} KiB -> {after} KiB, "
+                f"{(after - before) / max(1, answered):.1f} KiB/call "
+                f"(transactions still live: {status.get('transactions')})"
+            )
+        finally:
+            if uac is not None:
+                stop_process(uac)  # type: ignore[arg-type]
+            stop_process(uas)  # type: ignore[arg-type]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rates", default="100,200,300,400,500,600")
+    parser.add_argument("--duration", type=int, default=30)
+    parser.add_argument("--hold-calls", type=int, default=2000)
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--skip-hold", action="store_true")
+    args = parser.parse_args()
+    rates = [int(r) for r in args.rates.split(",")]
+    with tempfile.TemporaryDirectory(prefix="bench-calls-") as tmp:
+        workdir = Path(tmp)
+        best_pbx = 0
+        results: list[str] = []
+        with bench_server(workdir) as (server, phone_port):
+            for rate in rates:
+                result = run_step(rate, args.duration, server.udp, phone_port, workdir, "pbx")
+                print(result.row("pbx"), flush=True)
+                results.append(result.row("pbx"))
+                if not result.passed:
+                    break
+                best_pbx = rate
+        best_direct = 0
+        if not args.skip_baseline:
+            phone_port = free_port(host=PHONE_IP)
+            for rate in rates:
+                result = run_step(
+                    rate, args.duration, (PHONE_IP, phone_port), phone_port, workdir, "direct"
+                )
+                print(result.row("direct"), flush=True)
+                if not result.passed:
+                    break
+                best_direct = rate
+        print(
+            f"highest rate sustained {args.duration} s: pbx {best_pbx} cps, "
+            f"SIPp to SIPp directly "
+            f"{best_direct if not args.skip_baseline else 'n/a'} cps "
+            f"(of the rates tried: {args.rates})"
+        )
+        if not args.skip_hold:
+            hold_calls(args.hold_calls, workdir)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
