@@ -263,10 +263,14 @@ class _Planner:
         tenant = self.tenant
         assert tenant is not None
         self.reaches += 1
-        if leg.hops > self.calls.max_forward_hops or self.reaches > MAX_REACHES_PER_DECISION:
+        if leg.hops > self.calls.max_forward_hops:
             self.trace.append(
                 f"{target}: forward hop budget ({self.calls.max_forward_hops}) used up -> 482"
             )
+            self.end(482)
+            return
+        if self.reaches > MAX_REACHES_PER_DECISION:
+            self.trace.append(f"{target}: over {MAX_REACHES_PER_DECISION} targets at once -> 482")
             self.end(482)
             return
         number = classify_number(target)
@@ -281,15 +285,9 @@ class _Planner:
                 self.announce(leg)
         elif number.kind in _EXTERNAL and digits in tenant.numbers:
             if rule_number is not None:
-                # A rule pointing at an own number is a hop too, so rule cycles terminate.
-                leg = _Leg(leg.hops + 1, leg.diversions)
-                if leg.hops > self.calls.max_forward_hops:
-                    self.trace.append(
-                        f"{digits}: forward hop budget ({self.calls.max_forward_hops}) "
-                        "used up -> 482"
-                    )
-                    self.end(482)
-                    return
+                # A rule naming an own number is a hop too, so rule cycles terminate.
+                self.reach(digits, _Leg(leg.hops + 1, leg.diversions))
+                return
             self.trace.append(f"{digits} is the tenant's own number: routed inside")
             self.reach_number(PhoneNumber(digits), leg)
         elif number.kind in _EXTERNAL:
