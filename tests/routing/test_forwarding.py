@@ -107,7 +107,7 @@ class Call:
     def fail_contacts(self, extension: str, *statuses: int) -> Decision:
         fork = self.fork(extension)
         assert isinstance(fork, RingExtension)
-        for contact, status in zip(fork.contacts, statuses, strict=True):
+        for contact, status in zip(fork.contacts, statuses, strict=False):
             self.send(ContactFailed(fork.fork_id, contact, status))
         return self.decision
 
@@ -424,3 +424,58 @@ def test_trunk_caller_in_international_form_is_shown_nationally() -> None:
     assert ring.caller.number == "09011112222"
     out = next(f for f in decision.start if isinstance(f, DialOut))
     assert out.caller_id == "09011112222"
+
+
+# --- table: (state, events) -> the last decision ---------------------------------------------
+
+# Script steps: ("fail", ext, status...) one status per contact; ("no_answer", ext); ("max_ring",);
+# ("answer", ext). Expected: forks started by the last step, extensions/numbers it cancels, final.
+BOTH = {"1001": 1, "1002": 1, "1004": 1}
+TWO_APPS = {"1001": 2, "1002": 1}
+TABLE = [
+    ("1002 busy, 1001 rings", BOTH, ["1002"], [], ("1001",), (), None),
+    ("1001 busy by contacts", TWO_APPS, [], [("fail", "1001", 486, 600)], (), (), None),
+    ("1001 one contact busy", TWO_APPS, [], [("fail", "1001", 486)], (), (), None),
+    ("1001 no answer", BOTH, [], [("no_answer", "1001")], (f"out:{MOBILE}",), ("1001",), None),
+    ("1002 no answer", BOTH, [], [("no_answer", "1002")], ("1004",), ("1002",), None),
+    ("forward rings then busy", {"1002": 1, "1003": 1}, [], [("fail", "1003", 486)], (), (), None),
+    ("all end busy", BOTH, [], [("fail", "1002", 486), ("fail", "1001", 486)], (), (), 486),
+    ("mobile fails after no answer", BOTH, [],
+     [("no_answer", "1001"), ("fail", MOBILE, 404), ("fail", "1002", 486)], (), (), 480),
+    ("max ring", BOTH, [], [("max_ring",)], (), ("1001", "1002"), 480),
+    ("answer", BOTH, [], [("answer", "1002")], (), ("1001",), None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("registered", "busy", "script", "started", "cancelled", "final"),
+    [case[1:] for case in TABLE],
+    ids=[case[0] for case in TABLE],
+)
+def test_event_table(registered, busy, script, started, cancelled, final) -> None:
+    state = lines(registered, busy=busy)
+    call = drive(inbound(state=state), state=state)
+    names = {}
+    for live in call.progress.live:
+        fork = live.fork
+        names[fork.fork_id] = fork.extension if isinstance(fork, RingExtension) else fork.number
+    for step in script:
+        if step[0] == "fail" and step[1].startswith("0"):
+            call.send(ForkFailed(call.fork(step[1]).fork_id, step[2]))
+        elif step[0] == "fail":
+            call.fail_contacts(step[1], *step[2:])
+        elif step[0] == "no_answer":
+            call.no_answer(step[1])
+        elif step[0] == "max_ring":
+            (timer,) = [t for t in call.all_timers if t.kind is TimerKind.MAX_RING]
+            call.send(TimerExpired(timer))
+        else:
+            call.send(ForkAnswered(call.fork(step[1]).fork_id))
+        for fork in call.decision.start:
+            names[fork.fork_id] = (
+                fork.extension if isinstance(fork, RingExtension) else getattr(fork, "number", "")
+            )
+    decision = call.decision
+    assert forks(decision) == started
+    assert tuple(names[f] for f in decision.cancel) == cancelled
+    assert decision.final == final
