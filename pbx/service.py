@@ -36,7 +36,7 @@ from pbx.security import SourceGuard, Verdict
 from pbx.sip.build import build_response, new_tag, reason_phrase
 from pbx.sip.digest import AuthResult, DigestAuthenticator, authorization_values
 from pbx.sip.message import Address, SipMessage, SipRequest, SipResponse, Via
-from pbx.sip.parse import SipParseError, parse_message
+from pbx.sip.parse import SipParseError, is_keepalive, parse_message
 from pbx.sip.transaction import (
     AckReceived,
     RequestReceived,
@@ -226,6 +226,10 @@ class SipService:
         if verdict is not Verdict.ALLOWED:
             self.m_dropped.inc(reason=verdict.value)
             self._drain_guard_events()
+            return
+        if packet.transport == "UDP" and is_keepalive(packet.data):
+            # NAT keep-alives (CRLF, NUL, space datagrams) that phones send: nothing to answer.
+            self.m_dropped.inc(reason="keepalive")
             return
         try:
             msg = parse_message(packet.data, stream=packet.transport == "TCP")

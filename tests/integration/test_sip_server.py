@@ -226,3 +226,18 @@ def test_metrics_count_messages_by_method_and_status(server: RunningServer) -> N
         "pbx_auth_failures_total",
     ):
         assert any(key.split("{")[0] == name for key in after) or name in after, name
+
+
+def test_udp_keepalive_datagrams_are_ignored_quietly(server: RunningServer) -> None:
+    def dropped(reason: str) -> float:
+        _, text = server.admin_request("GET", "/metrics")
+        key = f'pbx_sip_messages_dropped_total{{reason="{reason}"}} '
+        return sum(float(line[len(key) :]) for line in text.splitlines() if line.startswith(key))
+
+    malformed, keepalives = dropped("malformed"), dropped("keepalive")
+    for payload in (b"\r\n\r\n", b"\r\n", b"\x00\x00\x00\x00"):
+        before, probe_answer = exchange(server, payload)
+        assert before == []
+        assert status_of(probe_answer) == 200
+    assert dropped("keepalive") == keepalives + 3
+    assert dropped("malformed") == malformed
