@@ -59,7 +59,7 @@ async def test_player_streams_the_prompt_as_paced_rtp(codec: Codec) -> None:
     assert result == PlaybackFinished(30, completed=True)
     assert finished == [result]
     # Paced, not blasted: packet 29 is due at 29 * 20 ms = 0.58 s.
-    assert 0.57 <= elapsed < 0.75
+    assert 0.57 <= elapsed < 0.9
     packets = [parse_rtp(data) for data, _ in received]
     assert {src for _, src in received} == {(HOST, session.a.port)}  # symmetric: from our port
     first = packets[0]
@@ -88,7 +88,8 @@ async def test_player_keeps_absolute_deadlines_after_the_loop_stalls() -> None:
     await asyncio.wait_for(done, 2)
     start = sent[0]
     # The overdue packets went out together, then the schedule resumed: no drift.
-    assert sent[-1] - start == pytest.approx(24 * 0.02, abs=0.03)
+    # Relative scheduling would end at least 0.1 s (the stall) after 24 * 20 ms.
+    assert 0.47 <= sent[-1] - start < 0.55
     late_burst = [t for t in sent if abs(t - sent[8]) < 0.003]
     assert len(late_burst) >= 4
 

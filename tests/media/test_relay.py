@@ -282,7 +282,7 @@ async def test_silent_party_triggers_the_inactivity_callback_once(pool: PortPool
                 a.send(rtp(seq), relay_addr(s, Side.A))
                 await asyncio.sleep(0.02)
             assert [side for side, _ in fired] == [Side.B]
-            assert 0.3 <= fired[0][1] - started < 0.6
+            assert 0.3 <= fired[0][1] - started < 0.9
             # B speaks again: re-armed, and fires again once it is quiet again.
             b.send(rtp(1), relay_addr(s, Side.B))
             await asyncio.sleep(0.6)
