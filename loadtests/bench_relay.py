@@ -463,6 +463,18 @@ def run_level(
     )
 
 
+def _wait_until_quiet(limit: float) -> None:
+    """Sleep until the machine was nearly idle for 2 s, or until limit seconds have passed."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = _machine_busy()
+        time.sleep(2.0)
+        busy = (_machine_busy() - before) / 2.0
+        if busy < 0.3:
+            return
+    print(f"machine still busy after {limit:g} s; measuring anyway", flush=True)
+
+
 def _machine_busy() -> float:
     """CPU-seconds the whole machine has spent busy since boot (from /proc/stat)."""
     try:
@@ -506,6 +518,13 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="niceness change for the relay and load processes (negative needs root)",
     )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first wait up to this long for the machine to be idle (< 0.3 CPUs busy)",
+    )
     parser.add_argument("--quick", action="store_true", help="two levels, 1 s each (smoke)")
     args = parser.parse_args(argv)
     levels = [int(x) for x in args.levels.split(",")]
@@ -516,6 +535,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["BENCH_RELAY_PIN"] = "1" if args.pin else "0"
     os.environ["BENCH_RELAY_NICE"] = str(args.nice)
     _raise_open_files_limit()
+    if args.wait_quiet > 0:
+        _wait_until_quiet(args.wait_quiet)
     began = time.monotonic()
     print(
         f"bench_relay: {os.cpu_count()} CPUs, python {sys.version.split()[0]}, uvloop, "
