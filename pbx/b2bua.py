@@ -642,7 +642,6 @@ class CallEngine:
         self.by_invite.pop(call.a_key, None)
         self._start_retransmitter(call, out)
         log.debug("call_answered", call=call.id, by=leg.label)
-        self.service.store.record_call(call.record())
 
     def _ack_b(
         self, call: Call, leg: BLeg, resp: SipResponse, body: bytes, a_ack: SipRequest
