@@ -1,0 +1,451 @@
+"""Load test of the registrar: authenticated registrations per second, against SIPp's own limit.
+
+    python -m loadtests.bench_register [--seconds 30] [--rates 500,1000,...] [--quick]
+
+Loopback only. It writes a load configuration to a temporary directory (10,000 users with clear
+passwords, in two generated tenant files of 5,000: an extension has four digits, 0000-8999, so
+one tenant cannot hold 10,000; ``max_users`` large; the per-source rate limit and the ban
+threshold lifted, since all the load comes from 127.0.0.1), starts ``pbx run`` on it, and drives
+SIPp (``tests/sipp/register_load.xml``: REGISTER, 401, REGISTER with MD5 digest, 200; users from
+an injection CSV of the 10,000, in sequence) at rising rates, each held for ``--seconds``.
+
+A step passes when every registration of it succeeded (no failed call, no timeout), fewer than
+0.1 % of the requests were retransmitted, and SIPp kept the rate (the step took at most 3 % + 1 s
+longer than planned). The stepping stops at the first failed step. The same is then done against
+a SIPp UAS (``tests/sipp/register_load_uas.xml``: challenges, then accepts), which measures the
+load generator's own limit on this machine in the same run. The table shows for each step the
+achieved rate, failures, retransmissions, response time and the server's CPU use.
+
+Every process is started here and ended by its pid. The run stops stepping when its time budget
+(``--budget``, default 540 s) would be exceeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SIPP_DIR = REPO / "tests" / "sipp"
+HOST = "127.0.0.1"
+USERS_PER_TENANT = 5_000
+TENANTS = 2
+RETRANSMISSION_LIMIT = 0.001  # 0.1 % of the requests sent
+LATE_FACTOR = 1.03  # a step may take 3 % (+1 s) longer than planned, no more
+SERVER_RATES = (500, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 5000, 6000)
+BASELINE_RATES = (1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000)
+START_TIMEOUT = 60.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --- set-up ---------------------------------------------------------------------------------
+
+
+def write_load_config(root: Path, port: int) -> tuple[Path, Path]:
+    """pbx.toml (SIP on UDP ``port``), the generated tenants and the SIPp injection file;
+    returns (config, users CSV)."""
+    (root / "tenants").mkdir(parents=True)
+    (root / "data").mkdir()
+    (root / "pbx.toml").write_text(
+        textwrap.dedent(
+            f"""
+            [sip]
+            listen = ["udp:{HOST}:{port}"]
+
+            [admin]
+            listen = "{HOST}:0"
+
+            [storage]
+            data_dir = "data"
+
+            [security]
+            # All the load comes from one address: lift the per-source defences.
+            max_requests_per_second = 1000000
+            ban_after_failures = 1000000
+
+            [media]
+            rtp_ports = "32000-32999"
+
+            [[trunks]]
+            name = "carrier"
+            address = "127.0.0.2:5080"
+            """
+        ),
+        encoding="utf-8",
+    )
+    rows = ["SEQUENTIAL"]
+    for t in range(TENANTS):
+        domain = f"bench{t}.example"
+        lines = [
+            "[tenant]",
+            f'domain = "{domain}"',
+            'timezone = "Asia/Tokyo"',
+            f"default = {'true' if t == 0 else 'false'}",
+            "",
+            "[limits]",
+            "max_users = 100000",
+            "recording_users = 0",
+            "",
+        ]
+        for i in range(USERS_PER_TENANT):
+            extension = f"{1000 + i:04d}"
+            password = f"pw-{t}-{extension}"
+            lines += ["[[users]]", f'extension = "{extension}"', f'password = "{password}"', ""]
+            rows.append(
+                f"{extension};{domain};[authentication username={extension} password={password}]"
+            )
+        (root / "tenants" / f"bench{t}.toml").write_text("\n".join(lines), encoding="utf-8")
+    users = root / "users.csv"
+    users.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return root / "pbx.toml", users
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL: only ever a process started here, by its pid."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+@contextlib.contextmanager
+def pbx_server(config: Path, port: int, log_path: Path, log_level: str) -> Iterator[int]:
+    """Run ``pbx run``; yields its pid once it answers an OPTIONS on UDP ``port``."""
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "pbx", "run", "--config", str(config)),
+                *("--log-json", "--log-level", log_level),
+            ],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not _answers_options(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"pbx did not start; see {log_path}")
+        yield process.pid
+    finally:
+        stop(process)
+
+
+def _answers_options(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((HOST, 0))
+        sock.settimeout(0.2)
+        local = sock.getsockname()[1]
+        sock.sendto(
+            (
+                f"OPTIONS sip:{HOST}:{port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {HOST}:{local};branch=z9hG4bK{time.monotonic_ns()}\r\n"
+                f"Max-Forwards: 70\r\nFrom: <sip:probe@{HOST}>;tag=p\r\n"
+                f"To: <sip:{HOST}:{port}>\r\nCall-ID: probe-{time.monotonic_ns()}\r\n"
+                "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            ).encode(),
+            (HOST, port),
+        )
+        try:
+            return sock.recv(65536).startswith(b"SIP/2.0 200")
+        except TimeoutError:
+            return False
+
+
+@contextlib.contextmanager
+def sipp_uas(workdir: Path) -> Iterator[tuple[int, int]]:
+    """The baseline registrar (a SIPp UAS); yields (pid, UDP port)."""
+    port = free_udp_port()
+    process = subprocess.Popen(
+        [
+            *(sipp_binary(), "-sf", str(SIPP_DIR / "register_load_uas.xml"), "-t", "u1"),
+            *("-i", HOST, "-p", str(port), "-nostdin", "-max_recv_loops", "10000"),
+            *("-buff_size", "4194304"),
+        ],
+        cwd=workdir,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)  # SIPp has no readiness signal; a UDP server needs no accept
+        if process.poll() is not None:
+            raise RuntimeError("the SIPp UAS did not start")
+        yield process.pid, port
+    finally:
+        stop(process)
+
+
+def sipp_binary() -> str:
+    path = shutil.which("sipp")
+    if path is None:
+        raise SystemExit("sipp is not installed (Debian package sip-tester)")
+    return path
+
+
+# --- one step -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    rate: int
+    planned: int  # registrations
+    succeeded: int
+    failed: int
+    retransmissions: int
+    elapsed: float  # seconds, SIPp's whole run
+    response_ms: float  # SIPp's mean response time (401 + 200 exchanges, "call length")
+    cpu: float | None  # the server's CPU use over the step, in % of one core
+
+    @property
+    def achieved(self) -> float:
+        return self.succeeded / self.elapsed if self.elapsed else 0.0
+
+    @property
+    def retransmission_ratio(self) -> float:
+        return self.retransmissions / max(1, 2 * self.planned)  # two requests per registration
+
+    @property
+    def passed(self) -> bool:
+        seconds = self.planned / self.rate
+        return (
+            self.failed == 0
+            and self.succeeded == self.planned
+            and self.retransmission_ratio < RETRANSMISSION_LIMIT
+            and self.elapsed <= seconds * LATE_FACTOR + 1.0
+        )
+
+
+def cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def run_step(
+    target: int, users: Path, rate: int, seconds: int, workdir: Path, measured_pid: int
+) -> Step:
+    """SIPp at ``rate`` registrations/s for ``seconds``, to 127.0.0.1:``target``."""
+    planned = rate * seconds
+    stats = workdir / f"stats-{target}-{rate}.csv"
+    args = [
+        sipp_binary(),
+        f"{HOST}:{target}",
+        "-sf",
+        str(SIPP_DIR / "register_load.xml"),
+        "-inf",
+        str(users),
+        "-t",
+        "u1",
+        "-i",
+        HOST,
+        "-p",
+        str(free_udp_port()),
+        "-r",
+        str(rate),
+        "-m",
+        str(planned),
+        "-l",
+        str(max(1000, rate * 10)),
+        "-nostdin",
+        "-max_recv_loops",
+        "10000",
+        "-buff_size",
+        "4194304",
+        "-recv_timeout",
+        "10000",
+        "-timeout",
+        f"{seconds * 3 + 30}s",
+        "-trace_stat",
+        "-stf",
+        str(stats),
+        "-fd",
+        "1",
+    ]
+    cpu_before = cpu_seconds(measured_pid)
+    started = time.monotonic()
+    process = subprocess.Popen(
+        args,
+        cwd=workdir,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _, err = process.communicate(timeout=seconds * 3 + 60)
+    finally:
+        stop(process)
+    elapsed = time.monotonic() - started
+    cpu_after = cpu_seconds(measured_pid)
+    cpu = None
+    if cpu_before is not None and cpu_after is not None:
+        cpu = 100.0 * (cpu_after - cpu_before) / elapsed
+    last = _last_stats_row(stats)
+    if last is None:
+        raise RuntimeError(f"SIPp wrote no statistics: {err.decode(errors='replace')[-2000:]}")
+    return Step(
+        rate=rate,
+        planned=planned,
+        succeeded=int(last["SuccessfulCall(C)"]),
+        failed=int(last["FailedCall(C)"]),
+        retransmissions=int(last["Retransmissions(C)"]),
+        elapsed=elapsed,
+        response_ms=_duration_ms(last.get("CallLength(C)", "")),
+        cpu=cpu,
+    )
+
+
+def _last_stats_row(path: Path) -> dict[str, str] | None:
+    if not path.exists():
+        return None
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        rows = list(csv.DictReader(handle, delimiter=";"))
+    return rows[-1] if rows else None
+
+
+def _duration_ms(text: str) -> float:
+    """SIPp's ``HH:MM:SS:micro`` as milliseconds (nan when absent)."""
+    parts = text.strip().split(":")
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        return float("nan")
+    hours, minutes, secs, micros = (int(p) for p in parts)
+    return ((hours * 60 + minutes) * 60 + secs) * 1000 + micros / 1000
+
+
+# --- the ladder -------------------------------------------------------------------------------
+
+
+def climb(
+    name: str,
+    target: int,
+    measured_pid: int,
+    users: Path,
+    rates: Sequence[int],
+    seconds: int,
+    workdir: Path,
+    deadline: float,
+) -> Step | None:
+    """Step up through ``rates``; the highest passing step (None if the first fails)."""
+    best = None
+    for rate in rates:
+        if time.monotonic() + seconds * 1.5 + 10 > deadline:
+            print(f"  {name}: time budget reached before {rate}/s", flush=True)
+            break
+        step = run_step(target, users, rate, seconds, workdir, measured_pid)
+        print(f"  {name:8} {_row(step)}", flush=True)
+        if not step.passed:
+            break
+        best = step
+    return best
+
+
+def _row(step: Step) -> str:
+    cpu = f"{step.cpu:5.0f} %" if step.cpu is not None else "    -  "
+    verdict = "pass" if step.passed else "FAIL"
+    return (
+        f"{step.rate:6d}/s  achieved {step.achieved:7.0f}/s"
+        f"  ok {step.succeeded:7d}/{step.planned:<7d}"
+        f" failed {step.failed:5d}  retrans {100 * step.retransmission_ratio:6.3f} %"
+        f"  mean {step.response_ms:7.1f} ms  cpu {cpu}  {verdict}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--seconds", type=int, default=30, help="duration of each step")
+    parser.add_argument("--rates", help="comma-separated registrations/s for the pbx")
+    parser.add_argument("--baseline-rates", help="comma-separated registrations/s for SIPp UAS")
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--log-level", default="info", help="the server's log level")
+    parser.add_argument("--budget", type=float, default=540.0, help="seconds for the whole run")
+    parser.add_argument("--quick", action="store_true", help="5 s steps (a smoke run)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args(argv)
+    seconds = 5 if args.quick else args.seconds
+    rates = _rates(args.rates, SERVER_RATES)
+    baseline_rates = _rates(args.baseline_rates, BASELINE_RATES)
+    deadline = time.monotonic() + args.budget
+    workdir = Path(tempfile.mkdtemp(prefix="bench-register-"))
+    try:
+        port = free_udp_port()
+        config, users = write_load_config(workdir, port)
+        print(
+            f"bench_register: {TENANTS * USERS_PER_TENANT} users, {seconds} s per step, "
+            f"UDP on {HOST}, {os.cpu_count()} CPUs, work dir {workdir}",
+            flush=True,
+        )
+        server_log = workdir / "pbx.log"
+        with pbx_server(config, port, server_log, args.log_level) as pid:
+            print(f"pbx (pid {pid}, UDP {port}, log level {args.log_level}):", flush=True)
+            best = climb("pbx", port, pid, users, rates, seconds, workdir, deadline)
+        baseline = None
+        if not args.no_baseline:
+            with sipp_uas(workdir) as (uas_pid, uas_port):
+                print(f"SIPp UAS baseline (pid {uas_pid}, UDP {uas_port}):", flush=True)
+                baseline = climb(
+                    "sipp-uas",
+                    uas_port,
+                    uas_pid,
+                    users,
+                    baseline_rates,
+                    seconds,
+                    workdir,
+                    deadline,
+                )
+        print()
+        print(f"Highest rate sustained {seconds} s with 0 failures and < 0.1 % retransmissions:")
+        print(f"  pbx:                {_best(best)}")
+        if not args.no_baseline:
+            print(f"  SIPp UAS baseline:  {_best(baseline)}")
+        print("  target:             >= 1500 authenticated registrations/s")
+        return 0
+    finally:
+        if args.keep:
+            print(f"work dir kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _rates(text: str | None, default: Sequence[int]) -> list[int]:
+    if not text:
+        return list(default)
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def _best(step: Step | None) -> str:
+    if step is None:
+        return "none (the first step failed)"
+    cpu = f", server CPU {step.cpu:.0f} %" if step.cpu is not None else ""
+    return (
+        f"{step.rate}/s (achieved {step.achieved:.0f}/s, mean response {step.response_ms:.1f} ms"
+        f"{cpu})"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
