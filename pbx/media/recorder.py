@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
+import os
 import random
 import struct
 from dataclasses import dataclass
+from io import FileIO
 from pathlib import Path
-from typing import BinaryIO
 
 import structlog
 
@@ -39,7 +39,12 @@ from pbx.media import g711
 from pbx.media.g711 import Codec
 from pbx.media.relay import MediaSession, PacketSink, Side
 from pbx.media.rtp import peek_rtp
-from pbx.media.wav import TELEPHONE_STEREO, build_wav_header, interleave_stereo, size_patches
+from pbx.media.wav import (
+    TELEPHONE_STEREO,
+    WAV_HEADER_SIZE,
+    build_wav_header,
+    interleave_stereo,
+)
 
 log = structlog.get_logger("pbx.media.recorder")
 
@@ -107,7 +112,7 @@ class CallRecorder:
     def __init__(
         self,
         path: Path,
-        file: BinaryIO,
+        file: FileIO,
         start_time: float,
         *,
         flush_seconds: float,
@@ -127,7 +132,8 @@ class CallRecorder:
         self._task: asyncio.Task[None] | None = None
         self._session: MediaSession | None = None
         self._result: RecordingResult | None = None
-        self._stopping = asyncio.Event()
+        self._stopping = False
+        self._sleeping = False
         self._failed = False
 
     @classmethod
@@ -172,15 +178,18 @@ class CallRecorder:
             session.set_tap(side, self.sink(side))
 
     async def _run(self) -> None:
-        # Stopped through an event, never cancelled, so no write is cut off half-way. The
-        # first wait is random so that recorders started together do not all flush at once.
+        # close() cancels this task only while it sleeps, never during a write (_sleeping);
+        # a plain sleep is far cheaper than waiting on an event with a timeout. The first wait
+        # is random so that recorders started together do not all flush at once.
         wait = self._flush_seconds * (0.5 + random.random())
-        while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._stopping.wait()
+        while True:
+            self._sleeping = True
+            try:
+                await asyncio.sleep(wait)
+            finally:
+                self._sleeping = False
             wait = self._flush_seconds
-            if self._stopping.is_set():
+            if self._stopping:
                 return
             try:
                 await self._flush(self._position(self._loop.time() - self._jitter_seconds))
@@ -276,17 +285,21 @@ class CallRecorder:
         frames = interleave_stereo(
             self._tracks[Side.A].take(count), self._tracks[Side.B].take(count)
         )
+        written_before = self._written
         self._written = horizon
-        await asyncio.to_thread(_append, self._file, frames, 4 * self._written)
+        offset = WAV_HEADER_SIZE + 4 * written_before
+        await asyncio.to_thread(_append, self._file.fileno(), frames, offset, 4 * self._written)
 
     async def close(self) -> RecordingResult:
         """Stop tapping, write what is left, patch the header and close the file (idempotent)."""
         if self._result is not None:
             return self._result
         self._detach()
-        self._stopping.set()
+        self._stopping = True
         if self._task is not None:
-            await self._task
+            if self._sleeping:
+                self._task.cancel()
+            await asyncio.wait({self._task})  # whatever its outcome; our own cancel propagates
             self._task = None
         try:
             if not self._failed:
@@ -316,18 +329,26 @@ class CallRecorder:
         return self._result
 
 
-def _create(path: Path) -> BinaryIO:
+def _create(path: Path) -> FileIO:
     path.parent.mkdir(parents=True, exist_ok=True)
-    file = path.open("xb")  # never overwrite an existing recording
-    file.write(build_wav_header(TELEPHONE_STEREO, 0))
-    file.flush()
+    file = path.open("xb", buffering=0)  # never overwrite an existing recording
+    try:
+        _write_at(file.fileno(), build_wav_header(TELEPHONE_STEREO, 0), 0)
+    except BaseException:
+        file.close()
+        raise
     return file
 
 
-def _append(file: BinaryIO, frames: bytes, data_size: int) -> None:
-    file.seek(0, 2)
-    file.write(frames)
-    for offset, value in size_patches(data_size):
-        file.seek(offset)
-        file.write(value)
-    file.flush()
+def _append(fd: int, frames: bytes, offset: int, data_size: int) -> None:
+    # Two positioned writes per flush: the frames, then the header with the new sizes.
+    _write_at(fd, frames, offset)
+    _write_at(fd, build_wav_header(TELEPHONE_STEREO, data_size), 0)
+
+
+def _write_at(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
