@@ -411,7 +411,7 @@ def _audio_index(sd: SessionDescription) -> int | None:
 
 
 def audio_stream(sd: SessionDescription) -> AudioStream | None:
-    """The first RTP audio stream of a description, or None if it has none (port 0 counts)."""
+    """The first RTP audio stream that is not disabled (port 0), or None if there is none."""
     index = _audio_index(sd)
     if index is None:
         return None
@@ -446,7 +446,6 @@ def _rejected(m: MediaDescription) -> MediaDescription:
 
 
 def _kept_stream(
-    sd: SessionDescription,
     m: MediaDescription,
     port: int,
     payload_types: list[int],
@@ -504,7 +503,7 @@ def rewrite_sdp(
             media.append(_rejected(m))
             continue
         direction = _hold_direction(media_direction(sd, m), _stream_address(sd, m) is None)
-        media.append(_kept_stream(sd, m, port, payload_types, direction))
+        media.append(_kept_stream(m, port, payload_types, direction))
     return SessionDescription(
         origin=origin,
         session_name="-",  # the far end's session name is not ours to repeat
@@ -546,7 +545,7 @@ def answer_sdp(
             payload_types.append(telephone_event)
         offered = _hold_direction(media_direction(offer, m), _stream_address(offer, m) is None)
         answered = direction if direction is not None else offered.reversed()
-        stream = _kept_stream(offer, m, port, payload_types, answered)
+        stream = _kept_stream(m, port, payload_types, answered)
         # ptime/maxptime describe what the offerer wants to receive: we send 20 ms anyway.
         media.append(
             replace(
