@@ -50,6 +50,7 @@ BindingKey = tuple[TenantId, Extension, str]
 MAX_DELTA_SECONDS = 2**32 - 1  # RFC 3261 20.19
 # RFC 3261 19.1.4: these URI parameters, when present in either URI, must match.
 _COMPARED_URI_PARAMS = ("user", "ttl", "method", "maddr", "transport")
+_COMPARED_URI_PARAM_SET = frozenset(_COMPARED_URI_PARAMS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,11 +159,14 @@ def contact_key(uri: SipUri) -> str:
     user = unquote(uri.user) if uri.user is not None else ""
     password = f":{unquote(uri.password)}" if uri.password is not None else ""
     port = f":{uri.port}" if uri.port is not None else ""
-    params = "".join(
-        f";{name}={(uri.param(name) or '').lower()}"
-        for name in _COMPARED_URI_PARAMS
-        if uri.has_param(name)
-    )
+    # One pass over the parameters (this runs several times per REGISTER): the first value of
+    # each compared parameter, case-insensitive, then written in _COMPARED_URI_PARAMS order.
+    found: dict[str, str] = {}
+    for name, value in uri.params:
+        lname = name.lower()
+        if lname in _COMPARED_URI_PARAM_SET and lname not in found:
+            found[lname] = (value or "").lower()
+    params = "".join(f";{name}={found[name]}" for name in _COMPARED_URI_PARAMS if name in found)
     return f"{uri.scheme}:{user}{password}@{uri.host.lower()}{port}{params}"
 
 

@@ -123,7 +123,10 @@ def parse_authorization(value: str) -> AuthorizationHeader:
             raise RemoteProtocolError(f"malformed auth-param in {value!r}", 400)
         name = param.group(1).lower()
         quoted = param.group(2)
-        text = _UNESCAPE.sub(r"\1", quoted) if quoted is not None else param.group(3)
+        if quoted is None:
+            text = param.group(3)
+        else:
+            text = _UNESCAPE.sub(r"\1", quoted) if "\\" in quoted else quoted
         if name in params:
             raise RemoteProtocolError(f"auth-param {name!r} repeated", 400)
         params[name] = text
@@ -390,7 +393,7 @@ class DigestAuthenticator:
 
     def _mac(self, realm: str, body: bytes) -> bytes:
         msg = body + b"\x00" + realm.encode("utf-8")
-        return hmac.new(self._secret, msg, hashlib.sha256).digest()[:_NONCE_MAC]
+        return hmac.digest(self._secret, msg, "sha256")[:_NONCE_MAC]  # one-shot: no HMAC object
 
     def _nonce_issued_at(self, nonce: str, realm: str) -> float | None:
         """When a nonce of ours for ``realm`` was issued; None if it is not one of ours."""
