@@ -317,7 +317,9 @@ class CallEngine:
             origin = FromExtension(tenant.id, Extension(username))
             caller_text = username
         peer = Peer(inbound.source, inbound.transport == "TCP")
-        a_dialog = Dialog.from_invite_as_uas(req, new_tag(), self._contact(peer))
+        a_dialog = Dialog.from_invite_as_uas(
+            req, new_tag(), self._contact(peer), local_via=self._via(peer)
+        )
         call = Call(
             id=secrets.token_hex(8),
             snapshot=snapshot,

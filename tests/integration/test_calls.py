@@ -523,3 +523,110 @@ def test_call_survives_a_reload_and_keeps_its_configuration(pbx: Pbx, sipps: Sip
     assert record["answered_by"] == "1002"
     assert record["ended_at"] - record["answered_at"] >= 3.5
     no_active_calls(pbx)
+
+
+def test_callee_hangs_up_and_the_caller_gets_the_bye(pbx: Pbx, sipps: Sipps) -> None:
+    phone(pbx, sipps, "1001", "phone_answer_hangup.xml")
+    before = len(calls_to(pbx, "0312340002"))
+    carrier_call(pbx, sipps, "0312340002", scenario="carrier_call_hungup.xml")
+    sipps.wait_all()
+    record = closed_record(pbx, "0312340002", before + 1)
+    assert record["disposition"] == "answered"
+    assert record["answered_by"] == "1001"
+    assert any("1001 hung up" in line for line in record["trace"])
+    no_active_calls(pbx)
+
+
+def test_internal_call_between_extensions(pbx: Pbx, sipps: Sipps) -> None:
+    phone(pbx, sipps, "1001", "phone_answer.xml")
+    scenario = scenario_from_template("phone_call.xml", sipps.workdir, NUMBER="1001")
+    args = sipp_args(
+        scenario,
+        pbx.server.udp,
+        local_ip=PHONE_IP,
+        port=free_port(host=PHONE_IP),
+        service="1004",
+        extra=["-au", "1004", "-ap", PASSWORDS["1004"], "-d", "300"],
+    )
+    sipps.start("1004 calls 1001", args)
+    sipps.wait_all()
+    record = closed_record(pbx, "1001")
+    assert record["disposition"] == "answered"
+    assert record["caller"] == "1004"
+    assert record["answered_by"] == "1001"
+    assert record["tenant"] == "acme"
+    no_active_calls(pbx)
+
+
+def test_info_reinvite_and_update_are_relayed_to_the_other_leg(pbx: Pbx, sipps: Sipps) -> None:
+    phone(pbx, sipps, "1001", "phone_answer_midcall.xml")
+    before = len(calls_to(pbx, "0312340002"))
+    carrier_call(pbx, sipps, "0312340002", scenario="carrier_call_midcall.xml")
+    sipps.wait_all()
+    record = closed_record(pbx, "0312340002", before + 1)
+    assert record["disposition"] == "answered"
+    no_active_calls(pbx)
+
+
+def test_requests_for_unknown_dialogs_get_481(pbx: Pbx) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((PHONE_IP, 0))
+        sock.settimeout(5)
+        host, port = sock.getsockname()
+        bye = (
+            f"BYE sip:pbx@{pbx.server.udp[0]}:{pbx.server.udp[1]} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bK-unknown-dialog\r\n"
+            "Max-Forwards: 70\r\n"
+            "From: <sip:1001@acme.example>;tag=nosuch\r\n"
+            "To: <sip:0312345678@acme.example>;tag=nosuchdialog\r\n"
+            "Call-ID: unknown-dialog@test\r\n"
+            "CSeq: 2 BYE\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+        sock.sendto(bye, pbx.server.udp)
+        reply, _ = sock.recvfrom(65535)
+    assert reply.startswith(b"SIP/2.0 481 ")
+
+
+def test_extension_on_a_call_is_busy(pbx: Pbx, sipps: Sipps) -> None:
+    """max_calls_per_user = 1: while 1002 talks, a call ringing only 1002 (which has no busy
+    forward) is refused 486."""
+    phone(pbx, sipps, "1001", "phone_ring_cancelled.xml")
+    phone(pbx, sipps, "1002", "phone_answer.xml")
+    carrier_call(pbx, sipps, "0312345678", hold_ms=3000)
+
+    def answered() -> list[dict[str, Any]]:
+        _, calls = pbx.server.admin_request("GET", "/calls")
+        return [c for c in calls if c["state"] == "answered" and c["answered_by"] == "1002"]
+
+    wait_for("1002 to answer", answered)
+    second = Sipps(sipps.workdir)
+    try:
+        refused = scenario_from_template("carrier_rejected.xml", sipps.workdir, STATUS="486")
+        carrier_call(pbx, second, "0312340003", scenario=refused)
+        second.wait_all()
+    finally:
+        second.close()
+    sipps.wait_all()
+    record = closed_record(pbx, "0312340003", len(calls_to(pbx, "0312340003")))
+    assert record["disposition"] == "busy"
+    assert any("1002 busy" in line for line in record["trace"])
+    no_active_calls(pbx)
+
+
+def test_max_ring_seconds_ends_an_unanswered_call_with_480(tmp_path: Path, sipps: Sipps) -> None:
+    extra = SERVER_EXTRA + "\n[calls]\nmax_ring_seconds = 3\n"
+    config = write_config(tmp_path / "pbx", tenants={"acme": TENANT}, server_extra=extra)
+    with running_server(config) as server:
+        port = free_port(host=PHONE_IP)
+        register(server, "1001", port, tmp_path)
+        pbx = Pbx(server, tmp_path / "pbx", 0, {"1001": port})
+        phone(pbx, sipps, "1001", "phone_ring_cancelled.xml")
+        refused = scenario_from_template("carrier_rejected.xml", sipps.workdir, STATUS="480")
+        started = time.monotonic()
+        carrier_call(pbx, sipps, "0312340002", scenario=refused)
+        sipps.wait_all()
+        assert time.monotonic() - started >= 3
+        record = closed_record(pbx, "0312340002")
+        assert record["disposition"] == "no_answer"
+        assert any("nobody answered within 3s" in line for line in record["trace"])
