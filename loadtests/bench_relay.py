@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -236,6 +237,10 @@ class _Stream(asyncio.DatagramProtocol):
         self.last_transit = transit
 
 
+def _same(stream: _Stream) -> _Stream:
+    return stream
+
+
 class _Generator:
     def __init__(self) -> None:
         self.streams: list[_Stream] = []  # receivers, two per call
@@ -262,7 +267,7 @@ class _Generator:
                 stream = _Stream(self)
                 remote = (HOST, target[leg]) if target else None
                 transport, _ = await loop.create_datagram_endpoint(
-                    lambda s=stream: s, local_addr=(HOST, 0), remote_addr=remote
+                    functools.partial(_same, stream), local_addr=(HOST, 0), remote_addr=remote
                 )
                 pair.append(transport)
                 self.streams.append(stream)
