@@ -30,12 +30,27 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from pbx.config.model import ConfigSnapshot, Extension, TenantConfig, TenantId
 from pbx.errors import PbxError, RemoteProtocolError
+from pbx.media.player import PlaybackFinished, PromptPlayer
+from pbx.media.recorder import CallRecorder
+from pbx.media.relay import MediaSession, PortPool, Side
+from pbx.media.sdp import (
+    Origin,
+    SessionDescription,
+    answer_sdp,
+    audio_stream,
+    build_sdp,
+    make_origin,
+    parse_sdp,
+    rewrite_sdp,
+)
+from pbx.media.wav import TELEPHONE_MONO, WavAudio, read_wav
 from pbx.numbers import classify_number
 from pbx.registrar import Binding
 from pbx.routing.model import (
@@ -90,6 +105,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("pbx.b2bua")
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+SDP = "application/sdp"
+PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 
 
 class CallState(enum.Enum):
@@ -165,6 +182,17 @@ class Call:
     retransmit_timer: asyncio.TimerHandle | None = None
     pending_b_ack: SipResponse | None = None
     recording_path: str | None = None
+    # Media (only when the caller's INVITE carries an SDP offer): the relay session, the
+    # caller's current offer, our o= line towards each leg, the body offered to B legs.
+    media: MediaSession | None = None
+    offer_a: SessionDescription | None = None
+    origin_a: Origin | None = None
+    origin_b: Origin | None = None
+    b_body: bytes = b""
+    media_host: str = ""
+    recorder: CallRecorder | None = None
+    player: PromptPlayer | None = None
+    pending_offer: SessionDescription | None = None
 
     def legs_of(self, fork_id: ForkId) -> list[BLeg]:
         return [leg for leg in self.legs if leg.fork_id == fork_id]
@@ -206,6 +234,9 @@ class CallEngine:
         self.dialogs = DialogTable()
         self.sides: dict[DialogId, _Side] = {}
         self.line_calls: Counter[LineKey] = Counter()
+        self._pool: PortPool | None = None
+        self._prompt: WavAudio | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.m_calls = service.metrics.counter("pbx_calls_total", "Calls ended, by disposition")
         service.metrics.gauge("pbx_calls_active", "Calls in progress", lambda: len(self.calls))
 
@@ -342,11 +373,127 @@ class CallEngine:
             "call_started", call=call.id, caller=call.caller, called=dialled, tenant=call.tenant
         )
         self.service.store.record_call(call.record())
+        if req.body:
+            self._spawn(self._start_with_media(call, tenant))
+        else:
+            self._route(call, tenant)
+
+    def _route(self, call: Call, tenant: TenantConfig | None) -> None:
         state = self._line_state(call, tenant)
-        decision = start_call(snapshot, call.request, _utcnow(), state)
+        decision = start_call(call.snapshot, call.request, _utcnow(), state)
         if decision.progress.tenant is not None:
             call.tenant = decision.progress.tenant
         self._carry_out(call, decision)
+
+    # -- media (RTP anchored on our relay) -------------------------------------------------
+    async def _start_with_media(self, call: Call, tenant: TenantConfig | None) -> None:
+        """Open the relay for an INVITE with an SDP offer, then route the call."""
+        try:
+            try:
+                offer = parse_sdp(call.a_invite.body)
+            except RemoteProtocolError as exc:
+                call.trace.append(f"unreadable SDP offer: {exc}")
+                self._fail_call(call, 400, "failed")
+                return
+            stream = audio_stream(offer)
+            if stream is None or not stream.active:
+                call.trace.append("no PCMU/PCMA audio in the offer -> 488")
+                self._fail_call(call, 488, "failed")
+                return
+            settings = call.snapshot.server.media
+            if self._pool is None:
+                self._pool = PortPool(settings.rtp_port_min, settings.rtp_port_max)
+            host = self._local(call.a_peer.address[0], call.a_peer.reliable)[0]
+            try:
+                media = await MediaSession.open(
+                    self._pool,
+                    self._bind_host(),
+                    inactivity_seconds=settings.inactivity_seconds,
+                    on_inactive=lambda side: self._on_inactive(call, side),
+                )
+            except (PbxError, OSError) as exc:
+                log.warning("media_unavailable", call=call.id, error=str(exc))
+                call.trace.append(f"no media ports: {exc} -> 503")
+                self._fail_call(call, 503, "failed")
+                return
+            if call.state is CallState.ENDED:
+                media.close()
+                return
+            call.media = media
+            call.media_host = host
+            call.offer_a = offer
+            session_id = secrets.randbelow(2**31)
+            call.origin_a = make_origin(session_id, host)
+            call.origin_b = make_origin(session_id + 1, host)
+            media.set_remote(Side.A, stream.address, stream.port, stream.direction)
+            call.b_body = build_sdp(
+                rewrite_sdp(offer, address=host, port=media.b.port, origin=call.origin_b)
+            )
+            self._route(call, tenant)
+        except Exception:  # the per-call boundary
+            log.exception("call_start_failed", call=call.id)
+            if call.state is CallState.RINGING:
+                self._fail_call(call, 500, "failed")
+        finally:
+            self.service.flush()
+
+    def _bind_host(self) -> str:
+        transport = self.service.transport
+        if transport is not None:
+            for listen in transport.listening:
+                if listen.transport == "UDP":
+                    return listen.host
+        return "0.0.0.0"
+
+    def _answer_for_a(self, call: Call, body: bytes) -> bytes | None:
+        """A B leg's SDP answer rewritten for the caller (relay's A port); None if unusable."""
+        media, offer, origin = call.media, call.offer_a, call.origin_a
+        if media is None or offer is None or origin is None or not body:
+            return None
+        try:
+            answer = parse_sdp(body)
+        except RemoteProtocolError:
+            return None
+        stream = audio_stream(answer)
+        if stream is not None:
+            media.set_remote(Side.B, stream.address, stream.port, stream.direction)
+        return build_sdp(
+            rewrite_sdp(
+                answer, address=call.media_host, port=media.a.port, origin=origin, offer=offer
+            )
+        )
+
+    def _on_inactive(self, call: Call, side: Side) -> None:
+        if call.state is not CallState.ANSWERED:
+            return
+        seconds = call.snapshot.server.media.inactivity_seconds
+        who = "caller" if side is Side.A else "callee"
+        call.trace.append(f"no RTP from the {who} for {seconds}s: hang up")
+        log.info("media_inactive", call=call.id, side=side.value)
+        self._hang_up(call, None, "answered")
+        self.service.flush()
+
+    async def _start_recording(self, call: Call) -> None:
+        media = call.media
+        if media is None:
+            return
+        directory = call.snapshot.server.storage.data_dir / "recordings"
+        try:
+            await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+            recorder = await CallRecorder.start(directory, f"{call.id}.wav", media)
+        except OSError as exc:
+            log.warning("recording_failed", call=call.id, error=str(exc))
+            call.recording_path = None
+            return
+        if call.state is CallState.ENDED:
+            await recorder.close()
+            return
+        call.recorder = recorder
+
+    def _spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _line_state(self, call: Call, tenant: TenantConfig | None) -> LineState:
         if tenant is None:
@@ -367,15 +514,16 @@ class CallEngine:
         return LineState(registered=registered, calls=calls)
 
     # -- decisions -----------------------------------------------------------------------------
-    def _ask(self, call: Call, event: ForkEnded) -> None:
+    def _ask(self, call: Call, event: ForkEnded) -> Decision | None:
         """Routing's answer to a fork ending, carried out."""
         if call.progress is None or call.state is CallState.ENDED:
-            return
+            return None
         tenant = call.snapshot.tenants.get(call.tenant) if call.tenant else None
         decision = next_step(
             call.snapshot, call.progress, event, _utcnow(), self._line_state(call, tenant)
         )
         self._carry_out(call, decision)
+        return decision
 
     def _carry_out(self, call: Call, decision: Decision) -> None:
         call.progress = decision.progress
@@ -425,10 +573,13 @@ class CallEngine:
         elif isinstance(fork, DialOut):
             self._dial_out(call, fork)
         elif isinstance(fork, PlayAnnouncement):
-            # Without media anchoring the announcement cannot play.
-            self._later(self._announcement_failed, call, fork.fork_id)
+            if call.media is None:
+                # Without an SDP offer (no media anchored) the announcement cannot play.
+                self._later(self._announcement_failed, call, fork.fork_id)
+            else:
+                self._later(self._play_announcement, call, fork)
 
-    def _later(self, func: Callable[..., None], *args: Any) -> None:
+    def _later(self, func: Callable[..., object], *args: Any) -> None:
         def run() -> None:
             try:
                 func(*args)
@@ -445,7 +596,50 @@ class CallEngine:
         call.trace.append("009608: no media to play the announcement")
         self._ask(call, ForkFailed(fork_id, 480))
 
+    def _play_announcement(self, call: Call, fork: PlayAnnouncement) -> None:
+        """Answer the caller ourselves and stream the prompt; BYE when it has played."""
+        media, offer, origin = call.media, call.offer_a, call.origin_a
+        if call.state is not CallState.RINGING or media is None or offer is None or not origin:
+            return
+        try:
+            if self._prompt is None:
+                self._prompt = read_wav(PROMPTS / f"{fork.prompt}.wav", expect=TELEPHONE_MONO)
+            prompt = self._prompt
+        except (OSError, PbxError) as exc:
+            log.warning("prompt_unavailable", call=call.id, error=str(exc))
+            self._announcement_failed(call, fork.fork_id)
+            return
+        answer = answer_sdp(offer, address=call.media_host, port=media.a.port, origin=origin)
+        stream = audio_stream(answer)
+        codec = stream.codec if stream is not None else None
+        if codec is None:
+            self._announcement_failed(call, fork.fork_id)
+            return
+        call.state = CallState.ANSWERED
+        call.answered_at = time.time()
+        call.answered_by = fork.prompt
+        self._ask(call, ForkAnswered(fork.fork_id, None))
+        self._cancel_timers(call)
+        response = call.a_dialog.respond(
+            call.a_invite, 200, body=build_sdp(answer), content_type=SDP
+        )
+        self.service.respond(call.a_key, response)
+        self.by_invite.pop(call.a_key, None)
+        self._start_retransmitter(call, response)
+
+        def done(result: PlaybackFinished) -> None:
+            if call.state is CallState.ANSWERED:
+                call.trace.append(f"{fork.prompt} played ({result.packets_sent} packets): hang up")
+                self._hang_up(call, None, "answered")
+                self.service.flush()
+
+        player = PromptPlayer.from_wav(prompt, codec, media.a.send_rtp, on_done=done)
+        call.player = player
+        player.start()
+
     def _b_body(self, call: Call) -> tuple[bytes, str | None]:
+        if call.media is not None:
+            return call.b_body, SDP
         a = call.a_invite
         return a.body, a.header("Content-Type") if a.body else None
 
@@ -580,9 +774,18 @@ class CallEngine:
             return
         if not has_sdp and call.provisional_sent:
             return
+        body = resp.body
+        if has_sdp and call.media is not None:
+            rewritten = self._answer_for_a(call, resp.body)
+            if rewritten is None:
+                has_sdp, body = False, b""
+                if call.provisional_sent:
+                    return
+            else:
+                body = rewritten
         call.provisional_sent = True
         call.early_media_sent = call.early_media_sent or has_sdp
-        out = relay_response(resp, call.a_invite, call.a_dialog, body=resp.body)
+        out = relay_response(resp, call.a_invite, call.a_dialog, body=body)
         self.service.respond(call.a_key, out)
 
     def _leg_failed(self, call: Call, leg: BLeg, status: int) -> None:
@@ -628,7 +831,12 @@ class CallEngine:
         for other in call.legs:
             if other is not leg and other.fork_id == leg.fork_id:
                 self._cancel_leg(other)
-        self._ask(call, ForkAnswered(leg.fork_id, leg.contact))
+        decision = self._ask(call, ForkAnswered(leg.fork_id, leg.contact))
+        if decision is not None and decision.record and call.media is not None:
+            call.recording_path = str(
+                call.snapshot.server.storage.data_dir / "recordings" / f"{call.id}.wav"
+            )
+            self._spawn(self._start_recording(call))
         for other in call.legs:
             if other is not leg:
                 self._cancel_leg(other)
@@ -639,7 +847,8 @@ class CallEngine:
             call.pending_b_ack = resp
         else:
             self._send_stateless(dialog.ack_for(resp), leg.peer)
-        out = relay_response(resp, call.a_invite, call.a_dialog)
+        body = self._answer_for_a(call, resp.body) if call.media is not None else None
+        out = relay_response(resp, call.a_invite, call.a_dialog, body=body)
         self.service.respond(call.a_key, out)
         self.by_invite.pop(call.a_key, None)
         self._start_retransmitter(call, out)
@@ -729,7 +938,8 @@ class CallEngine:
         if req.method == "INVITE" and other.invite_in_progress:
             self.service.respond(key, dialog.respond(req, 491))
             return
-        out = copy_request(req, other)
+        offer = self._offer_across(call, side, req)
+        out = copy_request(req, other, body=offer[0] if offer is not None else None)
         relayed = {"done": False}
 
         def on_event(event: TxEvent) -> None:
@@ -762,10 +972,64 @@ class CallEngine:
             if relayed["done"]:
                 return
             relayed["done"] = True
-            self.service.respond(key, relay_response(resp, req, dialog))
+            body = None
+            if resp.status < 300 and resp.body and call.media is not None:
+                body = self._answer_across(call, dialog is call.a_dialog, resp.body)
+            self.service.respond(key, relay_response(resp, req, dialog, body=body))
         elif isinstance(event, TransactionTimedOut | TransportFailed) and not relayed["done"]:
             relayed["done"] = True
             self.service.respond(key, dialog.respond(req, 408))
+
+    def _offer_across(
+        self, call: Call, side: _Side, req: SipRequest
+    ) -> tuple[bytes, SessionDescription] | None:
+        """A mid-call SDP offer (re-INVITE, UPDATE) rewritten for the other leg."""
+        media = call.media
+        if media is None or not req.body or req.method not in ("INVITE", "UPDATE"):
+            return None
+        try:
+            offer = parse_sdp(req.body)
+        except RemoteProtocolError:
+            return None
+        stream = audio_stream(offer)
+        from_a = side.leg is None
+        if stream is not None:
+            media.set_remote(
+                Side.A if from_a else Side.B, stream.address, stream.port, stream.direction
+            )
+        if from_a:
+            call.origin_b = (call.origin_b or make_origin(1, call.media_host)).next_version()
+            origin, port = call.origin_b, media.b.port
+        else:
+            call.origin_a = (call.origin_a or make_origin(1, call.media_host)).next_version()
+            origin, port = call.origin_a, media.a.port
+        body = build_sdp(rewrite_sdp(offer, address=call.media_host, port=port, origin=origin))
+        call.pending_offer = offer
+        return body, offer
+
+    def _answer_across(self, call: Call, to_a: bool, body: bytes) -> bytes | None:
+        """The answer to a relayed mid-call offer, rewritten for the leg that offered."""
+        media, offer = call.media, call.pending_offer
+        if media is None or offer is None:
+            return None
+        try:
+            answer = parse_sdp(body)
+        except RemoteProtocolError:
+            return None
+        stream = audio_stream(answer)
+        if stream is not None:
+            media.set_remote(
+                Side.B if to_a else Side.A, stream.address, stream.port, stream.direction
+            )
+        if to_a:
+            call.origin_a = (call.origin_a or make_origin(1, call.media_host)).next_version()
+            origin, port = call.origin_a, media.a.port
+        else:
+            call.origin_b = (call.origin_b or make_origin(1, call.media_host)).next_version()
+            origin, port = call.origin_b, media.b.port
+        return build_sdp(
+            rewrite_sdp(answer, address=call.media_host, port=port, origin=origin, offer=offer)
+        )
 
     def _other(self, call: Call, side: _Side) -> tuple[Dialog | None, Peer | None]:
         if side.leg is None:
@@ -810,6 +1074,7 @@ class CallEngine:
             call.retransmit_timer.cancel()
             call.retransmit_timer = None
         call.retransmitter = None
+        self._release_media(call)
         for line in call.lines:
             self.line_calls[line] -= 1
             if self.line_calls[line] <= 0:
@@ -828,6 +1093,26 @@ class CallEngine:
             duration=round(call.ended_at - call.started_at, 3),
         )
         self.service.store.close_call(call.record())
+
+    def _release_media(self, call: Call) -> None:
+        """Stop the player and recorder, close the relay: its ports go back to the pool."""
+        if call.player is not None:
+            call.player.stop()
+            call.player = None
+        recorder, call.recorder = call.recorder, None
+        media, call.media = call.media, None
+        if recorder is not None:
+
+            async def close_then_release() -> None:
+                try:
+                    await recorder.close()
+                finally:
+                    if media is not None:
+                        media.close()
+
+            self._spawn(close_then_release())
+        elif media is not None:
+            media.close()
 
     def _forget_dialogs(self, call: Call) -> None:
         for dialog in [call.a_dialog, *(leg.dialog for leg in call.legs)]:

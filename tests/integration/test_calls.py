@@ -57,6 +57,10 @@ number = "0312340002"
 number = "0312340003"
 [[numbers]]
 number = "0312340004"
+[[numbers]]
+number = "0312340005"
+[[numbers]]
+number = "0312340009"
 
 [[users]]
 extension = "1001"
@@ -80,6 +84,7 @@ forward = {{ offline = "1004" }}
 extension = "1004"
 password = "secret1004"
 caller_id = "0312340004"
+recording = true
 
 [[incoming]]
 number = "0312345678"
@@ -105,6 +110,20 @@ end = "23:59:59"
 [[incoming]]
 number = "0312340004"
 targets = "1003"
+{EVERY_DAY}
+start = "0:00"
+end = "23:59:59"
+
+[[incoming]]
+number = "0312340005"
+targets = "1004"
+{EVERY_DAY}
+start = "0:00"
+end = "23:59:59"
+
+[[incoming]]
+number = "0312340009"
+targets = "009608"
 {EVERY_DAY}
 start = "0:00"
 end = "23:59:59"
@@ -558,13 +577,53 @@ def test_internal_call_between_extensions(pbx: Pbx, sipps: Sipps) -> None:
     no_active_calls(pbx)
 
 
-def test_info_reinvite_and_update_are_relayed_to_the_other_leg(pbx: Pbx, sipps: Sipps) -> None:
-    phone(pbx, sipps, "1001", "phone_answer_midcall.xml")
-    before = len(calls_to(pbx, "0312340002"))
-    carrier_call(pbx, sipps, "0312340002", scenario="carrier_call_midcall.xml")
+def test_info_reinvite_and_update_are_relayed_with_sdp_on_the_relay_and_recorded(
+    pbx: Pbx, sipps: Sipps
+) -> None:
+    """Both legs see the relay's address and port in every SDP (offer, answer, hold re-INVITE);
+    1004 has recording ON, so the call is recorded to a WAV named in the record."""
+    phone(pbx, sipps, "1004", "phone_answer_midcall.xml")
+    carrier_call(pbx, sipps, "0312340005", scenario="carrier_call_midcall.xml")
     sipps.wait_all()
-    record = closed_record(pbx, "0312340002", before + 1)
+    record = closed_record(pbx, "0312340005")
     assert record["disposition"] == "answered"
+    assert record["answered_by"] == "1004"
+    path = Path(record["recording_path"])
+    assert path.parent == pbx.root / "data" / "recordings"
+    wait_for("the recording to be closed", lambda: path.is_file() and path.stat().st_size >= 44)
+    assert path.read_bytes()[:4] == b"RIFF"
+    no_active_calls(pbx)
+
+
+def test_announcement_is_answered_played_and_hung_up(pbx: Pbx, sipps: Sipps) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtp:
+        rtp.bind((CARRIER_IP, 0))
+        rtp.settimeout(0.5)
+        args = sipp_args(
+            SIPP_DIR / "carrier_announcement.xml",
+            pbx.server.udp,
+            local_ip=CARRIER_IP,
+            port=free_port(host=CARRIER_IP),
+            service="0312340009",
+            extra=["-set", "rtp_port", str(rtp.getsockname()[1])],
+        )
+        sipps.start("carrier hears 009608", args)
+        packets: list[bytes] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                packets.append(rtp.recv(2048))
+            except TimeoutError:
+                if packets:
+                    break
+    sipps.wait_all()
+    # 20 ms PCMA packets (payload type 8, the caller's first choice) for the 12 s prompt.
+    assert len(packets) >= 500
+    assert all(len(p) == 12 + 160 and p[1] & 0x7F == 8 for p in packets)
+    record = closed_record(pbx, "0312340009")
+    assert record["disposition"] == "answered"
+    assert record["answered_by"] == "009608"
+    assert any("009608 played" in line for line in record["trace"])
     no_active_calls(pbx)
 
 
