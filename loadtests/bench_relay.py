@@ -506,7 +506,7 @@ def _row(r: Result, direct: Result | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--levels", default="250,500,600,700,800")
+    parser.add_argument("--levels", default="250,350,500,600,700,800")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--measure", type=float, default=3.0)
     parser.add_argument("--modes", default="direct,relay,relay+rec")

@@ -182,15 +182,13 @@ class CallRecorder:
         # a plain sleep is far cheaper than waiting on an event with a timeout. The first wait
         # is random so that recorders started together do not all flush at once.
         wait = self._flush_seconds * (0.5 + random.random())
-        while True:
+        while not self._stopping:
             self._sleeping = True
             try:
                 await asyncio.sleep(wait)
             finally:
                 self._sleeping = False
             wait = self._flush_seconds
-            if self._stopping:
-                return
             try:
                 await self._flush(self._position(self._loop.time() - self._jitter_seconds))
             except OSError:

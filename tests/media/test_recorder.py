@@ -195,3 +195,14 @@ async def test_codec_change_mid_call_is_still_recorded(
     assert dominant(window(left, 0.05, 0.25), FREQUENCIES) == 400
     assert dominant(window(left, 0.35, 0.55), FREQUENCIES) == 400
     assert rms(window(left, 0.35, 0.55)) > 5000
+
+
+@pytest.mark.asyncio
+async def test_close_does_not_wait_for_the_next_flush(tmp_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    recorder = await CallRecorder.start(tmp_path, "quick.wav", flush_seconds=10)
+    await asyncio.sleep(0.05)
+    began = loop.time()
+    result = await recorder.close()
+    assert loop.time() - began < 1.0
+    assert result.frames > 0  # the 50 ms heard so far (silence) are written on close
