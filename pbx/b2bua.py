@@ -76,7 +76,7 @@ from pbx.routing.model import (
     TimerKind,
 )
 from pbx.routing.router import next_step, start_call
-from pbx.sip.build import build_cancel, new_tag
+from pbx.sip.build import build_cancel, build_response, new_tag
 from pbx.sip.dialog import (
     AckTimedOut,
     Dialog,
@@ -193,6 +193,7 @@ class Call:
     recorder: CallRecorder | None = None
     player: PromptPlayer | None = None
     pending_offer: SessionDescription | None = None
+    silent_while_ringing: set[Side] = field(default_factory=set)
 
     def legs_of(self, fork_id: ForkId) -> list[BLeg]:
         return [leg for leg in self.legs if leg.fork_id == fork_id]
@@ -237,6 +238,11 @@ class CallEngine:
         self._pool: PortPool | None = None
         self._prompt: WavAudio | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        service.metrics.gauge(
+            "pbx_media_ports_in_use",
+            "RTP ports held by media sessions (RTCP ports not counted)",
+            lambda: self._pool.in_use if self._pool is not None else 0,
+        )
         self.m_calls = service.metrics.counter("pbx_calls_total", "Calls ended, by disposition")
         service.metrics.gauge("pbx_calls_active", "Calls in progress", lambda: len(self.calls))
 
@@ -464,6 +470,11 @@ class CallEngine:
         )
 
     def _on_inactive(self, call: Call, side: Side) -> None:
+        if call.state is CallState.RINGING:
+            # The relay reports a silent party once; silence while ringing is normal, so it
+            # is checked again inactivity_seconds after the answer (``_arm_silence_check``).
+            call.silent_while_ringing.add(side)
+            return
         if call.state is not CallState.ANSWERED:
             return
         seconds = call.snapshot.server.media.inactivity_seconds
@@ -472,6 +483,23 @@ class CallEngine:
         log.info("media_inactive", call=call.id, side=side.value)
         self._hang_up(call, None, "answered")
         self.service.flush()
+
+    def _arm_silence_check(self, call: Call) -> None:
+        media = call.media
+        if media is None or not call.silent_while_ringing:
+            return
+        counts = {side: _packets_from(media, side) for side in call.silent_while_ringing}
+        seconds = call.snapshot.server.media.inactivity_seconds
+        call.timers.append(self.loop.call_later(seconds, self._silence_check, call, counts))
+
+    def _silence_check(self, call: Call, counts: dict[Side, int]) -> None:
+        media = call.media
+        if media is None or call.state is not CallState.ANSWERED:
+            return
+        for side, count in counts.items():
+            if _packets_from(media, side) == count:
+                self._on_inactive(call, side)
+                return
 
     async def _start_recording(self, call: Call) -> None:
         media = call.media
@@ -620,6 +648,7 @@ class CallEngine:
         call.answered_by = fork.prompt
         self._ask(call, ForkAnswered(fork.fork_id, None))
         self._cancel_timers(call)
+        self._arm_silence_check(call)
         response = call.a_dialog.respond(
             call.a_invite, 200, body=build_sdp(answer), content_type=SDP
         )
@@ -647,7 +676,7 @@ class CallEngine:
         self, call: Call, fork: RingExtension, contact: ContactId, binding: Binding
     ) -> None:
         tenant = call.snapshot.tenants[fork.tenant]
-        peer = Peer(binding.source, binding.transport == "TCP")
+        peer = self._peer_of(binding)
         number = fork.caller.number or "anonymous"
         display = f'"{fork.caller.name}"' if fork.caller.name else None
         from_ = NameAddress(SipUri("sip", tenant.domain, number), display)
@@ -667,6 +696,24 @@ class CallEngine:
         )
         leg = BLeg(fork.fork_id, contact, fork.extension, invite, peer)
         self._send_invite(call, leg)
+
+    def _peer_of(self, binding: Binding) -> Peer:
+        """Where requests to a registered contact go: its source address (symmetric, NAT), over
+        its TCP connection while that is open; a TCP contact whose connection is gone is
+        reached by a new connection to its Contact address."""
+        if binding.transport != "TCP":
+            return Peer(binding.source, False)
+        transport = self.service.transport
+        alive = (
+            transport is not None
+            and binding.connection_id is not None
+            and binding.connection_id.isdigit()
+            and transport.connection_alive(int(binding.connection_id))
+        )
+        uri = binding.uri
+        if alive or not isinstance(uri, SipUri):
+            return Peer(binding.source, True)
+        return Peer((uri.host.strip("[]"), uri.port or 5060), True)
 
     def _dial_out(self, call: Call, fork: DialOut) -> None:
         trunk = next((t for t in call.snapshot.server.trunks if t.name == fork.trunk), None)
@@ -841,6 +888,7 @@ class CallEngine:
             if other is not leg:
                 self._cancel_leg(other)
         self._cancel_timers(call)
+        self._arm_silence_check(call)
         # Late offer (INVITE without SDP, offer in the 2xx): B's ACK carries the caller's
         # answer, so it waits for the caller's ACK.
         if not call.a_invite.body and resp.body:
@@ -926,6 +974,12 @@ class CallEngine:
             self.service.respond(key, refusal)
             return
         call = side.call
+        if req.method == "BYE" and call.state is CallState.RINGING:
+            # A caller's BYE on the early dialog: taken as a CANCEL (the INVITE gets 487).
+            self.service.respond(key, build_response(req, 200))
+            call.trace.append("the caller hung up while ringing")
+            self._fail_call(call, 487, "cancelled")
+            return
         if req.method == "BYE":
             self.service.respond(key, dialog.respond(req, 200))
             call.trace.append(f"{'caller' if side.leg is None else side.leg.label} hung up")
@@ -1142,8 +1196,6 @@ class CallEngine:
     def _respond(
         self, key: ServerKey, req: SipRequest, status: int, reason: str | None = None
     ) -> None:
-        from pbx.sip.build import build_response
-
         self.service.respond(key, build_response(req, status, reason, to_tag=new_tag()))
 
     def _now(self) -> float:
@@ -1186,6 +1238,11 @@ class CallEngine:
 
 def _ignore(event: TxEvent) -> None:
     """Callback for requests whose outcome changes nothing (CANCEL, BYE)."""
+
+
+def _packets_from(media: MediaSession, side: Side) -> int:
+    stats = media.stats(side)
+    return stats.rtp_received + stats.rtcp_received
 
 
 def _utcnow() -> datetime:

@@ -47,7 +47,7 @@ from pbx.sip.transaction import (
     TxEvent,
     UnmatchedResponseReceived,
 )
-from pbx.sip.transport import Inbound, SipTransport
+from pbx.sip.transport import Inbound, SipTransport, TransportName
 from pbx.sip.validate import ACCEPT_HEADER, ALLOW_HEADER, SUPPORTED_HEADER, validate_request
 from pbx.store import Store
 
@@ -480,7 +480,14 @@ class SipService:
         if transport is None:
             return
         for msg, destination in self.table.messages_to_send():
-            transport.send(msg.to_bytes(), destination)
+            # A request we originate over TCP (Via says so) opens a connection when none is
+            # open to its destination; everything else follows the transport's default.
+            kind: TransportName | None = (
+                "TCP"
+                if isinstance(msg, SipRequest) and msg.via and msg.via[0].transport == "TCP"
+                else None
+            )
+            transport.send(msg.to_bytes(), destination, kind)
             if isinstance(msg, SipResponse):
                 self.m_out.inc(status=str(msg.status))
             else:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
+import re
 import socket
 import sqlite3
 import subprocess
@@ -59,6 +61,8 @@ number = "0312340003"
 number = "0312340004"
 [[numbers]]
 number = "0312340005"
+[[numbers]]
+number = "0312340006"
 [[numbers]]
 number = "0312340009"
 
@@ -117,6 +121,18 @@ end = "23:59:59"
 [[incoming]]
 number = "0312340005"
 targets = "1004"
+{EVERY_DAY}
+start = "0:00"
+end = "23:59:59"
+
+[[users]]
+extension = "1005"
+password = "secret1005"
+caller_id = "0312345678"
+
+[[incoming]]
+number = "0312340006"
+targets = "1005"
 {EVERY_DAY}
 start = "0:00"
 end = "23:59:59"
@@ -689,3 +705,147 @@ def test_max_ring_seconds_ends_an_unanswered_call_with_480(tmp_path: Path, sipps
         record = closed_record(pbx, "0312340002")
         assert record["disposition"] == "no_answer"
         assert any("nobody answered within 3s" in line for line in record["trace"])
+
+
+def test_caller_that_never_acks_gets_the_2xx_retransmitted_then_bye_on_both_legs(
+    pbx: Pbx, sipps: Sipps
+) -> None:
+    phone(pbx, sipps, "1001", "phone_answer.xml")  # gets our ACK, then our BYE
+    before = len(calls_to(pbx, "0312340002"))
+    started = time.monotonic()
+    carrier_call(pbx, sipps, "0312340002", scenario="carrier_call_no_ack.xml")
+    sipps.wait_all()
+    assert time.monotonic() - started >= 30  # 64*T1 of 2xx retransmissions first
+    record = closed_record(pbx, "0312340002", before + 1)
+    assert record["disposition"] == "failed"
+    assert record["answered_by"] == "1001"
+    assert any("no ACK" in line for line in record["trace"])
+    no_active_calls(pbx)
+
+
+def test_no_rtp_for_inactivity_seconds_hangs_up_both_sides(tmp_path: Path, sipps: Sipps) -> None:
+    config = write_config(tmp_path / "pbx", tenants={"acme": TENANT}, server_extra=SERVER_EXTRA)
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace("[media]\n", "[media]\ninactivity_seconds = 2\n"))
+    with running_server(config) as server:
+        port = free_port(host=PHONE_IP)
+        register(server, "1001", port, tmp_path)
+        pbx = Pbx(server, tmp_path / "pbx", 0, {"1001": port})
+        phone(pbx, sipps, "1001", "phone_answer_sdp.xml")  # answers, never sends RTP
+        args = sipp_args(
+            SIPP_DIR / "carrier_announcement.xml",  # offers SDP, answered, waits for BYE
+            server.udp,
+            local_ip=CARRIER_IP,
+            port=free_port(host=CARRIER_IP),
+            service="0312340002",
+            extra=["-set", "rtp_port", str(free_port(host=CARRIER_IP))],
+        )
+        sipps.start("carrier, silent", args)
+        sipps.wait_all()
+        record = closed_record(pbx, "0312340002")
+        assert record["disposition"] == "answered"
+        assert any("no RTP from the" in line for line in record["trace"])
+        assert 2 <= record["ended_at"] - record["answered_at"] < 10
+        _, metrics = server.admin_request("GET", "/metrics")
+        assert re.search(r"^pbx_media_ports_in_use 0(\.0)?$", metrics, re.M), metrics
+
+
+# --- a phone over TCP (raw socket: SIPp cannot register and take calls on one connection) ----
+
+
+def read_sip(conn: socket.socket, buffer: bytearray) -> bytes:
+    """One SIP message from a TCP stream (headers, then Content-Length bytes)."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = conn.recv(65535)
+        assert chunk, "connection closed"
+        buffer.extend(chunk)
+    head, _, _ = bytes(buffer).partition(b"\r\n\r\n")
+    match = re.search(rb"(?im)^(?:content-length|l)\s*:\s*(\d+)", head)
+    total = len(head) + 4 + (int(match.group(1)) if match else 0)
+    while len(buffer) < total:
+        buffer.extend(conn.recv(65535))
+    message = bytes(buffer[:total])
+    del buffer[:total]
+    return message
+
+
+def header(message: bytes, name: str) -> str:
+    match = re.search(rf"(?im)^{name}\s*:\s*(.*?)\r$", message.decode())
+    assert match, f"no {name} in {message!r}"
+    return match.group(1)
+
+
+def digest_authorization(challenge: str, user: str, password: str, method: str, uri: str) -> str:
+    fields = dict(re.findall(r'(\w+)="?([^",]*)"?', challenge))
+    realm, nonce = fields["realm"], fields["nonce"]
+    ha1 = hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()
+    ha2 = hashlib.md5(f"{method}:{uri}".encode()).hexdigest()
+    cnonce, nc = "0a4f113b", "00000001"
+    response = hashlib.md5(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}".encode()).hexdigest()
+    return (
+        f'Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{uri}", '
+        f'response="{response}", algorithm=MD5, qop=auth, nc={nc}, cnonce="{cnonce}"'
+    )
+
+
+def test_calls_reach_a_tcp_phone_over_its_registration_connection(pbx: Pbx, sipps: Sipps) -> None:
+    with socket.create_connection(pbx.server.tcp, timeout=10) as conn:
+        host, port = conn.getsockname()
+        contact = f"sip:1005@{host}:{port};transport=tcp"
+        buffer = bytearray()
+        authorization = ""
+        for cseq in (1, 2):
+            register = (
+                "REGISTER sip:acme.example SIP/2.0\r\n"
+                f"Via: SIP/2.0/TCP {host}:{port};branch=z9hG4bK-tcp-reg-{cseq}\r\n"
+                "Max-Forwards: 70\r\n"
+                "From: <sip:1005@acme.example>;tag=tcpreg\r\n"
+                "To: <sip:1005@acme.example>\r\n"
+                "Call-ID: tcp-phone-register@test\r\n"
+                f"CSeq: {cseq} REGISTER\r\n"
+                f"Contact: <{contact}>\r\n"
+                f"{authorization}"
+                "Expires: 600\r\n"
+                "Content-Length: 0\r\n\r\n"
+            )
+            conn.sendall(register.encode())
+            reply = read_sip(conn, buffer)
+            if reply.startswith(b"SIP/2.0 401"):
+                value = digest_authorization(
+                    header(reply, "WWW-Authenticate"),
+                    "1005",
+                    "secret1005",
+                    "REGISTER",
+                    "sip:acme.example",
+                )
+                authorization = f"Authorization: {value}\r\n"
+                continue
+            assert reply.startswith(b"SIP/2.0 200"), reply
+            break
+        carrier_call(pbx, sipps, "0312340006", hold_ms=300)
+        invite = read_sip(conn, buffer)
+        assert invite.startswith(f"INVITE {contact} SIP/2.0".encode()), invite
+        assert "SIP/2.0/TCP" in header(invite, "Via")
+
+        def reply_to(request: bytes, status: str, tag: bool = True) -> bytes:
+            to = header(request, "To") + (";tag=tcpphone" if tag else "")
+            vias = "".join(
+                f"Via: {v}\r\n" for v in re.findall(r"(?im)^Via\s*:\s*(.*?)\r$", request.decode())
+            )
+            return (
+                f"SIP/2.0 {status}\r\n{vias}"
+                f"From: {header(request, 'From')}\r\nTo: {to}\r\n"
+                f"Call-ID: {header(request, 'Call-ID')}\r\nCSeq: {header(request, 'CSeq')}\r\n"
+                f"Contact: <{contact}>\r\nContent-Length: 0\r\n\r\n"
+            ).encode()
+
+        conn.sendall(reply_to(invite, "180 Ringing") + reply_to(invite, "200 OK"))
+        ack = read_sip(conn, buffer)
+        assert ack.startswith(b"ACK "), ack
+        bye = read_sip(conn, buffer)
+        assert bye.startswith(b"BYE "), bye
+        conn.sendall(reply_to(bye, "200 OK", tag=False))
+        sipps.wait_all()
+    record = closed_record(pbx, "0312340006")
+    assert record["disposition"] == "answered"
+    assert record["answered_by"] == "1005"
