@@ -45,7 +45,7 @@ import structlog
 
 from pbx.errors import PbxError
 from pbx.media.rtp import rtcp_port
-from pbx.media.sdp import Direction
+from pbx.media.sdp import AudioStream, Direction
 
 log = structlog.get_logger("pbx.media.relay")
 
@@ -230,13 +230,24 @@ class Leg:
         return rtcp_port(self.port)
 
     def set_remote(
-        self, address: str | None, port: int, direction: Direction = Direction.SENDRECV
+        self,
+        address: str | None,
+        port: int,
+        direction: Direction = Direction.SENDRECV,
+        *,
+        rtcp: Address | None = None,
     ) -> None:
-        """Where this party's SDP says to send, and its direction; forgets any latch."""
+        """Where this party's SDP says to send, and its direction; forgets any latch.
+
+        RTCP goes to ``rtcp`` if the SDP had an a=rtcp line (RFC 3605), else to port + 1.
+        """
         self.direction = direction
         declared = (address, port) if address is not None and port else None
         self.rtp.declared = declared
-        self.rtcp.declared = (declared[0], rtcp_port(declared[1])) if declared else None
+        if declared is None:
+            self.rtcp.declared = None
+        else:
+            self.rtcp.declared = rtcp or (declared[0], rtcp_port(declared[1]))
         self.rtp.source = self.rtcp.source = None
         self._update_dest()
         self.rtp.last_active = self.rtcp.last_active = self.clock()
@@ -471,10 +482,19 @@ class MediaSession:
         address: str | None,
         port: int,
         direction: Direction = Direction.SENDRECV,
+        *,
+        rtcp: Address | None = None,
     ) -> None:
         """Apply one party's SDP (its address, RTP port and direction); resets its latch."""
-        self._legs[side].set_remote(address, port, direction)
+        self._legs[side].set_remote(address, port, direction, rtcp=rtcp)
         self._inactive_reported.discard(side)
+
+    def apply_sdp(self, side: Side, stream: AudioStream) -> None:
+        """set_remote from a parsed stream (``sdp.audio_stream``), a=rtcp included."""
+        rtcp = None
+        if stream.rtcp_port is not None and stream.address is not None:
+            rtcp = (stream.rtcp_address or stream.address, stream.rtcp_port)
+        self.set_remote(side, stream.address, stream.port, stream.direction, rtcp=rtcp)
 
     def set_tap(self, side: Side, sink: PacketSink | None) -> None:
         """Copy every RTP packet this party sends to sink(arrival_time, datagram), or stop."""

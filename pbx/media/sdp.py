@@ -348,6 +348,9 @@ class AudioStream:
     codecs: tuple[Codec, ...]  # G.711 codecs offered/accepted, in preference order
     telephone_event: int | None  # the dynamic payload type of RFC 4733 events, if any
     ptime: int | None = None
+    # RFC 3605 a=rtcp: the port (and address) RTCP should go to, when not RTP port + 1.
+    rtcp_port: int | None = None
+    rtcp_address: str | None = None
 
     @property
     def active(self) -> bool:
@@ -423,6 +426,7 @@ def audio_stream(sd: SessionDescription) -> AudioStream | None:
     except ValueError:
         ptime = None
     address = _stream_address(sd, m)
+    rtcp_port, rtcp_address = _parse_rtcp_attribute(m.attribute("rtcp"))
     return AudioStream(
         address=address,
         port=m.port,
@@ -430,7 +434,24 @@ def audio_stream(sd: SessionDescription) -> AudioStream | None:
         codecs=tuple(codecs),
         telephone_event=telephone_event,
         ptime=ptime,
+        rtcp_port=rtcp_port,
+        rtcp_address=rtcp_address,
     )
+
+
+def _parse_rtcp_attribute(value: str | None) -> tuple[int | None, str | None]:
+    """RFC 3605 §2.1: a=rtcp:port [nettype addrtype connection-address]; junk is ignored."""
+    if not value:
+        return None, None
+    parts = value.split()
+    try:
+        port = int(parts[0])
+    except ValueError:
+        return None, None
+    if not 0 < port <= 65535:
+        return None, None
+    address = parts[3] if len(parts) == 4 and parts[3] not in (HOLD_ADDRESS, "::") else None
+    return port, address
 
 
 def _hold_direction(direction: Direction, null_address: bool) -> Direction:

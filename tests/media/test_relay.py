@@ -12,7 +12,7 @@ import pytest_asyncio
 
 from pbx.media.relay import MediaSession, PortPool, PortPoolExhausted, Side
 from pbx.media.rtp import RtpPacket
-from pbx.media.sdp import Direction
+from pbx.media.sdp import Direction, audio_stream, parse_sdp
 from tests.media.udp import HOST, TEST_PORTS, Endpoint, endpoint, endpoint_pair
 
 
@@ -232,6 +232,20 @@ async def test_rtcp_goes_to_the_latched_rtp_host_port_plus_one_before_rtcp_latch
         async with endpoint(b_rtp.address[1] + 1) as b_rtcp:
             b_rtcp.send(RTCP_RR, relay_addr(session, Side.B, rtcp=True))
             assert (await a_rtcp.receive())[0] == RTCP_RR
+
+
+@pytest.mark.asyncio
+async def test_rtcp_follows_an_rfc3605_rtcp_attribute(session: MediaSession) -> None:
+    async with endpoint() as a_rtp, endpoint() as a_rtcp, endpoint() as b_rtcp:
+        body = (
+            f"v=0\r\no=- 1 1 IN IP4 {HOST}\r\ns=-\r\nc=IN IP4 {HOST}\r\nt=0 0\r\n"
+            f"m=audio {a_rtp.address[1]} RTP/AVP 0\r\na=rtcp:{a_rtcp.address[1]}\r\n"
+        )
+        stream = audio_stream(parse_sdp(body))
+        assert stream is not None
+        session.apply_sdp(Side.A, stream)
+        b_rtcp.send(RTCP_RR, relay_addr(session, Side.B, rtcp=True))
+        assert (await a_rtcp.receive())[0] == RTCP_RR
 
 
 @pytest.mark.asyncio

@@ -238,3 +238,19 @@ def test_lf_line_ends_and_trailing_blank_lines_are_accepted() -> None:
 def test_malformed_sdp_is_rejected(body: bytes, message: str) -> None:
     with pytest.raises(RemoteProtocolError, match=message):
         parse_sdp(body)
+
+
+@pytest.mark.parametrize(
+    ("attribute", "port", "address"),
+    [
+        ("a=rtcp:53020", 53020, None),
+        ("a=rtcp:53020 IN IP4 126.16.64.4", 53020, "126.16.64.4"),
+        ("a=rtcp:junk", None, None),
+    ],
+)
+def test_rfc3605_rtcp_attribute_is_read(
+    attribute: str, port: int | None, address: str | None
+) -> None:
+    stream = audio_stream(parse_sdp(sdp(*HEAD, "t=0 0", "m=audio 4000 RTP/AVP 0", attribute)))
+    assert stream is not None
+    assert (stream.rtcp_port, stream.rtcp_address) == (port, address)
