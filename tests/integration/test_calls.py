@@ -849,3 +849,22 @@ def test_calls_reach_a_tcp_phone_over_its_registration_connection(pbx: Pbx, sipp
     record = closed_record(pbx, "0312340006")
     assert record["disposition"] == "answered"
     assert record["answered_by"] == "1005"
+
+
+def test_authenticated_user_must_be_the_from_user(pbx: Pbx, sipps: Sipps) -> None:
+    """1004's credentials on an INVITE whose From says 1001: refused with 403, no call placed."""
+    scenario = scenario_from_template(
+        "phone_call_refused.xml", sipps.workdir, NUMBER="1002", STATUS="403"
+    )
+    args = sipp_args(
+        scenario,
+        pbx.server.udp,
+        local_ip=PHONE_IP,
+        port=free_port(host=PHONE_IP),
+        service="1001",  # From user
+        extra=["-au", "1004", "-ap", PASSWORDS["1004"]],
+    )
+    sipps.start("1001 impersonated by 1004", args)
+    sipps.wait_all()
+    assert pbx.server.events("call_identity_mismatch")
+    assert calls_to(pbx, "1002") == []
