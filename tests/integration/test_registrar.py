@@ -146,10 +146,6 @@ class RawPhone:
     def close(self) -> None:
         self.sock.close()
 
-    @property
-    def contact(self) -> str:
-        return f"sip:{{user}}@{self.host}:{self.port}"
-
     def register(self, user: str, *, authorization: str | None = None, expires: int = 600) -> bytes:
         """A REGISTER for ``user`` (new branch, next CSeq of this phone's Call-ID)."""
         self.cseq += 1
