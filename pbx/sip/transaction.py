@@ -22,6 +22,10 @@ Choices made here:
 - The INVITE server transaction sends 100 Trying at once, not after 200 ms (17.2.1 makes the
   100 optional only when the TU answers within 200 ms; answering at once is always allowed and
   quenches the client's retransmissions soonest).
+- The 100 is withdrawn when the TU answers before it has left: a response (the 401 challenge,
+  a 4xx) given in the same turn of the adapter's loop drops the still-queued 100 (17.2.1 needs it
+  only when the TU will not answer within 200 ms). pyVoIP 1.6 takes a 100 to its INVITE for
+  progress and never reads the 401 that follows it, so it could not place a call at all.
 - The server key includes the CSeq number besides the branch. 17.2.3 matches on branch, sent-by
   and method only, but pyVoIP 1.6 reuses its first INVITE's branch in the INVITE it resends
   with credentials after a 401 (with a higher CSeq): by branch alone that new INVITE would be
@@ -769,6 +773,7 @@ class InviteServerTransaction(_ServerTransaction):
         # generate a provisional or final response within 200 ms": sent at once, always.
         trying = build_response(request, 100)
         self.last_response = trying
+        self.trying: SipResponse | None = trying  # until the TU's first response
         self._send(trying)
 
 
@@ -904,6 +909,10 @@ class TransactionTable:
         tx = self._transactions.get(key)
         if not isinstance(tx, InviteServerTransaction | NonInviteServerTransaction):
             raise LocalProtocolError(f"no server transaction {key}", status_hint=481)
+        if isinstance(tx, InviteServerTransaction) and tx.trying is not None:
+            # The TU answers before our 100 left (module docstring): the 100 is withdrawn.
+            trying, tx.trying = tx.trying, None
+            self._outbox = [entry for entry in self._outbox if entry[0] is not trying]
         tx.respond(response, now)
         return self._after(tx)
 

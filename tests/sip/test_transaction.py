@@ -1004,3 +1004,25 @@ def test_table_counts_retransmissions_received_and_sent() -> None:
     table.handle_timers(deadline)  # timer G: the 486 once more
     assert table.retransmissions_sent == 2
     assert [statuses([m]) for m, _ in table.messages_to_send()] == [[486], [486]]
+
+
+def test_table_withdraws_the_queued_100_when_the_tu_answers_at_once() -> None:
+    # pyVoIP 1.6 reads a 100 to its INVITE as progress and ignores the 401 behind it.
+    table = TransactionTable()
+    invite = make_request()
+    [event] = table.receive(invite, PHONE, 0.0)
+    assert isinstance(event, RequestReceived)
+    table.respond(event.key, build_response(invite, 401, to_tag="srv"), 0.0)
+    assert statuses([m for m, _ in table.messages_to_send()]) == [401]
+
+
+def test_table_keeps_the_100_that_already_left_before_the_tu_answered() -> None:
+    table = TransactionTable()
+    invite = make_request()
+    [event] = table.receive(invite, PHONE, 0.0)
+    assert isinstance(event, RequestReceived)
+    assert statuses([m for m, _ in table.messages_to_send()]) == [100]
+    other = make_request(branch="z9hG4bKother")
+    table.receive(other, PHONE, 0.05)  # another INVITE's 100 waits in the outbox
+    table.respond(event.key, build_response(invite, 180, to_tag="srv"), 0.1)
+    assert statuses([m for m, _ in table.messages_to_send()]) == [100, 180]
