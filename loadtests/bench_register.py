@@ -357,7 +357,8 @@ def climb(
             print(f"  {name}: time budget reached before {rate}/s", flush=True)
             break
         step = run_step(target, users, rate, seconds, workdir, measured_pid)
-        print(f"  {name:8} {_row(step)}", flush=True)
+        # The machine may be shared: the 1-minute load average tells how quiet it was.
+        print(f"  {name:8} {_row(step)}  load {os.getloadavg()[0]:.2f}", flush=True)
         if not step.passed:
             break
         best = step
