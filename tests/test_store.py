@@ -262,3 +262,20 @@ async def test_a_failed_commit_fails_its_writers_but_not_the_store(tmp_path: Pat
     await store.save_binding(binding())
     assert len(await store.load_bindings(NOW)) == 1
     await store.close()
+
+
+@pytest.mark.asyncio
+async def test_a_burst_of_registrations_is_committed_in_order_in_few_commits(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / DATABASE_NAME)
+    bindings = [binding(f"10.0.1.{i}") for i in range(200)]
+    first = bindings[0]
+    refreshed = replace(first, expires_at=NOW + 900, cseq=9)
+    # The same binding twice in one burst: the later write must win (statement order kept).
+    await asyncio.gather(*(store.save_binding(b) for b in [*bindings, refreshed]))
+    assert store.stats.commits <= 3
+    loaded = {b.contact: b for b in await store.load_bindings(NOW)}
+    assert len(loaded) == 200
+    assert loaded[first.contact] == refreshed
+    await store.close()

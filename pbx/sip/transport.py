@@ -62,6 +62,22 @@ class ListenAddress:
 
 InboundHandler = Callable[[Inbound], None]
 
+# A burst (or a short pause of the loop) must not overflow the kernel's datagram queue: every
+# datagram lost there comes back as a retransmission storm.
+UDP_RECEIVE_BUFFER = 8 * 1024 * 1024
+
+
+def _grow_receive_buffer(sock: socket.socket, size: int) -> None:
+    """Ask for ``size`` bytes of receive buffer: past net.core.rmem_max when privileged."""
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    if force is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+            return
+        except OSError:
+            pass  # not privileged (CAP_NET_ADMIN): the kernel caps SO_RCVBUF at rmem_max
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
 
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, owner: SipTransport, local: Address) -> None:
@@ -185,7 +201,7 @@ class SipTransport:
                 sock = socket.socket(family, socket.SOCK_DGRAM)
                 if family == socket.AF_INET6:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+                _grow_receive_buffer(sock, UDP_RECEIVE_BUFFER)
                 sock.bind((host, port))
                 local = (host, int(sock.getsockname()[1]))
                 _, proto = await loop.create_datagram_endpoint(
