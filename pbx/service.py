@@ -364,8 +364,11 @@ class SipService:
         if not result.ok:
             self.respond(key, response)
             return
+        before = {b.contact_key for b in self.registrations.bindings_of(aor.tenant, aor.extension)}
         self.registrations.apply(result)
-        log.info(
+        # A new or removed contact is worth an info line; a refresh (most REGISTERs) is debug.
+        changed = before != {b.contact_key for b in result.bindings}
+        (log.info if changed else log.debug)(
             "registered",
             aor=str(aor),
             source=packet.source,
