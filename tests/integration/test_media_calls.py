@@ -710,6 +710,7 @@ def test_phone_that_stops_sending_rtp_is_hung_up_and_ports_are_freed(
             inactivity + 8,
         )
         elapsed = time.monotonic() - muted_at
+        print(f"inactivity: BYE to both phones {elapsed:.2f}s after the caller went quiet")
         assert inactivity - 0.1 <= elapsed <= inactivity + 3, elapsed
 
         record = closed_record(tmp_path / "pbx", "1001", 0)
