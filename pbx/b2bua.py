@@ -178,8 +178,9 @@ class Call:
     lines: list[LineKey] = field(default_factory=list)
     disposition: Disposition | None = None
     max_ring_fired: bool = False
-    retransmitter: TwoXxRetransmitter | None = None
-    retransmit_timer: asyncio.TimerHandle | None = None
+    # 2xx responses to INVITEs (the initial one to the caller, relayed re-INVITEs to either
+    # side) retransmitted until their ACK (13.3.1.4).
+    retransmissions: list[_Retransmission] = field(default_factory=list)
     pending_b_ack: SipResponse | None = None
     recording_path: str | None = None
     # Media (only when the caller's INVITE carries an SDP offer): the relay session, the
@@ -213,6 +214,17 @@ class Call:
             trace=tuple(self.trace),
             recording_path=self.recording_path,
         )
+
+
+class _Retransmission:
+    """One 2xx being retransmitted, with its timer; ``initial``: the answer to the caller."""
+
+    __slots__ = ("initial", "retrans", "timer")
+
+    def __init__(self, retrans: TwoXxRetransmitter, initial: bool) -> None:
+        self.retrans = retrans
+        self.initial = initial
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class _Side:
@@ -300,14 +312,15 @@ class CallEngine:
         if side is None:
             return
         call = side.call
-        retrans = call.retransmitter
-        if side.leg is None and retrans is not None and retrans.receive_ack(request, self._now()):
-            self._drain_retransmitter(call)
-            if call.pending_b_ack is not None and call.winner is not None:
+        for item in list(call.retransmissions):
+            if not item.retrans.receive_ack(request, self._now()):
+                continue
+            self._drain_retransmitter(call, item)
+            if item.initial and call.pending_b_ack is not None and call.winner is not None:
                 self._ack_b(call, call.winner, call.pending_b_ack, request.body, request)
                 call.pending_b_ack = None
             return
-        # An ACK for a relayed re-INVITE's 2xx: we acknowledged the other side ourselves.
+        # Otherwise a repeated ACK: the other side was acknowledged by us already.
 
     def on_cancel(self, invite_key: ServerKey, cancel: SipRequest) -> None:
         call = self.by_invite.get(invite_key)
@@ -654,7 +667,7 @@ class CallEngine:
         )
         self.service.respond(call.a_key, response)
         self.by_invite.pop(call.a_key, None)
-        self._start_retransmitter(call, response)
+        self._start_retransmitter(call, response, call.a_peer, initial=True)
 
         def done(result: PlaybackFinished) -> None:
             if call.state is CallState.ANSWERED:
@@ -899,7 +912,7 @@ class CallEngine:
         out = relay_response(resp, call.a_invite, call.a_dialog, body=body)
         self.service.respond(call.a_key, out)
         self.by_invite.pop(call.a_key, None)
-        self._start_retransmitter(call, out)
+        self._start_retransmitter(call, out, call.a_peer, initial=True)
         log.debug("call_answered", call=call.id, by=leg.label)
 
     def _ack_b(
@@ -916,51 +929,46 @@ class CallEngine:
         self.service.send_stateless(msg, peer.address)
 
     # -- 2xx retransmission to the caller (13.3.1.4) -------------------------------------------
-    def _start_retransmitter(self, call: Call, response: SipResponse) -> None:
-        call.retransmitter = TwoXxRetransmitter(
-            response, call.a_peer.address, self._now(), self.service.table.timers
-        )
-        self._arm_retransmitter(call)
+    def _start_retransmitter(
+        self, call: Call, response: SipResponse, peer: Peer, *, initial: bool
+    ) -> None:
+        retrans = TwoXxRetransmitter(response, peer.address, self._now(), self.service.table.timers)
+        item = _Retransmission(retrans, initial)
+        call.retransmissions.append(item)
+        self._arm_retransmitter(call, item)
 
-    def _arm_retransmitter(self, call: Call) -> None:
-        retrans = call.retransmitter
-        if call.retransmit_timer is not None:
-            call.retransmit_timer.cancel()
-            call.retransmit_timer = None
-        if retrans is None:
+    def _arm_retransmitter(self, call: Call, item: _Retransmission) -> None:
+        if item.timer is not None:
+            item.timer.cancel()
+            item.timer = None
+        deadline = item.retrans.get_timer()
+        if deadline is None:
+            if item in call.retransmissions:
+                call.retransmissions.remove(item)
             return
-        deadline = retrans.get_timer()
-        if deadline is not None:
-            call.retransmit_timer = self.loop.call_at(deadline, self._on_retransmit, call)
+        item.timer = self.loop.call_at(deadline, self._on_retransmit, call, item)
 
-    def _on_retransmit(self, call: Call) -> None:
-        call.retransmit_timer = None
-        retrans = call.retransmitter
-        if retrans is None:
-            return
+    def _on_retransmit(self, call: Call, item: _Retransmission) -> None:
+        item.timer = None
         try:
-            retrans.handle_timer(self._now())
-            for msg, destination in retrans.messages_to_send():
+            item.retrans.handle_timer(self._now())
+            for msg, destination in item.retrans.messages_to_send():
                 self.service.send_stateless(msg, destination)
-            self._drain_retransmitter(call)
+            self._drain_retransmitter(call, item)
         except Exception:
             log.exception("retransmit_failed", call=call.id)
         self.service.flush()
 
-    def _drain_retransmitter(self, call: Call) -> None:
-        retrans = call.retransmitter
-        if retrans is None:
-            return
-        while (event := retrans.next_event()) is not None:
+    def _drain_retransmitter(self, call: Call, item: _Retransmission) -> None:
+        while (event := item.retrans.next_event()) is not None:
             if isinstance(event, AckTimedOut):
-                call.trace.append("no ACK from the caller for the 2xx: hang up both legs")
-                log.warning("call_ack_timeout", call=call.id)
-                self._hang_up(call, None, "failed")
+                which = "the 2xx" if item.initial else "a re-INVITE's 2xx"
+                call.trace.append(f"no ACK for {which}: hang up both legs")
+                log.warning("call_ack_timeout", call=call.id, initial=item.initial)
+                self._hang_up(call, None, "failed" if item.initial else "answered")
             elif isinstance(event, TwoXxAcknowledged):
                 pass
-        if retrans.get_timer() is None:
-            call.retransmitter = None
-        self._arm_retransmitter(call)
+        self._arm_retransmitter(call, item)
 
     # -- in-dialog requests (12.2.2) -----------------------------------------------------------
     def _in_dialog(self, key: ServerKey, req: SipRequest, inbound: Inbound) -> None:
@@ -1029,7 +1037,17 @@ class CallEngine:
             body = None
             if resp.status < 300 and resp.body and call.media is not None:
                 body = self._answer_across(call, dialog is call.a_dialog, resp.body)
-            self.service.respond(key, relay_response(resp, req, dialog, body=body))
+            answer = relay_response(resp, req, dialog, body=body)
+            self.service.respond(key, answer)
+            if out.method == "INVITE" and resp.status < 300:
+                winner = call.winner
+                requester = (
+                    call.a_peer
+                    if dialog is call.a_dialog
+                    else (winner.peer if winner is not None else None)
+                )
+                if requester is not None:
+                    self._start_retransmitter(call, answer, requester, initial=False)
         elif isinstance(event, TransactionTimedOut | TransportFailed) and not relayed["done"]:
             relayed["done"] = True
             self.service.respond(key, dialog.respond(req, 408))
@@ -1124,10 +1142,10 @@ class CallEngine:
         call.ended_at = time.time()
         call.disposition = disposition
         self._cancel_timers(call)
-        if call.retransmit_timer is not None:
-            call.retransmit_timer.cancel()
-            call.retransmit_timer = None
-        call.retransmitter = None
+        for item in call.retransmissions:
+            if item.timer is not None:
+                item.timer.cancel()
+        call.retransmissions.clear()
         self._release_media(call)
         for line in call.lines:
             self.line_calls[line] -= 1
@@ -1205,8 +1223,9 @@ class CallEngine:
         """Server shutdown: timers stop; open records are closed as failed at next start-up."""
         for call in list(self.calls.values()):
             self._cancel_timers(call)
-            if call.retransmit_timer is not None:
-                call.retransmit_timer.cancel()
+            for item in call.retransmissions:
+                if item.timer is not None:
+                    item.timer.cancel()
 
     # -- admin view ----------------------------------------------------------------------------
     def calls_view(self) -> list[dict[str, Any]]:
