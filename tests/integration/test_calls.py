@@ -868,3 +868,14 @@ def test_authenticated_user_must_be_the_from_user(pbx: Pbx, sipps: Sipps) -> Non
     sipps.wait_all()
     assert pbx.server.events("call_identity_mismatch")
     assert calls_to(pbx, "1002") == []
+
+
+def test_early_media_183_is_relayed_with_the_relay_in_its_sdp(pbx: Pbx, sipps: Sipps) -> None:
+    phone(pbx, sipps, "1001", "phone_early_media.xml")
+    before = len(calls_to(pbx, "0312340002"))
+    carrier_call(pbx, sipps, "0312340002", scenario="carrier_early_media.xml", hold_ms=300)
+    sipps.wait_all()
+    record = closed_record(pbx, "0312340002", before + 1)
+    assert record["disposition"] == "answered"
+    assert record["answered_by"] == "1001"
+    no_active_calls(pbx)
