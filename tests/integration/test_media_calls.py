@@ -10,11 +10,15 @@ datagram, with its arrival time) and what it sends at ``RTPClient.encode_packet`
 before encoding), both wrapped with ``monkeypatch``; audio is decoded here, not through pyVoIP's
 jitter-less buffer.
 
-pyVoIP quirks these tests live with (DESIGN.md section 8): it acknowledges a 2xx with a new
-random To tag, and runs a call's callback in a thread whose end makes it forget the call, so the
-answering callback stays alive until the call ends.
+pyVoIP quirks these tests live with (DESIGN.md section 8): it starts reading SIP 1 s after it
+registered (we wait for its reader thread before dialling); it opens its RTP socket only when it
+reads the 200, so the first packet or two of the announcement reach nobody; it runs a call's
+callback in a thread whose end makes it forget the call, so the answering callback stays alive
+until the call ends; it acknowledges a 2xx with a new random To tag, which the server does not
+take (the last test, an expected failure: such calls are torn down after 64*T1 = 32 s, longer
+than any call here).
 
-The server's ``[media] rtp_ports`` is the harness's 32000-32999; the phones use 41000-41399.
+The server's ``[media] rtp_ports`` is the harness's 32000-32999; the phones use 41000-41299.
 """
 
 from __future__ import annotations
