@@ -28,7 +28,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -246,6 +246,8 @@ class CallEngine:
         self.by_invite: dict[ServerKey, Call] = {}
         self.dialogs = DialogTable()
         self.sides: dict[DialogId, _Side] = {}
+        # Calls by the caller's Call-ID and From tag, for an ACK whose To tag is not ours.
+        self.by_caller: dict[tuple[str, str], Call] = {}
         self.line_calls: Counter[LineKey] = Counter()
         self._pool: PortPool | None = None
         self._prompt: WavAudio | None = None
@@ -310,7 +312,14 @@ class CallEngine:
         dialog_id = DialogId.of_request(request)
         side = self.sides.get(dialog_id) if dialog_id is not None else None
         if side is None:
-            return
+            # Liberal in what we accept: pyVoIP 1.6 acknowledges a 2xx with a To tag of its own
+            # making. The caller's Call-ID, From tag and CSeq still name our 2xx.
+            call = self.by_caller.get((request.call_id, request.from_.tag or ""))
+            if call is None:
+                return
+            log.debug("ack_with_foreign_to_tag", call=call.id, to_tag=request.to.tag)
+            side = _Side(call, None)
+            request = replace(request, to=request.to.with_tag(call.a_dialog.id.local_tag))
         call = side.call
         for item in list(call.retransmissions):
             if not item.retrans.receive_ack(request, self._now()):
@@ -385,6 +394,7 @@ class CallEngine:
         )
         self.calls[call.id] = call
         self.by_invite[key] = call
+        self.by_caller[(req.call_id, req.from_.tag or "")] = call
         self._index(a_dialog, _Side(call, None))
         if isinstance(origin, FromExtension):
             self._take_line(call, (origin.tenant, origin.extension))
@@ -1187,6 +1197,9 @@ class CallEngine:
             media.close()
 
     def _forget_dialogs(self, call: Call) -> None:
+        caller = (call.a_invite.call_id, call.a_invite.from_.tag or "")
+        if self.by_caller.get(caller) is call:
+            del self.by_caller[caller]
         for dialog in [call.a_dialog, *(leg.dialog for leg in call.legs)]:
             if dialog is not None:
                 self.dialogs.remove(dialog)

@@ -879,3 +879,51 @@ def test_early_media_183_is_relayed_with_the_relay_in_its_sdp(pbx: Pbx, sipps: S
     assert record["disposition"] == "answered"
     assert record["answered_by"] == "1001"
     no_active_calls(pbx)
+
+
+def test_ack_with_a_foreign_to_tag_still_stops_the_2xx_retransmissions(
+    pbx: Pbx, sipps: Sipps
+) -> None:
+    """pyVoIP 1.6 ACKs a 2xx with a To tag of its own: Call-ID, From tag and CSeq still name
+    our 2xx, so it is taken (no retransmission after it, no teardown)."""
+    phone(pbx, sipps, "1001", "phone_answer.xml")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((CARRIER_IP, 0))
+        sock.settimeout(10)
+        host, port = sock.getsockname()
+        server = f"{pbx.server.udp[0]}:{pbx.server.udp[1]}"
+
+        def request(method: str, cseq: int, to_tag: str | None, branch: str) -> bytes:
+            to = f"<sip:0312340002@{server}>" + (f";tag={to_tag}" if to_tag else "")
+            return (
+                f"{method} sip:0312340002@{server} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bK-{branch}\r\n"
+                "Max-Forwards: 70\r\n"
+                f"From: <sip:0901112222@{host}>;tag=rawcaller\r\n"
+                f"To: {to}\r\n"
+                "Call-ID: foreign-to-tag@test\r\n"
+                f"CSeq: {cseq} {method}\r\n"
+                f"Contact: <sip:0901112222@{host}:{port}>\r\n"
+                "Content-Length: 0\r\n\r\n"
+            ).encode()
+
+        sock.sendto(request("INVITE", 1, None, "inv"), pbx.server.udp)
+        while True:
+            reply, _ = sock.recvfrom(65535)
+            if reply.startswith(b"SIP/2.0 200"):
+                break
+            assert reply.startswith((b"SIP/2.0 100", b"SIP/2.0 180")), reply
+        our_tag = re.search(rb"(?im)^To:.*;tag=([^;\r]+)", reply)
+        assert our_tag is not None
+        sock.sendto(request("ACK", 1, "pyvoip-random-tag", "ack"), pbx.server.udp)
+        sock.settimeout(1.6)  # a 2xx retransmission would come after T1, then 2*T1
+        with pytest.raises(TimeoutError):
+            sock.recvfrom(65535)
+        sock.settimeout(10)
+        sock.sendto(request("BYE", 2, our_tag.group(1).decode(), "bye"), pbx.server.udp)
+        reply, _ = sock.recvfrom(65535)
+        assert reply.startswith(b"SIP/2.0 200"), reply
+    sipps.wait_all()
+    record = closed_record(pbx, "0312340002", len(calls_to(pbx, "0312340002")))
+    assert record["disposition"] == "answered"
+    assert not any("no ACK" in line for line in record["trace"])
