@@ -14,9 +14,8 @@ pyVoIP quirks these tests live with (DESIGN.md section 8): it starts reading SIP
 registered (we wait for its reader thread before dialling); it opens its RTP socket only when it
 reads the 200, so the first packet or two of the announcement reach nobody; it runs a call's
 callback in a thread whose end makes it forget the call, so the answering callback stays alive
-until the call ends; it acknowledges a 2xx with a new random To tag, which the server does not
-take (the last test, an expected failure: such calls are torn down after 64*T1 = 32 s, longer
-than any call here).
+until the call ends; it acknowledges a 2xx with a new random To tag, which the server must
+still take (the last test: otherwise it retransmits the 200 and tears the call down after 64*T1).
 
 The server's ``[media] rtp_ports`` is the harness's 32000-32999; the phones use 41000-41299.
 """
@@ -166,6 +165,20 @@ def rtp_capture(monkeypatch: pytest.MonkeyPatch) -> None:
     # to our INVITE would wait in the socket (and the prompt play to nobody).
     monkeypatch.setattr(SIPClient, "recv_loop", listening_recv_loop)
     monkeypatch.setattr(SIPClient, "parse_message", logged_parse_message)
+
+    @contextlib.contextmanager
+    def locked_nonblocking(lock: Any, sock: socket.socket) -> Iterator[None]:
+        with lock:
+            sock.setblocking(False)
+            try:
+                yield
+            finally:
+                sock.setblocking(True)
+
+    # pyVoIP's reader makes the socket blocking again only after releasing the lock, so an
+    # INVITE sent in that instant reads a non-blocking socket and fails with BlockingIOError:
+    # the same helper, restoring it inside the lock.
+    monkeypatch.setattr("pyVoIP.SIP.acquired_lock_and_unblocked_socket", locked_nonblocking)
 
 
 def unsigned_tone(frequency: float, seconds: float, amplitude: int = 90) -> bytes:
@@ -674,9 +687,9 @@ def test_recorded_call_keeps_each_party_on_its_own_channel(
         # At the right time, within the recorder's anchoring and our clock readings.
         assert abs(start - sent_at[name]) <= 0.3, (name, spans, sent_at)
     print("recording tone spans (s):", spans, "sent at (s):", sent_at)
-    # The caller's pause shows between the channels as it was sent (to a packet or so).
+    # The caller's pause shows between the channels as it was sent (to a few packets).
     gap = spans["left"][0] - spans["right"][0]
-    assert abs(gap - (sent_at["left"] - sent_at["right"])) <= 0.06, (spans, sent_at)
+    assert abs(gap - (sent_at["left"] - sent_at["right"])) <= 0.1, (spans, sent_at)
     assert pause - 0.1 <= gap <= pause + 0.3, gap
     no_active_calls(pbx.server)
 
@@ -740,15 +753,6 @@ def test_phone_that_stops_sending_rtp_is_hung_up_and_ports_are_freed(
 # --- pyVoIP's ACK ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "pyVoIP 1.6 ACKs the 2xx with a fresh random To tag (SIPClient.gen_ack); "
-        "CallEngine.on_ack (pbx/b2bua.py) finds the dialog by To tag (DialogId.of_request), "
-        "so the ACK is ignored, the 200 is retransmitted and after 64*T1 the call is torn "
-        "down 'no ACK from the caller': a call placed from pyVoIP lasts at most 32 s"
-    ),
-)
 def test_pyvoip_callers_ack_stops_the_2xx_retransmissions(
     pbx: Pbx, phones: Callable[[RunningServer, str], Phone]
 ) -> None:
