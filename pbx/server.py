@@ -197,6 +197,13 @@ class PbxServer:
         }
         if service is not None:
             body.update(service.status())
+        engine = self.engine
+        if engine is not None:
+            # Read-only counts for leak checks (loadtests/suite.py): what is still held.
+            pool = getattr(engine, "_pool", None)
+            body["calls_active"] = len(engine.calls)
+            body["dialogs"] = len(engine.dialogs)
+            body["rtp_ports_in_use"] = pool.in_use if pool is not None else 0
         return AdminResponse.json(body)
 
     async def handle_registrations(self) -> AdminResponse:
