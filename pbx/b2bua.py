@@ -23,6 +23,7 @@ Each call keeps the ``ConfigSnapshot`` taken when its INVITE arrived (reloads af
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import secrets
 import time
@@ -92,6 +93,7 @@ from pbx.sip.message import Address, NameAddress, SipRequest, SipResponse, SipUr
 from pbx.sip.transaction import (
     ResponseReceived,
     ServerKey,
+    TransactionTerminated,
     TransactionTimedOut,
     TransportFailed,
     TxEvent,
@@ -259,6 +261,13 @@ class CallEngine:
         )
         self.m_calls = service.metrics.counter("pbx_calls_total", "Calls ended, by disposition")
         service.metrics.gauge("pbx_calls_active", "Calls in progress", lambda: len(self.calls))
+        # Graceful shutdown (``drain``): new calls are refused while calls in progress finish.
+        self.draining = False
+        self._no_calls = asyncio.Event()
+        self._no_calls.set()
+        self._byes_pending = 0
+        self._byes_answered = asyncio.Event()
+        self._byes_answered.set()
 
     # -- clock and addresses ---------------------------------------------------------------
     @property
@@ -341,6 +350,11 @@ class CallEngine:
 
     # -- new calls ---------------------------------------------------------------------------
     def _new_call(self, key: ServerKey, req: SipRequest, inbound: Inbound) -> None:
+        if self.draining:
+            # RFC 3261 21.5.4: 503 with Retry-After tells callers and carriers to try later.
+            response = build_response(req, 503, to_tag=new_tag(), headers=(("Retry-After", "60"),))
+            self.service.respond(key, response)
+            return
         snapshot = self.service.holder.current  # taken once: the call keeps it
         if req.max_forwards is not None and req.max_forwards <= 0:
             self._respond(key, req, 483)
@@ -393,6 +407,7 @@ class CallEngine:
             started_at=time.time(),
         )
         self.calls[call.id] = call
+        self._no_calls.clear()
         self.by_invite[key] = call
         self.by_caller[(req.call_id, req.from_.tag or "")] = call
         self._index(a_dialog, _Side(call, None))
@@ -1140,10 +1155,20 @@ class CallEngine:
             if dialog.is_early:
                 continue
             bye = dialog.new_request("BYE")
-            self.service.send_request(bye, peer.address, _ignore, reliable=peer.reliable)
+            self._byes_pending += 1
+            self._byes_answered.clear()
+            self.service.send_request(bye, peer.address, self._bye_done, reliable=peer.reliable)
         if winner is not None:
             winner.state = LegState.ENDED
         self._end(call, disposition)
+
+    def _bye_done(self, event: TxEvent) -> None:
+        """A BYE's client transaction ended (answered, timed out or failed)."""
+        if isinstance(event, TransactionTerminated):
+            self._byes_pending -= 1
+            if self._byes_pending <= 0:
+                self._byes_pending = 0
+                self._byes_answered.set()
 
     def _end(self, call: Call, disposition: Disposition) -> None:
         if call.state is CallState.ENDED:
@@ -1163,6 +1188,8 @@ class CallEngine:
                 del self.line_calls[line]
         call.lines.clear()
         self.calls.pop(call.id, None)
+        if not self.calls:
+            self._no_calls.set()
         self.by_invite.pop(call.a_key, None)
         # Dialogs stay indexed briefly so that a crossing BYE or a retransmission is answered.
         self.loop.call_later(32.0, self._forget_dialogs, call)
@@ -1231,6 +1258,32 @@ class CallEngine:
 
     def _now(self) -> float:
         return self.loop.time()
+
+    async def drain(self, seconds: float, bye_seconds: float = 5.0) -> int:
+        """Graceful shutdown: refuse new calls (503), let calls in progress end within
+        ``seconds`` (``cut_drain`` ends the wait early), then end the rest: BYE to both sides
+        of answered calls, 503 to callers still ringing, each record closed. Returns how many
+        calls were ended here. Waits up to ``bye_seconds`` for the BYEs to be answered."""
+        self.draining = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._no_calls.wait()
+        remaining = list(self.calls.values())
+        for call in remaining:
+            call.trace.append("ended by server shutdown")
+            if call.state is CallState.RINGING:
+                self._fail_call(call, 503, "failed")
+            else:
+                self._hang_up(call, None, "answered")
+        self.service.flush()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(bye_seconds):
+                await self._byes_answered.wait()
+        return len(remaining)
+
+    def cut_drain(self) -> None:
+        """Stop waiting for calls to end by themselves (a second SIGTERM)."""
+        self._no_calls.set()
 
     async def stop(self) -> None:
         """Server shutdown: timers stop; open records are closed as failed at next start-up."""

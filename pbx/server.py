@@ -123,6 +123,22 @@ class PbxServer:
             await asyncio.sleep(interval)
             self._loop_lag.set(max(0.0, loop.time() - started - interval))
 
+    async def drain(self) -> None:
+        """Graceful shutdown, first part: new calls get 503; calls in progress may go on for
+        ``[calls] drain_seconds``, then are ended with BYE and their records closed.
+        Registrations stay on disk (they are written through)."""
+        if self.engine is None:
+            return
+        seconds = self.holder.current.server.calls.drain_seconds
+        log.info("server_draining", calls=len(self.engine.calls), drain_seconds=seconds)
+        ended = await self.engine.drain(float(seconds))
+        log.info("server_drained", ended_by_shutdown=ended)
+
+    def cut_drain(self) -> None:
+        if self.engine is not None:
+            log.warning("server_drain_cut_short")
+            self.engine.cut_drain()
+
     async def stop(self) -> None:
         log.info("server_stopping")
         if self._gc_task is not None:
@@ -239,12 +255,19 @@ async def _gc_policy() -> None:
 
 
 async def serve(config_path: Path, snapshot: ConfigSnapshot) -> int:
-    """Run until SIGTERM/SIGINT; SIGHUP reloads."""
+    """Run until SIGTERM/SIGINT (then drain and stop); SIGHUP reloads."""
     server = PbxServer(config_path, snapshot)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+
+    def on_stop_signal() -> None:
+        # The first SIGTERM/SIGINT drains; a second one ends the calls still up at once.
+        if stop.is_set():
+            server.cut_drain()
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_stop_signal)
     reloads: set[asyncio.Task[AdminResponse]] = set()
 
     def on_sighup() -> None:
@@ -260,6 +283,7 @@ async def serve(config_path: Path, snapshot: ConfigSnapshot) -> int:
         await server.stop()
         return 1
     await stop.wait()
+    await server.drain()
     await server.stop()
     return 0
 

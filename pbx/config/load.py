@@ -448,7 +448,13 @@ def _load_server(
         file,
         "[calls]",
         top.table_("calls"),
-        ("no_answer_seconds", "max_ring_seconds", "max_calls_per_user", "max_forward_hops"),
+        (
+            "no_answer_seconds",
+            "max_ring_seconds",
+            "max_calls_per_user",
+            "max_forward_hops",
+            "drain_seconds",
+        ),
     )
     cd = CallSettings()
     calls = CallSettings(
@@ -460,6 +466,7 @@ def _load_server(
             "max_calls_per_user", cd.max_calls_per_user, minimum=1
         ),
         max_forward_hops=calls_reader.integer("max_forward_hops", cd.max_forward_hops, minimum=1),
+        drain_seconds=calls_reader.integer("drain_seconds", cd.drain_seconds, minimum=0),
     )
     if calls.no_answer_seconds >= calls.max_ring_seconds:
         calls_reader.warn(

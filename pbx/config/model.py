@@ -77,6 +77,7 @@ class CallSettings:
     max_ring_seconds: int = 60
     max_calls_per_user: int = 1
     max_forward_hops: int = 5
+    drain_seconds: int = 30  # on SIGTERM: how long calls in progress may go on before BYE
 
 
 @dataclass(frozen=True, slots=True)
