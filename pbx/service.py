@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -26,6 +26,7 @@ from pbx.config.model import ConfigSnapshot, TenantConfig
 from pbx.errors import RemoteProtocolError
 from pbx.metrics import Registry
 from pbx.registrar import (
+    Binding,
     Registrations,
     Source,
     ha1_lookup,
@@ -384,7 +385,11 @@ class SipService:
         self._spawn(self._persist_then_respond(key, result.saved, result.removed, response))
 
     async def _persist_then_respond(
-        self, key: ServerKey, saved: Any, removed: Any, response: SipResponse
+        self,
+        key: ServerKey,
+        saved: Sequence[Binding],
+        removed: Sequence[Binding],
+        response: SipResponse,
     ) -> None:
         try:
             await self.store.apply_bindings(saved, removed)
