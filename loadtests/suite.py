@@ -138,7 +138,7 @@ FULL = Profile(
     soak_call_rate=20,
     soak_hold_ms=(2000, 30000),
     soak_register_rate=30,
-    budgets={"register": 230, "calls": 270, "media": 300, "recording": 150},
+    budgets={"register": 180, "calls": 220, "media": 240, "recording": 120},
     retries=1,
 )
 
@@ -589,7 +589,7 @@ def climb(
     return records
 
 
-def settle(server: Server, records: list[StepRecord], limit: float = 45.0) -> None:
+def settle(server: Server, records: list[StepRecord], limit: float = 35.0) -> None:
     """After a failed step the server still has calls (ringing, retransmitting to the phone's
     port): wait until it has none, so that they do not reach the next step's phone."""
     if not records or records[-1].passed:
@@ -1178,7 +1178,7 @@ def main(argv: list[str] | None = None) -> int:
                         ),
                         direct_rates(prof.register_direct, best(records, "pbx")),
                         secs,
-                        deadline + 2 * secs,
+                        deadline + secs,
                         0,
                     )
                 sections["register"] = records
@@ -1229,7 +1229,7 @@ def main(argv: list[str] | None = None) -> int:
                         run_direct,
                         direct_rates(direct, best(records, "pbx")),
                         int(step_time),
-                        deadline + 2 * step_time,
+                        deadline + step_time,
                         0,
                     )
                 sections[name] = records
