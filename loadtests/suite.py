@@ -1237,10 +1237,12 @@ def main(argv: list[str] | None = None) -> int:
                 sections[name] = records
 
             if "soak" in wanted:
-                calls_best = best(sections.get("calls", []), "pbx")
+                # Half the server's best call rate (of the steps run), at most the profile's.
                 rate = prof.soak_call_rate
-                if calls_best is not None:
-                    rate = max(1, min(rate, calls_best.rate // 2))
+                if "calls" in sections or "media" in sections:
+                    held = [best(sections.get(n, []), "pbx") for n in ("calls", "media")]
+                    top = max((r.rate for r in held if r is not None), default=2)
+                    rate = max(1, min(rate, top // 2))
                 print(f"{len(sections) + 1}. soak: {prof.soak_seconds} s", flush=True)
                 soak_result = soak(server, prof, ports[SOAK_PHONE], storm, workdir, audio, rate)
                 print("  " + soak_summary(soak_result), flush=True)
