@@ -68,6 +68,7 @@ from pbx.routing.model import (
     FromExtension,
     FromTrunk,
     LineKey,
+    LineLookup,
     LineState,
     Outcome,
     PlayAnnouncement,
@@ -561,23 +562,10 @@ class CallEngine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _line_state(self, call: Call, tenant: TenantConfig | None) -> LineState:
+    def _line_state(self, call: Call, tenant: TenantConfig | None) -> LineLookup:
         if tenant is None:
             return LineState()
-        now = time.time()
-        registered: dict[LineKey, tuple[ContactId, ...]] = {}
-        registrations = self.service.registrations
-        for extension in tenant.users:
-            presence = registrations.presence(tenant, extension, now)
-            if presence.contacts:
-                ids = []
-                for binding in presence.contacts:
-                    contact = ContactId(binding.contact_key)
-                    call.bindings[contact] = binding
-                    ids.append(contact)
-                registered[(tenant.id, extension)] = tuple(ids)
-        calls = {k: v for k, v in self.line_calls.items() if k[0] == tenant.id and v > 0}
-        return LineState(registered=registered, calls=calls)
+        return _LiveLines(self, call, tenant, time.time())
 
     # -- decisions -----------------------------------------------------------------------------
     def _ask(self, call: Call, event: ForkEnded) -> Decision | None:
@@ -1319,6 +1307,32 @@ class CallEngine:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+class _LiveLines:
+    """The routing core's view of the lines (``LineLookup``), read from the registrar and the
+    engine's call counts only for the extensions a decision asks about. Building a full
+    ``LineState`` per decision would cost a presence lookup per user of the tenant."""
+
+    def __init__(self, engine: CallEngine, call: Call, tenant: TenantConfig, now: float) -> None:
+        self.engine = engine
+        self.call = call
+        self.tenant = tenant
+        self.now = now
+
+    def contacts(self, tenant: TenantId, extension: Extension) -> tuple[ContactId, ...]:
+        if tenant != self.tenant.id:
+            return ()
+        presence = self.engine.service.registrations.presence(self.tenant, extension, self.now)
+        ids = []
+        for binding in presence.contacts:
+            contact = ContactId(binding.contact_key)
+            self.call.bindings[contact] = binding  # the forks started from this decision dial it
+            ids.append(contact)
+        return tuple(ids)
+
+    def calls_of(self, tenant: TenantId, extension: Extension) -> int:
+        return self.engine.line_calls.get((tenant, extension), 0)
 
 
 def _ignore(event: TxEvent) -> None:

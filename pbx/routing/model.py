@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import Literal, NewType
+from typing import Literal, NewType, Protocol
 
 from pbx.config.model import Extension, PhoneNumber, TenantId
 
@@ -62,6 +62,19 @@ def _freeze_contacts(
     items: Mapping[LineKey, tuple[ContactId, ...]] | None,
 ) -> Mapping[LineKey, tuple[ContactId, ...]]:
     return MappingProxyType({key: tuple(value) for key, value in (items or {}).items() if value})
+
+
+class LineLookup(Protocol):
+    """What the routing core asks about the lines: contacts and call counts of one extension.
+
+    ``LineState`` is the plain-value implementation (tests, ``pbx simulate``). The call engine
+    passes a view that looks up only the extensions a decision reaches, so a decision costs the
+    same whether the tenant has ten users or ten thousand.
+    """
+
+    def contacts(self, tenant: TenantId, extension: Extension) -> tuple[ContactId, ...]: ...
+
+    def calls_of(self, tenant: TenantId, extension: Extension) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)

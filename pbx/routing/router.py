@@ -40,7 +40,7 @@ from pbx.routing.model import (
     ForkId,
     FromExtension,
     FromTrunk,
-    LineState,
+    LineLookup,
     LiveFork,
     Outcome,
     PlayAnnouncement,
@@ -77,7 +77,9 @@ _EXTERNAL = (NumberKind.DOMESTIC, NumberKind.SERVICE, NumberKind.INTERNATIONAL)
 MAX_REACHES_PER_DECISION = 256
 
 
-def start_call(cfg: ConfigSnapshot, call: CallRequest, now: datetime, state: LineState) -> Decision:
+def start_call(
+    cfg: ConfigSnapshot, call: CallRequest, now: datetime, state: LineLookup
+) -> Decision:
     """The forks (or final response) a new call starts with, with the trace that explains it."""
     progress = CallProgress(request=call, tenant=None, number=None, started_at=now)
     planner = _Planner(cfg, progress, now, state)
@@ -89,7 +91,7 @@ def start_call(cfg: ConfigSnapshot, call: CallRequest, now: datetime, state: Lin
 
 
 def next_step(
-    cfg: ConfigSnapshot, call: CallProgress, event: ForkEnded, now: datetime, state: LineState
+    cfg: ConfigSnapshot, call: CallProgress, event: ForkEnded, now: datetime, state: LineLookup
 ) -> Decision:
     """What to do after ``event``: forwards to start, forks to cancel, or the final response.
 
@@ -171,7 +173,7 @@ class _Planner:
     """Builds one Decision; mutable only while that single pure call runs."""
 
     def __init__(
-        self, cfg: ConfigSnapshot, progress: CallProgress, now: datetime, state: LineState
+        self, cfg: ConfigSnapshot, progress: CallProgress, now: datetime, state: LineLookup
     ) -> None:
         self.cfg = cfg
         self.calls = cfg.server.calls
