@@ -1006,6 +1006,9 @@ def write_report(
 
 
 def memory_verdict(s: dict[str, Any]) -> str:
+    if not s["traffic_ok"]:
+        # An overloaded server's RSS holds its backlog: neither flat nor a leak can be read.
+        return "not judged (the traffic failed)"
     if not s["memory_conclusive"]:
         return "inconclusive (soak too short to level off)"
     return "flat" if s["memory_flat"] else "NOT flat"
@@ -1017,7 +1020,8 @@ def soak_summary(s: dict[str, Any]) -> str:
         f"{memory_verdict(s)} (RSS {s['rss_after_warmup_kib'] / 1024:.1f}"
         f" -> {s['rss_end_kib'] / 1024:.1f} MiB, second half "
         f"{s['second_half_slope_kib_per_min']:+.0f} KiB/min), "
-        f"{'no leaks' if s['no_leaks'] else 'LEAK'} after the traffic "
+        f"{'no leaks' if s['no_leaks'] else ('LEAK' if s['traffic_ok'] else 'still held')}"
+        " after the traffic "
         f"({s['held_after_traffic']}), server CPU {s['server_cpu_pct']:.0f} %"
     )
 
