@@ -19,8 +19,15 @@ apt_install() {
 }
 
 ensure_venv() {
-    if [ ! -x .venv/bin/python ]; then
-        python3 -m venv .venv 2>/dev/null || { apt_install python3-venv; python3 -m venv .venv; }
+    # Without Debian's python3-venv, `python3 -m venv` leaves a .venv with no pip behind:
+    # judge the venv by a working pip, not by the interpreter's presence.
+    if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+        rm -rf .venv
+        python3 -m venv .venv 2>/dev/null || {
+            rm -rf .venv
+            apt_install python3-venv
+            python3 -m venv .venv
+        }
     fi
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e "$1"
