@@ -17,6 +17,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 import structlog
@@ -93,25 +94,7 @@ def stamp_via(request: SipRequest, source: Address) -> SipRequest:
     if sent_by_host != host or wants_rport:
         params.append(("received", host))
     stamped = Via(top.transport, top.host, top.port, tuple(params), top.protocol)
-    return _replace_via(request, (stamped, *request.via[1:]))
-
-
-def _replace_via(request: SipRequest, via: tuple[Via, ...]) -> SipRequest:
-    return SipRequest(
-        method=request.method,
-        uri=request.uri,
-        via=via,
-        from_=request.from_,
-        to=request.to,
-        call_id=request.call_id,
-        cseq=request.cseq,
-        max_forwards=request.max_forwards,
-        contact=request.contact,
-        contact_star=request.contact_star,
-        headers=request.headers,
-        body=request.body,
-        version=request.version,
-    )
+    return replace(request, via=(stamped, *request.via[1:]))
 
 
 class SipService:
