@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Sequence, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from urllib.parse import unquote
 
@@ -94,15 +94,16 @@ class Binding:
     # Contact header params other than expires (q, +sip.instance, reg-id, unknown ones): kept
     # apart from the URI (RFC 4475 cparam01) and given back in the 200 OK.
     contact_params: Params = ()
+    # The comparison key of ``uri`` (``contact_key``), made once: a REGISTER uses it many times.
+    contact_key: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "contact_key", contact_key(self.uri))
 
     @property
     def contact(self) -> str:
         """The Contact URI as a string."""
         return str(self.uri)
-
-    @property
-    def contact_key(self) -> str:
-        return contact_key(self.uri)
 
     @property
     def key(self) -> BindingKey:
