@@ -17,7 +17,8 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from hashlib import blake2s
 from typing import Any, Protocol
 
 import structlog
@@ -37,7 +38,7 @@ from pbx.registrar import (
 from pbx.security import SourceGuard, Verdict
 from pbx.sip.build import build_response, new_tag, reason_phrase
 from pbx.sip.digest import AuthResult, DigestAuthenticator, authorization_values
-from pbx.sip.message import Address, SipMessage, SipRequest, SipResponse, Via
+from pbx.sip.message import Address, SipMessage, SipRequest, SipResponse, Tag, Via
 from pbx.sip.parse import SipParseError, is_keepalive, parse_message
 from pbx.sip.transaction import (
     AckReceived,
@@ -70,6 +71,38 @@ class CallHandler(Protocol):
 
 
 ResponseCallback = Callable[[TxEvent], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Stateless:
+    """Answer a request outside any transaction (RFC 3261 8.2.7): straight to ``destination``,
+    with a To tag derived from the request, so that a retransmission gets the same one."""
+
+    destination: Address
+    tag: Tag
+
+
+# How a request is answered: through its server transaction, or statelessly.
+ReplyKey = ServerKey | Stateless
+
+
+def stateless_tag(request: SipRequest, secret: bytes) -> Tag:
+    """A To tag that is the same for every copy of ``request`` (RFC 3261 8.2.7, 19.3): a keyed
+    hash of what identifies the request, 64 bits."""
+    top = request.via[0] if request.via else None
+    ident = "\n".join(
+        (
+            request.call_id,
+            request.from_.tag or "",
+            str(request.cseq.number),
+            (top.branch or "") if top is not None else "",
+        )
+    )
+    return Tag(blake2s(ident.encode(), key=secret, digest_size=8).hexdigest())
+
+
+def _tag_for(key: ReplyKey) -> Tag:
+    return key.tag if isinstance(key, Stateless) else new_tag()
 
 
 def stamp_via(request: SipRequest, source: Address) -> SipRequest:
@@ -223,6 +256,14 @@ class SipService:
         if isinstance(msg, SipRequest):
             self.m_in.inc(method=msg.method)
             msg = stamp_via(msg, packet.source)
+            if msg.method == "REGISTER" and not msg.header_values("Authorization"):
+                # Nothing to authenticate: the answer is a challenge (or a 400/404), given
+                # statelessly as RFC 3261 8.2.7 describes. No transaction is kept for it; a
+                # retransmission is simply answered again.
+                key = Stateless(packet.source, stateless_tag(msg, self._secret))
+                if self._valid(key, msg):
+                    self._register(key, msg, packet)
+                return
         else:
             self.m_in.inc(status=str(msg.status))
         events = self.table.receive(msg, packet.source, now, reliable=packet.transport == "TCP")
@@ -269,51 +310,58 @@ class SipService:
             callback(event)
 
     # -- requests --------------------------------------------------------------------------
-    def _on_request(self, key: ServerKey, req: SipRequest, packet: Inbound, now: float) -> None:
+    def _valid(self, key: ReplyKey, req: SipRequest) -> bool:
+        """RFC 3261 8.2 checks; answers the request itself when it fails them."""
         rejection = validate_request(req)
-        if rejection is not None:
-            self.respond(
-                key,
-                build_response(
-                    req,
-                    rejection.status,
-                    rejection.reason,
-                    to_tag=new_tag(),
-                    headers=rejection.headers,
-                ),
-            )
+        if rejection is None:
+            return True
+        self.respond(
+            key,
+            build_response(
+                req,
+                rejection.status,
+                rejection.reason,
+                to_tag=_tag_for(key),
+                headers=rejection.headers,
+            ),
+        )
+        return False
+
+    def _on_request(self, key: ServerKey, req: SipRequest, packet: Inbound, now: float) -> None:
+        if not self._valid(key, req):
             return
         method = req.method
         if method == "OPTIONS":
-            self.respond(key, build_response(req, 200, to_tag=new_tag(), headers=_CAPABILITIES))
+            self.respond(key, build_response(req, 200, to_tag=_tag_for(key), headers=_CAPABILITIES))
         elif method == "REGISTER":
             self._register(key, req, packet)
         elif method == "CANCEL":
             invite = self.table.find_invite_for_cancel(req, packet.source)
             if invite is None:
-                self.respond(key, build_response(req, 481, to_tag=new_tag()))
+                self.respond(key, build_response(req, 481, to_tag=_tag_for(key)))
                 return
-            self.respond(key, build_response(req, 200, to_tag=new_tag()))
+            self.respond(key, build_response(req, 200, to_tag=_tag_for(key)))
             if self.calls is not None:
                 self.calls.on_cancel(invite.key, req)
         elif self.calls is not None:
             self.calls.on_request(key, req, packet)
         elif method == "INVITE":
             self.respond(
-                key, build_response(req, 503, to_tag=new_tag(), headers=(("Retry-After", "60"),))
+                key,
+                build_response(req, 503, to_tag=_tag_for(key), headers=(("Retry-After", "60"),)),
             )
         else:
             # No dialog can exist without the call engine (RFC 3261 12.2.2).
-            self.respond(key, build_response(req, 481, to_tag=new_tag()))
+            self.respond(key, build_response(req, 481, to_tag=_tag_for(key)))
 
     # -- REGISTER (RFC 3261 10.3, with digest authentication) -------------------------------
-    def _register(self, key: ServerKey, req: SipRequest, packet: Inbound) -> None:
+    def _register(self, key: ReplyKey, req: SipRequest, packet: Inbound) -> None:
         snapshot = self.holder.current
         wall = time.time()
         try:
             aor = resolve_aor(req, snapshot)
         except RemoteProtocolError as exc:
-            self.respond(key, build_response(req, exc.status_hint, to_tag=new_tag()))
+            self.respond(key, build_response(req, exc.status_hint, to_tag=_tag_for(key)))
             return
         tenant = snapshot.tenants[aor.tenant]
         auth = self.digest.verify(
@@ -341,7 +389,7 @@ class SipService:
             req,
             result.status,
             result.reason,
-            to_tag=new_tag(),
+            to_tag=_tag_for(key),
             contact=result.contacts,
             headers=result.headers,
         )
@@ -369,7 +417,7 @@ class SipService:
 
     async def _persist_then_respond(
         self,
-        key: ServerKey,
+        key: ReplyKey,
         saved: Sequence[Binding],
         removed: Sequence[Binding],
         response: SipResponse,
@@ -387,14 +435,14 @@ class SipService:
                 response.call_id,
                 response.cseq,
             )
-        if key in self.table:
+        if isinstance(key, Stateless) or key in self.table:
             self.respond(key, response)
             self._flush()
             self._rearm()
 
     def _challenge(
         self,
-        key: ServerKey,
+        key: ReplyKey,
         req: SipRequest,
         packet: Inbound,
         tenant: TenantConfig,
@@ -415,7 +463,7 @@ class SipService:
             self._drain_guard_events()
         challenges = self.digest.challenge(tenant.domain, wall, stale=auth.stale)
         headers = tuple(("WWW-Authenticate", value) for value in challenges)
-        self.respond(key, build_response(req, 401, to_tag=new_tag(), headers=headers))
+        self.respond(key, build_response(req, 401, to_tag=_tag_for(key), headers=headers))
 
     def authenticate(
         self, key: ServerKey, req: SipRequest, packet: Inbound, tenant: TenantConfig
@@ -435,7 +483,10 @@ class SipService:
         return None
 
     # -- output ------------------------------------------------------------------------------
-    def respond(self, key: ServerKey, response: SipResponse) -> None:
+    def respond(self, key: ReplyKey, response: SipResponse) -> None:
+        if isinstance(key, Stateless):
+            self.table.send_stateless(response, key.destination)
+            return
         loop = self._loop or asyncio.get_running_loop()
         for event in self.table.respond(key, response, loop.time()):
             self._on_client_event(event)
