@@ -256,7 +256,7 @@ class SipService:
         if isinstance(msg, SipRequest):
             self.m_in.inc(method=msg.method)
             msg = stamp_via(msg, packet.source)
-            if msg.method == "REGISTER" and not msg.header_values("Authorization"):
+            if msg.method == "REGISTER" and msg.header("Authorization") is None:
                 # Nothing to authenticate: the answer is a challenge (or a 400/404), given
                 # statelessly as RFC 3261 8.2.7 describes. No transaction is kept for it; a
                 # retransmission is simply answered again.
