@@ -37,6 +37,7 @@ import math
 from collections.abc import Iterable, Iterator, Sequence, Set
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from functools import lru_cache
 from urllib.parse import unquote
 
 from pbx.config.model import ConfigSnapshot, Extension, TenantConfig, TenantId
@@ -169,6 +170,12 @@ def contact_key(uri: SipUri) -> str:
             found[lname] = (value or "").lower()
     params = "".join(f";{name}={found[name]}" for name in _COMPARED_URI_PARAMS if name in found)
     return f"{uri.scheme}:{user}{password}@{uri.host.lower()}{port}{params}"
+
+
+@lru_cache(maxsize=4)
+def _http_date(second: int) -> str:
+    """The Date header value of a POSIX second (RFC 3261 20.17), made once per second."""
+    return formatdate(second, usegmt=True)
 
 
 def resolve_aor(request: SipRequest, config: ConfigSnapshot) -> Aor:
@@ -472,7 +479,7 @@ def _ok(
         200,
         "OK",
         aor,
-        headers=(("Date", formatdate(now, usegmt=True)),),
+        headers=(("Date", _http_date(int(now))),),
         contacts=tuple(b.as_contact(now) for b in bindings),
         bindings=bindings,
         saved=saved,

@@ -11,10 +11,10 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable
 
 from pbx.errors import LocalProtocolError
+from pbx.sip.entropy import token_hex
 from pbx.sip.message import (
     MAGIC_COOKIE,
     Branch,
@@ -120,17 +120,17 @@ def reason_phrase(status: int) -> str:
 
 def new_branch() -> Branch:
     """A fresh Via branch: magic cookie plus 96 random bits (RFC 3261 8.1.1.7)."""
-    return Branch(MAGIC_COOKIE + secrets.token_hex(12))
+    return Branch(MAGIC_COOKIE + token_hex(12))
 
 
 def new_tag() -> Tag:
     """A fresh From/To tag with 64 random bits (RFC 3261 19.3 asks for at least 32)."""
-    return Tag(secrets.token_hex(8))
+    return Tag(token_hex(8))
 
 
 def new_call_id(host: str) -> CallId:
     """A fresh Call-ID ``<128 random bits>@host`` (RFC 3261 8.1.1.4)."""
-    return CallId(f"{secrets.token_hex(16)}@{host}")
+    return CallId(f"{token_hex(16)}@{host}")
 
 
 def _route_headers(request: SipRequest) -> tuple[tuple[str, str], ...]:

@@ -26,7 +26,6 @@ import enum
 import hashlib
 import hmac
 import re
-import secrets
 import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -35,6 +34,7 @@ from types import MappingProxyType
 from typing import Literal, TypeAlias
 
 from pbx.errors import RemoteProtocolError
+from pbx.sip.entropy import token_bytes
 from pbx.sip.message import canonical_header_name
 
 Algorithm: TypeAlias = Literal["MD5", "SHA-256"]
@@ -249,7 +249,7 @@ class DigestAuthenticator:
         nonce_ttl: float = 300.0,
         *,
         max_tracked_nonces: int = 65536,
-        random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+        random_bytes: Callable[[int], bytes] = token_bytes,
     ) -> None:
         if len(secret) < 16:
             raise ValueError("the nonce secret must be at least 16 bytes")
