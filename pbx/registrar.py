@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Sequence, Set
-from dataclasses import dataclass, field
+from dataclasses import field
 from email.utils import formatdate
 from functools import lru_cache
 from urllib.parse import unquote
 
 from pbx.config.model import ConfigSnapshot, Extension, TenantConfig, TenantId
 from pbx.errors import RemoteProtocolError
+from pbx.immutable import immutable
 from pbx.sip.digest import Algorithm, Ha1Lookup, compute_ha1
 from pbx.sip.message import Address, NameAddress, Params, SipRequest, SipUri, get_param
 
@@ -54,7 +55,7 @@ _COMPARED_URI_PARAMS = ("user", "ttl", "method", "maddr", "transport")
 _COMPARED_URI_PARAM_SET = frozenset(_COMPARED_URI_PARAMS)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Aor:
     """An address-of-record: ``sip:EXT@<tenant domain>``. ``domain`` is also the digest realm."""
 
@@ -66,7 +67,7 @@ class Aor:
         return f"sip:{self.extension}@{self.domain}"
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Source:
     """Where a request really came from (not what its Via or Contact claim)."""
 
@@ -76,7 +77,7 @@ class Source:
     connection_id: str | None = None  # the TCP connection, so calls go back over it
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Binding:
     """One registered contact of an extension (RFC 3261 10.3)."""
 
@@ -134,7 +135,7 @@ class Binding:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class RegisterResult:
     """What to answer and what to persist. Turn it into a response with ``build_response(req,
     result.status, result.reason, to_tag=..., contact=result.contacts, headers=result.headers)``.
@@ -318,7 +319,7 @@ def process_register(
     return _ok(aor, tuple(final), saved=saved, removed=removed, now=now)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Presence:
     """Whether an extension can be called now, and which contacts a call would ring."""
 

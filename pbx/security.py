@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from pbx.config.model import SecuritySettings
+from pbx.immutable import immutable
 
 _EPSILON = 1e-6
 
@@ -36,7 +37,7 @@ class Verdict(enum.Enum):
     THROTTLED = "throttled"  # drop silently
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class SourceBanned:
     name: ClassVar[str] = "source_banned"
     host: str
@@ -44,13 +45,13 @@ class SourceBanned:
     until: float
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class SourceReleased:
     name: ClassVar[str] = "source_released"
     host: str
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class SourceThrottled:
     name: ClassVar[str] = "source_throttled"
     host: str

@@ -17,7 +17,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from hashlib import blake2s
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ import structlog
 from pbx.config.holder import ConfigHolder
 from pbx.config.model import ConfigSnapshot, TenantConfig
 from pbx.errors import RemoteProtocolError
+from pbx.immutable import immutable
 from pbx.metrics import Registry
 from pbx.registrar import (
     Binding,
@@ -73,7 +74,7 @@ class CallHandler(Protocol):
 ResponseCallback = Callable[[TxEvent], None]
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Stateless:
     """Answer a request outside any transaction (RFC 3261 8.2.7): straight to ``destination``,
     with a To tag derived from the request, so that a retransmission gets the same one."""

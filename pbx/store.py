@@ -30,6 +30,7 @@ import structlog
 
 from pbx.config.model import Extension, TenantId
 from pbx.errors import PbxError
+from pbx.immutable import immutable
 from pbx.registrar import Binding
 from pbx.sip.message import Params, SipUri
 from pbx.sip.parse import parse_uri
@@ -96,7 +97,7 @@ class StoreError(PbxError):
     """The database cannot be used (newer schema, closed store, failed commit)."""
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class CallRecord:
     """One call, as kept in ``call_records`` (open while ``ended_at`` is None)."""
 

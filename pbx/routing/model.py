@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from types import MappingProxyType
 from typing import Literal, NewType, Protocol
 
 from pbx.config.model import Extension, PhoneNumber, TenantId
+from pbx.immutable import immutable
 
 ContactId = NewType("ContactId", str)  # one registered binding of an extension (registrar's id)
 ForkId = NewType("ForkId", str)  # "f1", "f2", ... in the order forks are started within a call
@@ -28,7 +29,7 @@ DiversionReason = Literal["user-busy", "no-answer", "unavailable", "unconditiona
 # --- what the call is ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class FromTrunk:
     """The call came in from a carrier trunk."""
 
@@ -39,7 +40,7 @@ class FromTrunk:
     prior_hops: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class FromExtension:
     """The call was placed by a registered extension of a tenant."""
 
@@ -47,7 +48,7 @@ class FromExtension:
     extension: Extension
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class CallRequest:
     """A new call: who is calling and what they dialled (the Request-URI's user part)."""
 
@@ -77,7 +78,7 @@ class LineLookup(Protocol):
     def calls_of(self, tenant: TenantId, extension: Extension) -> int: ...
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class LineState:
     """Who is registered (their contacts) and how many calls each extension is on, per tenant.
 
@@ -104,7 +105,7 @@ class LineState:
 # --- what the core decides ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Caller:
     """Who the callee's phone is told is calling."""
 
@@ -112,7 +113,7 @@ class Caller:
     name: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Diversion:
     """One forward on the way to a fork (RFC 5806 Diversion / RFC 7044 History-Info entry)."""
 
@@ -121,7 +122,7 @@ class Diversion:
     reason: DiversionReason
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class RingExtension:
     """Ring every listed contact of an extension in parallel (one fork, many client legs)."""
 
@@ -135,7 +136,7 @@ class RingExtension:
     record: bool = False  # whether recording starts if this fork answers
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class DialOut:
     """Place an outbound call through a trunk."""
 
@@ -148,7 +149,7 @@ class DialOut:
     record: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class PlayAnnouncement:
     """Answer and play the tenant's after-hours announcement (target ``009608``)."""
 
@@ -167,7 +168,7 @@ class TimerKind(enum.Enum):
     MAX_RING = "max_ring"  # the call rang max_ring_seconds unanswered: end it with 480
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Timer:
     """A timer to arm; when it fires, pass ``TimerExpired(timer)`` to ``next_step``."""
 
@@ -180,7 +181,7 @@ class Timer:
 # --- what happened -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ContactFailed:
     """One contact of an extension fork answered with a final failure (or could not be reached:
     report 408 for a timeout, 503 for a transport error)."""
@@ -190,7 +191,7 @@ class ContactFailed:
     status: int
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ForkFailed:
     """A whole fork failed: an outbound call's final failure, an announcement that could not
     play, or every remaining contact of an extension fork at once."""
@@ -199,14 +200,14 @@ class ForkFailed:
     status: int
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class TimerExpired:
     """A timer from a decision fired. Timers of forks that have ended are ignored."""
 
     timer: Timer
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ForkAnswered:
     """A fork answered (2xx): the call is connected; the others are cancelled."""
 
@@ -226,7 +227,7 @@ class Outcome(enum.Enum):
     FAILED = "failed"  # every contact failed, not all of them busy: no forward
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class LiveFork:
     """A fork still ringing, with the contacts that have failed so far."""
 
@@ -235,7 +236,7 @@ class LiveFork:
     started_at: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class CallProgress:
     """What has happened in a call so far; returned in every Decision, handed back as is."""
 
@@ -264,7 +265,7 @@ class CallProgress:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Decision:
     """What the call engine does now. Carry out ``cancel``, then ``start``, then arm ``timers``;
     if ``final`` is set, answer the caller with it (every fork is cancelled)."""

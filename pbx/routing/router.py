@@ -18,10 +18,11 @@ the tenant's own numbers keeps spending hops until the budget ends it with 482.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from pbx.config.model import ConfigSnapshot, Extension, PhoneNumber, TenantConfig, UserConfig
+from pbx.immutable import immutable
 from pbx.numbers import NumberKind, classify_number
 from pbx.routing.calendar import describe_instant, find_rule, local_time
 from pbx.routing.model import (
@@ -154,7 +155,7 @@ def final_status(statuses: tuple[int, ...]) -> int:
     return 480
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class _Leg:
     """How a branch got where it is: forward hops used and the diversions on the way."""
 

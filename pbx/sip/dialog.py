@@ -27,10 +27,11 @@ from __future__ import annotations
 import enum
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Final, Protocol
 
 from pbx.errors import LocalProtocolError, RemoteProtocolError
+from pbx.immutable import immutable
 from pbx.sip.build import build_response, new_branch, new_call_id, new_tag
 from pbx.sip.message import (
     Address,
@@ -117,7 +118,7 @@ class DialogRole(enum.Enum):
     UAS = "uas"
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class DialogId:
     """12: Call-ID, local tag and remote tag. An RFC 2543 peer's missing tag is ``""`` (12.1.1)."""
 
@@ -929,7 +930,7 @@ class RetransmitState(enum.Enum):
     TIMED_OUT = "timed_out"
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class TwoXxAcknowledged:
     """The ACK for our 2xx arrived; retransmissions stopped."""
 
@@ -938,7 +939,7 @@ class TwoXxAcknowledged:
     ack: SipRequest
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class AckTimedOut:
     """No ACK for our 2xx within 64*T1 (13.3.1.4): the session "SHOULD be terminated" with a
     BYE."""

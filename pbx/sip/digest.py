@@ -34,6 +34,7 @@ from types import MappingProxyType
 from typing import Literal, TypeAlias
 
 from pbx.errors import RemoteProtocolError
+from pbx.immutable import immutable
 from pbx.sip.entropy import token_bytes
 from pbx.sip.message import canonical_header_name
 
@@ -93,7 +94,7 @@ _PARAM = re.compile(rf"\s*({_TOKEN})\s*=\s*(?:\"((?:[^\"\\]|\\.)*)\"|([^\s,\"]+)
 _UNESCAPE = re.compile(r"\\(.)", re.DOTALL)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class AuthorizationHeader:
     """One ``Authorization`` value: its scheme as written, its auth-params (lower-case names)."""
 
@@ -138,7 +139,7 @@ def parse_authorization(value: str) -> AuthorizationHeader:
     return AuthorizationHeader(scheme, MappingProxyType(params))
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class DigestCredentials:
     """The Digest fields of an ``Authorization`` header (RFC 7616 3.4)."""
 
@@ -206,7 +207,7 @@ class AuthOutcome(enum.Enum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class AuthResult:
     """What ``DigestAuthenticator.verify`` decided, with a snake_case reason for the logs."""
 

@@ -8,8 +8,10 @@ serialization in ``SipRequest.to_bytes`` / ``SipResponse.to_bytes``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import NewType
+
+from pbx.immutable import immutable
 
 CallId = NewType("CallId", str)
 Branch = NewType("Branch", str)
@@ -72,7 +74,7 @@ def unquote_string(text: str) -> str:
     return "".join(out)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class SipUri:
     """A sip: or sips: URI (RFC 3261 19.1). ``user`` and param values keep their %-escapes."""
 
@@ -111,7 +113,7 @@ class SipUri:
         return "".join(out)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class TelUri:
     """A tel: URI (RFC 3966): the number as written (visual separators kept) and its params."""
 
@@ -129,7 +131,7 @@ class TelUri:
         return f"tel:{self.number}{format_params(self.params)}"
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class AbsoluteUri:
     """Any other scheme (RFC 3261 25.1 absoluteURI), kept opaque."""
 
@@ -143,7 +145,7 @@ class AbsoluteUri:
 Uri = SipUri | TelUri | AbsoluteUri
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class NameAddress:
     """name-addr or addr-spec with header parameters (From, To, Contact, Route, ...)."""
 
@@ -173,7 +175,7 @@ class NameAddress:
         return f"{name}<{self.uri}>{format_params(self.params)}"
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Via:
     """One Via value (RFC 3261 20.42, 18.2.1, RFC 3581)."""
 
@@ -214,7 +216,7 @@ class Via:
         return f"{self.protocol}/{self.transport} {self.host}{port}{format_params(self.params)}"
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class CSeq:
     number: int  # 0 .. 2**32-1
     method: str
@@ -223,7 +225,7 @@ class CSeq:
         return f"{self.number} {self.method}"
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class SipRequest:
     """A request. ``headers`` holds every header not given a typed field, in order."""
 
@@ -255,7 +257,7 @@ class SipRequest:
         return serialize_request(self)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class SipResponse:
     """A response. Same header conventions as ``SipRequest``."""
 

@@ -22,10 +22,10 @@ From, To, Call-ID and CSeq (``partial.can_answer``), ``partial.error_response(..
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Final
 
 from pbx.errors import LocalProtocolError, RemoteProtocolError
+from pbx.immutable import immutable
 from pbx.sip.message import (
     COMPACT_FORMS,
     AbsoluteUri,
@@ -481,7 +481,7 @@ def _parse_int(text: str, what: str, limit: int) -> int:
 
 
 # --------------------------------------------------------------------------- partial messages
-@dataclass(frozen=True, slots=True)
+@immutable
 class PartialMessage:
     """What could be read of a message that failed to parse: enough, if present, to answer it.
 

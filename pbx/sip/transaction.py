@@ -40,10 +40,10 @@ import heapq
 import itertools
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import ClassVar, Final
 
 from pbx.errors import LocalProtocolError, RemoteProtocolError
+from pbx.immutable import immutable
 from pbx.sip.build import build_ack_for_non2xx, build_response
 from pbx.sip.message import (
     MAGIC_COOKIE,
@@ -84,7 +84,7 @@ class Timer(enum.Enum):
     M = "M"  # RFC 6026: wait for 2xx retransmissions in Accepted (client)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class SipTimers:
     """T1, T2, T4 (RFC 3261 17.1.1.1, table 4) and the floor for timer D, in seconds."""
 
@@ -117,7 +117,7 @@ class SipTimers:
 # Keys (RFC 3261 17.1.3, 17.2.3)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ClientKey:
     """17.1.3: a response matches the client transaction whose request had this branch and
     CSeq method."""
@@ -126,7 +126,7 @@ class ClientKey:
     method: str
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class BranchServerKey:
     """17.2.3 for RFC 3261 clients (branch with the magic cookie), plus the CSeq number (see the
     module docstring). ACK is keyed as INVITE so it finds the INVITE's transaction."""
@@ -139,7 +139,7 @@ class BranchServerKey:
     source: Address | None = None  # where the request came from (see server_transaction_key)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Rfc2543ServerKey:
     """17.2.3's fallback for requests without the magic cookie: Request-URI, To tag, From tag,
     Call-ID, CSeq number and top Via. For INVITE and ACK the To tag is left out (``to_tag`` is
@@ -220,7 +220,7 @@ def client_transaction_key(msg: SipMessage) -> ClientKey:
 # Events (what the TU learns)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class RequestReceived:
     """A new request reached a new server transaction; the TU must answer it via ``respond``."""
 
@@ -229,7 +229,7 @@ class RequestReceived:
     source: Address
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class AckReceived:
     """An ACK for a 2xx (RFC 6026 7.1: passed up from Accepted; key None when it matched no
     transaction, the normal case since it has its own branch). The dialog layer handles it."""
@@ -239,7 +239,7 @@ class AckReceived:
     source: Address
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ResponseReceived:
     """A response for a client transaction, to pass to the TU (retransmissions are absorbed,
     except 2xx to INVITE, which the TU must see to ACK again)."""
@@ -248,7 +248,7 @@ class ResponseReceived:
     response: SipResponse
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class UnmatchedResponseReceived:
     """A response no client transaction claims (17.1.3: pass it to the core); e.g. a 2xx
     retransmitted after timer M."""
@@ -257,7 +257,7 @@ class UnmatchedResponseReceived:
     source: Address
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class TransactionTimedOut:
     """Timer B or F (no final response), or H (no ACK for our non-2xx final), fired."""
 
@@ -265,14 +265,14 @@ class TransactionTimedOut:
     timer: Timer
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class TransportFailed:
     """The transport could not deliver a message of this transaction (17.1.4, 17.2.4)."""
 
     key: TransactionKey
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class TransactionTerminated:
     """The transaction ended and was forgotten; always the last event of a transaction."""
 

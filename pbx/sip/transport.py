@@ -17,12 +17,12 @@ import asyncio
 import itertools
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Literal, cast
 
 import structlog
 
 from pbx.errors import RemoteProtocolError
+from pbx.immutable import immutable
 from pbx.sip.framing import KEEPALIVE, StreamFramer
 from pbx.sip.message import Address
 
@@ -34,7 +34,7 @@ TransportName = Literal["UDP", "TCP"]
 PONG = b"\r\n"
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Inbound:
     """One message as it arrived: raw bytes, who sent it, and over what."""
 
@@ -45,7 +45,7 @@ class Inbound:
     connection_id: int | None = None  # TCP only
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class TcpLimits:
     max_connections: int = 10_000
     max_connections_per_source: int = 200
@@ -53,7 +53,7 @@ class TcpLimits:
     message_seconds: float = 32.0  # a message started must be complete within this (64*T1)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ListenAddress:
     transport: TransportName
     host: str

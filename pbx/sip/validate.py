@@ -22,9 +22,9 @@ datagram with; see its docstring for the mapping.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
 
+from pbx.immutable import immutable
 from pbx.sip.message import SipRequest, SipResponse, SipUri
 from pbx.sip.parse import MAX_CSEQ, SipParseError, parse_message, split_header_values
 
@@ -62,7 +62,7 @@ ACCEPTED: Final = 0
 _ALLOW_HDR = (("Allow", ALLOW_HEADER),)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Rejection:
     """The response a UAS must send instead of processing the request."""
 
