@@ -40,7 +40,7 @@ from pbx.config.model import ConfigSnapshot, Extension, TenantConfig, TenantId
 from pbx.errors import PbxError, RemoteProtocolError
 from pbx.media.player import PlaybackFinished, PromptPlayer
 from pbx.media.recorder import CallRecorder
-from pbx.media.relay import MediaSession, PortPool, Side
+from pbx.media.relay import MediaSession, PortPool, RelayCounters, Side
 from pbx.media.sdp import (
     Origin,
     SessionDescription,
@@ -261,6 +261,9 @@ class CallEngine:
             lambda: self._pool.in_use if self._pool is not None else 0,
         )
         self.m_calls = service.metrics.counter("pbx_calls_total", "Calls ended, by disposition")
+        # RTP/RTCP packet totals of every media session, live or closed, summed per scrape.
+        self.relay_counters = RelayCounters()
+        self.relay_counters.export(service.metrics)
         service.metrics.gauge("pbx_calls_active", "Calls in progress", lambda: len(self.calls))
         # Graceful shutdown (``drain``): new calls are refused while calls in progress finish.
         self.draining = False
@@ -455,6 +458,7 @@ class CallEngine:
                     self._bind_host(),
                     inactivity_seconds=settings.inactivity_seconds,
                     on_inactive=lambda side: self._on_inactive(call, side),
+                    counters=self.relay_counters,
                 )
             except (PbxError, OSError) as exc:
                 log.warning("media_unavailable", call=call.id, error=str(exc))

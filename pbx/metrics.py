@@ -55,6 +55,10 @@ class Counter(Metric):
         key = tuple(sorted(labels.items()))
         self.values[key] = self.values.get(key, 0.0) + amount
 
+    def set_total(self, value: float, **labels: str) -> None:
+        """Set the total of a counter kept elsewhere (by a collector, see Registry.on_render)."""
+        self.values[tuple(sorted(labels.items()))] = value
+
 
 class Gauge(Metric):
     """A gauge set directly, or read from a callback at scrape time."""
@@ -69,6 +73,11 @@ class Gauge(Metric):
 class Registry:
     def __init__(self) -> None:
         self.metrics: dict[str, Metric] = {}
+        self._collectors: list[Callable[[], None]] = []
+
+    def on_render(self, collect: Callable[[], None]) -> None:
+        """Call ``collect`` before each render: it sets several metrics from one reading."""
+        self._collectors.append(collect)
 
     def counter(
         self, name: str, help_text: str, read: Callable[[], float] | None = None
@@ -83,6 +92,8 @@ class Registry:
         return metric
 
     def render(self) -> str:
+        for collect in self._collectors:
+            collect()
         lines: list[str] = []
         for metric in self.metrics.values():
             lines.extend(metric.render())

@@ -141,6 +141,18 @@ class RunningServer:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
 
+    def metrics(self) -> dict[str, float]:
+        """``GET /metrics`` as {sample: value}; a sample is named with its labels, as in
+        ``pbx_calls_total{disposition="answered"}``."""
+        status, text = self.admin_request("GET", "/metrics")
+        assert status == 200, text
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                sample, value = line.rsplit(" ", 1)
+                values[sample] = float(value)
+        return values
+
     def events(self, name: str) -> list[dict[str, Any]]:
         return [line for line in list(self.log_lines) if line.get("event") == name]
 

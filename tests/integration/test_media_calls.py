@@ -750,6 +750,78 @@ def test_phone_that_stops_sending_rtp_is_hung_up_and_ports_are_freed(
         no_active_calls(server)
 
 
+# --- 5. metrics after a call --------------------------------------------------------------------
+
+
+def test_metrics_count_the_call_its_sip_messages_and_its_relayed_rtp(
+    tmp_path: Path, phones: Callable[[RunningServer, str], Phone]
+) -> None:
+    from pyVoIP.VoIP import CallState
+
+    # A server of its own: the module's server counts the other tests' calls too.
+    root = tmp_path / "pbx"
+    with running_server(
+        write_config(root, tenants={"acme": TENANT}, server_extra=SERVER_EXTRA)
+    ) as server:
+        idle = server.metrics()
+        assert idle["pbx_calls_total"] == 0  # exposed from the start
+        assert idle["pbx_rtp_packets_relayed_total"] == 0
+        callee = phones(server, "1001")
+        caller = phones(server, "1002")
+        call, incoming = talk(caller, callee, "1001")
+        call.hangup()
+        wait_until(
+            "the BYE at the callee", lambda: incoming.state is CallState.ENDED, SETUP_TIMEOUT
+        )
+        assert closed_record(root, "1001", 0)["disposition"] == "answered"
+        no_active_calls(server)
+        # The session's counts move to the closed sum when it closes, with its ports.
+        wait_until("the relay ports released", lambda: ports_in_use(server) == 0, 5)
+        metrics = server.metrics()
+
+        assert metrics['pbx_calls_total{disposition="answered"}'] == 1
+        assert not any(
+            name.startswith("pbx_calls_total{") and "answered" not in name for name in metrics
+        ), metrics
+        assert metrics["pbx_calls_active"] == 0
+        assert metrics["pbx_registrations"] == 2  # one contact per phone
+        # pyVoIP's INVITE, then again with credentials after the 401; one INVITE to the callee.
+        assert metrics['pbx_sip_messages_in_total{method="INVITE"}'] == 2
+        assert metrics['pbx_sip_messages_out_total{method="INVITE"}'] == 1
+        assert metrics['pbx_sip_messages_in_total{method="BYE"}'] == 1
+        assert metrics["pbx_media_ports_in_use"] == 0
+        assert metrics["pbx_config_version"] == 1
+        assert metrics["pbx_reloads_total"] == 0
+        assert metrics["pbx_event_loop_lag_seconds"] >= 0
+
+        # RTP: every packet relayed was sent by a phone, and every packet a phone heard was
+        # relayed (pyVoIP sends its last ones after the BYE, to closed ports: not counted).
+        sent = len(sent_payloads(call)) + len(sent_payloads(incoming))
+        heard = len(received_packets(call)) + len(received_packets(incoming))
+        relayed = metrics["pbx_rtp_packets_relayed_total"]
+        print(f"rtp: phones sent {sent}, relay relayed {relayed:g}, phones heard {heard}")
+        assert heard <= relayed <= sent, (heard, relayed, sent)
+        assert relayed >= 0.9 * sent, (relayed, sent)
+        assert metrics["pbx_rtp_packets_received_total"] == relayed + sum(
+            metrics[f'pbx_rtp_packets_dropped_total{{reason="{reason}"}}']
+            for reason in ("source", "no_destination")
+        )
+        assert metrics['pbx_rtp_packets_dropped_total{reason="source"}'] == 0
+        assert metrics["pbx_rtp_packets_lost_total"] == 0  # loopback, consecutive numbers
+        assert "pbx_rtcp_packets_relayed_total" in metrics  # pyVoIP sends no RTCP
+
+        # The phones unregister (here, while the server still answers: the fixture's stop
+        # is then a no-op), and the registrations gauge follows.
+        caller.stop()
+        callee.stop()
+        wait_until(
+            "the registrations gauge back to 0",
+            lambda: server.metrics()["pbx_registrations"] == 0,
+            SETUP_TIMEOUT,
+            interval=0.05,
+        )
+
+
 # --- pyVoIP's ACK ---------------------------------------------------------------------------------
 
 
