@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from hashlib import blake2s
 from typing import Any, Protocol
 
@@ -29,7 +30,6 @@ from pbx.errors import RemoteProtocolError
 from pbx.immutable import immutable
 from pbx.metrics import Registry
 from pbx.registrar import (
-    Binding,
     Registrations,
     Source,
     ha1_lookup,
@@ -414,19 +414,15 @@ class SipService:
             self.respond(key, response)
             return
         # Write-through: the 200 leaves once the change is committed.
-        self._spawn(self._persist_then_respond(key, result.saved, result.removed, response))
+        committed = self.store.write_bindings(result.saved, result.removed)
+        committed.add_done_callback(partial(self._respond_when_stored, key, response))
 
-    async def _persist_then_respond(
-        self,
-        key: ReplyKey,
-        saved: Sequence[Binding],
-        removed: Sequence[Binding],
-        response: SipResponse,
+    def _respond_when_stored(
+        self, key: ReplyKey, response: SipResponse, committed: asyncio.Future[int]
     ) -> None:
-        try:
-            await self.store.apply_bindings(saved, removed)
-        except Exception:  # storage failure: tell the phone instead of pretending
-            log.exception("registration_not_stored")
+        if committed.cancelled() or committed.exception() is not None:
+            # A storage failure: tell the phone instead of pretending.
+            log.error("registration_not_stored", error=repr(committed.exception()))
             response = SipResponse(
                 500,
                 "Server Internal Error",

@@ -133,7 +133,7 @@ class StoreStats:
 class _Op:
     sql: str | None  # None: a barrier (flush)
     params: tuple[Any, ...]
-    future: asyncio.Future[int]
+    future: asyncio.Future[int] | None  # None: another op of the same commit reports
     urgent: bool
     enqueued_at: float
 
@@ -254,15 +254,24 @@ class Store:
 
     async def apply_bindings(self, saved: Sequence[Binding], removed: Sequence[Binding]) -> None:
         """Persist a ``RegisterResult``'s changes, deletes first, in one commit."""
-        futures = [
-            *(
-                self._submit(_DELETE_BINDING, (b.tenant, b.extension, b.contact_key), urgent=True)
-                for b in removed
-            ),
-            *(self._submit(_UPSERT_BINDING, _binding_params(b), urgent=True) for b in saved),
+        await self.write_bindings(saved, removed)
+
+    def write_bindings(
+        self, saved: Sequence[Binding], removed: Sequence[Binding]
+    ) -> asyncio.Future[int]:
+        """``apply_bindings`` without a coroutine: the returned future resolves (or fails) once
+        the changes are committed. They are queued together, so one commit takes them all, and
+        only the last carries the future."""
+        ops = [
+            *((_DELETE_BINDING, (b.tenant, b.extension, b.contact_key)) for b in removed),
+            *((_UPSERT_BINDING, _binding_params(b)) for b in saved),
         ]
-        if futures:
-            await asyncio.gather(*futures)
+        if not ops:
+            return self._submit(None, (), urgent=False)  # resolves with the next commit
+        for sql, params in ops[:-1]:
+            self._enqueue(sql, params, None, urgent=True)
+        sql, params = ops[-1]
+        return self._submit(sql, params, urgent=True)
 
     async def load_bindings(self, now: float) -> list[Binding]:
         """Every unexpired binding (start-up)."""
@@ -336,17 +345,27 @@ class Store:
     def _submit(
         self, sql: str | None, params: tuple[Any, ...], *, urgent: bool
     ) -> asyncio.Future[int]:
-        if self._closing:
-            raise StoreError("the store is closed")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[int] = loop.create_future()
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         # Nobody has to await a call record: never let an unretrieved failure warn at exit.
         future.add_done_callback(_consume)
-        self._queue.ops.append(_Op(sql, params, future, urgent, loop.time()))
-        self._queue.wakeup.set()
-        if urgent:
-            self._queue.urgent.set()
+        self._enqueue(sql, params, future, urgent=urgent)
         return future
+
+    def _enqueue(
+        self,
+        sql: str | None,
+        params: tuple[Any, ...],
+        future: asyncio.Future[int] | None,
+        *,
+        urgent: bool,
+    ) -> None:
+        if self._closing:
+            raise StoreError("the store is closed")
+        queue = self._queue
+        queue.ops.append(_Op(sql, params, future, urgent, asyncio.get_running_loop().time()))
+        queue.wakeup.set()
+        if urgent:
+            queue.urgent.set()
 
     async def _run(self) -> None:
         queue = self._queue
@@ -411,13 +430,13 @@ class Store:
                     log.error("store_rollback_failed", exc_info=True)
             error = StoreError(f"commit failed: {exc}")
             for op in batch:
-                if not op.future.done():
+                if op.future is not None and not op.future.done():
                     op.future.set_exception(error)
             return
         self.stats.commits += 1
         self.stats.statements += len(results)
         for op, count in zip(batch, results, strict=True):
-            if not op.future.done():
+            if op.future is not None and not op.future.done():
                 op.future.set_result(count)
 
 
