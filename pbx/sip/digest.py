@@ -90,7 +90,11 @@ _TOKEN = r"[A-Za-z0-9.!%*_+`'~\-]+"
 _SCHEME = re.compile(rf"\s*({_TOKEN})(?:\s+|$)")
 # Unquoted values are read liberally (anything up to a comma or blank), as some phones write
 # ``uri=sip:...`` without quotes.
-_PARAM = re.compile(rf"\s*({_TOKEN})\s*=\s*(?:\"((?:[^\"\\]|\\.)*)\"|([^\s,\"]+))\s*")
+# A quoted string is matched unrolled ("normal* (escape normal*)*"): far fewer steps than one
+# alternation per character. The comma after the parameter (or the end) belongs to the match.
+_PARAM = re.compile(
+    rf"\s*({_TOKEN})\s*=\s*(?:\"([^\"\\]*(?:\\.[^\"\\]*)*)\"|([^\s,\"]+))\s*(?:,|$)"
+)
 _UNESCAPE = re.compile(r"\\(.)", re.DOTALL)
 
 
@@ -115,27 +119,22 @@ def parse_authorization(value: str) -> AuthorizationHeader:
     if match is None:
         raise RemoteProtocolError(f"malformed credentials: {value!r}", 400)
     scheme = match.group(1)
-    rest = value[match.end() :]
     params: dict[str, str] = {}
-    pos = 0
-    while pos < len(rest):
-        param = _PARAM.match(rest, pos)
+    pos = match.end()
+    end = len(value)
+    while pos < end:
+        # One auth-param and the comma after it (or the end): one match per parameter.
+        param = _PARAM.match(value, pos)
         if param is None:
-            raise RemoteProtocolError(f"malformed auth-param in {value!r}", 400)
-        name = param.group(1).lower()
-        quoted = param.group(2)
-        if quoted is None:
-            text = param.group(3)
-        else:
+            raise RemoteProtocolError(f"malformed auth-param list in {value!r}", 400)
+        name, quoted, text = param.groups()
+        name = name.lower()
+        if quoted is not None:
             text = _UNESCAPE.sub(r"\1", quoted) if "\\" in quoted else quoted
         if name in params:
             raise RemoteProtocolError(f"auth-param {name!r} repeated", 400)
         params[name] = text
         pos = param.end()
-        if pos < len(rest):
-            if rest[pos] != ",":
-                raise RemoteProtocolError(f"malformed auth-param list in {value!r}", 400)
-            pos += 1
     return AuthorizationHeader(scheme, MappingProxyType(params))
 
 
