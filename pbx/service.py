@@ -17,7 +17,6 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from functools import partial
 from hashlib import blake2s
 from typing import Any, Protocol
@@ -39,7 +38,7 @@ from pbx.registrar import (
 from pbx.security import SourceGuard, Verdict
 from pbx.sip.build import build_response, new_tag, reason_phrase
 from pbx.sip.digest import AuthResult, DigestAuthenticator, authorization_values
-from pbx.sip.message import Address, SipMessage, SipRequest, SipResponse, Tag, Via
+from pbx.sip.message import Address, SipMessage, SipRequest, SipResponse, Tag
 from pbx.sip.parse import SipParseError, is_keepalive, parse_message
 from pbx.sip.transaction import (
     AckReceived,
@@ -104,31 +103,6 @@ def stateless_tag(request: SipRequest, secret: bytes) -> Tag:
 
 def _tag_for(key: ReplyKey) -> Tag:
     return key.tag if isinstance(key, Stateless) else new_tag()
-
-
-def stamp_via(request: SipRequest, source: Address) -> SipRequest:
-    """Add ``received`` (RFC 3261 18.2.1) and fill ``rport`` (RFC 3581 4) in the top Via."""
-    if not request.via:
-        return request
-    top = request.via[0]
-    host, port = source
-    wants_rport = top.wants_rport
-    sent_by_host = top.host.strip("[]")
-    if sent_by_host == host and not wants_rport:
-        return request
-    params: list[tuple[str, str | None]] = []
-    for name, value in top.params:
-        lname = name.lower()
-        if lname == "received":
-            continue
-        if lname == "rport":
-            params.append((name, str(port)))
-        else:
-            params.append((name, value))
-    if sent_by_host != host or wants_rport:
-        params.append(("received", host))
-    stamped = Via(top.transport, top.host, top.port, tuple(params), top.protocol)
-    return replace(request, via=(stamped, *request.via[1:]))
 
 
 class SipService:
@@ -250,13 +224,12 @@ class SipService:
             self.m_dropped.inc(reason="keepalive")
             return
         try:
-            msg = parse_message(packet.data, stream=packet.transport == "TCP")
+            msg = parse_message(packet.data, stream=packet.transport == "TCP", source=packet.source)
         except SipParseError as exc:
             self._answer_unparseable(packet, exc)
             return
         if isinstance(msg, SipRequest):
             self.m_in.inc(method=msg.method)
-            msg = stamp_via(msg, packet.source)
             if msg.method == "REGISTER" and msg.header("Authorization") is None:
                 # Nothing to authenticate: the answer is a challenge (or a 400/404), given
                 # statelessly as RFC 3261 8.2.7 describes. No transaction is kept for it; a

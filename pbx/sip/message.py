@@ -211,6 +211,27 @@ class Via:
     def param(self, name: str) -> str | None:
         return get_param(self.params, name)
 
+    def stamped(self, source: Address) -> Via:
+        """This Via as a server keeps it for a request that came from ``source``: ``received``
+        added when the sent-by host differs or ``rport`` is asked (RFC 3261 18.2.1), and
+        ``rport`` filled with the source port (RFC 3581 4)."""
+        host, port = source
+        wants_rport = False
+        for name, _ in self.params:
+            if name.lower() == "rport":
+                wants_rport = True
+                break
+        if not wants_rport and self.host.strip("[]") == host:
+            return self
+        params: list[tuple[str, str | None]] = []
+        for name, value in self.params:
+            lname = name.lower()
+            if lname == "received":
+                continue
+            params.append((name, str(port)) if lname == "rport" else (name, value))
+        params.append(("received", host))
+        return Via(self.transport, self.host, self.port, tuple(params), self.protocol)
+
     def __str__(self) -> str:
         port = f":{self.port}" if self.port is not None else ""
         return f"{self.protocol}/{self.transport} {self.host}{port}{format_params(self.params)}"

@@ -29,6 +29,7 @@ from pbx.immutable import immutable
 from pbx.sip.message import (
     COMPACT_FORMS,
     AbsoluteUri,
+    Address,
     CallId,
     CSeq,
     NameAddress,
@@ -597,8 +598,13 @@ def _partial(data: bytes, method: str | None) -> PartialMessage:
     return PartialMessage(start, method, tuple(raw))
 
 
-def parse_message(data: bytes, *, stream: bool = False) -> SipRequest | SipResponse:
+def parse_message(
+    data: bytes, *, stream: bool = False, source: Address | None = None
+) -> SipRequest | SipResponse:
     """Parse one message: a UDP datagram, or (``stream=True``) one message framed off TCP.
+
+    ``source``: where a received message came from; a request's top Via is then stamped with it
+    as the server keeps it (``Via.stamped``: received, rport).
 
     Over a stream Content-Length is mandatory (RFC 3261 18.3, 20.14). Raises ``SipParseError``
     whose ``partial`` is set (see ``PartialMessage``).
@@ -642,7 +648,7 @@ def parse_message(data: bytes, *, stream: bool = False) -> SipRequest | SipRespo
     try:
         if error is not None:
             raise error
-        return _build(data, block, body_start, method, uri_text, status, reason, stream)
+        return _build(data, block, body_start, method, uri_text, status, reason, stream, source)
     except SipParseError as exc:
         exc.partial = _partial(data, method)
         raise
@@ -657,6 +663,7 @@ def _build(
     status: int | None,
     reason: str,
     stream: bool,
+    source: Address | None = None,
 ) -> SipRequest | SipResponse:
     # One pass over the header lines: each typed header's values go to its bucket, the other
     # headers stay in order as written.
@@ -729,6 +736,8 @@ def _build(
         body = data[body_start : body_start + content_length]
 
     if method is not None:
+        if source is not None:
+            via[0] = via[0].stamped(source)
         return SipRequest(
             method,
             parse_uri(uri_text),
