@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
@@ -136,6 +136,9 @@ class _Op:
     future: asyncio.Future[int] | None  # None: another op of the same commit reports
     urgent: bool
     enqueued_at: float
+    # The one row this op writes whole (an upsert or delete by primary key), or None: another
+    # statement, which keeps its place in the commit (see ``_plan``).
+    row: Hashable | None = None
 
 
 @dataclass(slots=True)
@@ -245,12 +248,14 @@ class Store:
 
     async def save_binding(self, binding: Binding) -> None:
         """Insert or refresh a binding; returns once committed."""
-        await self._submit(_UPSERT_BINDING, _binding_params(binding), urgent=True)
+        await self._submit(
+            _UPSERT_BINDING, _binding_params(binding), urgent=True, row=_binding_row(binding)
+        )
 
     async def delete_binding(self, binding: Binding) -> None:
         """Remove a binding; returns once committed."""
-        params = (binding.tenant, binding.extension, binding.contact_key)
-        await self._submit(_DELETE_BINDING, params, urgent=True)
+        row = _binding_row(binding)
+        await self._submit(_DELETE_BINDING, row[1:], urgent=True, row=row)
 
     async def apply_bindings(self, saved: Sequence[Binding], removed: Sequence[Binding]) -> None:
         """Persist a ``RegisterResult``'s changes, deletes first, in one commit."""
@@ -262,16 +267,17 @@ class Store:
         """``apply_bindings`` without a coroutine: the returned future resolves (or fails) once
         the changes are committed. They are queued together, so one commit takes them all, and
         only the last carries the future."""
-        ops = [
-            *((_DELETE_BINDING, (b.tenant, b.extension, b.contact_key)) for b in removed),
-            *((_UPSERT_BINDING, _binding_params(b)) for b in saved),
-        ]
+        ops: list[tuple[str, tuple[Any, ...], Hashable]] = []
+        for binding in removed:
+            row = _binding_row(binding)
+            ops.append((_DELETE_BINDING, row[1:], row))
+        ops.extend((_UPSERT_BINDING, _binding_params(b), _binding_row(b)) for b in saved)
         if not ops:
             return self._submit(None, (), urgent=False)  # resolves with the next commit
-        for sql, params in ops[:-1]:
-            self._enqueue(sql, params, None, urgent=True)
-        sql, params = ops[-1]
-        return self._submit(sql, params, urgent=True)
+        for sql, params, key in ops[:-1]:
+            self._enqueue(sql, params, None, urgent=True, row=key)
+        sql, params, key = ops[-1]
+        return self._submit(sql, params, urgent=True, row=key)
 
     async def load_bindings(self, now: float) -> list[Binding]:
         """Every unexpired binding (start-up)."""
@@ -301,13 +307,17 @@ class Store:
 
         The call engine need not await it: it is committed within ``commit_interval``.
         """
-        return self._submit(_UPSERT_CALL, _call_params(record), urgent=False)
+        return self._submit(
+            _UPSERT_CALL, _call_params(record), urgent=False, row=("call_records", record.id)
+        )
 
     def close_call(self, record: CallRecord) -> asyncio.Future[int]:
         """Write the final row of a call (``ended_at`` and ``disposition`` set)."""
         if record.ended_at is None or record.disposition not in DISPOSITIONS:
             raise ValueError("a closed call record needs ended_at and a disposition")
-        return self._submit(_UPSERT_CALL, _call_params(record), urgent=False)
+        return self._submit(
+            _UPSERT_CALL, _call_params(record), urgent=False, row=("call_records", record.id)
+        )
 
     async def calls(self, *, limit: int = 100, tenant: str | None = None) -> list[CallRecord]:
         """The most recent call records, newest first (admin ``GET /calls``)."""
@@ -328,10 +338,12 @@ class Store:
             "INSERT INTO bans (host, until) VALUES (?, ?)"
             " ON CONFLICT (host) DO UPDATE SET until = excluded.until"
         )
-        await self._submit(sql, (host, until), urgent=True)
+        await self._submit(sql, (host, until), urgent=True, row=("bans", host))
 
     async def delete_ban(self, host: str) -> None:
-        await self._submit("DELETE FROM bans WHERE host = ?", (host,), urgent=True)
+        await self._submit(
+            "DELETE FROM bans WHERE host = ?", (host,), urgent=True, row=("bans", host)
+        )
 
     async def load_bans(self, now: float) -> list[tuple[str, float]]:
         """The bans still running at ``now``, as ``(host, until)``."""
@@ -343,12 +355,17 @@ class Store:
     # -- the writer ---------------------------------------------------------------------
 
     def _submit(
-        self, sql: str | None, params: tuple[Any, ...], *, urgent: bool
+        self,
+        sql: str | None,
+        params: tuple[Any, ...],
+        *,
+        urgent: bool,
+        row: Hashable | None = None,
     ) -> asyncio.Future[int]:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         # Nobody has to await a call record: never let an unretrieved failure warn at exit.
         future.add_done_callback(_consume)
-        self._enqueue(sql, params, future, urgent=urgent)
+        self._enqueue(sql, params, future, urgent=urgent, row=row)
         return future
 
     def _enqueue(
@@ -358,11 +375,12 @@ class Store:
         future: asyncio.Future[int] | None,
         *,
         urgent: bool,
+        row: Hashable | None = None,
     ) -> None:
         if self._closing:
             raise StoreError("the store is closed")
         queue = self._queue
-        queue.ops.append(_Op(sql, params, future, urgent, asyncio.get_running_loop().time()))
+        queue.ops.append(_Op(sql, params, future, urgent, asyncio.get_running_loop().time(), row))
         queue.wakeup.set()
         if urgent:
             queue.urgent.set()
@@ -393,31 +411,23 @@ class Store:
             await self._commit(batch)
 
     async def _commit(self, batch: list[_Op]) -> None:
-        # Each aiosqlite call is a round trip to the database thread, so consecutive statements
-        # with the same SQL (a burst of registrations) go in one executemany: a busy batch costs a
-        # handful of round trips instead of two per row. A statement that shares its run reports
-        # a row count of -1 (nobody awaits the count of an upsert); one alone reports its own.
-        results: list[int] = []
+        # Each aiosqlite call is a round trip to the database thread, so a commit runs as few
+        # statements as it can (``_plan``): a busy batch costs a handful of round trips instead of
+        # two per row. A statement that shares its run, or was superseded, reports a row count of
+        # -1 (nobody awaits the count of an upsert); one alone reports its own.
+        counts: dict[int, int] = {}
         try:
             await self._db.execute("BEGIN IMMEDIATE")
-            start = 0
-            while start < len(batch):
-                sql = batch[start].sql
-                end = start + 1
-                while end < len(batch) and batch[end].sql == sql:
-                    end += 1
-                run = batch[start:end]
+            for sql, run in _plan(batch):
                 if sql is None:
-                    results.extend(0 for _ in run)
+                    counts[id(run[0])] = 0
                 elif len(run) == 1:
                     cursor = await self._db.execute(sql, run[0].params)
-                    results.append(cursor.rowcount)
+                    counts[id(run[0])] = cursor.rowcount
                     await cursor.close()
                 else:
                     cursor = await self._db.executemany(sql, [op.params for op in run])
-                    results.extend(-1 for _ in run)
                     await cursor.close()
-                start = end
             await self._db.execute("COMMIT")
         except Exception as exc:
             # The adapter boundary: a failed commit fails its writers, never the writer task.
@@ -434,13 +444,42 @@ class Store:
                     op.future.set_exception(error)
             return
         self.stats.commits += 1
-        self.stats.statements += len(results)
-        for op, count in zip(batch, results, strict=True):
+        self.stats.statements += len(batch)
+        for op in batch:
             if op.future is not None and not op.future.done():
-                op.future.set_result(count)
+                op.future.set_result(counts.get(id(op), -1))
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _plan(batch: Sequence[_Op]) -> list[tuple[str | None, list[_Op]]]:
+    """The statements of one commit, as runs of ops with the same SQL.
+
+    Between two ops without a ``row`` (which run in their place), the row writes are merged:
+    only the last write of each row is kept, since an earlier one would be overwritten within
+    the same commit, and the kept ones are grouped by SQL, since writes to distinct rows
+    commute. A burst of registrations that each delete one binding and upsert another is then
+    two ``executemany`` calls, not two statements per registration.
+    """
+    runs: list[tuple[str | None, list[_Op]]] = []
+    last: dict[Hashable, _Op] = {}
+
+    def close_segment() -> None:
+        by_sql: dict[str | None, list[_Op]] = {}
+        for op in last.values():
+            by_sql.setdefault(op.sql, []).append(op)
+        runs.extend(by_sql.items())
+        last.clear()
+
+    for op in batch:
+        if op.row is None:
+            close_segment()
+            runs.append((op.sql, [op]))
+        else:
+            last[op.row] = op
+    close_segment()
+    return runs
 
 
 async def _prepare(db: aiosqlite.Connection) -> None:
@@ -475,6 +514,11 @@ async def _prepare(db: aiosqlite.Connection) -> None:
 def _consume(future: asyncio.Future[int]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+def _binding_row(binding: Binding) -> tuple[str, str, str, str]:
+    """The registrations row of ``binding``: the table, then its primary key."""
+    return ("registrations", binding.tenant, binding.extension, binding.contact_key)
 
 
 def _binding_params(binding: Binding) -> tuple[Any, ...]:

@@ -12,7 +12,7 @@ import pytest
 from pbx.config.model import Extension, TenantId
 from pbx.registrar import Binding
 from pbx.sip.message import SipUri
-from pbx.store import DATABASE_NAME, SCHEMA_VERSION, CallRecord, Store, StoreError
+from pbx.store import DATABASE_NAME, SCHEMA_VERSION, CallRecord, Store, StoreError, _Op, _plan
 
 NOW = 1_764_000_000.0
 
@@ -113,6 +113,51 @@ async def test_apply_bindings_deletes_then_saves_in_one_commit(tmp_path: Path) -
     assert store.stats.commits == commits + 1
     assert {b.contact for b in await store.load_bindings(NOW)} == {b.contact for b in new}
     await store.close()
+
+
+@pytest.mark.asyncio
+async def test_writes_of_one_commit_to_the_same_row_keep_the_last(tmp_path: Path) -> None:
+    """Writes queued together share a commit and are merged per row (``_plan``): the order of
+    writes to one row still decides, across registrations of one burst."""
+    path = tmp_path / DATABASE_NAME
+    store = await Store.open(path)
+    kept, dropped = binding("10.0.0.1"), binding("10.0.0.2")
+    refreshed = replace(kept, cseq=8, expires_at=NOW + 900)
+    await store.save_binding(dropped)
+    commits = store.stats.commits
+    futures = [
+        store.write_bindings(saved=[kept], removed=[]),
+        store.write_bindings(saved=[], removed=[kept]),  # then gone ...
+        store.write_bindings(saved=[refreshed], removed=[dropped]),  # ... and back, refreshed
+        store.write_bindings(saved=[dropped], removed=[]),  # dropped comes back too
+        store.write_bindings(saved=[], removed=[dropped]),  # and goes for good
+    ]
+    await asyncio.gather(*futures)
+    assert store.stats.commits == commits + 1
+    rows = raw_rows(path, "SELECT contact, cseq, expires_at FROM registrations")
+    assert rows == [(kept.contact, 8, NOW + 900)]
+    await store.close()
+
+
+def test_plan_merges_row_writes_between_ordered_statements() -> None:
+    """``_plan``: the last write of each row wins, row writes are grouped by SQL, and a statement
+    without a row (a purge, a flush) keeps its place: writes before it are not moved after it."""
+
+    def op(sql: str | None, row: str | None) -> _Op:
+        return _Op(sql, (row,), None, True, 0.0, row)
+
+    a1, b1, a2 = op("UPSERT", "a"), op("DELETE", "b"), op("DELETE", "a")
+    purge = op("PURGE", None)
+    c1, a3, c2 = op("UPSERT", "c"), op("UPSERT", "a"), op("DELETE", "c")
+    plan = _plan([a1, b1, a2, purge, c1, a3, c2])
+    # Row writes commute, so the order inside a segment (between ordered statements) is free.
+    runs = [(sql, tuple(sorted(str(o.row) for o in run))) for sql, run in plan]
+    cut = runs.index(("PURGE", ("None",)))
+    assert set(runs[:cut]) == {("DELETE", ("a", "b"))}
+    assert set(runs[cut + 1 :]) == {("UPSERT", ("a",)), ("DELETE", ("c",))}
+    assert len(runs) == 4
+    # a1 was overwritten by a2, c1 by c2, within the commit.
+    assert {id(o) for _, run in plan for o in run} == {id(x) for x in (b1, a2, purge, a3, c2)}
 
 
 @pytest.mark.asyncio
