@@ -40,6 +40,8 @@ DATABASE_NAME = "pbx.sqlite3"
 # reference counting still frees them, and a full unfrozen collection every few minutes takes
 # back the rare reference cycles among them.
 GC_FREEZE_SECONDS = 1.0
+# A loop-lag sample this late is logged (a UDP client retransmits after 0.5 s).
+LOOP_LAG_WARNING_SECONDS = 0.1
 GC_FULL_SECONDS = 300.0
 
 
@@ -121,7 +123,11 @@ class PbxServer:
         while True:
             started = loop.time()
             await asyncio.sleep(interval)
-            self._loop_lag.set(max(0.0, loop.time() - started - interval))
+            lag = max(0.0, loop.time() - started - interval)
+            self._loop_lag.set(lag)
+            if lag >= LOOP_LAG_WARNING_SECONDS:
+                # Everything waited this long: retransmissions and late timers follow.
+                log.warning("event_loop_lagged", lag_seconds=round(lag, 3))
 
     async def drain(self) -> None:
         """Graceful shutdown, first part: new calls get 503; calls in progress may go on for
