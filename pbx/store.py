@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from pbx.sip.parse import parse_uri
 
 DATABASE_NAME = "pbx.sqlite3"
 SCHEMA_VERSION = 1
+SLOW_COMMIT_SECONDS = 0.1  # a commit this slow is logged
 
 Disposition = Literal["answered", "busy", "no_answer", "cancelled", "failed"]
 DISPOSITIONS: tuple[Disposition, ...] = ("answered", "busy", "no_answer", "cancelled", "failed")
@@ -416,6 +418,7 @@ class Store:
         # two per row. A statement that shares its run, or was superseded, reports a row count of
         # -1 (nobody awaits the count of an upsert); one alone reports its own.
         counts: dict[int, int] = {}
+        started = time.monotonic()
         try:
             await self._db.execute("BEGIN IMMEDIATE")
             for sql, run in _plan(batch):
@@ -445,6 +448,10 @@ class Store:
             return
         self.stats.commits += 1
         self.stats.statements += len(batch)
+        took = time.monotonic() - started
+        if took >= SLOW_COMMIT_SECONDS:
+            # Registrations wait for their commit: a phone retransmits after 0.5 s.
+            log.warning("store_commit_slow", seconds=round(took, 3), ops=len(batch))
         for op in batch:
             if op.future is not None and not op.future.done():
                 op.future.set_result(counts.get(id(op), -1))
