@@ -95,6 +95,13 @@ def find_rule(rules: Iterable[IncomingRule], local: datetime) -> IncomingRule | 
 
 def describe_instant(local: datetime) -> str:
     """``Fri 18:05:00 Asia/Tokyo``, plus the holiday when there is one, for traces."""
-    text = f"{local.strftime('%a %H:%M:%S')} {local.tzinfo}"
-    name = holiday_name(local.date())
+    # Every call of a busy second asks the same: cached on the wall-clock fields and the zone
+    # (aware datetimes compare by instant, so the datetime itself would mix up zones).
+    return _describe(local.replace(tzinfo=None), str(local.tzinfo))
+
+
+@functools.lru_cache(maxsize=256)
+def _describe(wall: datetime, zone: str) -> str:
+    text = f"{wall.strftime('%a %H:%M:%S')} {zone}"
+    name = holiday_name(wall.date())
     return f"{text} (holiday: {name})" if name else text
