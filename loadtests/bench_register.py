@@ -7,7 +7,10 @@ passwords, in two generated tenant files of 5,000: an extension has four digits,
 one tenant cannot hold 10,000; ``max_users`` large; the per-source rate limit and the ban
 threshold lifted, since all the load comes from 127.0.0.1), starts ``pbx run`` on it, and drives
 SIPp (``tests/sipp/register_load.xml``: REGISTER, 401, REGISTER with MD5 digest, 200; users from
-an injection CSV of the 10,000, in sequence) at rising rates, each held for ``--seconds``.
+an injection CSV of the 10,000, in sequence) at rising rates, each held for ``--seconds``. The
+phones keep one address through the run, so after the first step every registration refreshes
+a binding (10,000 bindings in all); ``--moving-phones`` gives them a new address at each step,
+so each step adds a contact per extension (up to ``max_contacts``, 5) and the 200 OKs list them.
 
 A step passes when every registration of it succeeded (no failed call, no timeout), fewer than
 0.1 % of the requests were retransmitted, and SIPp kept the rate (the step took at most 3 % + 1 s
@@ -248,9 +251,16 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def run_step(
-    target: int, users: Path, rate: int, seconds: int, workdir: Path, measured_pid: int
+    target: int,
+    users: Path,
+    rate: int,
+    seconds: int,
+    workdir: Path,
+    measured_pid: int,
+    local_port: int | None = None,
 ) -> Step:
-    """SIPp at ``rate`` registrations/s for ``seconds``, to 127.0.0.1:``target``."""
+    """SIPp at ``rate`` registrations/s for ``seconds``, to 127.0.0.1:``target``, from UDP
+    ``local_port`` (the phones' address, in their Contact; a free one when None)."""
     planned = rate * seconds
     stats = workdir / f"stats-{target}-{rate}.csv"
     args = [
@@ -265,7 +275,7 @@ def run_step(
         "-i",
         HOST,
         "-p",
-        str(free_udp_port()),
+        str(local_port if local_port is not None else free_udp_port()),
         "-r",
         str(rate),
         "-m",
@@ -349,14 +359,20 @@ def climb(
     seconds: int,
     workdir: Path,
     deadline: float,
+    *,
+    moving: bool = False,
 ) -> Step | None:
     """Step up through ``rates``; the highest passing step (None if the first fails)."""
     best = None
+    # The same 10,000 phones at every step: one address, so a step refreshes the bindings the
+    # last one made. ``moving``: a new address per step, so every step adds a contact to each
+    # extension (up to max_contacts, 5) and the 200 OKs list them all.
+    local_port = None if moving else free_udp_port()
     for rate in rates:
         if time.monotonic() + seconds * 1.5 + 10 > deadline:
             print(f"  {name}: time budget reached before {rate}/s", flush=True)
             break
-        step = run_step(target, users, rate, seconds, workdir, measured_pid)
+        step = run_step(target, users, rate, seconds, workdir, measured_pid, local_port)
         # The machine may be shared: the 1-minute load average tells how quiet it was.
         print(f"  {name:8} {_row(step)}  load {os.getloadavg()[0]:.2f}", flush=True)
         if not step.passed:
@@ -386,6 +402,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=540.0, help="seconds for the whole run")
     parser.add_argument("--quick", action="store_true", help="5 s steps (a smoke run)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--moving-phones",
+        action="store_true",
+        help="a new phone address at each step (contacts accumulate up to max_contacts)",
+    )
     args = parser.parse_args(argv)
     seconds = 5 if args.quick else args.seconds
     rates = _rates(args.rates, SERVER_RATES)
@@ -403,7 +424,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         server_log = workdir / "pbx.log"
         with pbx_server(config, port, server_log, args.log_level) as pid:
             print(f"pbx (pid {pid}, UDP {port}, log level {args.log_level}):", flush=True)
-            best = climb("pbx", port, pid, users, rates, seconds, workdir, deadline)
+            best = climb(
+                "pbx",
+                port,
+                pid,
+                users,
+                rates,
+                seconds,
+                workdir,
+                deadline,
+                moving=args.moving_phones,
+            )
         baseline = None
         if not args.no_baseline:
             with sipp_uas(workdir) as (uas_pid, uas_port):

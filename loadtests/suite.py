@@ -439,9 +439,19 @@ def rtt_samples(step_dir: Path) -> dict[str, list[float]]:
 
 
 def register_step(
-    section: str, label: str, target: int, pid: int, users: Path, rate: int, seconds: int, wd: Path
+    section: str,
+    label: str,
+    target: int,
+    pid: int,
+    users: Path,
+    rate: int,
+    seconds: int,
+    wd: Path,
+    local_port: int | None = None,
 ) -> StepRecord:
-    step = bench_register.run_step(target, users, rate, seconds, wd, pid)
+    """One storm step; ``local_port``: the phones' address, kept through the ladder so that a
+    step refreshes the bindings of the one before (as bench_register does)."""
+    step = bench_register.run_step(target, users, rate, seconds, wd, pid, local_port)
     rss = rss_kib(pid)
     return StepRecord(
         section=section,
@@ -1168,9 +1178,18 @@ def main(argv: list[str] | None = None) -> int:
             if "register" in wanted:
                 print("1. registration storm", flush=True)
                 deadline = section_deadline("register")
+                storm_port = bench_register.free_udp_port()
                 records = climb(
                     lambda r: register_step(
-                        "register", "pbx", server.udp[1], server.pid, storm, r, secs, workdir
+                        "register",
+                        "pbx",
+                        server.udp[1],
+                        server.pid,
+                        storm,
+                        r,
+                        secs,
+                        workdir,
+                        storm_port,
                     ),
                     prof.register_rates,
                     secs,
