@@ -18,9 +18,10 @@ the load average); the baseline starts at the server's best rate. A 5 s run at 5
 the server up first (lazy imports, first-call paths) and is not reported. The memory run holds
 ``--hold-calls`` established calls on a fresh server and prints (RSS after - RSS before) / calls.
 
-Typical run: about 9 minutes. The server's CPU goes (py-spy, 300 calls/s) to sendto system
-calls (~17 %), parsing (~10 %), routing (~6 %), JSON logging of call_ended (~6 %), serializing
-(~5 %), the transaction layer and dialogs; it is one process on one core, next to both SIPps.
+Typical run: about 9 minutes (15 with ``--hold-calls 10000``). The server's CPU goes (py-spy,
+400 calls/s, 63 % of a core) to the event loop and its system calls (~25 %), the call engine
+(~30 %, routing ~7 % of it), parsing (~9 %), the transaction layer (~7 %) and sendto (~6 %); it
+is one process on one core, next to both SIPps.
 
 The server runs as ``pbx run`` (uvloop) with its normal JSON logging at info level.
 """
