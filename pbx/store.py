@@ -250,14 +250,11 @@ class Store:
 
     async def save_binding(self, binding: Binding) -> None:
         """Insert or refresh a binding; returns once committed."""
-        await self._submit(
-            _UPSERT_BINDING, _binding_params(binding), urgent=True, row=_binding_row(binding)
-        )
+        await self.write_bindings((binding,), ())
 
     async def delete_binding(self, binding: Binding) -> None:
         """Remove a binding; returns once committed."""
-        row = _binding_row(binding)
-        await self._submit(_DELETE_BINDING, row[1:], urgent=True, row=row)
+        await self.write_bindings((), (binding,))
 
     async def apply_bindings(self, saved: Sequence[Binding], removed: Sequence[Binding]) -> None:
         """Persist a ``RegisterResult``'s changes, deletes first, in one commit."""
@@ -275,7 +272,9 @@ class Store:
             ops.append((_DELETE_BINDING, row[1:], row))
         ops.extend((_UPSERT_BINDING, _binding_params(b), _binding_row(b)) for b in saved)
         if not ops:
-            return self._submit(None, (), urgent=False)  # resolves with the next commit
+            nothing: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            nothing.set_result(0)
+            return nothing
         for sql, params, key in ops[:-1]:
             self._enqueue(sql, params, None, urgent=True, row=key)
         sql, params, key = ops[-1]
