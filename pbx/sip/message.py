@@ -216,12 +216,7 @@ class Via:
         added when the sent-by host differs or ``rport`` is asked (RFC 3261 18.2.1), and
         ``rport`` filled with the source port (RFC 3581 4)."""
         host, port = source
-        wants_rport = False
-        for name, _ in self.params:
-            if name.lower() == "rport":
-                wants_rport = True
-                break
-        if not wants_rport and self.host.strip("[]") == host:
+        if not self.wants_rport and self.host.strip("[]") == host:
             return self
         params: list[tuple[str, str | None]] = []
         for name, value in self.params:
