@@ -22,6 +22,11 @@ def _format_labels(labels: LabelValues) -> str:
     return "{" + inner + "}"
 
 
+def _key(labels: dict[str, str]) -> LabelValues:
+    """Label values in name order; one label (every SIP message counts one) needs no sorting."""
+    return tuple(labels.items()) if len(labels) < 2 else tuple(sorted(labels.items()))
+
+
 class Metric:
     """One metric family; ``read`` (when given) supplies its unlabelled value at scrape time."""
 
@@ -52,13 +57,12 @@ class Counter(Metric):
         super().__init__(name, help_text, "counter", read)
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
-        # Hot (every SIP message): one label needs no sorting.
-        key = tuple(labels.items()) if len(labels) < 2 else tuple(sorted(labels.items()))
+        key = _key(labels)
         self.values[key] = self.values.get(key, 0.0) + amount
 
     def set_total(self, value: float, **labels: str) -> None:
         """Set the total of a counter kept elsewhere (by a collector, see Registry.on_render)."""
-        self.values[tuple(sorted(labels.items()))] = value
+        self.values[_key(labels)] = value
 
 
 class Gauge(Metric):
@@ -68,7 +72,7 @@ class Gauge(Metric):
         super().__init__(name, help_text, "gauge", read)
 
     def set(self, value: float, **labels: str) -> None:
-        self.values[tuple(sorted(labels.items()))] = value
+        self.values[_key(labels)] = value
 
 
 class Registry:
