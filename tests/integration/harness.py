@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.prometheus import metric_values
+
 REPO = Path(__file__).resolve().parents[2]
 SIPP_DIR = REPO / "tests" / "sipp"
 START_TIMEOUT = 30.0
@@ -146,12 +148,7 @@ class RunningServer:
         ``pbx_calls_total{disposition="answered"}``."""
         status, text = self.admin_request("GET", "/metrics")
         assert status == 200, text
-        values = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                sample, value = line.rsplit(" ", 1)
-                values[sample] = float(value)
-        return values
+        return metric_values(text)
 
     def events(self, name: str) -> list[dict[str, Any]]:
         return [line for line in list(self.log_lines) if line.get("event") == name]

@@ -23,6 +23,7 @@ from pbx.media.relay import (
 from pbx.media.rtp import RtpPacket
 from pbx.metrics import Registry
 from tests.media.udp import HOST, TEST_PORTS, endpoint
+from tests.prometheus import metric_values
 
 PHONE = ("192.0.2.10", 40000)
 OTHER_PHONE = ("192.0.2.20", 40002)
@@ -164,16 +165,6 @@ def test_packets_from_a_stray_source_are_rejected_and_not_sequenced() -> None:
 
 
 # --- RelayCounters: live and closed sessions, and the metrics ---------------------------------
-
-
-def metric_values(text: str) -> dict[str, float]:
-    """Sample name (labels included) -> value, from the Prometheus text."""
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            values[name] = float(value)
-    return values
 
 
 @pytest.mark.asyncio
