@@ -92,17 +92,7 @@ def write_load_config(root: Path, port: int) -> tuple[Path, Path]:
     rows = ["SEQUENTIAL"]
     for t in range(TENANTS):
         domain = f"bench{t}.example"
-        lines = [
-            "[tenant]",
-            f'domain = "{domain}"',
-            'timezone = "Asia/Tokyo"',
-            f"default = {'true' if t == 0 else 'false'}",
-            "",
-            "[limits]",
-            "max_users = 100000",
-            "recording_users = 0",
-            "",
-        ]
+        lines = tenant_header(domain, default=t == 0, recording_users=0)
         for i in range(USERS_PER_TENANT):
             extension = f"{1000 + i:04d}"
             password = f"pw-{t}-{extension}"
@@ -114,6 +104,21 @@ def write_load_config(root: Path, port: int) -> tuple[Path, Path]:
     users = root / "users.csv"
     users.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return root / "pbx.toml", users
+
+
+def tenant_header(domain: str, *, default: bool, recording_users: int) -> list[str]:
+    """The ``[tenant]`` and ``[limits]`` lines of a load-test tenant file (Tokyo, no user cap)."""
+    return [
+        "[tenant]",
+        f'domain = "{domain}"',
+        'timezone = "Asia/Tokyo"',
+        f"default = {'true' if default else 'false'}",
+        "",
+        "[limits]",
+        "max_users = 100000",
+        f"recording_users = {recording_users}",
+        "",
+    ]
 
 
 def free_udp_port() -> int:

@@ -226,17 +226,7 @@ address = "{CARRIER_IP}:{free_port(host=CARRIER_IP)}"
     all_days = '["mon", "tue", "wed", "thu", "fri", "sat", "sun", "holiday"]'
     for t in range(TENANTS):
         domain = f"tenant{t}.example"
-        lines = [
-            "[tenant]",
-            f'domain = "{domain}"',
-            'timezone = "Asia/Tokyo"',
-            f"default = {'true' if t == 0 else 'false'}",
-            "",
-            "[limits]",
-            "max_users = 100000",
-            "recording_users = 10",
-            "",
-        ]
+        lines = bench_register.tenant_header(domain, default=t == 0, recording_users=10)
         for kind in TARGETS:
             lines += ["[[numbers]]", f'number = "{number(t, kind)}"', ""]
         specials = {
