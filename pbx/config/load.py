@@ -38,6 +38,7 @@ from pbx.config.model import (
     IncomingRule,
     ListenSpec,
     MediaSettings,
+    PanelSettings,
     PhoneNumber,
     RegistrarSettings,
     SecuritySettings,
@@ -328,6 +329,7 @@ _SERVER_KEYS = (
     "security",
     "media",
     "admin",
+    "panel",
     "storage",
     "trunks",
 )
@@ -535,6 +537,8 @@ def _load_server(
                     "anyone who can reach it can reload the server",
                 )
 
+    panel = _load_panel(sink, file, top.table_("panel"), base, admin)
+
     # [storage]
     sto = _Reader(sink, file, "[storage]", top.table_("storage"), ("data_dir",))
     data_dir_text = sto.string("data_dir")
@@ -611,8 +615,90 @@ def _load_server(
         admin=admin,
         storage=storage,
         trunks=tuple(trunks),
+        panel=panel,
     )
     return server, tenants_dir
+
+
+_PANEL_KEYS = (
+    "listen",
+    "tls_certificate",
+    "tls_key",
+    "session_idle_minutes",
+    "session_max_hours",
+    "history_versions",
+)
+
+
+def _load_panel(
+    sink: _Sink, file: str, table: Mapping[str, Any], base: Path, admin: AdminSettings
+) -> PanelSettings:
+    """``[panel]``: the web control panel's listener, TLS files, sessions and history."""
+    pan = _Reader(sink, file, "[panel]", table, _PANEL_KEYS)
+    defaults = PanelSettings()
+    host, port = defaults.host, defaults.port
+    listen = pan.text("listen")
+    if listen is not None:
+        try:
+            host, port = _split_host_port(listen, allow_any_port=True)
+        except ValueError as exc:
+            pan.error("listen", f"{_show(listen)}: {exc}")
+            host, port = defaults.host, defaults.port
+            listen = None
+    # Two listeners on one port fail at start-up; say so at check time instead.
+    if port and port == admin.port and _same_or_wildcard(host, admin.host):
+        pan.error(
+            "listen",
+            f"{_show(listen or f'{host}:{port}')} is also the address of [admin] listen: "
+            "the panel needs a port of its own",
+        )
+
+    paths: dict[str, Path] = {}
+    for key in ("tls_certificate", "tls_key"):
+        text = pan.string(key)
+        if text == "":
+            pan.error(key, "must not be empty")
+        elif text is not None:
+            resolved = (base / text).resolve()
+            if resolved.is_file():
+                paths[key] = resolved
+            else:
+                pan.error(key, f"{_show(text)}: there is no file at {resolved}")
+    for key, other in (("tls_certificate", "tls_key"), ("tls_key", "tls_certificate")):
+        if pan.has(key) and not pan.has(other):
+            pan.error(other, f"is required when {key} is set (give both or neither)")
+    certificate, key_file = paths.get("tls_certificate"), paths.get("tls_key")
+    if certificate is None or key_file is None:
+        certificate = key_file = None
+    if listen is not None and certificate is None and not ipaddress.ip_address(host).is_loopback:
+        pan.warn(
+            "listen",
+            f"{_show(listen)} is not a loopback address and [panel] has no TLS: "
+            "passwords and sessions would cross the network in clear text",
+        )
+
+    idle = pan.integer("session_idle_minutes", defaults.session_idle_minutes, minimum=1)
+    longest = pan.integer("session_max_hours", defaults.session_max_hours, minimum=1)
+    if idle >= longest * 60:
+        pan.warn(
+            "session_idle_minutes",
+            f"{idle} minutes is not less than session_max_hours ({longest * 60} minutes): "
+            "sessions never end for being idle",
+        )
+    return PanelSettings(
+        host=host,
+        port=port,
+        tls_certificate=certificate,
+        tls_key=key_file,
+        session_idle_minutes=idle,
+        session_max_hours=longest,
+        history_versions=pan.integer("history_versions", defaults.history_versions, minimum=0),
+    )
+
+
+def _same_or_wildcard(one: str, other: str) -> bool:
+    """Whether listeners on these two addresses (same port) would collide."""
+    return one == other or any(ipaddress.ip_address(h).is_unspecified for h in (one, other))
 
 
 # --------------------------------------------------------------------------------------------

@@ -102,6 +102,19 @@ class AdminSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PanelSettings:
+    """The web control panel (``[panel]``): where it listens, its TLS files, sessions, history."""
+
+    host: str = "127.0.0.1"
+    port: int = 8089
+    tls_certificate: Path | None = None  # PEM, absolute; set together with tls_key or not at all
+    tls_key: Path | None = None  # PEM, absolute
+    session_idle_minutes: int = 30  # a session unused this long ends
+    session_max_hours: int = 12  # a session ends this long after sign-in, used or not
+    history_versions: int = 50  # previous versions of a tenant file kept for rollback
+
+
+@dataclass(frozen=True, slots=True)
 class StorageSettings:
     data_dir: Path  # absolute (resolved against the folder of pbx.toml)
 
@@ -127,6 +140,7 @@ class ServerConfig:
     admin: AdminSettings
     storage: StorageSettings
     trunks: tuple[Trunk, ...] = ()
+    panel: PanelSettings = field(default_factory=PanelSettings)
 
 
 @dataclass(frozen=True, slots=True)
