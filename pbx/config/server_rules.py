@@ -1,0 +1,454 @@
+"""``pbx.toml``: the server's settings, checked section by section (DESIGN section 5).
+
+``load_server`` turns the parsed TOML of pbx.toml into a ``ServerConfig``, reporting each problem
+to the sink with its section and key ("[calls]", "max_ring_seconds"). It reads no files: paths
+are resolved against pbx.toml's folder, and the files they name are checked by the builder.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Container, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from pbx.config.model import (
+    AdminSettings,
+    AuthSettings,
+    CallSettings,
+    ListenSpec,
+    MediaSettings,
+    PanelSettings,
+    RegistrarSettings,
+    SecuritySettings,
+    ServerConfig,
+    SipSettings,
+    StorageSettings,
+    Trunk,
+)
+from pbx.config.tables import Sink, TableReader, show, split_host_port, valid_domain
+
+ALGORITHMS: tuple[Literal["MD5", "SHA-256"], ...] = ("MD5", "SHA-256")
+
+
+_SERVER_KEYS = (
+    "tenants_dir",
+    "sip",
+    "auth",
+    "registrar",
+    "calls",
+    "security",
+    "media",
+    "admin",
+    "panel",
+    "storage",
+    "trunks",
+)
+
+
+_SIP_DEFAULTS = SipSettings(listen=())
+
+
+@dataclass(frozen=True, slots=True)
+class NamedFile:
+    """A file pbx.toml names that must exist (the panel's TLS certificate and key)."""
+
+    file: str  # pbx.toml, as shown in problems
+    entity: str
+    field: str
+    written: str  # as the admin wrote it
+    path: Path  # resolved against the folder of pbx.toml
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """What ``load_server`` made of pbx.toml."""
+
+    config: ServerConfig
+    tenants_dir: str  # as written, relative to the folder of pbx.toml
+    named_files: tuple[NamedFile, ...]
+
+
+def load_server(
+    sink: Sink, file: str, data: Mapping[str, Any], base: Path, path: Path
+) -> ServerSettings:
+    """Check pbx.toml's tables and build its ``ServerConfig`` (files it names are not looked at)."""
+    named: list[NamedFile] = []
+    top = TableReader(sink, file, "", data, _SERVER_KEYS)
+    tenants_dir = top.string("tenants_dir") or "tenants"
+
+    # [sip]
+    sip = TableReader(
+        sink,
+        file,
+        "[sip]",
+        top.table_("sip"),
+        (
+            "listen",
+            "advertise",
+            "tcp_max_connections",
+            "tcp_max_connections_per_source",
+            "tcp_idle_seconds",
+            "tcp_message_seconds",
+        ),
+    )
+    listen: list[ListenSpec] = []
+    entries = sip.strings("listen")
+    if entries is None:
+        entries = ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"] if not sip.has("listen") else []
+    elif not entries:
+        sip.error("listen", 'needs at least one address, e.g. "udp:0.0.0.0:5060"')
+    seen: set[tuple[str, str, int]] = set()
+    for entry in entries:
+        transport, sep, address = sip.fold("listen", entry).partition(":")
+        transport = transport.lower()
+        if not sep or transport not in ("udp", "tcp"):
+            sip.error(
+                "listen",
+                f'{show(entry)} must be "udp:HOST:PORT" or "tcp:HOST:PORT" '
+                '(e.g. "udp:0.0.0.0:5060", "tcp:[::]:5060")',
+            )
+            continue
+        try:
+            host, port = split_host_port(address, default_port=5060, allow_any_port=True)
+        except ValueError as exc:
+            sip.error("listen", f"{show(entry)}: {exc}")
+            continue
+        key = (transport, host, port)
+        if key in seen:
+            sip.error("listen", f"{show(entry)} is listed twice")
+            continue
+        seen.add(key)
+        listen.append(ListenSpec(cast(Literal["udp", "tcp"], transport), host, port))
+    advertise = sip.text("advertise")
+    if advertise is not None:
+        bare = (
+            advertise[1:-1] if advertise.startswith("[") and advertise.endswith("]") else advertise
+        )
+        if not valid_domain(bare.lower()):
+            sip.error("advertise", f"{show(advertise)} is not an IP address or host name")
+            advertise = None
+        else:
+            advertise = bare
+
+    # [auth]
+    auth_reader = TableReader(
+        sink, file, "[auth]", top.table_("auth"), ("algorithms", "nonce_seconds")
+    )
+    algorithms: list[Literal["MD5", "SHA-256"]] = []
+    names = auth_reader.strings("algorithms")
+    for name in names if names is not None else list(ALGORITHMS):
+        canonical = next((a for a in ALGORITHMS if a.lower() == name.strip().lower()), None)
+        if canonical is None:
+            auth_reader.error("algorithms", f'{show(name)} is not one of "MD5", "SHA-256"')
+        elif canonical in algorithms:
+            auth_reader.error("algorithms", f"{show(name)} is listed twice")
+        else:
+            algorithms.append(canonical)
+    if names is not None and not names:
+        auth_reader.error("algorithms", 'needs at least one algorithm ("MD5", "SHA-256")')
+    nonce_seconds = auth_reader.integer(
+        "nonce_seconds", AuthSettings().nonce_seconds, minimum=1, maximum=86400
+    )
+    auth = AuthSettings(tuple(algorithms) if algorithms else ALGORITHMS, nonce_seconds)
+
+    # [registrar]
+    reg = TableReader(
+        sink,
+        file,
+        "[registrar]",
+        top.table_("registrar"),
+        ("min_expires", "max_expires", "max_contacts", "default_expires"),
+    )
+    defaults = RegistrarSettings()
+    registrar = RegistrarSettings(
+        min_expires=reg.integer("min_expires", defaults.min_expires, minimum=1),
+        max_expires=reg.integer("max_expires", defaults.max_expires, minimum=1),
+        max_contacts=reg.integer("max_contacts", defaults.max_contacts, minimum=1),
+        default_expires=reg.integer("default_expires", defaults.default_expires, minimum=1),
+    )
+    if registrar.min_expires > registrar.max_expires:
+        reg.error(
+            "min_expires",
+            f"{registrar.min_expires} is more than max_expires ({registrar.max_expires})",
+        )
+    elif not registrar.min_expires <= registrar.default_expires <= registrar.max_expires:
+        reg.error(
+            "default_expires",
+            f"{registrar.default_expires} is outside min_expires-max_expires "
+            f"({registrar.min_expires}-{registrar.max_expires})",
+        )
+
+    # [calls]
+    calls_reader = TableReader(
+        sink,
+        file,
+        "[calls]",
+        top.table_("calls"),
+        (
+            "no_answer_seconds",
+            "max_ring_seconds",
+            "max_calls_per_user",
+            "max_forward_hops",
+            "drain_seconds",
+        ),
+    )
+    cd = CallSettings()
+    calls = CallSettings(
+        no_answer_seconds=calls_reader.integer(
+            "no_answer_seconds", cd.no_answer_seconds, minimum=1
+        ),
+        max_ring_seconds=calls_reader.integer("max_ring_seconds", cd.max_ring_seconds, minimum=1),
+        max_calls_per_user=calls_reader.integer(
+            "max_calls_per_user", cd.max_calls_per_user, minimum=1
+        ),
+        max_forward_hops=calls_reader.integer("max_forward_hops", cd.max_forward_hops, minimum=1),
+        drain_seconds=calls_reader.integer("drain_seconds", cd.drain_seconds, minimum=0),
+    )
+    if calls.no_answer_seconds >= calls.max_ring_seconds:
+        calls_reader.warn(
+            "no_answer_seconds",
+            f"{calls.no_answer_seconds} is not less than max_ring_seconds "
+            f"({calls.max_ring_seconds}): no-answer forwarding can never happen",
+        )
+
+    # [security]
+    sec = TableReader(
+        sink,
+        file,
+        "[security]",
+        top.table_("security"),
+        ("ban_after_failures", "ban_window_seconds", "ban_seconds", "max_requests_per_second"),
+    )
+    sd = SecuritySettings()
+    security = SecuritySettings(
+        ban_after_failures=sec.integer("ban_after_failures", sd.ban_after_failures, minimum=1),
+        ban_window_seconds=sec.integer("ban_window_seconds", sd.ban_window_seconds, minimum=1),
+        ban_seconds=sec.integer("ban_seconds", sd.ban_seconds, minimum=1),
+        max_requests_per_second=sec.integer(
+            "max_requests_per_second", sd.max_requests_per_second, minimum=1
+        ),
+    )
+
+    # [media]
+    med = TableReader(
+        sink, file, "[media]", top.table_("media"), ("rtp_ports", "inactivity_seconds")
+    )
+    md = MediaSettings()
+    port_min, port_max = md.rtp_port_min, md.rtp_port_max
+    ports = med.text("rtp_ports")
+    if ports is not None:
+        match = re.fullmatch(r"([0-9]+)\s*-\s*([0-9]+)", ports)
+        if match is None:
+            med.error("rtp_ports", f'{show(ports)} must be a range "LOW-HIGH", e.g. "20000-29999"')
+        else:
+            low, high = int(match[1]), int(match[2])
+            if not 1024 <= low < high <= 65535:
+                med.error(
+                    "rtp_ports",
+                    f"{show(ports)} must satisfy 1024 <= LOW < HIGH <= 65535",
+                )
+            else:
+                port_min, port_max = low, high
+    media = MediaSettings(
+        rtp_port_min=port_min,
+        rtp_port_max=port_max,
+        inactivity_seconds=med.integer("inactivity_seconds", md.inactivity_seconds, minimum=1),
+    )
+
+    # [admin]
+    adm = TableReader(sink, file, "[admin]", top.table_("admin"), ("listen",))
+    admin = AdminSettings()
+    admin_listen = adm.text("listen")
+    if admin_listen is not None:
+        try:
+            host, port = split_host_port(admin_listen, allow_any_port=True)
+        except ValueError as exc:
+            adm.error("listen", f"{show(admin_listen)}: {exc}")
+        else:
+            admin = AdminSettings(host, port)
+            if not ipaddress.ip_address(host).is_loopback:
+                adm.warn(
+                    "listen",
+                    f"{show(admin_listen)} is not a loopback address: "
+                    "anyone who can reach it can reload the server",
+                )
+
+    panel = _load_panel(sink, file, top.table_("panel"), base, admin, named)
+
+    # [storage]
+    sto = TableReader(sink, file, "[storage]", top.table_("storage"), ("data_dir",))
+    data_dir_text = sto.string("data_dir")
+    if data_dir_text == "":
+        sto.error("data_dir", "must not be empty")
+        data_dir_text = None
+    data_dir = (base / (data_dir_text or "../data")).resolve()
+    storage = StorageSettings(data_dir)
+
+    # [[trunks]]
+    trunks: list[Trunk] = []
+    trunk_names: dict[str, int] = {}
+    trunk_hosts: dict[str, str] = {}
+    for position, trunk_table in enumerate(top.tables("trunks"), start=1):
+        if trunk_table is None:
+            continue
+        label = f"trunk #{position}"
+        raw_name = trunk_table.get("name")
+        if isinstance(raw_name, str) and raw_name:
+            label = f"trunk {raw_name}"
+        tr = TableReader(sink, file, label, trunk_table, ("name", "address"))
+        trunk_name = tr.string("name", required=True)
+        trunk_address = tr.text("address", required=True)
+        if trunk_name is not None:
+            if not trunk_name:
+                tr.error("name", "must not be empty")
+            elif trunk_name in trunk_names:
+                tr.error(
+                    "name",
+                    f"{show(trunk_name)} is also the name of trunk #{trunk_names[trunk_name]}",
+                )
+            trunk_names.setdefault(trunk_name, position)
+        if trunk_name and trunk_address is not None:
+            try:
+                host, port = split_host_port(trunk_address, default_port=5060)
+            except ValueError as exc:
+                tr.error("address", f"{show(trunk_address)}: {exc}")
+                continue
+            if host in trunk_hosts:
+                tr.error(
+                    "address",
+                    f"{host} is also the address of trunk {trunk_hosts[host]}: "
+                    "trunks are told apart by source IP address",
+                )
+                continue
+            trunk_hosts[host] = trunk_name
+            trunks.append(Trunk(trunk_name, host, port))
+
+    server = ServerConfig(
+        path=path,
+        sip=SipSettings(
+            tuple(listen),
+            advertise,
+            tcp_max_connections=sip.integer(
+                "tcp_max_connections", _SIP_DEFAULTS.tcp_max_connections, minimum=1
+            ),
+            tcp_max_connections_per_source=sip.integer(
+                "tcp_max_connections_per_source",
+                _SIP_DEFAULTS.tcp_max_connections_per_source,
+                minimum=1,
+            ),
+            tcp_idle_seconds=sip.integer(
+                "tcp_idle_seconds", _SIP_DEFAULTS.tcp_idle_seconds, minimum=1
+            ),
+            tcp_message_seconds=sip.integer(
+                "tcp_message_seconds", _SIP_DEFAULTS.tcp_message_seconds, minimum=1
+            ),
+        ),
+        auth=auth,
+        registrar=registrar,
+        calls=calls,
+        security=security,
+        media=media,
+        admin=admin,
+        storage=storage,
+        trunks=tuple(trunks),
+        panel=panel,
+    )
+    return ServerSettings(server, tenants_dir, tuple(named))
+
+
+def check_named_files(sink: Sink, named: Iterable[NamedFile], present: Container[Path]) -> None:
+    """Report each file pbx.toml names that is not in ``present`` (the files that exist)."""
+    for entry in named:
+        if entry.path not in present:
+            sink.error(
+                entry.file,
+                entry.entity,
+                entry.field,
+                f"{show(entry.written)}: there is no file at {entry.path}",
+            )
+
+
+_PANEL_KEYS = (
+    "listen",
+    "tls_certificate",
+    "tls_key",
+    "session_idle_minutes",
+    "session_max_hours",
+    "history_versions",
+)
+
+
+def _load_panel(
+    sink: Sink,
+    file: str,
+    table: Mapping[str, Any],
+    base: Path,
+    admin: AdminSettings,
+    named: list[NamedFile],
+) -> PanelSettings:
+    """``[panel]``: the web control panel's listener, TLS files, sessions and history."""
+    pan = TableReader(sink, file, "[panel]", table, _PANEL_KEYS)
+    defaults = PanelSettings()
+    host, port = defaults.host, defaults.port
+    listen = pan.text("listen")
+    if listen is not None:
+        try:
+            host, port = split_host_port(listen, allow_any_port=True)
+        except ValueError as exc:
+            pan.error("listen", f"{show(listen)}: {exc}")
+            host, port = defaults.host, defaults.port
+            listen = None
+    # Two listeners on one port fail at start-up; say so at check time instead.
+    if port and port == admin.port and _same_or_wildcard(host, admin.host):
+        pan.error(
+            "listen",
+            f"{show(listen or f'{host}:{port}')} is also the address of [admin] listen: "
+            "the panel needs a port of its own",
+        )
+
+    paths: dict[str, Path] = {}
+    for key in ("tls_certificate", "tls_key"):
+        text = pan.string(key)
+        if text == "":
+            pan.error(key, "must not be empty")
+        elif text is not None:
+            paths[key] = (base / text).resolve()
+            named.append(NamedFile(file, "[panel]", key, text, paths[key]))
+    for key, other in (("tls_certificate", "tls_key"), ("tls_key", "tls_certificate")):
+        if pan.has(key) and not pan.has(other):
+            pan.error(other, f"is required when {key} is set (give both or neither)")
+    certificate, key_file = paths.get("tls_certificate"), paths.get("tls_key")
+    if certificate is None or key_file is None:
+        certificate = key_file = None
+    if listen is not None and certificate is None and not ipaddress.ip_address(host).is_loopback:
+        pan.warn(
+            "listen",
+            f"{show(listen)} is not a loopback address and [panel] has no TLS: "
+            "passwords and sessions would cross the network in clear text",
+        )
+
+    idle = pan.integer("session_idle_minutes", defaults.session_idle_minutes, minimum=1)
+    longest = pan.integer("session_max_hours", defaults.session_max_hours, minimum=1)
+    if idle >= longest * 60:
+        pan.warn(
+            "session_idle_minutes",
+            f"{idle} minutes is not less than session_max_hours ({longest * 60} minutes): "
+            "sessions never end for being idle",
+        )
+    return PanelSettings(
+        host=host,
+        port=port,
+        tls_certificate=certificate,
+        tls_key=key_file,
+        session_idle_minutes=idle,
+        session_max_hours=longest,
+        history_versions=pan.integer("history_versions", defaults.history_versions, minimum=0),
+    )
+
+
+def _same_or_wildcard(one: str, other: str) -> bool:
+    """Whether listeners on these two addresses (same port) would collide."""
+    return one == other or any(ipaddress.ip_address(h).is_unspecified for h in (one, other))
