@@ -1,120 +1,428 @@
-"""The admin HTTP API (docs/design.md, "Command line and admin API").
+"""The admin HTTP API (docs/design.md, "Command line and admin API") as a Starlette app.
 
-A deliberately small HTTP/1.1 server on ``[admin] listen`` (loopback by default): ``POST /reload``,
-``GET /status``, ``GET /registrations``, ``GET /calls`` (JSON) and ``GET /metrics`` (Prometheus
-text format). One request per connection; request line and headers are capped at 16 KiB, bodies
-at 64 KiB, and a client gets 10 seconds to send its request.
+``POST /reload``, ``GET /status``, ``GET /registrations``, ``GET /calls`` (JSON), ``GET /metrics``
+(Prometheus text format 0.0.4) and ``GET /openapi.json`` (this API described in OpenAPI 3.1:
+``OPENAPI`` below). Each handler calls one narrow function of the server and renders what it
+returns; the app keeps no state. Errors are JSON ``{"error": "..."}``: 404 for an unknown path,
+405 for a known path with another method (with ``Allow``), 413 for a body over 64 KiB, 500 when
+a handler fails (logged). ``pbx.http.HttpListener`` serves it on ``[admin] listen``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = structlog.get_logger("pbx.admin")
 
-MAX_HEAD = 16 * 1024
 MAX_BODY = 64 * 1024
-REQUEST_SECONDS = 10.0
+METRICS_MEDIA_TYPE = "text/plain; version=0.0.4"
 
-REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    409: "Conflict",
-    413: "Payload Too Large",
-    500: "Internal Server Error",
+ReloadFunction = Callable[[], Awaitable[tuple[int, dict[str, Any]]]]
+ViewFunction = Callable[[], Any]  # returns plain JSON data (dicts, lists, str, numbers, None)
+
+
+class AdminJsonResponse(JSONResponse):
+    """JSON as the admin API has always written it: indented, UTF-8 as is, a final newline."""
+
+    def render(self, content: Any) -> bytes:
+        return (json.dumps(content, ensure_ascii=False, indent=2, default=str) + "\n").encode()
+
+
+def build_admin_app(
+    *,
+    reload: ReloadFunction,
+    status: ViewFunction,
+    registrations: ViewFunction,
+    calls: ViewFunction,
+    metrics: Callable[[], str],
+) -> Starlette:
+    """The admin API over these functions of the running server (``pbx.server.PbxServer``)."""
+
+    async def do_reload(request: Request) -> Response:
+        code, body = await reload()
+        return AdminJsonResponse(body, code)
+
+    async def do_status(request: Request) -> Response:
+        return AdminJsonResponse(status())
+
+    async def do_registrations(request: Request) -> Response:
+        return AdminJsonResponse(registrations())
+
+    async def do_calls(request: Request) -> Response:
+        return AdminJsonResponse(calls())
+
+    async def do_metrics(request: Request) -> Response:
+        return Response(metrics(), media_type=METRICS_MEDIA_TYPE)
+
+    async def do_openapi(request: Request) -> Response:
+        return AdminJsonResponse(OPENAPI)
+
+    routes = {
+        "/reload": ("POST", do_reload),
+        "/status": ("GET", do_status),
+        "/registrations": ("GET", do_registrations),
+        "/calls": ("GET", do_calls),
+        "/metrics": ("GET", do_metrics),
+        "/openapi.json": ("GET", do_openapi),
+    }
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        path = request.url.path
+        if exc.status_code == 404:
+            error = f"no such endpoint: {path}"
+        elif exc.status_code == 405:
+            # Starlette also answers HEAD wherever GET is routed; the message names what we serve.
+            error = f"use {routes[path][0]}" if path in routes else "method not allowed"
+        else:
+            error = exc.detail
+        return AdminJsonResponse({"error": error}, exc.status_code, headers=exc.headers)
+
+    app = Starlette(
+        routes=[
+            Route(path, _guarded(endpoint), methods=[method])
+            for path, (method, endpoint) in routes.items()
+        ],
+        middleware=[Middleware(BodyLimit, limit=MAX_BODY)],
+        exception_handlers={HTTPException: http_error},
+    )
+    # ``/status/`` is not ``/status``: a 404, as it always was, not a redirect.
+    app.router.redirect_slashes = False
+    return app
+
+
+def _guarded(
+    endpoint: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    async def guarded(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except Exception:  # the API boundary: one failing request never stops the server
+            log.exception("admin_request_failed", method=request.method, path=request.url.path)
+            return AdminJsonResponse({"error": "internal error"}, 500)
+
+    return guarded
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes gets 413 before the app sees it.
+
+    A declared Content-Length over the limit is refused without reading; a chunked body is read
+    up to the limit. The admin API's bodies are empty, so buffering the rest costs nothing.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _refuse(scope, receive, send, declared.isdigit())
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await _refuse(scope, receive, send, True)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, too_large: bool) -> None:
+    if too_large:
+        response = AdminJsonResponse({"error": "body too large"}, 413)
+    else:
+        response = AdminJsonResponse({"error": "bad Content-Length"}, 400)
+    await response(scope, receive, send)
+
+
+# -- The OpenAPI 3.1 description (served at GET /openapi.json; tests/test_admin_api.py checks the
+# document and every route's real answers against it).
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json_content(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERRORS = {
+    "413": {"$ref": "#/components/responses/PayloadTooLarge"},
+    "500": {"$ref": "#/components/responses/InternalError"},
 }
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_STRINGS = {"type": "array", "items": {"type": "string"}}
 
-
-@dataclass(frozen=True, slots=True)
-class AdminResponse:
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-
-    @classmethod
-    def json(cls, value: Any, status: int = 200) -> AdminResponse:
-        text = json.dumps(value, ensure_ascii=False, indent=2, default=str) + "\n"
-        return cls(status, text.encode())
-
-
-Handler = Callable[[], Awaitable[AdminResponse]]
-
-
-class AdminServer:
-    """Routes ``(method, path)`` to coroutine handlers; everything else is 404/405."""
-
-    def __init__(self, routes: dict[tuple[str, str], Handler]) -> None:
-        self.routes = routes
-        self._server: asyncio.Server | None = None
-
-    async def start(self, host: str, port: int) -> int:
-        self._server = await asyncio.start_server(self._serve, host, port)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            response = await asyncio.wait_for(self._handle(reader), REQUEST_SECONDS)
-        except TimeoutError:
-            response = AdminResponse.json({"error": "request timed out"}, 400)
-        except Exception:  # the API boundary: one bad request never stops the server
-            log.exception("admin_request_failed")
-            response = AdminResponse.json({"error": "internal error"}, 500)
-        head = (
-            f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Error')}\r\n"
-            f"Content-Type: {response.content_type}\r\n"
-            f"Content-Length: {len(response.body)}\r\n"
-            "Connection: close\r\n\r\n"
-        )
-        try:
-            writer.write(head.encode() + response.body)
-            await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
-    async def _handle(self, reader: asyncio.StreamReader) -> AdminResponse:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.LimitOverrunError:
-            return AdminResponse.json({"error": "request head too large"}, 413)
-        except asyncio.IncompleteReadError:
-            return AdminResponse.json({"error": "incomplete request"}, 400)
-        if len(head) > MAX_HEAD:
-            return AdminResponse.json({"error": "request head too large"}, 413)
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            return AdminResponse.json({"error": "malformed request line"}, 400)
-        method, target = parts[0], parts[1].split("?", 1)[0]
-        length = 0
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            if name.strip().lower() == "content-length":
-                if not value.strip().isdigit():
-                    return AdminResponse.json({"error": "bad Content-Length"}, 400)
-                length = int(value.strip())
-        if length > MAX_BODY:
-            return AdminResponse.json({"error": "body too large"}, 413)
-        if length:
-            await reader.readexactly(length)
-        handler = self.routes.get((method, target))
-        if handler is None:
-            allowed = sorted(m for (m, p) in self.routes if p == target)
-            if allowed:
-                return AdminResponse.json({"error": f"use {', '.join(allowed)}"}, 405)
-            return AdminResponse.json({"error": f"no such endpoint: {target}"}, 404)
-        return await handler()
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "pbx admin API",
+        "version": "1",
+        "description": (
+            "The running server's admin API on `[admin] listen` (loopback by default). "
+            'Every error is JSON `{"error": "..."}`: 404 for an unknown path, 405 (with '
+            "`Allow`) for a known path with another method, 413 for a request body over 64 KiB, "
+            "500 when the server failed to answer. Times are POSIX seconds."
+        ),
+    },
+    "paths": {
+        "/reload": {
+            "post": {
+                "operationId": "reload",
+                "summary": "Reload the configuration (as `pbx reload` and SIGHUP do)",
+                "description": (
+                    "Validates every file first: a valid configuration is swapped in at once, an "
+                    "invalid one changes nothing and its problems are listed. The request body "
+                    "is ignored."
+                ),
+                "responses": {
+                    "200": _json_content(_ref("ReloadDone"), "The new configuration is in force"),
+                    "409": _json_content(
+                        _ref("ReloadRefused"), "Refused: the old configuration stays in force"
+                    ),
+                    **_ERRORS,
+                },
+            }
+        },
+        "/status": {
+            "get": {
+                "operationId": "status",
+                "summary": "Server status: version, uptime, configuration, listeners, counts",
+                "responses": {"200": _json_content(_ref("Status"), "The status"), **_ERRORS},
+            }
+        },
+        "/registrations": {
+            "get": {
+                "operationId": "registrations",
+                "summary": "The active registrations (contacts bound to extensions)",
+                "responses": {
+                    "200": _json_content(
+                        {"type": "array", "items": _ref("Registration")}, "Active registrations"
+                    ),
+                    **_ERRORS,
+                },
+            }
+        },
+        "/calls": {
+            "get": {
+                "operationId": "calls",
+                "summary": "The calls in progress",
+                "responses": {
+                    "200": _json_content({"type": "array", "items": _ref("Call")}, "Active calls"),
+                    **_ERRORS,
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics (text exposition format 0.0.4)",
+                "responses": {
+                    "200": {
+                        "description": "The metrics",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_ERRORS,
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "responses": {
+                    "200": _json_content({"type": "object"}, "The OpenAPI 3.1 document"),
+                    **_ERRORS,
+                },
+            }
+        },
+    },
+    "components": {
+        "responses": {
+            "NotFound": _json_content(_ref("Error"), "No such endpoint"),
+            "MethodNotAllowed": _json_content(_ref("Error"), "The path takes another method"),
+            "PayloadTooLarge": _json_content(_ref("Error"), "The request body is over 64 KiB"),
+            "InternalError": _json_content(_ref("Error"), "The server failed to answer"),
+        },
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {"error": {"type": "string"}},
+                "additionalProperties": False,
+            },
+            "ReloadDone": {
+                "type": "object",
+                "required": ["version", "digest", "warnings"],
+                "properties": {
+                    "version": {"type": "integer", "description": "Configuration version now"},
+                    "digest": {"type": "string", "description": "SHA-256 hex of the files"},
+                    "warnings": _STRINGS,
+                },
+                "additionalProperties": False,
+            },
+            "ReloadRefused": {
+                "type": "object",
+                "required": ["version", "digest", "errors"],
+                "properties": {
+                    "version": {"type": "integer", "description": "The version still in force"},
+                    "digest": {"type": "string"},
+                    "errors": {**_STRINGS, "description": "Every problem, with file and field"},
+                },
+                "additionalProperties": False,
+            },
+            "ListenAddress": {
+                "type": "object",
+                "required": ["transport", "host", "port"],
+                "properties": {
+                    "transport": {"enum": ["UDP", "TCP"]},
+                    "host": {"type": "string"},
+                    "port": {"type": "integer", "minimum": 0, "maximum": 65535},
+                },
+                "additionalProperties": False,
+            },
+            "Tenant": {
+                "type": "object",
+                "required": ["id", "domain", "default", "numbers", "users"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "domain": {"type": "string"},
+                    "default": {"type": "boolean"},
+                    "numbers": _STRINGS,
+                    "users": {**_STRINGS, "description": "Extensions, sorted"},
+                },
+                "additionalProperties": False,
+            },
+            "Ban": {
+                "type": "object",
+                "required": ["host", "until"],
+                "properties": {"host": {"type": "string"}, "until": {"type": "number"}},
+                "additionalProperties": False,
+            },
+            "Status": {
+                "type": "object",
+                "required": [
+                    "server_version",
+                    "uptime_seconds",
+                    "config_version",
+                    "config_digest",
+                    "tenants",
+                    "sip",
+                    "tcp_connections",
+                ],
+                "properties": {
+                    "server_version": {"type": "string"},
+                    "uptime_seconds": {"type": "number", "minimum": 0},
+                    "config_version": {"type": "integer"},
+                    "config_digest": {"type": "string"},
+                    "tenants": {"type": "array", "items": _ref("Tenant")},
+                    "sip": {"type": "array", "items": _ref("ListenAddress")},
+                    "tcp_connections": {"type": "integer", "minimum": 0},
+                    "registrations": {"type": "integer", "minimum": 0},
+                    "transactions": {"type": "integer", "minimum": 0},
+                    "bans": {"type": "array", "items": _ref("Ban")},
+                    "calls_active": {"type": "integer", "minimum": 0},
+                    "dialogs": {"type": "integer", "minimum": 0},
+                    "rtp_ports_in_use": {"type": "integer", "minimum": 0},
+                },
+                "additionalProperties": False,
+            },
+            "Registration": {
+                "type": "object",
+                "required": [
+                    "tenant",
+                    "extension",
+                    "contact",
+                    "source",
+                    "transport",
+                    "user_agent",
+                    "registered_at",
+                    "expires_in",
+                ],
+                "properties": {
+                    "tenant": {"type": "string"},
+                    "extension": {"type": "string"},
+                    "contact": {"type": "string", "description": "The Contact URI"},
+                    "source": {"type": "string", "description": "host:port it registered from"},
+                    "transport": {"enum": ["UDP", "TCP"]},
+                    "user_agent": _NULLABLE_STRING,
+                    "registered_at": {"type": "number"},
+                    "expires_in": {"type": "integer", "minimum": 0},
+                },
+                "additionalProperties": False,
+            },
+            "Leg": {
+                "type": "object",
+                "required": ["fork", "to", "state"],
+                "properties": {
+                    "fork": {"type": "string"},
+                    "to": {"type": "string", "description": "Extension or number dialled"},
+                    "state": {"enum": ["calling", "proceeding", "answered", "ended"]},
+                },
+                "additionalProperties": False,
+            },
+            "Call": {
+                "type": "object",
+                "required": [
+                    "id",
+                    "tenant",
+                    "caller",
+                    "called",
+                    "state",
+                    "config_version",
+                    "started_at",
+                    "answered_at",
+                    "answered_by",
+                    "legs",
+                ],
+                "properties": {
+                    "id": {"type": "string"},
+                    "tenant": _NULLABLE_STRING,
+                    "caller": {"type": "string"},
+                    "called": {"type": "string"},
+                    "state": {"enum": ["ringing", "answered", "ended"]},
+                    "config_version": {"type": "integer"},
+                    "started_at": {"type": "number"},
+                    "answered_at": {"type": ["number", "null"]},
+                    "answered_by": _NULLABLE_STRING,
+                    "legs": {"type": "array", "items": _ref("Leg")},
+                },
+                "additionalProperties": False,
+            },
+        },
+    },
+}

@@ -18,12 +18,13 @@ from typing import Any
 import structlog
 
 from pbx import __version__
-from pbx.admin import AdminResponse, AdminServer
+from pbx.admin import build_admin_app
 from pbx.b2bua import CallEngine
 from pbx.config.holder import ConfigHolder
 from pbx.config.load import load_config
 from pbx.config.model import ConfigSnapshot
 from pbx.config.problems import ConfigError
+from pbx.http import HttpListener
 from pbx.log import configure_logging
 from pbx.metrics import Registry
 from pbx.service import SipService
@@ -59,15 +60,14 @@ class PbxServer:
         self.service: SipService | None = None
         self.engine: CallEngine | None = None
         self.transport: SipTransport | None = None
-        self.admin = AdminServer(
-            {
-                ("POST", "/reload"): self.handle_reload,
-                ("GET", "/status"): self.handle_status,
-                ("GET", "/registrations"): self.handle_registrations,
-                ("GET", "/calls"): self.handle_calls,
-                ("GET", "/metrics"): self.handle_metrics,
-            }
+        self.admin_app = build_admin_app(
+            reload=self.reload,
+            status=self.status_view,
+            registrations=self.registrations_view,
+            calls=self.calls_view,
+            metrics=self.metrics.render,
         )
+        self.admin: HttpListener | None = None
         self.admin_address: tuple[str, int] = ("", 0)
         self._gc_task: asyncio.Task[None] | None = None
         self._reloads = self.metrics.counter("pbx_reloads_total", "Configuration reloads")
@@ -105,7 +105,8 @@ class PbxServer:
         self._lag_task = asyncio.get_running_loop().create_task(self._watch_loop_lag())
         self._gc_task = asyncio.get_running_loop().create_task(_gc_policy(), name="pbx-gc")
         admin = snapshot.server.admin
-        port = await self.admin.start(admin.host, admin.port)
+        self.admin = HttpListener(self.admin_app, admin.host, admin.port, name="admin")
+        port = await self.admin.start()
         self.admin_address = (admin.host, port)
         log.info(
             "server_started",
@@ -153,7 +154,8 @@ class PbxServer:
             self._gc_task.cancel()
         if self._lag_task is not None:
             self._lag_task.cancel()
-        await self.admin.close()
+        if self.admin is not None:
+            await self.admin.close()
         if self.engine is not None:
             await self.engine.stop()
         if self.service is not None:
@@ -165,7 +167,8 @@ class PbxServer:
         log.info("server_stopped")
 
     # -- reload (SIGHUP and POST /reload)
-    async def reload(self) -> AdminResponse:
+    async def reload(self) -> tuple[int, dict[str, Any]]:
+        """Reload the configuration: (200, new version) or (409, the errors; old one stays)."""
         old = self.holder.current
         try:
             new = self.holder.reload(self.config_path)
@@ -173,29 +176,21 @@ class PbxServer:
             problems = [str(p) for p in exc.problems]
             log.error("config_reload_refused", version=old.version, errors=problems)
             self._reloads.inc(result="refused")
-            return AdminResponse.json(
-                {"version": old.version, "digest": old.digest, "errors": problems}, 409
-            )
+            return 409, {"version": old.version, "digest": old.digest, "errors": problems}
         except OSError as exc:
             log.error("config_reload_refused", version=old.version, errors=[str(exc)])
             self._reloads.inc(result="refused")
-            return AdminResponse.json(
-                {"version": old.version, "digest": old.digest, "errors": [str(exc)]}, 409
-            )
+            return 409, {"version": old.version, "digest": old.digest, "errors": [str(exc)]}
         if self.service is not None:
             await self.service.config_changed(old, new)
         self._reloads.inc(result="ok")
         log.info(
             "config_reloaded", version=new.version, digest=new.digest, warnings=list(new.warnings)
         )
-        return AdminResponse.json(
-            {"version": new.version, "digest": new.digest, "warnings": list(new.warnings)}
-        )
+        return 200, {"version": new.version, "digest": new.digest, "warnings": list(new.warnings)}
 
-    async def handle_reload(self) -> AdminResponse:
-        return await self.reload()
-
-    async def handle_status(self) -> AdminResponse:
+    # -- views for GET /status, /registrations, /calls (plain data; pbx.admin renders them)
+    def status_view(self) -> dict[str, Any]:
         snapshot = self.holder.current
         service = self.service
         body: dict[str, Any] = {
@@ -228,18 +223,15 @@ class PbxServer:
             body["calls_active"] = len(engine.calls)
             body["dialogs"] = len(engine.dialogs)
             body["rtp_ports_in_use"] = pool.in_use if pool is not None else 0
-        return AdminResponse.json(body)
+        return body
 
-    async def handle_registrations(self) -> AdminResponse:
+    def registrations_view(self) -> list[dict[str, Any]]:
         assert self.service is not None
-        return AdminResponse.json(self.service.registrations_view())
+        return self.service.registrations_view()
 
-    async def handle_calls(self) -> AdminResponse:
+    def calls_view(self) -> list[dict[str, Any]]:
         assert self.engine is not None
-        return AdminResponse.json(self.engine.calls_view())
-
-    async def handle_metrics(self) -> AdminResponse:
-        return AdminResponse(200, self.metrics.render().encode(), "text/plain; version=0.0.4")
+        return self.engine.calls_view()
 
 
 async def _gc_policy() -> None:
@@ -294,7 +286,7 @@ async def serve(config_path: Path, snapshot: ConfigSnapshot) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_stop_signal)
-    reloads: set[asyncio.Task[AdminResponse]] = set()
+    reloads: set[asyncio.Task[tuple[int, dict[str, Any]]]] = set()
 
     def on_sighup() -> None:
         task = loop.create_task(server.reload())
