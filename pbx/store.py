@@ -1,4 +1,4 @@
-"""The SQLite store (aiosqlite): registrations, call records, bans.
+"""The SQLite store (aiosqlite): registrations, call records, bans, the control panel's tables.
 
 One database file, ``<data_dir>/pbx.sqlite3``, in WAL mode, with a ``schema_version`` table.
 Everything is written by a single writer task that commits in groups (DESIGN section 3,
@@ -11,7 +11,9 @@ Everything is written by a single writer task that commits in groups (DESIGN sec
   within a second of the call's end. The returned future resolves when the row is committed.
 
 At start-up, the call records a crash left open are closed as ``failed``, ending at the last
-instant known for them. Reads (``load_bindings``, ``calls``) go straight to the connection.
+instant known for them (not when another process, such as ``pbx panel``, opens the database
+beside a running server: ``recover_calls=False``). Reads (``load_bindings``, ``calls``) go
+straight to the connection.
 
 Times are POSIX seconds (``time.time()``), as in the cores.
 """
@@ -37,7 +39,7 @@ from pbx.sip.message import Params, SipUri
 from pbx.sip.parse import parse_uri
 
 DATABASE_NAME = "pbx.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SLOW_COMMIT_SECONDS = 0.1  # a commit this slow is logged
 
 Disposition = Literal["answered", "busy", "no_answer", "cancelled", "failed"]
@@ -91,6 +93,49 @@ _MIGRATIONS: tuple[str, ...] = (
         host TEXT PRIMARY KEY,
         until REAL NOT NULL
     );
+    """,
+    # 2: the control panel (pbx/panel/accounts.py). No foreign keys (they are not enforced
+    # here, and a violation would fail a whole group commit): sessions are deleted with their
+    # account in the same commit. Panel writes share commits with registrations, so they are
+    # written never to break a constraint (ON CONFLICT DO NOTHING, checked values).
+    """
+    CREATE TABLE panel_accounts (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL COLLATE NOCASE UNIQUE,
+        role TEXT NOT NULL CHECK (role IN ('operator', 'tenant_admin')),
+        tenant TEXT CHECK ((role = 'tenant_admin') = (tenant IS NOT NULL)),
+        password_hash TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX panel_accounts_by_tenant ON panel_accounts (tenant) WHERE tenant IS NOT NULL;
+    CREATE TABLE panel_sessions (
+        token_hash TEXT PRIMARY KEY,
+        account_id INTEGER NOT NULL,
+        csrf_token TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        last_seen_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX panel_sessions_by_account ON panel_sessions (account_id);
+    CREATE INDEX panel_sessions_by_expiry ON panel_sessions (expires_at);
+    CREATE TABLE panel_audit (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        role TEXT NOT NULL,
+        tenant TEXT,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL DEFAULT '',
+        detail TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX panel_audit_by_at ON panel_audit (at);
+    CREATE INDEX panel_audit_by_tenant ON panel_audit (tenant, at);
+    CREATE TABLE number_pool (
+        number TEXT PRIMARY KEY,
+        note TEXT NOT NULL DEFAULT '',
+        added_at REAL NOT NULL
+    ) WITHOUT ROWID;
     """,
 )
 
@@ -206,8 +251,14 @@ class Store:
     # -- life cycle --------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, path: Path, *, commit_interval: float = 0.2) -> Store:
-        """Open (creating or upgrading) the database at ``path`` and start the writer."""
+    async def open(
+        cls, path: Path, *, commit_interval: float = 0.2, recover_calls: bool = True
+    ) -> Store:
+        """Open (creating or upgrading) the database at ``path`` and start the writer.
+
+        ``recover_calls=False`` leaves open call records alone: the server may be running and
+        those calls are in progress (a command-line tool opening the database beside it).
+        """
         if not 0 <= commit_interval <= 0.8:
             raise ValueError("commit_interval must keep commits within a second (0-0.8 s)")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -215,9 +266,10 @@ class Store:
         try:
             await _prepare(db)
             store = cls(db, path, commit_interval)
-            cursor = await db.execute(_CLOSE_CRASHED_CALLS)
-            store.recovered_calls = cursor.rowcount
-            await cursor.close()
+            if recover_calls:
+                cursor = await db.execute(_CLOSE_CRASHED_CALLS)
+                store.recovered_calls = cursor.rowcount
+                await cursor.close()
         except BaseException:
             await db.close()
             raise
@@ -227,9 +279,13 @@ class Store:
         return store
 
     @classmethod
-    async def open_in(cls, data_dir: Path, *, commit_interval: float = 0.2) -> Store:
+    async def open_in(
+        cls, data_dir: Path, *, commit_interval: float = 0.2, recover_calls: bool = True
+    ) -> Store:
         """Open ``<data_dir>/pbx.sqlite3`` (``[storage] data_dir``)."""
-        return await cls.open(data_dir / DATABASE_NAME, commit_interval=commit_interval)
+        return await cls.open(
+            data_dir / DATABASE_NAME, commit_interval=commit_interval, recover_calls=recover_calls
+        )
 
     async def close(self) -> None:
         """Commit what is queued, stop the writer and close the database."""
@@ -352,6 +408,23 @@ class Store:
             "SELECT host, until FROM bans WHERE until > ? ORDER BY host", (now,)
         )
         return [(str(r[0]), float(r[1])) for r in rows]
+
+    # -- any statement (the control panel) -----------------------------------------------
+
+    def write(self, sql: str, params: tuple[Any, ...] = ()) -> asyncio.Future[int]:
+        """Run one statement in the writer's next commit (urgent); the future gives its rowcount.
+
+        The statement shares its commit with registrations: if it fails, the whole commit
+        fails. Write only what cannot break a constraint (``INSERT ... ON CONFLICT DO NOTHING``
+        and the rowcount, values checked first). Writes queued together, without an ``await``
+        between them, are committed together, in order.
+        """
+        return self._submit(sql, params, urgent=True)
+
+    async def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one query, read straight from the connection."""
+        rows = await self._db.execute_fetchall(sql, params)
+        return [tuple(row) for row in rows]
 
     # -- the writer ---------------------------------------------------------------------
 
