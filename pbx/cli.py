@@ -19,6 +19,7 @@ COMMANDS = {
     "reload": "pbx.admin_client",
     "status": "pbx.admin_client",
     "simulate": "pbx.simulate",
+    "panel": "pbx.panel.cli",
 }
 
 
@@ -44,6 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--offline", nargs="*", default=[], metavar="EXT")
     sim.add_argument("--busy", nargs="*", default=[], metavar="EXT")
     sim.add_argument("--json", action="store_true")
+    panel = sub.add_parser("panel", help="the control panel's accounts")
+    panel_sub = panel.add_subparsers(dest="panel_command", required=True)
+
+    def add_panel(name: str, help_text: str) -> argparse.ArgumentParser:
+        cmd = panel_sub.add_parser(name, help=help_text)
+        cmd.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="path to pbx.toml")
+        return cmd
+
+    add_panel("add-operator", "add an operator (sees every tenant)").add_argument("name")
+    admin = add_panel("add-admin", "add a tenant admin (sees one tenant)")
+    admin.add_argument("name")
+    admin.add_argument("--tenant", required=True, help="the tenant's ID (its file name)")
+    listing = add_panel("list", "list the panel's accounts")
+    listing.add_argument("--tenant", help="only this tenant's admins")
     return parser
 
 
