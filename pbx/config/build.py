@@ -21,7 +21,7 @@ from typing import Any
 from pbx.config.model import ConfigSnapshot, PhoneNumber, TenantConfig, TenantId
 from pbx.config.problems import ConfigError, ConfigProblem
 from pbx.config.server_rules import ServerSettings, check_named_files, load_server
-from pbx.config.tables import Sink, show
+from pbx.config.tables import Sink
 from pbx.config.tenant_rules import TenantLoader
 
 __all__ = ["FileContent", "ServerDraft", "Unreadable", "build_server", "build_snapshot"]
@@ -60,14 +60,14 @@ class ServerDraft:
 
 def _parse_toml(sink: Sink, file: str, content: FileContent) -> dict[str, Any] | None:
     if isinstance(content, Unreadable):
-        sink.error(file, "", "", f"cannot read the file: {content.reason}")
+        sink.error(file, "", "", "file.unreadable", reason=content.reason)
         return None
     try:
         return tomllib.loads(content.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        sink.error(file, "", "", f"is not UTF-8 text (byte {exc.start})")
+        sink.error(file, "", "", "file.not_utf8", byte=exc.start)
     except tomllib.TOMLDecodeError as exc:
-        sink.error(file, "", "", f"invalid TOML: {exc}")
+        sink.error(file, "", "", "file.invalid_toml", detail=exc)
     return None
 
 
@@ -107,10 +107,10 @@ def build_snapshot(
 
     tenants: dict[TenantId, TenantConfig] = {}
     if tenant_files is None:
-        sink.error(display, "", "tenants_dir", f"{show(str(draft.tenants_dir))} is not a directory")
+        sink.error(display, "", "tenants_dir", "tenants_dir.not_directory", path=draft.tenants_dir)
         tenant_files = {}
     elif not tenant_files:
-        sink.warn(display, "", "tenants_dir", f"no tenant files (*.toml) in {draft.tenants_dir}")
+        sink.warn(display, "", "tenants_dir", "tenants_dir.empty", path=draft.tenants_dir)
     for tenant_path in sorted(tenant_files):
         file = str(tenant_path)
         content = tenant_files[tenant_path]
@@ -163,7 +163,10 @@ def _index(
                     file,
                     f"number {number}",
                     "number",
-                    f"{number} is also a number of tenant {owner} ({tenants[owner].path})",
+                    "number.other_tenant",
+                    number=number,
+                    other=owner,
+                    path=tenants[owner].path,
                 )
         if tenant.domain:
             owner = by_domain.setdefault(tenant.domain, tid)
@@ -172,8 +175,10 @@ def _index(
                     file,
                     f"tenant {tid}",
                     "domain",
-                    f"{show(tenant.domain)} is also the domain of tenant {owner} "
-                    f"({tenants[owner].path})",
+                    "tenant.domain_other_tenant",
+                    domain=tenant.domain,
+                    other=owner,
+                    path=tenants[owner].path,
                 )
         if tenant.default:
             if defaults:
@@ -181,7 +186,8 @@ def _index(
                     file,
                     f"tenant {tid}",
                     "default",
-                    f"tenant {defaults[0]} is marked default too: at most one tenant may be",
+                    "tenant.default_twice",
+                    other=defaults[0],
                 )
             defaults.append(tid)
     default: TenantId | None = None
@@ -190,11 +196,5 @@ def _index(
     elif len(tenants) == 1:
         default = next(iter(tenants))
     elif tenants:
-        sink.warn(
-            server_file,
-            "",
-            "",
-            "no tenant is marked default = true: requests to the server's address "
-            "(not a tenant domain) are refused",
-        )
+        sink.warn(server_file, "", "", "tenants.no_default")
     return by_number, by_domain, default

@@ -28,7 +28,7 @@ from pbx.config.model import (
     StorageSettings,
     Trunk,
 )
-from pbx.config.tables import Sink, TableReader, show, split_host_port, valid_domain
+from pbx.config.tables import AddressError, Sink, TableReader, split_host_port, valid_domain
 
 ALGORITHMS: tuple[Literal["MD5", "SHA-256"], ...] = ("MD5", "SHA-256")
 
@@ -99,26 +99,22 @@ def load_server(
     if entries is None:
         entries = ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"] if not sip.has("listen") else []
     elif not entries:
-        sip.error("listen", 'needs at least one address, e.g. "udp:0.0.0.0:5060"')
+        sip.error("listen", "sip.listen_empty")
     seen: set[tuple[str, str, int]] = set()
     for entry in entries:
         transport, sep, address = sip.fold("listen", entry).partition(":")
         transport = transport.lower()
         if not sep or transport not in ("udp", "tcp"):
-            sip.error(
-                "listen",
-                f'{show(entry)} must be "udp:HOST:PORT" or "tcp:HOST:PORT" '
-                '(e.g. "udp:0.0.0.0:5060", "tcp:[::]:5060")',
-            )
+            sip.error("listen", "sip.listen_transport", value=entry)
             continue
         try:
             host, port = split_host_port(address, default_port=5060, allow_any_port=True)
-        except ValueError as exc:
-            sip.error("listen", f"{show(entry)}: {exc}")
+        except AddressError as exc:
+            sip.error("listen", exc.code, value=entry, **exc.params)
             continue
         key = (transport, host, port)
         if key in seen:
-            sip.error("listen", f"{show(entry)} is listed twice")
+            sip.error("listen", "sip.listen_duplicate", value=entry)
             continue
         seen.add(key)
         listen.append(ListenSpec(cast(Literal["udp", "tcp"], transport), host, port))
@@ -128,7 +124,7 @@ def load_server(
             advertise[1:-1] if advertise.startswith("[") and advertise.endswith("]") else advertise
         )
         if not valid_domain(bare.lower()):
-            sip.error("advertise", f"{show(advertise)} is not an IP address or host name")
+            sip.error("advertise", "sip.advertise_invalid", value=advertise)
             advertise = None
         else:
             advertise = bare
@@ -142,13 +138,13 @@ def load_server(
     for name in names if names is not None else list(ALGORITHMS):
         canonical = next((a for a in ALGORITHMS if a.lower() == name.strip().lower()), None)
         if canonical is None:
-            auth_reader.error("algorithms", f'{show(name)} is not one of "MD5", "SHA-256"')
+            auth_reader.error("algorithms", "auth.algorithm_unknown", value=name)
         elif canonical in algorithms:
-            auth_reader.error("algorithms", f"{show(name)} is listed twice")
+            auth_reader.error("algorithms", "auth.algorithm_duplicate", value=name)
         else:
             algorithms.append(canonical)
     if names is not None and not names:
-        auth_reader.error("algorithms", 'needs at least one algorithm ("MD5", "SHA-256")')
+        auth_reader.error("algorithms", "auth.algorithms_empty")
     nonce_seconds = auth_reader.integer(
         "nonce_seconds", AuthSettings().nonce_seconds, minimum=1, maximum=86400
     )
@@ -172,13 +168,17 @@ def load_server(
     if registrar.min_expires > registrar.max_expires:
         reg.error(
             "min_expires",
-            f"{registrar.min_expires} is more than max_expires ({registrar.max_expires})",
+            "registrar.min_above_max",
+            min_expires=registrar.min_expires,
+            max_expires=registrar.max_expires,
         )
     elif not registrar.min_expires <= registrar.default_expires <= registrar.max_expires:
         reg.error(
             "default_expires",
-            f"{registrar.default_expires} is outside min_expires-max_expires "
-            f"({registrar.min_expires}-{registrar.max_expires})",
+            "registrar.default_outside",
+            default_expires=registrar.default_expires,
+            min_expires=registrar.min_expires,
+            max_expires=registrar.max_expires,
         )
 
     # [calls]
@@ -210,8 +210,9 @@ def load_server(
     if calls.no_answer_seconds >= calls.max_ring_seconds:
         calls_reader.warn(
             "no_answer_seconds",
-            f"{calls.no_answer_seconds} is not less than max_ring_seconds "
-            f"({calls.max_ring_seconds}): no-answer forwarding can never happen",
+            "calls.no_answer_not_below_max_ring",
+            no_answer=calls.no_answer_seconds,
+            max_ring=calls.max_ring_seconds,
         )
 
     # [security]
@@ -242,14 +243,11 @@ def load_server(
     if ports is not None:
         match = re.fullmatch(r"([0-9]+)\s*-\s*([0-9]+)", ports)
         if match is None:
-            med.error("rtp_ports", f'{show(ports)} must be a range "LOW-HIGH", e.g. "20000-29999"')
+            med.error("rtp_ports", "media.rtp_ports_format", value=ports)
         else:
             low, high = int(match[1]), int(match[2])
             if not 1024 <= low < high <= 65535:
-                med.error(
-                    "rtp_ports",
-                    f"{show(ports)} must satisfy 1024 <= LOW < HIGH <= 65535",
-                )
+                med.error("rtp_ports", "media.rtp_ports_range", value=ports)
             else:
                 port_min, port_max = low, high
     media = MediaSettings(
@@ -265,16 +263,12 @@ def load_server(
     if admin_listen is not None:
         try:
             host, port = split_host_port(admin_listen, allow_any_port=True)
-        except ValueError as exc:
-            adm.error("listen", f"{show(admin_listen)}: {exc}")
+        except AddressError as exc:
+            adm.error("listen", exc.code, value=admin_listen, **exc.params)
         else:
             admin = AdminSettings(host, port)
             if not ipaddress.ip_address(host).is_loopback:
-                adm.warn(
-                    "listen",
-                    f"{show(admin_listen)} is not a loopback address: "
-                    "anyone who can reach it can reload the server",
-                )
+                adm.warn("listen", "admin.listen_public", value=admin_listen)
 
     panel = _load_panel(sink, file, top.table_("panel"), base, admin, named)
 
@@ -282,7 +276,7 @@ def load_server(
     sto = TableReader(sink, file, "[storage]", top.table_("storage"), ("data_dir",))
     data_dir_text = sto.string("data_dir")
     if data_dir_text == "":
-        sto.error("data_dir", "must not be empty")
+        sto.error("data_dir", "value.empty")
         data_dir_text = None
     data_dir = (base / (data_dir_text or "../data")).resolve()
     storage = StorageSettings(data_dir)
@@ -303,25 +297,23 @@ def load_server(
         trunk_address = tr.text("address", required=True)
         if trunk_name is not None:
             if not trunk_name:
-                tr.error("name", "must not be empty")
+                tr.error("name", "value.empty")
             elif trunk_name in trunk_names:
                 tr.error(
                     "name",
-                    f"{show(trunk_name)} is also the name of trunk #{trunk_names[trunk_name]}",
+                    "trunks.name_duplicate",
+                    value=trunk_name,
+                    position=trunk_names[trunk_name],
                 )
             trunk_names.setdefault(trunk_name, position)
         if trunk_name and trunk_address is not None:
             try:
                 host, port = split_host_port(trunk_address, default_port=5060)
-            except ValueError as exc:
-                tr.error("address", f"{show(trunk_address)}: {exc}")
+            except AddressError as exc:
+                tr.error("address", exc.code, value=trunk_address, **exc.params)
                 continue
             if host in trunk_hosts:
-                tr.error(
-                    "address",
-                    f"{host} is also the address of trunk {trunk_hosts[host]}: "
-                    "trunks are told apart by source IP address",
-                )
+                tr.error("address", "trunks.address_duplicate", host=host, other=trunk_hosts[host])
                 continue
             trunk_hosts[host] = trunk_name
             trunks.append(Trunk(trunk_name, host, port))
@@ -367,7 +359,9 @@ def check_named_files(sink: Sink, named: Iterable[NamedFile], present: Container
                 entry.file,
                 entry.entity,
                 entry.field,
-                f"{show(entry.written)}: there is no file at {entry.path}",
+                "file.missing",
+                value=entry.written,
+                path=entry.path,
             )
 
 
@@ -397,46 +391,39 @@ def _load_panel(
     if listen is not None:
         try:
             host, port = split_host_port(listen, allow_any_port=True)
-        except ValueError as exc:
-            pan.error("listen", f"{show(listen)}: {exc}")
+        except AddressError as exc:
+            pan.error("listen", exc.code, value=listen, **exc.params)
             host, port = defaults.host, defaults.port
             listen = None
     # Two listeners on one port fail at start-up; say so at check time instead.
     if port and port == admin.port and _same_or_wildcard(host, admin.host):
-        pan.error(
-            "listen",
-            f"{show(listen or f'{host}:{port}')} is also the address of [admin] listen: "
-            "the panel needs a port of its own",
-        )
+        pan.error("listen", "panel.listen_same_as_admin", value=listen or f"{host}:{port}")
 
     paths: dict[str, Path] = {}
     for key in ("tls_certificate", "tls_key"):
         text = pan.string(key)
         if text == "":
-            pan.error(key, "must not be empty")
+            pan.error(key, "value.empty")
         elif text is not None:
             paths[key] = (base / text).resolve()
             named.append(NamedFile(file, "[panel]", key, text, paths[key]))
     for key, other in (("tls_certificate", "tls_key"), ("tls_key", "tls_certificate")):
         if pan.has(key) and not pan.has(other):
-            pan.error(other, f"is required when {key} is set (give both or neither)")
+            pan.error(other, "panel.tls_pair", other=key)
     certificate, key_file = paths.get("tls_certificate"), paths.get("tls_key")
     if certificate is None or key_file is None:
         certificate = key_file = None
     if listen is not None and certificate is None and not ipaddress.ip_address(host).is_loopback:
-        pan.warn(
-            "listen",
-            f"{show(listen)} is not a loopback address and [panel] has no TLS: "
-            "passwords and sessions would cross the network in clear text",
-        )
+        pan.warn("listen", "panel.listen_public_without_tls", value=listen)
 
     idle = pan.integer("session_idle_minutes", defaults.session_idle_minutes, minimum=1)
     longest = pan.integer("session_max_hours", defaults.session_max_hours, minimum=1)
     if idle >= longest * 60:
         pan.warn(
             "session_idle_minutes",
-            f"{idle} minutes is not less than session_max_hours ({longest * 60} minutes): "
-            "sessions never end for being idle",
+            "panel.idle_not_below_max",
+            idle=idle,
+            max_minutes=longest * 60,
         )
     return PanelSettings(
         host=host,

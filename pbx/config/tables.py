@@ -14,7 +14,8 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pbx.config.problems import ConfigProblem
+from pbx.config.messages import english
+from pbx.config.problems import ConfigProblem, Params, Severity
 
 _DOMAIN_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 
@@ -32,18 +33,45 @@ ENTRY_NAMES = {
 # Problem collection and typed reading of TOML tables
 
 
+def problem(
+    file: str,
+    entity: str,
+    field_name: str,
+    code: str,
+    params: Mapping[str, object],
+    severity: Severity = "error",
+) -> ConfigProblem:
+    """A problem of catalog ``code``; its English message is rendered from ``params``."""
+    values = Params((name, str(value)) for name, value in params.items())
+    return ConfigProblem(
+        file, entity, field_name, english(code, values), severity, code=code, params=values
+    )
+
+
 class Sink:
-    """Collects errors and warnings across every file of one load."""
+    """Collects errors and warnings across every file of one load.
+
+    Each is reported by its code in ``pbx.config.messages`` and the values its text names.
+    """
 
     def __init__(self) -> None:
         self.errors: list[ConfigProblem] = []
         self.warnings: list[ConfigProblem] = []
 
-    def error(self, file: str, entity: str, field_name: str, message: str) -> None:
-        self.errors.append(ConfigProblem(file, entity, field_name, message))
+    def error(self, file: str, entity: str, field_name: str, code: str, **params: object) -> None:
+        self.errors.append(problem(file, entity, field_name, code, params))
 
-    def warn(self, file: str, entity: str, field_name: str, message: str) -> None:
-        self.warnings.append(ConfigProblem(file, entity, field_name, message, "warning"))
+    def warn(self, file: str, entity: str, field_name: str, code: str, **params: object) -> None:
+        self.warnings.append(problem(file, entity, field_name, code, params, "warning"))
+
+
+class AddressError(ValueError):
+    """Why a ``host:port`` text is not one: a code of the catalog (``address.*``) and values."""
+
+    def __init__(self, code: str, **params: object) -> None:
+        super().__init__(code)
+        self.code = code
+        self.params = params
 
 
 def type_name(value: object) -> str:
@@ -96,23 +124,30 @@ class TableReader:
         for key in table:
             if key not in known_keys:
                 close = difflib.get_close_matches(key, known_keys, n=1)
-                hint = f' (did you mean "{close[0]}"?)' if close else ""
                 allowed = ", ".join(known_keys)
-                self.sink.error(
-                    file, entity, prefix + key, f"unknown key{hint}; known keys: {allowed}"
-                )
+                if close:
+                    self.sink.error(
+                        file,
+                        entity,
+                        prefix + key,
+                        "key.unknown_suggest",
+                        suggestion=close[0],
+                        known=allowed,
+                    )
+                else:
+                    self.sink.error(file, entity, prefix + key, "key.unknown", known=allowed)
 
     def name(self, key: str) -> str:
         return self.prefix + key
 
-    def error(self, key: str, message: str) -> None:
-        self.sink.error(self.file, self.entity, self.name(key), message)
+    def error(self, key: str, code: str, **params: object) -> None:
+        self.sink.error(self.file, self.entity, self.name(key), code, **params)
 
-    def warn(self, key: str, message: str) -> None:
-        self.sink.warn(self.file, self.entity, self.name(key), message)
+    def warn(self, key: str, code: str, **params: object) -> None:
+        self.sink.warn(self.file, self.entity, self.name(key), code, **params)
 
     def _wrong_type(self, key: str, expected: str, value: object) -> None:
-        self.error(key, f"must be {expected}, not {type_name(value)} {show(value)}")
+        self.error(key, "type.wrong", expected=expected, actual=type_name(value), shown=show(value))
 
     def has(self, key: str) -> bool:
         return key in self.table
@@ -121,7 +156,7 @@ class TableReader:
         value = self.table.get(key)
         if value is None:
             if required:
-                self.error(key, "is required")
+                self.error(key, "value.required")
             return None
         if not isinstance(value, str):
             self._wrong_type(key, "a string", value)
@@ -138,7 +173,7 @@ class TableReader:
     def fold(self, key: str, value: str) -> str:
         folded = unicodedata.normalize("NFKC", value)
         if folded != value:
-            self.warn(key, f"full-width characters normalised: {show(value)} -> {show(folded)}")
+            self.warn(key, "value.full_width", value=value, folded=folded)
         return folded.strip()
 
     def integer(
@@ -149,21 +184,23 @@ class TableReader:
             self._wrong_type(key, "an integer", value)
             return default
         if value < minimum or (maximum is not None and value > maximum):
-            bound = f"at least {minimum}" if maximum is None else f"{minimum}-{maximum}"
-            self.error(key, f"must be {bound}, not {value}")
+            if maximum is None:
+                self.error(key, "value.too_small", minimum=minimum, value=value)
+            else:
+                self.error(key, "value.out_of_range", minimum=minimum, maximum=maximum, value=value)
             return default
         return value
 
     def required_integer(self, key: str, *, minimum: int = 0) -> int | None:
         if key not in self.table:
-            self.error(key, "is required")
+            self.error(key, "value.required")
             return None
         value = self.table[key]
         if isinstance(value, bool) or not isinstance(value, int):
             self._wrong_type(key, "an integer", value)
             return None
         if value < minimum:
-            self.error(key, f"must be at least {minimum}, not {value}")
+            self.error(key, "value.too_small", minimum=minimum, value=value)
             return None
         return value
 
@@ -189,7 +226,13 @@ class TableReader:
     def table_(self, key: str) -> Mapping[str, Any]:
         value = self.table.get(key, {})
         if not isinstance(value, dict):
-            self._wrong_type(key, f"a table ([{self.name(key)}])", value)
+            self.error(
+                key,
+                "type.not_table",
+                name=self.name(key),
+                actual=type_name(value),
+                shown=show(value),
+            )
             return {}
         return value
 
@@ -197,7 +240,13 @@ class TableReader:
         """An array of tables; entries that are not tables are reported and come back as None."""
         value = self.table.get(key, [])
         if not isinstance(value, list):
-            self._wrong_type(key, f"an array of tables ([[{self.name(key)}]])", value)
+            self.error(
+                key,
+                "type.not_array_of_tables",
+                name=self.name(key),
+                actual=type_name(value),
+                shown=show(value),
+            )
             return []
         result: list[Mapping[str, Any] | None] = []
         for position, item in enumerate(value, start=1):
@@ -208,7 +257,9 @@ class TableReader:
                     self.file,
                     f"{ENTRY_NAMES.get(key, key)} #{position}",
                     "",
-                    f"must be a table, not {type_name(item)} {show(item)}",
+                    "type.entry_not_table",
+                    actual=type_name(item),
+                    shown=show(item),
                 )
                 result.append(None)
         return result
@@ -226,34 +277,34 @@ def parse_ip(text: str) -> str:
 def split_host_port(
     text: str, default_port: int | None = None, *, allow_any_port: bool = False
 ) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` (a literal IP address); raises ValueError with a reason.
+    """``host:port`` or ``[v6]:port`` (a literal IP address); raises ``AddressError``.
 
     ``allow_any_port``: port 0 is accepted (a listener on any free port, as tests use).
     """
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         if not sep:
-            raise ValueError("missing ']' after the IPv6 address")
+            raise AddressError("address.bracket_unclosed")
         if rest and not rest.startswith(":"):
-            raise ValueError("expected ':' and a port after ']'")
+            raise AddressError("address.port_after_bracket")
         port_text = rest[1:] if rest else None
     elif text.count(":") == 1:
         host, _, port_text = text.partition(":")
     elif ":" in text:
-        raise ValueError("write an IPv6 address in brackets, e.g. [::1]:5060")
+        raise AddressError("address.ipv6_needs_brackets")
     else:
         host, port_text = text, None
     try:
         host = parse_ip(host)
     except ValueError:
-        raise ValueError(f"{show(host)} is not an IP address") from None
+        raise AddressError("address.not_ip", host=host) from None
     if port_text is None or port_text == "":
         if default_port is None:
-            raise ValueError("a port is required (host:port)")
+            raise AddressError("address.port_required")
         return host, default_port
     lowest = 0 if allow_any_port else 1
     if not port_text.isdigit() or not lowest <= int(port_text) <= 65535:
-        raise ValueError(f"{show(port_text)} is not a port number ({lowest}-65535)")
+        raise AddressError("address.bad_port", port=port_text, lowest=lowest)
     return host, int(port_text)
 
 

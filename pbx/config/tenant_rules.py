@@ -89,16 +89,23 @@ class _Window:
     end: int
 
 
+class _TimeError(ValueError):
+    """Why a text is not a time of day: a code of the catalog (``time.*``)."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
 def _parse_time(text: str, *, is_end: bool) -> int:
-    """Seconds since midnight; an end without seconds means :59. Raises ValueError."""
+    """Seconds since midnight; an end without seconds means :59. Raises ``_TimeError``."""
     match = _TIME.fullmatch(text)
     if match is None:
-        raise ValueError('must be a time "H:MM[:SS]" or "HH:MM[:SS]", e.g. "8:00" or "19:59:59"')
+        raise _TimeError("time.format")
     hours, minutes = int(match[1]), int(match[2])
     seconds = (59 if is_end else 0) if match[3] is None else int(match[3])
     if hours > 23 or minutes > 59 or seconds > 59:
-        hint = ' (the last second of a day is "23:59:59")' if hours >= 24 else ""
-        raise ValueError(f"is not a time of day{hint}")
+        raise _TimeError("time.invalid_past_midnight" if hours >= 24 else "time.invalid")
     return hours * 3600 + minutes * 60 + seconds
 
 
@@ -189,13 +196,13 @@ class TenantLoader:
         try:
             zoneinfo.ZoneInfo(timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
-            ten.error("timezone", f'{show(timezone)} is not a time zone name (e.g. "Asia/Tokyo")')
+            ten.error("timezone", "tenant.timezone_unknown", value=timezone)
             timezone = "Asia/Tokyo"
         default = ten.boolean("default", False)
         qualify = ten.integer("qualify_seconds", 0, minimum=0)
         fcid = ten.text("forward_caller_id") or "original"
         if fcid not in ("original", "user"):
-            ten.error("forward_caller_id", f'{show(fcid)} must be "original" or "user"')
+            ten.error("forward_caller_id", "tenant.forward_caller_id_invalid", value=fcid)
             fcid = "original"
 
         lim = TableReader(
@@ -240,7 +247,7 @@ class TenantLoader:
             return ""
         lowered = domain.lower().rstrip(".")
         if not valid_domain(lowered):
-            ten.error("domain", f"{show(domain)} is not a domain name")
+            ten.error("domain", "tenant.domain_invalid", value=domain)
             return ""
         return lowered
 
@@ -250,11 +257,7 @@ class TenantLoader:
         """A DID written by the admin: folded, ``+81`` to ``0``, must be a national number."""
         digits = normalize_number(reader.fold(key, raw))
         if not _DID.fullmatch(digits):
-            reader.error(
-                key,
-                f"{show(raw)} is not a phone number (0 followed by 9 or 10 digits, "
-                'e.g. "0312345678")',
-            )
+            reader.error(key, "number.invalid", value=raw)
             return None
         return PhoneNumber(digits)
 
@@ -275,16 +278,12 @@ class TenantLoader:
             if number is None:
                 continue
             if number in seen:
-                reader.error(
-                    "number", f"{number} is listed twice (also [[numbers]] #{seen[number]})"
-                )
+                reader.error("number", "number.duplicate", number=number, position=seen[number])
                 continue
             seen[number] = position
             self.numbers.append(number)
         if not self.numbers:
-            self.sink.warn(
-                self.file, self.entity, "numbers", "the tenant has no phone numbers ([[numbers]])"
-            )
+            self.sink.warn(self.file, self.entity, "numbers", "tenant.no_numbers")
 
     # -- [[users]] ---------------------------------------------------------------------------
 
@@ -304,8 +303,9 @@ class TenantLoader:
                 reader.entity = f"user {extension} (#{position})"
                 reader.error(
                     "extension",
-                    f"duplicate extension {extension}: already used by user "
-                    f"#{first_position[extension]}",
+                    "user.extension_duplicate",
+                    extension=extension,
+                    position=first_position[extension],
                 )
                 extension = None
             draft = _UserDraft(position, reader.entity, extension, reader)
@@ -318,19 +318,13 @@ class TenantLoader:
     def _extension(self, reader: TableReader) -> Extension | None:
         raw = reader.table.get("extension")
         if isinstance(raw, int) and not isinstance(raw, bool):
-            reader.error(
-                "extension",
-                f'must be a string of 4 digits in quotes, e.g. "{raw:04d}" (not the integer {raw})',
-            )
+            reader.error("extension", "user.extension_integer", quoted=f"{raw:04d}", value=raw)
             return None
         text = reader.text("extension", required=True)
         if text is None:
             return None
         if not _EXTENSION.fullmatch(text):
-            reader.error(
-                "extension",
-                f"{show(text)} must be exactly 4 half-width digits, 0000-8999",
-            )
+            reader.error("extension", "user.extension_format", value=text)
             return None
         return Extension(text)
 
@@ -339,16 +333,14 @@ class TenantLoader:
     ) -> UserConfig | None:
         password = reader.string("password")
         if password == "":
-            reader.error("password", "must not be empty")
+            reader.error("password", "value.empty")
             password = None
         hashes: dict[str, str | None] = {}
         for key, (algorithm, length) in _HA1_FIELDS.items():
             value = reader.string(key)
             if value is not None and (len(value) != length or not _HEX.fullmatch(value)):
                 reader.error(
-                    key,
-                    f"must be {length} hexadecimal digits (the {algorithm} HA1 "
-                    f"of extension:realm:password), got {len(value)} characters",
+                    key, "user.ha1_format", length=length, algorithm=algorithm, count=len(value)
                 )
                 value = None
             hashes[key] = value.lower() if value is not None else None
@@ -356,15 +348,9 @@ class TenantLoader:
         credential_keys = ("password", *_HA1_FIELDS)
         if password is None and not has_hash:
             if not any(reader.has(key) for key in credential_keys):
-                reader.error(
-                    "password",
-                    "a credential is required: password, or password_ha1_md5 / password_ha1_sha256",
-                )
+                reader.error("password", "user.credential_missing")
         elif password is not None and has_hash:
-            reader.error(
-                "password",
-                "give either password or the password_ha1_* hashes, not both (they could disagree)",
-            )
+            reader.error("password", "user.credential_both")
         elif has_hash:
             usable = [
                 algorithm
@@ -375,14 +361,15 @@ class TenantLoader:
             if not usable:
                 reader.error(
                     "password_ha1_md5" if hashes["password_ha1_md5"] else "password_ha1_sha256",
-                    f"no hash for an algorithm the server offers ([auth] algorithms: {offered}): "
-                    "this user could never authenticate",
+                    "user.ha1_no_offered_algorithm",
+                    offered=offered,
                 )
             elif len(usable) < len(self.server.auth.algorithms):
                 missing = [a for a in self.server.auth.algorithms if a not in usable]
                 reader.warn(
                     "password_ha1_md5" if hashes["password_ha1_md5"] else "password_ha1_sha256",
-                    f"no hash for {', '.join(missing)}: phones choosing it cannot authenticate",
+                    "user.ha1_missing_algorithm",
+                    missing=", ".join(missing),
                 )
 
         name = reader.string("name")
@@ -395,7 +382,10 @@ class TenantLoader:
                 have = ", ".join(self.numbers) or "none"
                 reader.error(
                     "caller_id",
-                    f"{show(raw_cid)} is not one of the numbers of tenant {self.id} ({have})",
+                    "user.caller_id_not_of_tenant",
+                    value=raw_cid,
+                    tenant=self.id,
+                    numbers=have,
                 )
             else:
                 caller_id = PhoneNumber(number)
@@ -425,50 +415,42 @@ class TenantLoader:
     def _check_limits(self, lim: TableReader, max_users: int | None, recording_users: int) -> None:
         if max_users is not None and self.user_count > max_users:
             lim.error(
-                "max_users",
-                f"{self.user_count} users are configured but max_users is {max_users}",
+                "max_users", "limits.max_users_exceeded", count=self.user_count, max_users=max_users
             )
         recorders = [d for d in self.users.values() if d.config is not None and d.config.recording]
         if not recorders:
             return
         if recording_users == 0:
             for draft in recorders:
-                draft.reader.error(
-                    "recording",
-                    f"recording is ON but tenant {self.id} has recording_users = 0 "
-                    "([limits] recording_users)",
-                )
+                draft.reader.error("recording", "user.recording_not_allowed", tenant=self.id)
         elif len(recorders) > recording_users:
             names = ", ".join(str(d.extension) for d in recorders)
             lim.error(
                 "recording_users",
-                f"{len(recorders)} users have recording ON ({names}) but recording_users "
-                f"is {recording_users}",
+                "limits.recording_users_exceeded",
+                count=len(recorders),
+                extensions=names,
+                recording_users=recording_users,
             )
 
     # -- forwarding ----------------------------------------------------------------------------
 
     def _target_problem(self, target: str, *, allow_announcement: bool) -> str | None:
-        """Why an extension/external target is unacceptable, or None when it is fine."""
+        """Why an extension/external target is unacceptable (a code), or None when it is fine.
+
+        The codes' parameters are the target (``value``) and the tenant.
+        """
         classified = classify_number(target)
         kind = classified.kind
         if kind is NumberKind.EXTENSION and Extension(classified.digits) in self.users:
             return None
         if kind is NumberKind.ANNOUNCEMENT:
-            if allow_announcement:
-                return None
-            return (
-                f"{show(target)} (the after-hours announcement) is only an incoming-rule "
-                "target, not a forward target"
-            )
+            return None if allow_announcement else "forward.announcement"
         if kind is NumberKind.INTERNATIONAL and not self.international:
-            return (
-                f"{show(target)} is an international number but international_calls is off "
-                f"for tenant {self.id}"
-            )
+            return "target.international_off"
         if kind in (NumberKind.DOMESTIC, NumberKind.SERVICE, NumberKind.INTERNATIONAL):
             return None
-        return f"{show(target)} is not an extension of tenant {self.id} nor a valid external number"
+        return "target.invalid"
 
     def _forwards(self) -> None:
         for draft in self.drafts:
@@ -477,7 +459,7 @@ class TenantLoader:
                 target = reader.fold(kind, raw)
                 problem = self._target_problem(target, allow_announcement=False)
                 if problem is not None:
-                    reader.error(kind, problem)
+                    reader.error(kind, problem, value=target, tenant=self.id)
                     continue
                 targets[kind] = classify_number(target).digits
             if draft.config is not None and targets:
@@ -514,14 +496,16 @@ class TenantLoader:
                 self.file,
                 first.entity,
                 f"forward.{kinds[0]}",
-                f"forwarding cycle: {', '.join(steps)}",
+                "forward.cycle",
+                steps=", ".join(steps),
             )
         if not complete:
             self.sink.error(
                 self.file,
                 self.entity,
                 "forward",
-                f"more forwarding cycles than the {_MAX_CYCLES_REPORTED} listed",
+                "forward.cycles_truncated",
+                limit=_MAX_CYCLES_REPORTED,
             )
 
     # -- [[incoming]] ----------------------------------------------------------------------------
@@ -548,10 +532,7 @@ class TenantLoader:
         for number in self.numbers:
             if number not in windows:
                 self.sink.warn(
-                    self.file,
-                    f"number {number}",
-                    "incoming",
-                    "no incoming rule: every call to this number is refused (480)",
+                    self.file, f"number {number}", "incoming", "incoming.number_without_rule"
                 )
         return rules
 
@@ -567,7 +548,10 @@ class TenantLoader:
                 have = ", ".join(self.numbers) or "none"
                 reader.error(
                     "number",
-                    f"{number} is not one of the numbers of tenant {self.id} ({have})",
+                    "incoming.number_not_of_tenant",
+                    number=number,
+                    tenant=self.id,
+                    numbers=have,
                 )
                 number = None
         ok = number is not None
@@ -579,13 +563,11 @@ class TenantLoader:
         names = reader.strings("days")
         if names is None:
             if not reader.has("days"):
-                reader.error(
-                    "days", 'is required, e.g. ["mon", "tue", "wed", "thu", "fri"] or "holiday"'
-                )
+                reader.error("days", "incoming.days_required")
             ok = False
         else:
             if not names:
-                reader.error("days", "needs at least one day")
+                reader.error("days", "incoming.days_empty")
                 ok = False
             for raw in names:
                 name = reader.fold("days", raw).lower()
@@ -593,12 +575,12 @@ class TenantLoader:
                     days.add(name)
                 else:
                     close = difflib.get_close_matches(name, DAY_KINDS, n=1)
-                    hint = f' (did you mean "{close[0]}"?)' if close else ""
-                    reader.error(
-                        "days",
-                        f"unknown day {show(raw)}{hint}; days are mon, tue, wed, thu, fri, "
-                        "sat, sun, holiday",
-                    )
+                    if close:
+                        reader.error(
+                            "days", "incoming.day_unknown_suggest", value=raw, suggestion=close[0]
+                        )
+                    else:
+                        reader.error("days", "incoming.day_unknown", value=raw)
                     ok = False
 
         bounds: dict[str, int] = {}
@@ -613,16 +595,12 @@ class TenantLoader:
                 continue
             try:
                 bounds[key] = _parse_time(text, is_end=key == "end")
-            except ValueError as exc:
-                reader.error(key, f"{show(text)} {exc}")
+            except _TimeError as exc:
+                reader.error(key, exc.code, value=text)
                 ok = False
         if "start" in bounds and "end" in bounds and bounds["start"] > bounds["end"]:
             start, end = bounds["start"], bounds["end"]
-            reader.error(
-                "end",
-                f"the window {_clock(start)}-{_clock(end)} crosses midnight: write it as two "
-                f"rules, {_clock(start)}-23:59:59 and 00:00:00-{_clock(end)}",
-            )
+            reader.error("end", "incoming.crosses_midnight", start=_clock(start), end=_clock(end))
             ok = False
             del bounds["end"]
         window = None
@@ -643,51 +621,57 @@ class TenantLoader:
     def _targets(self, reader: TableReader) -> tuple[str, ...] | None:
         value = reader.table.get("targets")
         if value is None:
-            reader.error("targets", 'is required, e.g. "1001,1002" or "009608"')
+            reader.error("targets", "incoming.targets_required")
             return None
         if isinstance(value, list) and all(isinstance(item, str) for item in value):
             pieces = [reader.fold("targets", item) for item in value]
         elif isinstance(value, str):
             text = reader.fold("targets", value)
             if "、" in text:
-                reader.warn("targets", 'Japanese commas "、" read as ","')
+                reader.warn("targets", "incoming.targets_japanese_commas")
                 text = text.replace("、", ",")
             pieces = text.split(",")
         else:
             reader.error(
-                "targets",
-                f"must be a comma-separated string, not {type_name(value)} {show(value)}",
+                "targets", "incoming.targets_type", actual=type_name(value), shown=show(value)
             )
             return None
         targets: list[str] = []
         ok = True
         for piece in (p.strip() for p in pieces):
             if not piece:
-                reader.error("targets", f"{show(value)} has an empty entry")
+                reader.error("targets", "incoming.targets_empty_entry", shown=show(value))
                 ok = False
                 continue
             problem = self._target_problem(piece, allow_announcement=True)
             if problem is not None:
                 if classify_number(piece).kind is NumberKind.EXTENSION:
-                    problem = f"unknown extension {piece}: not an extension of tenant {self.id}"
-                reader.error("targets", problem)
+                    reader.error(
+                        "targets",
+                        "incoming.target_unknown_extension",
+                        extension=piece,
+                        tenant=self.id,
+                    )
+                else:
+                    reader.error("targets", problem, value=piece, tenant=self.id)
                 ok = False
                 continue
             digits = classify_number(piece).digits
             if digits in targets:
-                reader.warn("targets", f"{digits} is listed twice")
+                reader.warn("targets", "incoming.target_duplicate", target=digits)
                 continue
             targets.append(digits)
         others = [t for t in targets if t != AFTER_HOURS_TARGET]
         if AFTER_HOURS_TARGET in targets and others:
             reader.error(
                 "targets",
-                f"{AFTER_HOURS_TARGET} (the after-hours announcement) must be the only target "
-                f"of its rule, not mixed with {', '.join(others)}",
+                "incoming.announcement_mixed",
+                announcement=AFTER_HOURS_TARGET,
+                others=", ".join(others),
             )
             ok = False
         if ok and not targets:
-            reader.error("targets", "needs at least one target")
+            reader.error("targets", "incoming.targets_empty")
             ok = False
         return tuple(targets) if ok else None
 
@@ -701,8 +685,11 @@ class TenantLoader:
                         self.file,
                         later.entity,
                         "start-end",
-                        f"overlaps {earlier.entity} on {_day_list(shared)} "
-                        f"{_clock(low)}-{_clock(high)}: windows of one number may not overlap",
+                        "incoming.overlap",
+                        other=earlier.entity,
+                        days=_day_list(shared),
+                        start=_clock(low),
+                        end=_clock(high),
                     )
 
     def _coverage(self, number: PhoneNumber, windows: Sequence[_Window]) -> None:
@@ -719,5 +706,6 @@ class TenantLoader:
                 self.file,
                 f"number {number}",
                 "incoming",
-                f"no rule covers {_describe_gaps(by_day)} (calls then are refused with 480)",
+                "incoming.gaps",
+                gaps=_describe_gaps(by_day),
             )

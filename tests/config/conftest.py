@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
+from pbx.config import tables
 from pbx.config.load import ConfigError, ConfigProblem, load_config
+from pbx.config.messages import CATALOG, render_entity, render_field, render_problem
 from pbx.config.model import ConfigSnapshot
 
 SERVER = """\
@@ -116,3 +119,48 @@ def loads(path: Path) -> ConfigSnapshot:
         return load_config(path)
     except ConfigError as exc:  # show every problem when a test expected success
         pytest.fail(str(exc))
+
+
+# Two English words in a row: what a Japanese rendering must not contain once the values the
+# admin wrote (the parameters) are taken out of it.
+ENGLISH_WORDS = re.compile(r"\b[A-Za-z]{2,}\b(?: \b[A-Za-z]{2,}\b)+")
+
+
+def english_left_in(text: str, params: Mapping[str, str]) -> list[str]:
+    """Runs of English words in ``text`` that are not parameter values."""
+    for value in sorted(params.values(), key=len, reverse=True):
+        if value:
+            text = text.replace(value, " ")
+    return ENGLISH_WORDS.findall(text)
+
+
+def check_rendering(problem: ConfigProblem) -> None:
+    """A problem has a catalog code, English equal to its message, and real Japanese."""
+    assert problem.code in CATALOG, problem
+    assert render_problem(problem, "en") == problem.message
+    japanese = render_problem(problem, "ja")
+    assert japanese != problem.message, problem
+    assert not english_left_in(japanese, problem.params), (problem, japanese)
+    entity = render_entity(problem, "ja")
+    assert not english_left_in(entity, {}), (problem, entity)
+    assert render_entity(problem, "en") == problem.entity
+    assert render_field(problem, "en") == problem.field
+
+
+@pytest.fixture(autouse=True)
+def every_problem_renders_in_both_languages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[list[ConfigProblem]]:
+    """Every problem any config test makes is checked by ``check_rendering`` afterwards."""
+    made: list[ConfigProblem] = []
+    original = tables.problem
+
+    def recording(*args: object, **kwargs: object) -> ConfigProblem:
+        found = original(*args, **kwargs)  # type: ignore[arg-type]
+        made.append(found)
+        return found
+
+    monkeypatch.setattr(tables, "problem", recording)
+    yield made
+    for found in made:
+        check_rendering(found)
