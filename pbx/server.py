@@ -1,4 +1,4 @@
-"""``pbx run``: the server process. Wires config, store, SIP transport, service and admin API.
+"""``pbx run``: the server process. Wires config, store, SIP transport, service, admin API, panel.
 
 Signals: SIGHUP reloads the configuration (like ``pbx reload``); SIGTERM and SIGINT stop the
 server. Only this module (through ``main``) installs uvloop.
@@ -27,6 +27,7 @@ from pbx.config.problems import ConfigError
 from pbx.http import HttpListener
 from pbx.log import configure_logging
 from pbx.metrics import Registry
+from pbx.panel.runner import PanelRunner
 from pbx.service import SipService
 from pbx.sip.transport import SipTransport, TcpLimits
 from pbx.store import Store
@@ -69,6 +70,8 @@ class PbxServer:
         )
         self.admin: HttpListener | None = None
         self.admin_address: tuple[str, int] = ("", 0)
+        self.panel: PanelRunner | None = None
+        self.panel_address: tuple[str, int] = ("", 0)
         self._gc_task: asyncio.Task[None] | None = None
         self._reloads = self.metrics.counter("pbx_reloads_total", "Configuration reloads")
         self._loop_lag = self.metrics.gauge(
@@ -108,6 +111,10 @@ class PbxServer:
         self.admin = HttpListener(self.admin_app, admin.host, admin.port, name="admin")
         port = await self.admin.start()
         self.admin_address = (admin.host, port)
+        self.panel = PanelRunner(
+            self.config_path, lambda: self.holder.current, self.store, self.reload, time.time
+        )
+        self.panel_address = await self.panel.start()
         log.info(
             "server_started",
             version=__version__,
@@ -117,6 +124,7 @@ class PbxServer:
                 for a in self.transport.listening
             ],
             admin={"host": admin.host, "port": port},
+            panel={"host": self.panel_address[0], "port": self.panel_address[1]},
         )
 
     async def _watch_loop_lag(self) -> None:
@@ -156,6 +164,8 @@ class PbxServer:
             self._lag_task.cancel()
         if self.admin is not None:
             await self.admin.close()
+        if self.panel is not None:
+            await self.panel.close()
         if self.engine is not None:
             await self.engine.stop()
         if self.service is not None:

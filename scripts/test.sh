@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Install everything the tests need (SIPp, espeak-ng and sox from Debian; Python deps into .venv),
-# then run the linters, the type checker and the whole test suite.
+# Install everything the tests need (SIPp, espeak-ng, sox and Chromium from Debian; Python deps
+# into .venv), then run the linters, the type checker and the whole test suite. The browser tests
+# drive Debian's chromium through Playwright by its path: Playwright downloads no browser.
 source "$(dirname "$0")/_env.sh"
-apt_install sip-tester espeak-ng sox
+apt_install sip-tester espeak-ng sox chromium
 ensure_venv ".[test]"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 .venv/bin/ruff check pbx tests loadtests

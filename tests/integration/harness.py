@@ -105,6 +105,9 @@ def write_config(
         [admin]
         listen = "127.0.0.1:{admin_port}"
 
+        [panel]
+        listen = "127.0.0.1:0"
+
         [storage]
         data_dir = "data"
 
@@ -129,6 +132,7 @@ class RunningServer:
     udp: tuple[str, int]
     tcp: tuple[str, int]
     admin: tuple[str, int]
+    panel: tuple[str, int] = ("", 0)
     log_lines: list[dict[str, Any]] = field(default_factory=list)
 
     def admin_request(self, method: str, path: str) -> tuple[int, Any]:
@@ -197,6 +201,7 @@ def running_server(
             else:
                 server.tcp = address
         server.admin = (info["admin"]["host"], int(info["admin"]["port"]))
+        server.panel = (info["panel"]["host"], int(info["panel"]["port"]))
         yield server
     finally:
         stop_process(process)

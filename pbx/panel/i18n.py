@@ -1,0 +1,330 @@
+"""The panel's words: Japanese (the control-panel manual's own labels) first, English second.
+
+Every label a page shows is a key of ``WORDS``; ``words(lang)`` gives the table of one language.
+A test checks that every key has both languages and that every key a template uses exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Literal
+
+Lang = Literal["ja", "en"]
+LANGS: tuple[Lang, ...] = ("ja", "en")
+DEFAULT_LANG: Lang = "ja"
+
+# key: (Japanese, English)
+_PAIRS: dict[str, tuple[str, str]] = {
+    # frame
+    "app.title": ("コントロールパネル", "Control panel"),
+    "nav.settings": ("設定変更", "Settings"),
+    "nav.usage": ("ご利用数変更", "Usage limits"),
+    "nav.numbers": ("番号の決定", "Phone numbers"),
+    "nav.users": ("内線ユーザー", "Extension users"),
+    "nav.incoming": ("着信設定", "Inbound settings"),
+    "nav.versions": ("変更履歴", "Previous versions"),
+    "nav.tenants": ("テナント一覧", "Tenants"),
+    "nav.pool": ("番号プール", "Number pool"),
+    "nav.accounts": ("管理者アカウント", "Admin accounts"),
+    "nav.audit": ("操作ログ", "Audit log"),
+    "nav.logout": ("ログアウト", "Sign out"),
+    "nav.signed_in_as": ("ログイン中", "Signed in as"),
+    "nav.skip": ("本文へ移動", "Skip to content"),
+    "lang.switch": ("English", "日本語"),
+    "role.operator": ("運用者", "Operator"),
+    "role.tenant_admin": ("テナント管理者", "Tenant admin"),
+    # sign-in
+    "login.title": ("ログイン", "Sign in"),
+    "login.name": ("アカウント名", "Account name"),
+    "login.password": ("パスワード", "Password"),
+    "login.submit": ("ログイン", "Sign in"),
+    "login.failed": (
+        "アカウント名またはパスワードが違います。",
+        "The account name or password is wrong.",
+    ),
+    "login.wait": (
+        "ログインの失敗が続いたため、{seconds}秒待ってからもう一度お試しください。",
+        "Too many failed sign-ins: wait {seconds} seconds, then try again.",
+    ),
+    "login.locked": (
+        "ログインの失敗が続いたため、{minutes}分間ロックされています。",
+        "Too many failed sign-ins: locked for {minutes} minutes.",
+    ),
+    "login.expired": (
+        "セッションの有効期限が切れました。もう一度ログインしてください。",
+        "Your session has expired. Please sign in again.",
+    ),
+    # common
+    "common.save": ("保存", "Save"),
+    "common.cancel": ("キャンセル", "Cancel"),
+    "common.delete": ("削除", "Delete"),
+    "common.edit": ("編集", "Edit"),
+    "common.add": ("追加", "Add"),
+    "common.search": ("検索", "Search"),
+    "common.on": ("ON", "ON"),
+    "common.off": ("OFF", "OFF"),
+    "common.none": ("なし", "None"),
+    "common.optional": ("任意", "optional"),
+    "common.required": ("必須", "required"),
+    "common.saved": (
+        "保存しました。設定ファイルを更新し、サーバーに反映しました(バージョン {version})。",
+        "Saved. The tenant file was updated and the server reloaded (version {version}).",
+    ),
+    "common.fix_below": (
+        "保存できませんでした。下の項目を確認してください。",
+        "Not saved. Please check the fields below.",
+    ),
+    "common.stale": (
+        "このページを開いた後に、他の管理者またはファイルの直接編集で設定が変更されました。"
+        "入力内容は保存していません。最新の内容を確認してから、もう一度入力してください。",
+        "The settings were changed by another admin or by a hand edit of the file since this page "
+        "was opened. Nothing was saved. Check the current settings, then enter your change again.",
+    ),
+    "common.elsewhere": (
+        "他の設定に問題があるため保存できません。運用者にお問い合わせください。",
+        "Not saved: another part of the configuration has problems. Please contact the operator.",
+    ),
+    "common.csrf": (
+        "フォームの有効期限が切れました。ページを開き直してから、もう一度お試しください。",
+        "The form has expired. Please reload the page and try again.",
+    ),
+    "common.not_found": ("ページが見つかりません。", "Page not found."),
+    "common.page": ("{page} / {pages} ページ", "Page {page} of {pages}"),
+    "common.prev": ("前へ", "Previous"),
+    "common.next": ("次へ", "Next"),
+    "common.back": ("戻る", "Back"),
+    "common.confirm_delete": ("本当に削除しますか?", "Delete for good?"),
+    "common.reload_failed": (
+        "ファイルは保存しましたが、サーバーへの反映に失敗しました: {error}",
+        "The file was saved but the server did not reload: {error}",
+    ),
+    "common.problems_elsewhere_operator": (
+        "他のファイルの問題",
+        "Problems in other files",
+    ),
+    # settings menu (dashboard)
+    "menu.title": ("設定変更", "Settings"),
+    "menu.intro": (
+        "ご利用数決定 → 番号の決定 → 内線ユーザー作成 → 着信設定 の順に設定してください。",
+        "Set up in this order: usage limits → phone numbers → extension users → inbound settings.",
+    ),
+    "menu.step_usage": (
+        "最大ご利用内線ユーザーID数・通話録音利用ユーザー数・国際電話の利用有無を設定します。",
+        "Set the most extension users, the recording seats and international calls.",
+    ),
+    "menu.step_numbers": (
+        "ご利用になられる電話番号を選択してください。",
+        "Choose the phone numbers you use.",
+    ),
+    "menu.step_users": (
+        "内線ユーザーIDを作成、発信時の番号設定や転送設定を行います。",
+        "Create extension users, their caller ID and their forwards.",
+    ),
+    "menu.step_incoming": (
+        "電話番号ごとに、着信時に鳴らす内線と時間を設定します(次の版で画面から設定できます)。",
+        "Which extensions ring when, per number (set in the tenant file for now).",
+    ),
+    # usage limits
+    "usage.title": ("ご利用数変更", "Usage limits"),
+    "usage.max_users": ("最大ご利用内線ユーザーID数", "Most extension users"),
+    "usage.max_users_help": (
+        "ここで設定した内線ユーザーID数が当月のご利用料金となります。",
+        "The month is billed on this number of extension users.",
+    ),
+    "usage.recording_users": ("通話録音利用ユーザー数", "Recording users"),
+    "usage.recording_help": (
+        "内線ユーザーIDの設定で、録音のON・OFFを設定することができます。",
+        "Recording is switched ON or OFF per extension user.",
+    ),
+    "usage.international": ("国際電話利用可否", "International calls"),
+    "usage.international_help": (
+        "国際電話を利用する場合はONにしてください。(デフォルトではOFFになっています。)",
+        "Turn ON to allow international calls (OFF by default).",
+    ),
+    "usage.in_use": ("現在の利用状況", "In use now"),
+    "usage.users_used": ("内線ユーザー {used} / {max}", "Extension users {used} / {max}"),
+    "usage.recording_used": (
+        "通話録音 {used} 人使用中 / 残り {free}",
+        "Recording {used} in use / {free} free",
+    ),
+    # numbers
+    "numbers.title": ("番号の決定", "Phone numbers"),
+    "numbers.mine": ("ご利用中の電話番号", "Your numbers"),
+    "numbers.free": ("選択できる電話番号", "Numbers you can choose"),
+    "numbers.none_free": ("選択できる電話番号がありません。", "No free numbers are available."),
+    "numbers.none_mine": ("電話番号がまだありません。", "No numbers yet."),
+    "numbers.take": ("この番号を使う", "Use this number"),
+    "numbers.release": ("解約する", "Release"),
+    "numbers.in_use_by": (
+        "{number} は次の設定で使われているため解約できません: {places}",
+        "{number} cannot be released: it is used by {places}",
+    ),
+    "numbers.used_caller_id": ("内線 {ext} の発信時通知番号", "caller ID of extension {ext}"),
+    "numbers.used_incoming": ("着信設定 {position}", "inbound rule {position}"),
+    "numbers.taken": (
+        "{number} は使用できません(他で使用中かプールにありません)。",
+        "{number} is not available (taken, or not in the pool).",
+    ),
+    # users
+    "users.title": ("内線ユーザー一覧", "Extension users"),
+    "users.add": ("ユーザー追加", "Add user"),
+    "users.edit": ("ユーザー編集", "Edit user"),
+    "users.delete": ("ユーザー削除", "Delete user"),
+    "users.extension": ("内線番号", "Extension"),
+    "users.extension_help": (
+        "0000~8999までの4桁でご入力下さい。",
+        "4 digits, 0000 to 8999.",
+    ),
+    "users.name": ("名前", "Name"),
+    "users.department": ("部署", "Department"),
+    "users.caller_id": ("発信時通知番号", "Outbound caller ID"),
+    "users.caller_id_help": (
+        "この内線ユーザーIDから発信した時に、相手に通知する番号です。",
+        "The number shown to the far end when this user calls out.",
+    ),
+    "users.recording": ("通話録音", "Call recording"),
+    "users.recording_full": (
+        "通話録音利用ユーザー数({max})に達しているため、ONにできません。"
+        "「ご利用数変更」で通話録音利用ユーザー数を増やしてください。",
+        "All {max} recording seats are taken: raise the recording users in Usage limits first.",
+    ),
+    "users.recording_none": (
+        "「ご利用数変更」で通話録音利用ユーザー数が設定されている場合のみご利用できます。",
+        "Available only when recording users are set in Usage limits.",
+    ),
+    "users.forward": ("転送設定", "Forwarding"),
+    "users.forward_busy": ("ビジー時", "When busy"),
+    "users.forward_no_answer": ("無応答時", "On no answer"),
+    "users.forward_offline": ("オフライン時", "When offline"),
+    "users.forward_help": (
+        "内線番号を選ぶか、外線電話番号を入力してください。",
+        "Pick an extension or type an external number.",
+    ),
+    "users.forward_busy_help": (
+        "話し中で電話に出られない場合に転送します。",
+        "Forward when the user is on a call.",
+    ),
+    "users.forward_no_answer_help": (
+        "着信が鳴って20秒以内に電話に出ない場合に転送します。",
+        "Forward when the call rings 20 seconds unanswered.",
+    ),
+    "users.forward_offline_help": (
+        "何等かの原因でレジストできていない場合に転送します。",
+        "Forward when the phone is not registered.",
+    ),
+    "users.password": ("パスワード", "Password"),
+    "users.password_generated": (
+        "強力なパスワードを自動で作成します(空欄のまま)。",
+        "Leave empty to generate a strong password.",
+    ),
+    "users.password_keep": (
+        "変更する場合のみ入力してください。「新しく作成」で自動作成します。",
+        "Type a new one only to change it, or tick 'generate' for a new strong one.",
+    ),
+    "users.password_regenerate": ("新しいパスワードを自動作成する", "Generate a new password"),
+    "users.password_shown_once": (
+        "内線 {ext} のパスワードです。この画面を閉じると二度と表示されません。"
+        "アプリ・SIP電話機に設定してください。",
+        "The password of extension {ext}. It is shown only this once: enter it in the phone now.",
+    ),
+    "users.password_weak": (
+        "パスワードは8文字以上で入力してください。",
+        "A password needs at least 8 characters.",
+    ),
+    "users.over_max": (
+        "最大ご利用内線ユーザーID数({max})に達しているため、追加できません。",
+        "The tenant already has its most extension users ({max}): none can be added.",
+    ),
+    "users.count": ("{count} 件", "{count} users"),
+    "users.none": ("内線ユーザーがまだいません。", "No extension users yet."),
+    "users.search_placeholder": ("内線番号・名前・部署", "Extension, name, department"),
+    "users.deleted": ("内線 {ext} を削除しました。", "Extension {ext} deleted."),
+    "users.choose": ("選択してください", "Choose"),
+    "users.external": ("外線番号を入力", "External number"),
+    # versions
+    "versions.title": ("変更履歴", "Previous versions"),
+    "versions.intro": (
+        "パネルで保存するたびに、以前の設定ファイルを保管しています。",
+        "Each save keeps the previous tenant file here.",
+    ),
+    "versions.restore": ("この版に戻す", "Restore this version"),
+    "versions.none": ("以前の版はまだありません。", "No previous versions yet."),
+    "versions.saved_at": ("保管日時", "Kept at"),
+    # operator
+    "tenants.title": ("テナント一覧", "Tenants"),
+    "tenants.id": ("テナントID", "Tenant id"),
+    "tenants.id_help": (
+        "半角英小文字・数字・ハイフン(設定ファイル名になります)",
+        "Lower-case letters, digits and hyphens (the tenant file's name)",
+    ),
+    "tenants.domain": ("SIPドメイン", "SIP domain"),
+    "tenants.users": ("内線ユーザー数", "Users"),
+    "tenants.create": ("テナント作成", "Create tenant"),
+    "tenants.remove": ("テナント削除", "Remove tenant"),
+    "tenants.open": ("設定を開く", "Open settings"),
+    "tenants.exists": ("そのテナントIDはすでに使われています。", "That tenant id is taken."),
+    "tenants.bad_id": (
+        "テナントIDは半角英小文字・数字・ハイフンで入力してください(2〜32文字)。",
+        "A tenant id is 2-32 lower-case letters, digits and hyphens.",
+    ),
+    "tenants.removed": ("テナント {tenant} を削除しました。", "Tenant {tenant} removed."),
+    "tenants.created": ("テナント {tenant} を作成しました。", "Tenant {tenant} created."),
+    "pool.title": ("番号プール", "Number pool"),
+    "pool.intro": (
+        "キャリアから割り当てられた電話番号です。テナントはここから番号を選択します。",
+        "The numbers the carrier gave us; tenants choose their numbers from here.",
+    ),
+    "pool.number": ("電話番号", "Phone number"),
+    "pool.note": ("メモ", "Note"),
+    "pool.owner": ("使用テナント", "Used by"),
+    "pool.add": ("番号を追加", "Add number"),
+    "pool.remove": ("プールから外す", "Remove from pool"),
+    "pool.in_use": (
+        "{number} はテナント {tenant} が使用中のため外せません。",
+        "{number} is used by tenant {tenant}: release it there first.",
+    ),
+    "pool.exists": ("{number} はすでにプールにあります。", "{number} is already in the pool."),
+    "accounts.title": ("管理者アカウント", "Admin accounts"),
+    "accounts.name": ("アカウント名", "Account name"),
+    "accounts.role": ("権限", "Role"),
+    "accounts.tenant": ("テナント", "Tenant"),
+    "accounts.create": ("テナント管理者を作成", "Create tenant admin"),
+    "accounts.created": (
+        "アカウント {name} を作成しました。パスワード: {password}(この画面でのみ表示されます)",
+        "Account {name} created. Password: {password} (shown only here)",
+    ),
+    "accounts.exists": ("そのアカウント名はすでに使われています。", "That account name is taken."),
+    "accounts.bad_name": (
+        "アカウント名は半角英数字と . _ - で入力してください(3〜64文字)。",
+        "An account name is 3-64 letters, digits, '.', '_' or '-'.",
+    ),
+    "accounts.delete": ("削除", "Delete"),
+    "accounts.deleted": ("アカウント {name} を削除しました。", "Account {name} deleted."),
+    "audit.title": ("操作ログ", "Audit log"),
+    "audit.at": ("日時", "When"),
+    "audit.actor": ("操作者", "Who"),
+    "audit.tenant": ("テナント", "Tenant"),
+    "audit.action": ("操作", "Action"),
+    "audit.target": ("対象", "Target"),
+    "audit.detail": ("内容", "What changed"),
+    "audit.older": ("さらに古いログ", "Older entries"),
+}
+
+WORDS: Mapping[Lang, Mapping[str, str]] = MappingProxyType(
+    {
+        "ja": MappingProxyType({key: pair[0] for key, pair in _PAIRS.items()}),
+        "en": MappingProxyType({key: pair[1] for key, pair in _PAIRS.items()}),
+    }
+)
+
+
+def pick_lang(value: str | None) -> Lang:
+    """The language a cookie or query parameter asks for; Japanese unless it says English."""
+    return "en" if value == "en" else "ja"
+
+
+def translate(lang: Lang, key: str, **params: object) -> str:
+    """The label ``key`` in ``lang``, with ``{name}`` fields filled in; unknown keys raise."""
+    text = WORDS[lang][key]
+    return text.format(**params) if params else text
