@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from pbx.clock import Instant
 from pbx.config.model import ConfigSnapshot, Extension, TenantConfig, TenantId
 from pbx.errors import PbxError, RemoteProtocolError
 from pbx.media.player import PlaybackFinished, PromptPlayer
@@ -307,7 +308,9 @@ class CallEngine:
         return NameAddress(SipUri("sip", host, "pbx", port=port, params=params))
 
     # -- CallHandler -------------------------------------------------------------------------
-    def on_request(self, key: ServerKey, request: SipRequest, inbound: Inbound) -> None:
+    def on_request(
+        self, key: ServerKey, request: SipRequest, inbound: Inbound, now: Instant
+    ) -> None:
         try:
             if request.to.tag is None and request.method == "INVITE":
                 self._new_call(key, request, inbound)
@@ -321,7 +324,7 @@ class CallEngine:
             log.info("call_request_refused", method=request.method, error=str(exc))
             self._respond(key, request, exc.status_hint or 400)
 
-    def on_ack(self, request: SipRequest, inbound: Inbound) -> None:
+    def on_ack(self, request: SipRequest, inbound: Inbound, now: Instant) -> None:
         dialog_id = DialogId.of_request(request)
         side = self.sides.get(dialog_id) if dialog_id is not None else None
         if side is None:
@@ -344,7 +347,7 @@ class CallEngine:
             return
         # Otherwise a repeated ACK: the other side was acknowledged by us already.
 
-    def on_cancel(self, invite_key: ServerKey, cancel: SipRequest) -> None:
+    def on_cancel(self, invite_key: ServerKey, cancel: SipRequest, now: Instant) -> None:
         call = self.by_invite.get(invite_key)
         if call is None or call.state is not CallState.RINGING:
             return
@@ -383,7 +386,7 @@ class CallEngine:
             if tenant is None:
                 self._respond(key, req, 404)
                 return
-            username = self.service.authenticate(key, req, inbound, tenant)
+            username = self.service.authenticate(key, req, inbound, tenant, time.time())
             if username is None:
                 return  # 401 sent
             from_user = _user_of(req.from_)

@@ -20,6 +20,7 @@ import structlog
 from pbx import __version__
 from pbx.admin import AdminResponse, AdminServer
 from pbx.b2bua import CallEngine
+from pbx.clock import Clock, SystemClock
 from pbx.config.holder import ConfigHolder
 from pbx.config.load import load_config
 from pbx.config.model import ConfigSnapshot
@@ -50,8 +51,11 @@ LOOP_LAG_WARNING_SECONDS = 0.1
 class PbxServer:
     """One running server: everything that lives as long as the process."""
 
-    def __init__(self, config_path: Path, snapshot: ConfigSnapshot) -> None:
+    def __init__(
+        self, config_path: Path, snapshot: ConfigSnapshot, clock: Clock | None = None
+    ) -> None:
         self.config_path = config_path
+        self.clock: Clock = clock or SystemClock()
         self.holder = ConfigHolder(snapshot)
         self.metrics = Registry()
         self.started_wall = time.time()
@@ -85,8 +89,8 @@ class PbxServer:
         snapshot = self.holder.current
         data_dir = snapshot.server.storage.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = await Store.open(data_dir / DATABASE_NAME)
-        self.service = SipService(self.holder, self.store, self.metrics)
+        self.store = await Store.open(data_dir / DATABASE_NAME, clock=self.clock)
+        self.service = SipService(self.holder, self.store, self.metrics, self.clock)
         self.engine = CallEngine(self.service)
         self.service.calls = self.engine
         sip = snapshot.server.sip

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import math
 import secrets
-import time
 from collections.abc import Callable
 from functools import partial
 from hashlib import blake2s
@@ -24,6 +23,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from pbx.clock import Clock, Instant, SystemClock
 from pbx.config.holder import ConfigHolder
 from pbx.config.model import ConfigSnapshot, TenantConfig
 from pbx.errors import RemoteProtocolError
@@ -66,13 +66,16 @@ PURGE_SECONDS = 60.0
 
 
 class CallHandler(Protocol):
-    """The call engine's side of the service (INVITE, CANCEL, in-dialog requests, ACK)."""
+    """The call engine's side of the service (INVITE, CANCEL, in-dialog requests, ACK); ``now``
+    is the clock reading taken when the datagram arrived."""
 
-    def on_request(self, key: ServerKey, request: SipRequest, inbound: Inbound) -> None: ...
+    def on_request(
+        self, key: ServerKey, request: SipRequest, inbound: Inbound, now: Instant
+    ) -> None: ...
 
-    def on_ack(self, request: SipRequest, inbound: Inbound) -> None: ...
+    def on_ack(self, request: SipRequest, inbound: Inbound, now: Instant) -> None: ...
 
-    def on_cancel(self, invite_key: ServerKey, cancel: SipRequest) -> None: ...
+    def on_cancel(self, invite_key: ServerKey, cancel: SipRequest, now: Instant) -> None: ...
 
 
 ResponseCallback = Callable[[TxEvent], None]
@@ -113,8 +116,15 @@ def _tag_for(key: ReplyKey) -> Tag:
 class SipService:
     """Everything between the sockets and the registrar / call engine."""
 
-    def __init__(self, holder: ConfigHolder, store: Store, metrics: Registry) -> None:
+    def __init__(
+        self,
+        holder: ConfigHolder,
+        store: Store,
+        metrics: Registry,
+        clock: Clock | None = None,
+    ) -> None:
         snapshot = holder.current
+        self.clock: Clock = clock or SystemClock()
         self.holder = holder
         self.store = store
         self.metrics = metrics
@@ -166,7 +176,7 @@ class SipService:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        wall = time.time()
+        wall = self.clock.wall()
         bindings = await self.store.load_bindings(wall)
         self.registrations = Registrations(bindings)
         for host, until in await self.store.load_bans(wall):
@@ -209,8 +219,7 @@ class SipService:
     # -- inbound ---------------------------------------------------------------------------
     def on_inbound(self, packet: Inbound) -> None:
         """Entry point for every message (transport callback)."""
-        loop = self._loop or asyncio.get_running_loop()
-        now = loop.time()
+        now = self.clock.now()  # read once per datagram, passed down
         try:
             self._receive(packet, now)
         except Exception:  # the per-datagram boundary: one bad message never stops the server
@@ -218,8 +227,8 @@ class SipService:
         self._flush()
         self._rearm()
 
-    def _receive(self, packet: Inbound, now: float) -> None:
-        verdict = self.guard.admit(packet.source[0], time.time())
+    def _receive(self, packet: Inbound, now: Instant) -> None:
+        verdict = self.guard.admit(packet.source[0], now.wall)
         if verdict is not Verdict.ALLOWED:
             self.m_dropped.inc(reason=verdict.value)
             self._drain_guard_events()
@@ -241,11 +250,13 @@ class SipService:
                 # retransmission is simply answered again.
                 key = Stateless(packet.source, stateless_tag(msg, self._secret))
                 if self._valid(key, msg):
-                    self._register(key, msg, packet)
+                    self._register(key, msg, packet, now.wall)
                 return
         else:
             self.m_in.inc(status=str(msg.status))
-        events = self.table.receive(msg, packet.source, now, reliable=packet.transport == "TCP")
+        events = self.table.receive(
+            msg, packet.source, now.monotonic, reliable=packet.transport == "TCP"
+        )
         for event in events:
             self._on_event(event, packet, now)
 
@@ -268,12 +279,12 @@ class SipService:
             self.transport.send(answer, packet.source, packet.transport)
             self.m_out.inc(status=str(exc.status_hint))
 
-    def _on_event(self, event: TxEvent, packet: Inbound, now: float) -> None:
+    def _on_event(self, event: TxEvent, packet: Inbound, now: Instant) -> None:
         if isinstance(event, RequestReceived):
             self._on_request(event.key, event.request, packet, now)
         elif isinstance(event, AckReceived):
             if self.calls is not None:
-                self.calls.on_ack(event.request, packet)
+                self.calls.on_ack(event.request, packet, now)
         elif isinstance(event, UnmatchedResponseReceived):
             self.m_dropped.inc(reason="stray_response")
             log.debug("stray_response", source=packet.source, status=event.response.status)
@@ -306,14 +317,14 @@ class SipService:
         )
         return False
 
-    def _on_request(self, key: ServerKey, req: SipRequest, packet: Inbound, now: float) -> None:
+    def _on_request(self, key: ServerKey, req: SipRequest, packet: Inbound, now: Instant) -> None:
         if not self._valid(key, req):
             return
         method = req.method
         if method == "OPTIONS":
             self.respond(key, build_response(req, 200, to_tag=_tag_for(key), headers=_CAPABILITIES))
         elif method == "REGISTER":
-            self._register(key, req, packet)
+            self._register(key, req, packet, now.wall)
         elif method == "CANCEL":
             invite = self.table.find_invite_for_cancel(req, packet.source)
             if invite is None:
@@ -321,9 +332,9 @@ class SipService:
                 return
             self.respond(key, build_response(req, 200, to_tag=_tag_for(key)))
             if self.calls is not None:
-                self.calls.on_cancel(invite.key, req)
+                self.calls.on_cancel(invite.key, req, now)
         elif self.calls is not None:
-            self.calls.on_request(key, req, packet)
+            self.calls.on_request(key, req, packet, now)
         elif method == "INVITE":
             self.respond(
                 key,
@@ -334,9 +345,8 @@ class SipService:
             self.respond(key, build_response(req, 481, to_tag=_tag_for(key)))
 
     # -- REGISTER (RFC 3261 10.3, with digest authentication) -------------------------------
-    def _register(self, key: ReplyKey, req: SipRequest, packet: Inbound) -> None:
+    def _register(self, key: ReplyKey, req: SipRequest, packet: Inbound, wall: float) -> None:
         snapshot = self.holder.current
-        wall = time.time()
         try:
             aor = resolve_aor(req, snapshot)
         except RemoteProtocolError as exc:
@@ -441,10 +451,9 @@ class SipService:
         self.respond(key, build_response(req, 401, to_tag=_tag_for(key), headers=headers))
 
     def authenticate(
-        self, key: ServerKey, req: SipRequest, packet: Inbound, tenant: TenantConfig
+        self, key: ServerKey, req: SipRequest, packet: Inbound, tenant: TenantConfig, wall: float
     ) -> str | None:
         """Digest-check a phone's request (INVITE etc.); answers 401 itself on failure."""
-        wall = time.time()
         auth = self.digest.verify(
             req.method,
             authorization_values(req.headers),
@@ -462,8 +471,7 @@ class SipService:
         if isinstance(key, Stateless):
             self.table.send_stateless(response, key.destination)
             return
-        loop = self._loop or asyncio.get_running_loop()
-        for event in self.table.respond(key, response, loop.time()):
+        for event in self.table.respond(key, response, self.clock.monotonic()):
             self._on_client_event(event)
 
     def send_request(
@@ -475,8 +483,9 @@ class SipService:
         reliable: bool = False,
     ) -> object:
         """Start a client transaction; ``callback`` gets its events (responses, time-out)."""
-        loop = self._loop or asyncio.get_running_loop()
-        key = self.table.send_request(request, destination, loop.time(), reliable=reliable)
+        key = self.table.send_request(
+            request, destination, self.clock.monotonic(), reliable=reliable
+        )
         self._client_callbacks[key] = callback
         self._flush()
         self._rearm()
@@ -529,9 +538,8 @@ class SipService:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        loop = self._loop or asyncio.get_running_loop()
         try:
-            for event in self.table.handle_timers(loop.time()):
+            for event in self.table.handle_timers(self.clock.monotonic()):
                 self._on_client_event(event)
         except Exception:
             log.exception("transaction_timer_failed")
@@ -542,7 +550,7 @@ class SipService:
         """Once a second: release bans; once a minute: forget expired bindings."""
         while True:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
-            wall = time.time()
+            wall = self.clock.wall()
             try:
                 self.guard.handle_timer(wall)
                 self._drain_guard_events()
@@ -589,7 +597,7 @@ class SipService:
         }
 
     def registrations_view(self) -> list[dict[str, Any]]:
-        wall = time.time()
+        wall = self.clock.wall()
         return [
             {
                 "tenant": b.tenant,
@@ -604,9 +612,6 @@ class SipService:
             for b in self.registrations
             if b.is_active(wall)
         ]
-
-    def calls_view(self) -> list[dict[str, Any]]:
-        return []
 
 
 _CAPABILITIES = (

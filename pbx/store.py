@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any, Literal, TypeAlias
 import aiosqlite
 import structlog
 
+from pbx.clock import Clock, SystemClock
 from pbx.config.model import Extension, TenantId
 from pbx.errors import PbxError
 from pbx.immutable import immutable
@@ -193,8 +193,16 @@ UPDATE call_records SET disposition = 'failed', ended_at = last_event_at WHERE e
 class Store:
     """The database, its writer task and the queries the server needs."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path, commit_interval: float) -> None:
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        path: Path,
+        commit_interval: float,
+        clock: Clock | None = None,
+    ) -> None:
         self._db = db
+        # Monotonic readings must be the loop's (group-commit deadlines go to timeout_at).
+        self.clock: Clock = clock or SystemClock()
         self.path = path
         self.commit_interval = commit_interval
         self.stats = StoreStats()
@@ -206,7 +214,9 @@ class Store:
     # -- life cycle --------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, path: Path, *, commit_interval: float = 0.2) -> Store:
+    async def open(
+        cls, path: Path, *, commit_interval: float = 0.2, clock: Clock | None = None
+    ) -> Store:
         """Open (creating or upgrading) the database at ``path`` and start the writer."""
         if not 0 <= commit_interval <= 0.8:
             raise ValueError("commit_interval must keep commits within a second (0-0.8 s)")
@@ -214,7 +224,7 @@ class Store:
         db = await aiosqlite.connect(path, isolation_level=None)
         try:
             await _prepare(db)
-            store = cls(db, path, commit_interval)
+            store = cls(db, path, commit_interval, clock)
             cursor = await db.execute(_CLOSE_CRASHED_CALLS)
             store.recovered_calls = cursor.rowcount
             await cursor.close()
@@ -381,14 +391,13 @@ class Store:
         if self._closing:
             raise StoreError("the store is closed")
         queue = self._queue
-        queue.ops.append(_Op(sql, params, future, urgent, asyncio.get_running_loop().time(), row))
+        queue.ops.append(_Op(sql, params, future, urgent, self.clock.monotonic(), row))
         queue.wakeup.set()
         if urgent:
             queue.urgent.set()
 
     async def _run(self) -> None:
         queue = self._queue
-        loop = asyncio.get_running_loop()
         while True:
             if not queue.ops:
                 if self._closing:
@@ -400,7 +409,7 @@ class Store:
                 # Group commit: let lazy writes gather for up to commit_interval, unless an
                 # urgent one (a registration, a flush) turns up first.
                 deadline = queue.ops[0].enqueued_at + self.commit_interval
-                if deadline > loop.time():
+                if deadline > self.clock.monotonic():
                     try:
                         async with asyncio.timeout_at(deadline):
                             await queue.urgent.wait()
@@ -417,7 +426,7 @@ class Store:
         # two per row. A statement that shares its run, or was superseded, reports a row count of
         # -1 (nobody awaits the count of an upsert); one alone reports its own.
         counts: dict[int, int] = {}
-        started = time.monotonic()
+        started = self.clock.monotonic()
         try:
             await self._db.execute("BEGIN IMMEDIATE")
             for sql, run in _plan(batch):
@@ -447,7 +456,7 @@ class Store:
             return
         self.stats.commits += 1
         self.stats.statements += len(batch)
-        took = time.monotonic() - started
+        took = self.clock.monotonic() - started
         if took >= SLOW_COMMIT_SECONDS:
             # Registrations wait for their commit: a phone retransmits after 0.5 s.
             log.warning("store_commit_slow", seconds=round(took, 3), ops=len(batch))
