@@ -11,13 +11,13 @@ import re
 
 import pytest
 
+from pbx.media.latch import Channel
 from pbx.media.relay import (
     Leg,
     MediaSession,
     PortPool,
     RelayCounters,
     Side,
-    _Channel,
     _RelayProtocol,
 )
 from pbx.media.rtp import RtpPacket
@@ -49,7 +49,7 @@ class Feed:
     def __init__(self, every: int = 1) -> None:
         self.clock = 0.0
         self.leg = Leg(Side.A, 30000, lambda: self.clock, relatch_seconds=1.0)
-        out = _Channel(0.0)
+        out = Channel(0.0)
         self.sink = _Sink()
         out.transport = self.sink  # type: ignore[assignment]
         out.dest = OTHER_PHONE
