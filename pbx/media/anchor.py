@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pbx.errors import RemoteProtocolError
+from pbx.media.g711 import Codec
 from pbx.media.latch import Side
 from pbx.media.sdp import (
     AudioStream,
-    Codec,
     Origin,
     SessionDescription,
     answer_sdp,
