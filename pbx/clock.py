@@ -3,14 +3,14 @@
 Adapters read it once per event (a datagram, a timer firing) and pass the ``Instant`` down; the
 cores never read a clock. Tests inject a ``FakeClock`` and move it forward instead of sleeping.
 
-Monotonic time is the event loop's (``loop.time()``) while one runs, so that deadlines computed
-from it can be handed to ``loop.call_at`` unchanged; wall time is POSIX seconds.
+Pure: the values and the fake live here; the real clock, which reads the system, is the adapter
+``pbx.system_clock.SystemClock``. Monotonic time is the event loop's (``loop.time()``) while one
+runs, so that deadlines computed from it can be handed to ``loop.call_at`` unchanged; wall time
+is POSIX seconds.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -37,23 +37,6 @@ class Clock(Protocol):
     def monotonic(self) -> float: ...
 
     def wall(self) -> float: ...
-
-
-class SystemClock:
-    """The real clock: the running loop's time (``time.monotonic`` outside a loop) and
-    ``time.time``."""
-
-    def monotonic(self) -> float:
-        try:
-            return asyncio.get_running_loop().time()
-        except RuntimeError:
-            return time.monotonic()
-
-    def wall(self) -> float:
-        return time.time()
-
-    def now(self) -> Instant:
-        return Instant(self.monotonic(), time.time())
 
 
 class FakeClock:

@@ -20,7 +20,7 @@ import structlog
 from pbx import __version__
 from pbx.admin import AdminResponse, AdminServer
 from pbx.b2bua import CallEngine
-from pbx.clock import Clock, SystemClock
+from pbx.clock import Clock
 from pbx.config.holder import ConfigHolder
 from pbx.config.load import load_config
 from pbx.config.model import ConfigSnapshot
@@ -30,6 +30,7 @@ from pbx.metrics import Registry
 from pbx.service import SipService
 from pbx.sip.transport import SipTransport, TcpLimits
 from pbx.store import Store
+from pbx.system_clock import SystemClock
 
 log = structlog.get_logger("pbx.server")
 
@@ -91,7 +92,9 @@ class PbxServer:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.store = await Store.open(data_dir / DATABASE_NAME, clock=self.clock)
         self.service = SipService(self.holder, self.store, self.metrics, self.clock)
-        self.engine = CallEngine(self.service)
+        self.engine = CallEngine(
+            self.service, self.service, self.store, self.holder, self.metrics, self.clock
+        )
         self.service.calls = self.engine
         sip = snapshot.server.sip
         limits = TcpLimits(
@@ -228,10 +231,9 @@ class PbxServer:
         engine = self.engine
         if engine is not None:
             # Read-only counts for leak checks (loadtests/suite.py): what is still held.
-            pool = getattr(engine, "_pool", None)
             body["calls_active"] = len(engine.calls)
             body["dialogs"] = len(engine.dialogs)
-            body["rtp_ports_in_use"] = pool.in_use if pool is not None else 0
+            body["rtp_ports_in_use"] = engine.media.ports_in_use
         return AdminResponse.json(body)
 
     async def handle_registrations(self) -> AdminResponse:

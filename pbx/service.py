@@ -23,13 +23,14 @@ from typing import Any, Protocol
 
 import structlog
 
-from pbx.clock import Clock, Instant, SystemClock
+from pbx.clock import Clock, Instant
 from pbx.config.holder import ConfigHolder
-from pbx.config.model import ConfigSnapshot, TenantConfig
+from pbx.config.model import ConfigSnapshot, Extension, TenantConfig
 from pbx.errors import RemoteProtocolError
 from pbx.immutable import immutable
 from pbx.metrics import Registry
 from pbx.registrar import (
+    Presence,
     Registrations,
     Source,
     ha1_lookup,
@@ -54,6 +55,7 @@ from pbx.sip.transaction import (
 from pbx.sip.transport import Inbound, SipTransport, TransportName
 from pbx.sip.validate import ACCEPT_HEADER, ALLOW_HEADER, SUPPORTED_HEADER, validate_request
 from pbx.store import Store
+from pbx.system_clock import SystemClock
 
 log = structlog.get_logger("pbx.service")
 
@@ -465,6 +467,52 @@ class SipService:
             return auth.username
         self._challenge(key, req, packet, tenant, auth, wall)
         return None
+
+    # -- what the call engine asks of the SIP edge (``pbx.b2bua.SipPort``) -------------------
+    @property
+    def timers(self) -> SipTimers:
+        """T1, T2 and T4 of this service's transactions."""
+        return self.table.timers
+
+    def local_address(self, dest_host: str, reliable: bool) -> tuple[str, int]:
+        """Our address and port for Via/Contact/SDP towards ``dest_host``: the listening
+        socket of that transport, ``[sip] advertise`` when set, else (a wildcard listener) the
+        address the kernel routes ``dest_host`` from."""
+        transport = self.transport
+        wanted = "TCP" if reliable else "UDP"
+        host, port = "127.0.0.1", 5060
+        if transport is not None:
+            for listen in transport.listening:
+                if listen.transport == wanted:
+                    host, port = listen.host, listen.port
+                    break
+        advertise = self.holder.current.server.sip.advertise
+        if advertise:
+            host = advertise
+        elif host in ("0.0.0.0", "::", "") and transport is not None:
+            host = transport.local_address_towards(dest_host)
+        return host, port
+
+    def media_bind_host(self) -> str:
+        """Where the RTP relay binds: the UDP listening address."""
+        if self.transport is not None:
+            for listen in self.transport.listening:
+                if listen.transport == "UDP":
+                    return listen.host
+        return "0.0.0.0"
+
+    def connection_alive(self, connection_id: str | None) -> bool:
+        """Whether the TCP connection a contact registered over is still open."""
+        return (
+            self.transport is not None
+            and connection_id is not None
+            and connection_id.isdigit()
+            and self.transport.connection_alive(int(connection_id))
+        )
+
+    def presence(self, tenant: TenantConfig, extension: Extension, wall: float) -> Presence:
+        """Which contacts a call to ``extension`` would ring now."""
+        return self.registrations.presence(tenant, extension, wall)
 
     # -- output ------------------------------------------------------------------------------
     def respond(self, key: ReplyKey, response: SipResponse) -> None:

@@ -23,26 +23,27 @@ import json
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Any
 
 import aiosqlite
 import structlog
 
-from pbx.clock import Clock, SystemClock
+from pbx.call.record import DISPOSITIONS as DISPOSITIONS
+from pbx.call.record import CallRecord as CallRecord
+from pbx.call.record import Disposition as Disposition
+from pbx.call.record import Json as Json
+from pbx.clock import Clock
 from pbx.config.model import Extension, TenantId
 from pbx.errors import PbxError
-from pbx.immutable import immutable
 from pbx.registrar import Binding
 from pbx.sip.message import Params, SipUri
 from pbx.sip.parse import parse_uri
+from pbx.system_clock import SystemClock
 
 DATABASE_NAME = "pbx.sqlite3"
 SCHEMA_VERSION = 1
 SLOW_COMMIT_SECONDS = 0.1  # a commit this slow is logged
 
-Disposition = Literal["answered", "busy", "no_answer", "cancelled", "failed"]
-DISPOSITIONS: tuple[Disposition, ...] = ("answered", "busy", "no_answer", "cancelled", "failed")
-Json: TypeAlias = str | int | float | bool | list["Json"] | dict[str, "Json"] | None
 
 log = structlog.get_logger("pbx.store")
 
@@ -97,31 +98,6 @@ _MIGRATIONS: tuple[str, ...] = (
 
 class StoreError(PbxError):
     """The database cannot be used (newer schema, closed store, failed commit)."""
-
-
-@immutable
-class CallRecord:
-    """One call, as kept in ``call_records`` (open while ``ended_at`` is None)."""
-
-    id: str
-    tenant: str | None
-    started_at: float
-    caller: str
-    called: str
-    answered_at: float | None = None
-    ended_at: float | None = None
-    disposition: Disposition | None = None
-    answered_by: str | None = None
-    forwarding: tuple[Json, ...] = ()  # the forwarding steps taken, in order
-    trace: tuple[Json, ...] = ()  # the routing trace lines
-    recording_path: str | None = None
-    # The last instant known for the call; a crash closes the row there. Defaults to the
-    # latest of started/answered/ended.
-    last_event_at: float | None = None
-
-    @property
-    def is_open(self) -> bool:
-        return self.ended_at is None
 
 
 @dataclass(slots=True)

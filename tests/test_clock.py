@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pbx.clock import FakeClock, Instant, SystemClock
+from pbx.clock import FakeClock, Instant
+from pbx.system_clock import SystemClock
 
 
 def test_instant_gives_its_wall_time_as_utc() -> None:

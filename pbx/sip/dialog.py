@@ -25,13 +25,13 @@ Nothing here reads a clock or touches a socket: time is passed in as ``now``.
 from __future__ import annotations
 
 import enum
-import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Final, Protocol
 
 from pbx.errors import LocalProtocolError, RemoteProtocolError
 from pbx.immutable import immutable
+from pbx.sip import entropy
 from pbx.sip.build import build_response, new_branch, new_call_id, new_tag
 from pbx.sip.message import (
     Address,
@@ -634,7 +634,7 @@ class Dialog:
             if self.incoming_invite_cseq is not None:
                 # 14.2: "MUST return a 500 ... and MUST include a Retry-After header field with
                 # a randomly chosen value of between 0 and 10 seconds".
-                retry = str(secrets.randbelow(11))
+                retry = str(entropy.token_bytes(1)[0] % 11)
                 return self.respond(request, 500, headers=(("Retry-After", retry),))
             self.incoming_invite_cseq = number
         if method in TARGET_REFRESH_METHODS and request.contact:
@@ -1016,12 +1016,6 @@ class TwoXxRetransmitter:
             self._outbox.clear()
             self._events.append(TwoXxAcknowledged(ack.call_id, ack.cseq.number, ack))
         return True
-
-    def replace_response(self, response: SipResponse) -> None:
-        """Retransmit ``response`` from now on (e.g. re-sent with a corrected body)."""
-        if response.cseq != self.response.cseq or response.call_id != self.response.call_id:
-            raise LocalProtocolError("a replacement must answer the same INVITE")
-        self.response = response
 
     def get_timer(self) -> float | None:
         """When ``handle_timer`` is next due; None once acknowledged or timed out."""

@@ -25,7 +25,7 @@ from pbx.media.wav import (
     write_wav,
 )
 
-PROMPT = Path(__file__).resolve().parents[2] / "prompts" / "009608.wav"
+PROMPT = Path(__file__).resolve().parents[2] / "pbx" / "prompts" / "009608.wav"
 
 
 def samples(*values: int) -> bytes:
