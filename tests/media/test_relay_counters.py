@@ -51,7 +51,7 @@ class Feed:
         self.leg = Leg(Side.A, 30000, lambda: self.clock, relatch_seconds=1.0)
         out = Channel(0.0)
         self.sink = _Sink()
-        out.transport = self.sink  # type: ignore[assignment]
+        out.transport = self.sink
         out.dest = OTHER_PHONE
         self.protocol = _RelayProtocol(self.leg, self.leg.rtp, out)
         self.every = every
