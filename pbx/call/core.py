@@ -63,10 +63,10 @@ from pbx.routing.model import (
     Outcome,
     PlayAnnouncement,
     RingExtension,
+    RingTimer,
     TimerExpired,
     TimerKind,
 )
-from pbx.routing.model import Timer as RingTimer
 from pbx.sip.build import build_cancel, build_response
 from pbx.sip.dialog import (
     AckTimedOut,

@@ -155,7 +155,7 @@ class _RelayProtocol(asyncio.DatagramProtocol):
 
     __slots__ = ("channel", "leg", "out", "tap")
 
-    def __init__(self, leg: Leg, channel: Channel, out: Channel) -> None:
+    def __init__(self, leg: RelayLeg, channel: Channel, out: Channel) -> None:
         self.leg = leg
         self.channel = channel
         self.out = out  # the other leg's channel of the same kind
@@ -187,7 +187,7 @@ class _RelayProtocol(asyncio.DatagramProtocol):
         pass
 
 
-class Leg(Party):
+class RelayLeg(Party):
     """One side of a MediaSession: the pure ``Party`` (latching, counters) plus its clock and
     the sending of packets we generate."""
 
@@ -272,7 +272,7 @@ class PacketTotals:
     rtcp_received: int = 0
     rtcp_relayed: int = 0
 
-    def add_leg(self, leg: Leg) -> None:
+    def add_leg(self, leg: RelayLeg) -> None:
         """Add one leg's counters (read from its channels: no snapshot object is built)."""
         rtp, rtcp = leg.rtp, leg.rtcp
         self.rtp_received += rtp.received
@@ -391,7 +391,7 @@ class MediaSession:
         self._ports: list[int] = []
         self._transports: list[asyncio.DatagramTransport] = []
         self._protocols: dict[tuple[Side, bool], _RelayProtocol] = {}
-        self._legs: dict[Side, Leg] = {}
+        self._legs: dict[Side, RelayLeg] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._inactive_reported: set[Side] = set()
         # Sockets bound but not yet owned by a transport: close() closes them if open() fails.
@@ -441,7 +441,7 @@ class MediaSession:
             socks: dict[Side, tuple[socket.socket, socket.socket]] = {}
             for side in sides:
                 port, rtp_sock, rtcp_sock = session._bind_pair(rcvbuf, bind_attempts)
-                session._legs[side] = Leg(side, port, session._clock, relatch_seconds)
+                session._legs[side] = RelayLeg(side, port, session._clock, relatch_seconds)
                 socks[side] = (rtp_sock, rtcp_sock)
             for side, (rtp_sock, rtcp_sock) in socks.items():
                 leg = session._legs[side]
@@ -508,17 +508,17 @@ class MediaSession:
         """The sides this session has legs for."""
         return tuple(self._legs)
 
-    def leg(self, side: Side) -> Leg:
+    def leg(self, side: Side) -> RelayLeg:
         """The leg of one side."""
         return self._legs[side]
 
     @property
-    def a(self) -> Leg:
+    def a(self) -> RelayLeg:
         """The caller's leg."""
         return self._legs[Side.A]
 
     @property
-    def b(self) -> Leg:
+    def b(self) -> RelayLeg:
         """The callee's leg."""
         return self._legs[Side.B]
 

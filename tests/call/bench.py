@@ -43,10 +43,10 @@ from pbx.sip.transaction import (
     ResponseReceived,
     ServerKey,
     TransactionTimedOut,
+    TransactionTimer,
     client_transaction_key,
     server_transaction_key,
 )
-from pbx.sip.transaction import Timer as TransactionTimer
 from tests.routing.builders import tokyo
 
 CALLER = ("192.0.2.1", 5060)

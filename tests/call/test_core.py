@@ -417,8 +417,7 @@ def test_a_relayed_request_that_times_out_gets_408() -> None:
     b = answered()
     (relayed,) = sent(b.caller_request("INFO"), "INFO")
     from pbx.call.core import TransactionEvent
-    from pbx.sip.transaction import Timer as TransactionTimer
-    from pbx.sip.transaction import TransactionTimedOut
+    from pbx.sip.transaction import TransactionTimedOut, TransactionTimer
 
     assert relayed.ref is not None
     key = client_transaction_key(relayed.request)

@@ -25,7 +25,7 @@ from pbx.routing import (
     FromTrunk,
     LineState,
     RingExtension,
-    Timer,
+    RingTimer,
     TimerExpired,
     TimerKind,
     next_step,
@@ -87,7 +87,7 @@ class Call:
     decision: Decision
     state: LineState = field(default_factory=LineState)
     at: datetime = NOON
-    all_timers: list[Timer] = field(default_factory=list)
+    all_timers: list[RingTimer] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.all_timers.extend(self.decision.timers)
