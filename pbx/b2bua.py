@@ -68,6 +68,7 @@ class CallEngine:
         self.line_calls: Counter[LineKey] = Counter()
         self._timers: dict[str, tuple[float, asyncio.TimerHandle]] = {}
         self.media = CallMedia(clock.monotonic)
+        self._prompt_names = frozenset(self.media.prompts)
         metrics.gauge(
             "pbx_media_ports_in_use",
             "RTP ports held by media sessions (RTCP ports not counted)",
@@ -152,7 +153,7 @@ class CallEngine:
             new_tag(),
             locator=self.sip,
             sip_timers=self.sip.timers,
-            prompts=frozenset(self.media.prompts),
+            prompts=self._prompt_names,
             now=now,
         )
         self.calls[core.id] = core

@@ -930,7 +930,7 @@ class CallCore:
     # -- ACKs and 2xx retransmission (13.3.1.4) ------------------------------------------------
     def _on_ack(self, event: AckReceived) -> None:
         request = event.request
-        if DialogId.of_request(request) not in self.dialog_ids():
+        if not self._is_ours(DialogId.of_request(request)):
             # Liberal in what we accept: pyVoIP 1.6 acknowledges a 2xx with a To tag of its own
             # making. The caller's Call-ID, From tag and CSeq still name our 2xx.
             request = replace(request, to=request.to.with_tag(self.a_dialog.id.local_tag))
@@ -1017,6 +1017,11 @@ class CallCore:
         ref = self._ref()
         self._pending[ref] = relayed
         self._emit(SendRequest(out, peer, ref))
+
+    def _is_ours(self, dialog_id: DialogId | None) -> bool:
+        if dialog_id == self.a_dialog.id:
+            return True
+        return any(leg.dialog is not None and leg.dialog.id == dialog_id for leg in self.legs)
 
     def _dialog_of(self, req: SipRequest) -> tuple[Dialog | None, bool]:
         dialog_id = DialogId.of_request(req)

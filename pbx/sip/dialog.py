@@ -25,7 +25,7 @@ Nothing here reads a clock or touches a socket: time is passed in as ``now``.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Final, Protocol
 
@@ -874,50 +874,6 @@ class OutgoingInvite:
 
 # ---------------------------------------------------------------------------------------------
 # Finding the dialog of a message
-
-
-class DialogTable:
-    """Dialogs by id, for matching received requests and responses (RFC 3261 12.2.2)."""
-
-    __slots__ = ("_by_id",)
-
-    def __init__(self) -> None:
-        self._by_id: dict[DialogId, Dialog] = {}
-
-    def __len__(self) -> int:
-        return len(self._by_id)
-
-    def __iter__(self) -> Iterator[Dialog]:
-        return iter(list(self._by_id.values()))
-
-    def __contains__(self, dialog: object) -> bool:
-        return isinstance(dialog, Dialog) and self._by_id.get(dialog.id) is dialog
-
-    def add(self, dialog: Dialog) -> None:
-        """Index ``dialog``; a different dialog with the same id is a bug."""
-        existing = self._by_id.get(dialog.id)
-        if existing is not None and existing is not dialog:
-            raise LocalProtocolError(f"dialog {dialog.id} already exists")
-        self._by_id[dialog.id] = dialog
-
-    def remove(self, dialog: Dialog) -> None:
-        """Forget ``dialog`` (no error when absent)."""
-        if self._by_id.get(dialog.id) is dialog:
-            del self._by_id[dialog.id]
-
-    def get(self, dialog_id: DialogId) -> Dialog | None:
-        return self._by_id.get(dialog_id)
-
-    def match_request(self, request: SipRequest) -> Dialog | None:
-        """The dialog of a received request: (Call-ID, To tag, From tag). None: no dialog,
-        which for a request with a To tag means 481 (12.2.2)."""
-        dialog_id = DialogId.of_request(request)
-        return self._by_id.get(dialog_id) if dialog_id is not None else None
-
-    def match_response(self, response: SipResponse) -> Dialog | None:
-        """The dialog of a response to our request: (Call-ID, From tag, To tag)."""
-        dialog_id = DialogId.of_response(response)
-        return self._by_id.get(dialog_id) if dialog_id is not None else None
 
 
 # ---------------------------------------------------------------------------------------------
