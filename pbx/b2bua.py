@@ -312,6 +312,10 @@ class CallEngine:
             log.warning("media_unavailable", call=core.id, error=str(exc))
             self._run(core, callcore.MediaFailed(str(exc)), self.clock.now(), flush=True)
             return
+        except Exception as exc:  # the per-call boundary: the call fails, the server goes on
+            log.exception("media_open_failed", call=core.id)
+            self._run(core, callcore.MediaFailed(repr(exc)), self.clock.now(), flush=True)
+            return
         if core.ended:
             self.media.release(core.id)
             return
