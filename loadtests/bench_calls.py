@@ -42,6 +42,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadtests.bench_register import cpu_seconds
 from tests.integration.harness import (
     SIPP_DIR,
     RunningServer,
@@ -103,6 +104,7 @@ class StepResult:
     p50_ms: float
     p99_ms: float
     wall: float
+    cpu_ms_per_call: float | None = None  # the server's CPU time over the step, per call
 
     @property
     def retrans_ratio(self) -> float:
@@ -121,13 +123,15 @@ class StepResult:
 
     def row(self, label: str) -> str:
         verdict = "ok" if self.passed else "FAIL"
+        cpu = f"{self.cpu_ms_per_call:.2f}" if self.cpu_ms_per_call is not None else "n/a"
         load = os.getloadavg()[0]
         return (
             f"{label:<8} {self.rate:>6} cps {self.calls:>7} calls  "
             f"uac ok/failed {self.uac_ok}/{self.uac_failed}  "
             f"uas ok/failed {self.uas_ok}/{self.uas_failed}  "
             f"retrans {100 * self.retrans_ratio:.3f} %  "
-            f"INVITE->200 p50 {self.p50_ms:.1f} ms p99 {self.p99_ms:.1f} ms  {verdict}  "
+            f"INVITE->200 p50 {self.p50_ms:.1f} ms p99 {self.p99_ms:.1f} ms  "
+            f"CPU {cpu} ms/call  {verdict}  "
             f"(load avg {load:.2f})"
         )
 
@@ -231,8 +235,10 @@ def run_step(
     phone_port: int,
     workdir: Path,
     label: str,
+    server_pid: int | None = None,
 ) -> StepResult:
-    """One rate for ``duration`` seconds: a fresh phone process and a fresh carrier."""
+    """One rate for ``duration`` seconds: a fresh phone process and a fresh carrier; with
+    ``server_pid``, the server's CPU time per call over the step."""
     calls = rate * duration
     step_dir = workdir / f"{label}-{rate}-{time.monotonic_ns()}"
     step_dir.mkdir()
@@ -281,6 +287,7 @@ def run_step(
     try:
         wait_bound(PHONE_IP, phone_port)
         started = time.monotonic()
+        cpu_before = cpu_seconds(server_pid) if server_pid is not None else None
         uac = subprocess.Popen(
             uac_args, cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -290,6 +297,7 @@ def run_step(
             uas.wait(timeout=15)
         except subprocess.TimeoutExpired:
             stop_process(uas)
+        cpu_after = cpu_seconds(server_pid) if server_pid is not None else None
     finally:
         if uac is not None:
             stop_process(uac)
@@ -309,6 +317,11 @@ def run_step(
         p50_ms=percentile(times, 0.50),
         p99_ms=percentile(times, 0.99),
         wall=wall,
+        cpu_ms_per_call=(
+            1000 * (cpu_after - cpu_before) / calls
+            if cpu_before is not None and cpu_after is not None
+            else None
+        ),
     )
 
 
@@ -420,11 +433,12 @@ def main() -> int:
         with bench_server(workdir) as (server, phone_port):
             run_step(50, 5, server.udp, phone_port, workdir, "warmup")
             for rate in rates:
-                result = run_step(rate, args.duration, server.udp, phone_port, workdir, "pbx")
+                pid = server.process.pid
+                result = run_step(rate, args.duration, server.udp, phone_port, workdir, "pbx", pid)
                 print(result.row("pbx"), flush=True)
                 if not result.passed:
                     result = run_step(
-                        rate, args.duration, server.udp, phone_port, workdir, "pbx-again"
+                        rate, args.duration, server.udp, phone_port, workdir, "pbx-again", pid
                     )
                     print(result.row("pbx"), flush=True)
                 if not result.passed:

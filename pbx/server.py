@@ -20,6 +20,7 @@ import structlog
 from pbx import __version__
 from pbx.admin import build_admin_app
 from pbx.b2bua import CallEngine
+from pbx.clock import Clock
 from pbx.config.holder import ConfigHolder
 from pbx.config.load import load_config
 from pbx.config.model import ConfigSnapshot
@@ -31,6 +32,7 @@ from pbx.panel.runner import PanelRunner
 from pbx.service import SipService
 from pbx.sip.transport import SipTransport, TcpLimits
 from pbx.store import Store
+from pbx.system_clock import SystemClock
 
 log = structlog.get_logger("pbx.server")
 
@@ -52,8 +54,11 @@ LOOP_LAG_WARNING_SECONDS = 0.1
 class PbxServer:
     """One running server: everything that lives as long as the process."""
 
-    def __init__(self, config_path: Path, snapshot: ConfigSnapshot) -> None:
+    def __init__(
+        self, config_path: Path, snapshot: ConfigSnapshot, clock: Clock | None = None
+    ) -> None:
         self.config_path = config_path
+        self.clock: Clock = clock or SystemClock()
         self.holder = ConfigHolder(snapshot)
         self.metrics = Registry()
         self.started_wall = time.time()
@@ -88,9 +93,11 @@ class PbxServer:
         snapshot = self.holder.current
         data_dir = snapshot.server.storage.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = await Store.open(data_dir / DATABASE_NAME)
-        self.service = SipService(self.holder, self.store, self.metrics)
-        self.engine = CallEngine(self.service)
+        self.store = await Store.open(data_dir / DATABASE_NAME, clock=self.clock)
+        self.service = SipService(self.holder, self.store, self.metrics, self.clock)
+        self.engine = CallEngine(
+            self.service, self.service, self.store, self.holder, self.metrics, self.clock
+        )
         self.service.calls = self.engine
         sip = snapshot.server.sip
         limits = TcpLimits(
@@ -229,10 +236,9 @@ class PbxServer:
         engine = self.engine
         if engine is not None:
             # Read-only counts for leak checks (loadtests/suite.py): what is still held.
-            pool = getattr(engine, "_pool", None)
             body["calls_active"] = len(engine.calls)
             body["dialogs"] = len(engine.dialogs)
-            body["rtp_ports_in_use"] = pool.in_use if pool is not None else 0
+            body["rtp_ports_in_use"] = engine.media.ports_in_use
         return body
 
     def registrations_view(self) -> list[dict[str, Any]]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import math
 import secrets
-import time
 from collections.abc import Callable
 from functools import partial
 from hashlib import blake2s
@@ -24,12 +23,14 @@ from typing import Any, Protocol
 
 import structlog
 
+from pbx.clock import Clock, Instant
 from pbx.config.holder import ConfigHolder
-from pbx.config.model import ConfigSnapshot, TenantConfig
+from pbx.config.model import ConfigSnapshot, Extension, TenantConfig
 from pbx.errors import RemoteProtocolError
 from pbx.immutable import immutable
 from pbx.metrics import Registry
 from pbx.registrar import (
+    Presence,
     Registrations,
     Source,
     ha1_lookup,
@@ -54,6 +55,7 @@ from pbx.sip.transaction import (
 from pbx.sip.transport import Inbound, SipTransport, TransportName
 from pbx.sip.validate import ACCEPT_HEADER, ALLOW_HEADER, SUPPORTED_HEADER, validate_request
 from pbx.store import Store
+from pbx.system_clock import SystemClock
 
 log = structlog.get_logger("pbx.service")
 
@@ -66,13 +68,16 @@ PURGE_SECONDS = 60.0
 
 
 class CallHandler(Protocol):
-    """The call engine's side of the service (INVITE, CANCEL, in-dialog requests, ACK)."""
+    """The call engine's side of the service (INVITE, CANCEL, in-dialog requests, ACK); ``now``
+    is the clock reading taken when the datagram arrived."""
 
-    def on_request(self, key: ServerKey, request: SipRequest, inbound: Inbound) -> None: ...
+    def on_request(
+        self, key: ServerKey, request: SipRequest, inbound: Inbound, now: Instant
+    ) -> None: ...
 
-    def on_ack(self, request: SipRequest, inbound: Inbound) -> None: ...
+    def on_ack(self, request: SipRequest, inbound: Inbound, now: Instant) -> None: ...
 
-    def on_cancel(self, invite_key: ServerKey, cancel: SipRequest) -> None: ...
+    def on_cancel(self, invite_key: ServerKey, cancel: SipRequest, now: Instant) -> None: ...
 
 
 ResponseCallback = Callable[[TxEvent], None]
@@ -113,8 +118,15 @@ def _tag_for(key: ReplyKey) -> Tag:
 class SipService:
     """Everything between the sockets and the registrar / call engine."""
 
-    def __init__(self, holder: ConfigHolder, store: Store, metrics: Registry) -> None:
+    def __init__(
+        self,
+        holder: ConfigHolder,
+        store: Store,
+        metrics: Registry,
+        clock: Clock | None = None,
+    ) -> None:
         snapshot = holder.current
+        self.clock: Clock = clock or SystemClock()
         self.holder = holder
         self.store = store
         self.metrics = metrics
@@ -166,7 +178,7 @@ class SipService:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        wall = time.time()
+        wall = self.clock.wall()
         bindings = await self.store.load_bindings(wall)
         self.registrations = Registrations(bindings)
         for host, until in await self.store.load_bans(wall):
@@ -209,8 +221,7 @@ class SipService:
     # -- inbound ---------------------------------------------------------------------------
     def on_inbound(self, packet: Inbound) -> None:
         """Entry point for every message (transport callback)."""
-        loop = self._loop or asyncio.get_running_loop()
-        now = loop.time()
+        now = self.clock.now()  # read once per datagram, passed down
         try:
             self._receive(packet, now)
         except Exception:  # the per-datagram boundary: one bad message never stops the server
@@ -218,8 +229,8 @@ class SipService:
         self._flush()
         self._rearm()
 
-    def _receive(self, packet: Inbound, now: float) -> None:
-        verdict = self.guard.admit(packet.source[0], time.time())
+    def _receive(self, packet: Inbound, now: Instant) -> None:
+        verdict = self.guard.admit(packet.source[0], now.wall)
         if verdict is not Verdict.ALLOWED:
             self.m_dropped.inc(reason=verdict.value)
             self._drain_guard_events()
@@ -241,11 +252,13 @@ class SipService:
                 # retransmission is simply answered again.
                 key = Stateless(packet.source, stateless_tag(msg, self._secret))
                 if self._valid(key, msg):
-                    self._register(key, msg, packet)
+                    self._register(key, msg, packet, now.wall)
                 return
         else:
             self.m_in.inc(status=str(msg.status))
-        events = self.table.receive(msg, packet.source, now, reliable=packet.transport == "TCP")
+        events = self.table.receive(
+            msg, packet.source, now.monotonic, reliable=packet.transport == "TCP"
+        )
         for event in events:
             self._on_event(event, packet, now)
 
@@ -268,12 +281,12 @@ class SipService:
             self.transport.send(answer, packet.source, packet.transport)
             self.m_out.inc(status=str(exc.status_hint))
 
-    def _on_event(self, event: TxEvent, packet: Inbound, now: float) -> None:
+    def _on_event(self, event: TxEvent, packet: Inbound, now: Instant) -> None:
         if isinstance(event, RequestReceived):
             self._on_request(event.key, event.request, packet, now)
         elif isinstance(event, AckReceived):
             if self.calls is not None:
-                self.calls.on_ack(event.request, packet)
+                self.calls.on_ack(event.request, packet, now)
         elif isinstance(event, UnmatchedResponseReceived):
             self.m_dropped.inc(reason="stray_response")
             log.debug("stray_response", source=packet.source, status=event.response.status)
@@ -306,14 +319,14 @@ class SipService:
         )
         return False
 
-    def _on_request(self, key: ServerKey, req: SipRequest, packet: Inbound, now: float) -> None:
+    def _on_request(self, key: ServerKey, req: SipRequest, packet: Inbound, now: Instant) -> None:
         if not self._valid(key, req):
             return
         method = req.method
         if method == "OPTIONS":
             self.respond(key, build_response(req, 200, to_tag=_tag_for(key), headers=_CAPABILITIES))
         elif method == "REGISTER":
-            self._register(key, req, packet)
+            self._register(key, req, packet, now.wall)
         elif method == "CANCEL":
             invite = self.table.find_invite_for_cancel(req, packet.source)
             if invite is None:
@@ -321,9 +334,9 @@ class SipService:
                 return
             self.respond(key, build_response(req, 200, to_tag=_tag_for(key)))
             if self.calls is not None:
-                self.calls.on_cancel(invite.key, req)
+                self.calls.on_cancel(invite.key, req, now)
         elif self.calls is not None:
-            self.calls.on_request(key, req, packet)
+            self.calls.on_request(key, req, packet, now)
         elif method == "INVITE":
             self.respond(
                 key,
@@ -334,9 +347,8 @@ class SipService:
             self.respond(key, build_response(req, 481, to_tag=_tag_for(key)))
 
     # -- REGISTER (RFC 3261 10.3, with digest authentication) -------------------------------
-    def _register(self, key: ReplyKey, req: SipRequest, packet: Inbound) -> None:
+    def _register(self, key: ReplyKey, req: SipRequest, packet: Inbound, wall: float) -> None:
         snapshot = self.holder.current
-        wall = time.time()
         try:
             aor = resolve_aor(req, snapshot)
         except RemoteProtocolError as exc:
@@ -441,10 +453,9 @@ class SipService:
         self.respond(key, build_response(req, 401, to_tag=_tag_for(key), headers=headers))
 
     def authenticate(
-        self, key: ServerKey, req: SipRequest, packet: Inbound, tenant: TenantConfig
+        self, key: ServerKey, req: SipRequest, packet: Inbound, tenant: TenantConfig, wall: float
     ) -> str | None:
         """Digest-check a phone's request (INVITE etc.); answers 401 itself on failure."""
-        wall = time.time()
         auth = self.digest.verify(
             req.method,
             authorization_values(req.headers),
@@ -457,13 +468,58 @@ class SipService:
         self._challenge(key, req, packet, tenant, auth, wall)
         return None
 
+    # -- what the call engine asks of the SIP edge (``pbx.b2bua.SipPort``) -------------------
+    @property
+    def timers(self) -> SipTimers:
+        """T1, T2 and T4 of this service's transactions."""
+        return self.table.timers
+
+    def local_address(self, dest_host: str, reliable: bool) -> tuple[str, int]:
+        """Our address and port for Via/Contact/SDP towards ``dest_host``: the listening
+        socket of that transport, ``[sip] advertise`` when set, else (a wildcard listener) the
+        address the kernel routes ``dest_host`` from."""
+        transport = self.transport
+        wanted = "TCP" if reliable else "UDP"
+        host, port = "127.0.0.1", 5060
+        if transport is not None:
+            for listen in transport.listening:
+                if listen.transport == wanted:
+                    host, port = listen.host, listen.port
+                    break
+        advertise = self.holder.current.server.sip.advertise
+        if advertise:
+            host = advertise
+        elif host in ("0.0.0.0", "::", "") and transport is not None:
+            host = transport.local_address_towards(dest_host)
+        return host, port
+
+    def media_bind_host(self) -> str:
+        """Where the RTP relay binds: the UDP listening address."""
+        if self.transport is not None:
+            for listen in self.transport.listening:
+                if listen.transport == "UDP":
+                    return listen.host
+        return "0.0.0.0"
+
+    def connection_alive(self, connection_id: str | None) -> bool:
+        """Whether the TCP connection a contact registered over is still open."""
+        return (
+            self.transport is not None
+            and connection_id is not None
+            and connection_id.isdigit()
+            and self.transport.connection_alive(int(connection_id))
+        )
+
+    def presence(self, tenant: TenantConfig, extension: Extension, wall: float) -> Presence:
+        """Which contacts a call to ``extension`` would ring now."""
+        return self.registrations.presence(tenant, extension, wall)
+
     # -- output ------------------------------------------------------------------------------
     def respond(self, key: ReplyKey, response: SipResponse) -> None:
         if isinstance(key, Stateless):
             self.table.send_stateless(response, key.destination)
             return
-        loop = self._loop or asyncio.get_running_loop()
-        for event in self.table.respond(key, response, loop.time()):
+        for event in self.table.respond(key, response, self.clock.monotonic()):
             self._on_client_event(event)
 
     def send_request(
@@ -475,8 +531,9 @@ class SipService:
         reliable: bool = False,
     ) -> object:
         """Start a client transaction; ``callback`` gets its events (responses, time-out)."""
-        loop = self._loop or asyncio.get_running_loop()
-        key = self.table.send_request(request, destination, loop.time(), reliable=reliable)
+        key = self.table.send_request(
+            request, destination, self.clock.monotonic(), reliable=reliable
+        )
         self._client_callbacks[key] = callback
         self._flush()
         self._rearm()
@@ -529,9 +586,8 @@ class SipService:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        loop = self._loop or asyncio.get_running_loop()
         try:
-            for event in self.table.handle_timers(loop.time()):
+            for event in self.table.handle_timers(self.clock.monotonic()):
                 self._on_client_event(event)
         except Exception:
             log.exception("transaction_timer_failed")
@@ -542,7 +598,7 @@ class SipService:
         """Once a second: release bans; once a minute: forget expired bindings."""
         while True:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
-            wall = time.time()
+            wall = self.clock.wall()
             try:
                 self.guard.handle_timer(wall)
                 self._drain_guard_events()
@@ -589,7 +645,7 @@ class SipService:
         }
 
     def registrations_view(self) -> list[dict[str, Any]]:
-        wall = time.time()
+        wall = self.clock.wall()
         return [
             {
                 "tenant": b.tenant,
@@ -604,9 +660,6 @@ class SipService:
             for b in self.registrations
             if b.is_active(wall)
         ]
-
-    def calls_view(self) -> list[dict[str, Any]]:
-        return []
 
 
 _CAPABILITIES = (

@@ -36,7 +36,7 @@ from pbx.routing import (
     LineState,
     PlayAnnouncement,
     RingExtension,
-    Timer,
+    RingTimer,
     TimerExpired,
     find_rule,
     next_step,
@@ -141,7 +141,7 @@ def _follow_timers(
 ) -> list[dict[str, Any]]:
     """Fire the pending timers in time order, as if nobody ever answered."""
     steps: list[dict[str, Any]] = []
-    pending: list[Timer] = list(decision.timers)
+    pending: list[RingTimer] = list(decision.timers)
     for _ in range(MAX_STEPS):
         if decision.progress.finished or not pending:
             break

@@ -22,29 +22,30 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Any
 
 import aiosqlite
 import structlog
 
+from pbx.call.record import DISPOSITIONS as DISPOSITIONS
+from pbx.call.record import CallRecord as CallRecord
+from pbx.call.record import Disposition as Disposition
+from pbx.call.record import Json as Json
+from pbx.clock import Clock
 from pbx.config.model import Extension, TenantId
 from pbx.errors import PbxError
-from pbx.immutable import immutable
 from pbx.registrar import Binding
 from pbx.sip.message import Params, SipUri
 from pbx.sip.parse import parse_uri
+from pbx.system_clock import SystemClock
 
 DATABASE_NAME = "pbx.sqlite3"
 SCHEMA_VERSION = 2
 SLOW_COMMIT_SECONDS = 0.1  # a commit this slow is logged
 
-Disposition = Literal["answered", "busy", "no_answer", "cancelled", "failed"]
-DISPOSITIONS: tuple[Disposition, ...] = ("answered", "busy", "no_answer", "cancelled", "failed")
-Json: TypeAlias = str | int | float | bool | list["Json"] | dict[str, "Json"] | None
 
 log = structlog.get_logger("pbx.store")
 
@@ -144,31 +145,6 @@ class StoreError(PbxError):
     """The database cannot be used (newer schema, closed store, failed commit)."""
 
 
-@immutable
-class CallRecord:
-    """One call, as kept in ``call_records`` (open while ``ended_at`` is None)."""
-
-    id: str
-    tenant: str | None
-    started_at: float
-    caller: str
-    called: str
-    answered_at: float | None = None
-    ended_at: float | None = None
-    disposition: Disposition | None = None
-    answered_by: str | None = None
-    forwarding: tuple[Json, ...] = ()  # the forwarding steps taken, in order
-    trace: tuple[Json, ...] = ()  # the routing trace lines
-    recording_path: str | None = None
-    # The last instant known for the call; a crash closes the row there. Defaults to the
-    # latest of started/answered/ended.
-    last_event_at: float | None = None
-
-    @property
-    def is_open(self) -> bool:
-        return self.ended_at is None
-
-
 @dataclass(slots=True)
 class StoreStats:
     commits: int = 0
@@ -238,8 +214,16 @@ UPDATE call_records SET disposition = 'failed', ended_at = last_event_at WHERE e
 class Store:
     """The database, its writer task and the queries the server needs."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path, commit_interval: float) -> None:
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        path: Path,
+        commit_interval: float,
+        clock: Clock | None = None,
+    ) -> None:
         self._db = db
+        # Monotonic readings must be the loop's (group-commit deadlines go to timeout_at).
+        self.clock: Clock = clock or SystemClock()
         self.path = path
         self.commit_interval = commit_interval
         self.stats = StoreStats()
@@ -252,7 +236,12 @@ class Store:
 
     @classmethod
     async def open(
-        cls, path: Path, *, commit_interval: float = 0.2, recover_calls: bool = True
+        cls,
+        path: Path,
+        *,
+        commit_interval: float = 0.2,
+        recover_calls: bool = True,
+        clock: Clock | None = None,
     ) -> Store:
         """Open (creating or upgrading) the database at ``path`` and start the writer.
 
@@ -265,7 +254,7 @@ class Store:
         db = await aiosqlite.connect(path, isolation_level=None)
         try:
             await _prepare(db)
-            store = cls(db, path, commit_interval)
+            store = cls(db, path, commit_interval, clock)
             if recover_calls:
                 cursor = await db.execute(_CLOSE_CRASHED_CALLS)
                 store.recovered_calls = cursor.rowcount
@@ -454,14 +443,13 @@ class Store:
         if self._closing:
             raise StoreError("the store is closed")
         queue = self._queue
-        queue.ops.append(_Op(sql, params, future, urgent, asyncio.get_running_loop().time(), row))
+        queue.ops.append(_Op(sql, params, future, urgent, self.clock.monotonic(), row))
         queue.wakeup.set()
         if urgent:
             queue.urgent.set()
 
     async def _run(self) -> None:
         queue = self._queue
-        loop = asyncio.get_running_loop()
         while True:
             if not queue.ops:
                 if self._closing:
@@ -473,7 +461,7 @@ class Store:
                 # Group commit: let lazy writes gather for up to commit_interval, unless an
                 # urgent one (a registration, a flush) turns up first.
                 deadline = queue.ops[0].enqueued_at + self.commit_interval
-                if deadline > loop.time():
+                if deadline > self.clock.monotonic():
                     try:
                         async with asyncio.timeout_at(deadline):
                             await queue.urgent.wait()
@@ -490,7 +478,7 @@ class Store:
         # two per row. A statement that shares its run, or was superseded, reports a row count of
         # -1 (nobody awaits the count of an upsert); one alone reports its own.
         counts: dict[int, int] = {}
-        started = time.monotonic()
+        started = self.clock.monotonic()
         try:
             await self._db.execute("BEGIN IMMEDIATE")
             for sql, run in _plan(batch):
@@ -520,7 +508,7 @@ class Store:
             return
         self.stats.commits += 1
         self.stats.statements += len(batch)
-        took = time.monotonic() - started
+        took = self.clock.monotonic() - started
         if took >= SLOW_COMMIT_SECONDS:
             # Registrations wait for their commit: a phone retransmits after 0.5 s.
             log.warning("store_commit_slow", seconds=round(took, 3), ops=len(batch))

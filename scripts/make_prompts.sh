@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Regenerate prompts/009608.wav, the after-hours announcement (時間外ガイダンス), with espeak-ng
+# Regenerate pbx/prompts/009608.wav, the after-hours announcement (時間外ガイダンス), with espeak-ng
 # and sox (Debian packages espeak-ng, sox). Output: 8 kHz, mono, 16-bit signed PCM WAV.
 # espeak-ng's Japanese voice reads kana only (kanji come out as "Chinese letter"), so the text is
 # written in hiragana; the topic particle は is written わ so that it is spoken "wa".
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-OUT="${1:-$ROOT/prompts/009608.wav}"
+OUT="${1:-$ROOT/pbx/prompts/009608.wav}"
 
 TEXT="おでんわ、ありがとう ございます。ただいまの じかんわ、えいぎょう じかんがい です。おそれいりますが、えいぎょう じかんないに、おかけなおし ください。"
 

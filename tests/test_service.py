@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from pbx.clock import FakeClock
 from pbx.config.holder import ConfigHolder
 from pbx.config.load import load_config
 from pbx.metrics import Registry
@@ -146,3 +147,30 @@ async def test_the_authenticated_register_is_stateful_and_stored(
     assert again.to.tag == ok.to.tag
     stored = await svc.store.load_bindings(0)
     assert [(b.extension, b.contact) for b in stored] == [("1001", "sip:1001@127.0.0.1:5070")]
+
+
+@pytest.mark.asyncio
+async def test_the_service_stamps_bindings_with_its_injected_clock(tmp_path: Path) -> None:
+    snapshot = load_config(write_config(tmp_path / "pbx"))
+    store = await Store.open_in(snapshot.server.storage.data_dir)
+    clock = FakeClock(wall=1_800_000_000.0)
+    svc = SipService(ConfigHolder(snapshot), store, Registry(), clock)
+    fake = FakeTransport()
+    svc.attach(fake)  # type: ignore[arg-type]
+    await svc.start()
+    try:
+        svc.on_inbound(Inbound(register(1), PHONE, LOCAL, "UDP"))
+        (challenge,) = fake.responses()
+        clock.advance(5.0)
+        authorized = register(2, branch="z9hG4bK-2", authorization=answer(challenge, 2))
+        svc.on_inbound(Inbound(authorized, PHONE, LOCAL, "UDP"))
+        (binding,) = list(svc.registrations)
+        assert binding.registered_at == 1_800_000_005.0
+        (view,) = svc.registrations_view()
+        assert view["expires_in"] == 600
+        clock.advance(100.0)
+        (view,) = svc.registrations_view()
+        assert view["expires_in"] == 500
+    finally:
+        await svc.stop()
+        await store.close()

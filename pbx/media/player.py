@@ -49,7 +49,7 @@ def encode_prompt(audio: WavAudio, codec: Codec) -> list[bytes]:
 
 
 class PromptPlayer:
-    """Sends encoded prompt packets through ``send`` (e.g. ``Leg.send_rtp``) on a 20 ms clock."""
+    """Sends encoded prompt packets through ``send`` (``RelayLeg.send_rtp``) on a 20 ms clock."""
 
     def __init__(
         self,

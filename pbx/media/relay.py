@@ -19,20 +19,20 @@ Where to send (symmetric RTP, for phones behind NAT; same rules for RTP and RTCP
    first cannot keep a phone with a public address from its own media.
 4. A new ``set_remote`` (re-INVITE, UPDATE) forgets the latch; rule 1 applies again.
 
-Counters and loss (RFC 3550 §6.4.1, appendix A.1 and A.3): each channel counts what its party
-sent us (received), what went on to the other party (relayed) and what did not (dropped: from a
-source other than the latched one, "rejected", or with no destination: the other party on hold,
-not known yet, or absent). RTP channels also follow each stream's 16-bit sequence number to count
-packets lost on the way to us: expected = extended highest sequence number - base + 1,
-lost = expected - received, never below 0. So that the hot path parses nothing, the sequence
-number is read from the latest packet only, at each session tick and whenever the loss is read
-(``_Channel.catch_up``); with the appendix A.1 rules that gives the same highest number as
-reading every packet: a step forward of less than ``MAX_DROPOUT`` extends it (wrap-around
-included), a packet up to ``MAX_MISORDER`` behind it is late or a duplicate and changes nothing,
-and a larger jump starts a new stream once a later reading follows it in sequence (the sender
-restarted). A newly latched source starts a new stream too. The loss of finished streams is
-kept, so a channel's loss is theirs plus the current stream's. ``RelayCounters`` sums all this
-over every session, live or closed, for the metrics.
+Counters and loss (RFC 3550 §6.4.1, appendix A.1 and A.3): each channel counts what its party sent
+us (received), what went on to the other party (relayed) and what did not (dropped: from a source
+other than the latched one, "rejected", or with no destination: the other party on hold, not known
+yet, or absent). RTP channels also follow each stream's 16-bit sequence number to count packets lost
+on the way to us: expected = extended highest sequence number - base + 1, lost = expected -
+received, never below 0. So that the hot path parses nothing, the sequence number is read from the
+latest packet only, at each session tick and whenever the loss is read (``Channel.catch_up``, in the
+pure ``pbx.media.latch`` with the latching rules); with the appendix A.1 rules that gives the same
+highest number as reading every packet: a step forward of less than ``MAX_DROPOUT`` extends it
+(wrap-around included), a packet up to ``MAX_MISORDER`` behind it is late or a duplicate and changes
+nothing, and a larger jump starts a new stream once a later reading follows it in sequence (the
+sender restarted). A newly latched source starts a new stream too. The loss of finished streams is
+kept, so a channel's loss is theirs plus the current stream's. ``RelayCounters`` sums all this over
+every session, live or closed, for the metrics.
 
 Inactivity: a party that is expected to send (its direction is sendrecv or sendonly) and from
 which neither RTP nor RTCP has arrived for ``inactivity_seconds`` triggers ``on_inactive(side)``
@@ -50,7 +50,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import enum
 import errno
 import random
 import socket
@@ -61,18 +60,14 @@ from typing import Any
 import structlog
 
 from pbx.errors import PbxError
+from pbx.media.latch import Address, Channel, Party, SourceVerdict
+from pbx.media.latch import Side as Side
 from pbx.media.rtp import rtcp_port
 from pbx.media.sdp import AudioStream, Direction
 from pbx.metrics import Registry
 
 log = structlog.get_logger("pbx.media.relay")
 
-# RFC 3550 appendix A.1: sequence number steps taken as loss, and late packets tolerated.
-SEQ_MOD = 1 << 16
-MAX_DROPOUT = 3000
-MAX_MISORDER = 100
-
-Address = tuple[str, int]
 # Receives (arrival time on the loop clock, the datagram). Must be O(1) and non-blocking.
 PacketSink = Callable[[tuple[float, bytes]], object]
 
@@ -138,18 +133,6 @@ class PortPool:
         return len(self._free)
 
 
-class Side(enum.Enum):
-    """The two parties of a relayed call."""
-
-    A = "a"  # the caller's leg
-    B = "b"  # the callee's leg
-
-    @property
-    def other(self) -> Side:
-        """The opposite side."""
-        return Side.B if self is Side.A else Side.A
-
-
 @dataclass(frozen=True, slots=True)
 class LegStats:
     """Counters for what one party sent us (dropped includes rejected: see the module docstring)."""
@@ -167,112 +150,12 @@ class LegStats:
     rtp_lost: int = 0
 
 
-class _Channel:
-    """One local socket (RTP or RTCP) of a leg and where its party is."""
-
-    __slots__ = (
-        "bad_received",
-        "bad_seq",
-        "base_seq",
-        "declared",
-        "dest",
-        "dropped",
-        "highest_seq",
-        "last_active",
-        "latest",
-        "lost_before",
-        "received",
-        "received_base",
-        "rejected",
-        "relayed",
-        "seen",
-        "source",
-        "stray_seen",
-        "transport",
-    )
-
-    def __init__(self, now: float) -> None:
-        self.transport: asyncio.DatagramTransport | None = None
-        self.declared: Address | None = None  # from SDP
-        self.source: Address | None = None  # latched source, None until the first packet
-        self.dest: Address | None = None  # where packets for this party go now, or None
-        self.received = 0
-        self.relayed = 0  # packets from this party sent on to the other party
-        self.dropped = 0  # rejected sources and packets with no destination
-        self.rejected = 0  # from a source other than the latched one
-        self.stray_seen = False
-        # Loss counting (module docstring; read for RTP only). The hot path just keeps the
-        # latest datagram; catch_up reads its sequence number. The current stream: its first and
-        # highest extended sequence numbers, and `received` before its first packet; a jump
-        # waiting for a second packet to confirm it; the loss of the streams before.
-        self.latest: bytes | None = None
-        self.base_seq = 0
-        self.highest_seq = -1
-        self.received_base = 0
-        self.bad_seq = -1
-        self.bad_received = 0
-        self.lost_before = 0
-        # Updated by the session timer, not per packet: when `received` last moved, and its value.
-        self.last_active = now
-        self.seen = 0
-
-    def catch_up(self) -> None:
-        """Advance the current stream to the latest packet's sequence number (A.1 rules).
-
-        Called every session tick and before the loss is read. Taking only the latest packet
-        of each interval gives the same extended highest number as reading every packet, as
-        long as a stream moves by less than MAX_DROPOUT per tick (6,000 packets/s at 0.5 s;
-        G.711 at 20 ms sends 50).
-        """
-        data = self.latest
-        if data is None or len(data) < 4:  # nothing yet, or too short to be RTP
-            return
-        seq = data[2] << 8 | data[3]
-        step = (seq - self.highest_seq) & (SEQ_MOD - 1)
-        if step < MAX_DROPOUT:  # in order, maybe after a gap (0: nothing new, or a duplicate)
-            self.highest_seq += step
-            self.bad_seq = -1
-        elif step <= SEQ_MOD - MAX_MISORDER:  # a jump: a new stream once a packet follows it
-            if self.bad_seq >= 0 and 0 < (seq - self.bad_seq) & (SEQ_MOD - 1) < MAX_DROPOUT:
-                # The sender restarted: the jump's packet opened the new stream.
-                self._close_stream(self.bad_seq, self.bad_received - 1)
-                self.highest_seq += (seq - self.base_seq) & (SEQ_MOD - 1)
-            else:
-                self.bad_seq, self.bad_received = seq, self.received
-        # else: late (reordered) by up to MAX_MISORDER, or a duplicate: nothing to update
-
-    def stream_lost(self) -> int:
-        """Packets lost in the current stream (RFC 3550 A.3: expected - received), never < 0."""
-        expected = self.highest_seq - self.base_seq + 1
-        return max(0, expected - (self.received - self.received_base))
-
-    def lost(self) -> int:
-        """Packets lost in every stream this channel has had, up to the latest packet."""
-        self.catch_up()
-        return self.lost_before + self.stream_lost()
-
-    def start_stream(self, data: bytes) -> None:
-        """A new source latched: close the current stream; ``data`` (not yet counted) opens one."""
-        self.catch_up()
-        self._close_stream((data[2] << 8 | data[3]) if len(data) >= 4 else 0, self.received)
-        self.latest = data
-
-    def _close_stream(self, first_seq: int, received: int) -> None:
-        """Add the current stream's loss to the past ones and open a new stream, numbered from
-        ``first_seq``, whose first packet was counted after ``received`` packets."""
-        expected = self.highest_seq - self.base_seq + 1
-        self.lost_before += max(0, expected - (received - self.received_base))
-        self.base_seq = self.highest_seq = first_seq
-        self.received_base = received
-        self.bad_seq = -1
-
-
 class _RelayProtocol(asyncio.DatagramProtocol):
     """Receives a party's datagrams on one local socket and forwards them to the other party."""
 
     __slots__ = ("channel", "leg", "out", "tap")
 
-    def __init__(self, leg: Leg, channel: _Channel, out: _Channel) -> None:
+    def __init__(self, leg: RelayLeg, channel: Channel, out: Channel) -> None:
         self.leg = leg
         self.channel = channel
         self.out = out  # the other leg's channel of the same kind
@@ -304,8 +187,9 @@ class _RelayProtocol(asyncio.DatagramProtocol):
         pass
 
 
-class Leg:
-    """One side of a MediaSession: its local ports and what we know of its party."""
+class RelayLeg(Party):
+    """One side of a MediaSession: the pure ``Party`` (latching, counters) plus its clock and
+    the sending of packets we generate."""
 
     def __init__(
         self,
@@ -314,18 +198,8 @@ class Leg:
         clock: Callable[[], float],
         relatch_seconds: float,
     ) -> None:
-        self.side = side
-        self.port = port
+        super().__init__(side, port, clock(), relatch_seconds)
         self.clock = clock
-        self.relatch_seconds = relatch_seconds
-        self.rtp = _Channel(clock())
-        self.rtcp = _Channel(clock())
-        self.direction = Direction.SENDRECV
-
-    @property
-    def rtcp_port(self) -> int:
-        """The local RTCP port (RTP + 1)."""
-        return rtcp_port(self.port)
 
     def set_remote(
         self,
@@ -335,68 +209,31 @@ class Leg:
         *,
         rtcp: Address | None = None,
     ) -> None:
-        """Where this party's SDP says to send, and its direction; forgets any latch.
+        """Where this party's SDP says to send, and its direction; forgets any latch."""
+        self.declare(address, port, direction, self.clock(), rtcp=rtcp)
 
-        RTCP goes to ``rtcp`` if the SDP had an a=rtcp line (RFC 3605), else to port + 1.
-        """
-        self.direction = direction
-        declared = (address, port) if address is not None and port else None
-        self.rtp.declared = declared
-        if declared is None:
-            self.rtcp.declared = None
-        else:
-            self.rtcp.declared = rtcp or (declared[0], rtcp_port(declared[1]))
-        self.rtp.source = self.rtcp.source = None
-        self._update_dest()
-        self.rtp.last_active = self.rtcp.last_active = self.clock()
-
-    def _update_dest(self) -> None:
-        receives = self.direction.receives
-        rtp_dest = self.rtp.source or self.rtp.declared
-        self.rtp.dest = rtp_dest if receives else None
-        rtcp_dest = self.rtcp.source or self.rtcp.declared
-        if self.rtcp.source is None and self.rtp.source is not None:
-            # RTP has latched but RTCP has not: guess the same host, RTP port + 1.
-            rtcp_dest = (self.rtp.source[0], rtcp_port(self.rtp.source[1]))
-        # RTCP receiver reports still flow on hold, so RTCP is sent whatever the direction.
-        self.rtcp.dest = rtcp_dest
-
-    def _accept_source(self, channel: _Channel, addr: Address, data: bytes) -> bool:
-        """Latch rules 2 and 3 (module docstring); called only when addr is not the source.
-
-        A latched RTP source starts a new stream for loss counting at ``data``.
-        """
-        if channel.source is not None and addr != channel.declared:
-            if self.clock() - channel.last_active < self.relatch_seconds:
-                if not channel.stray_seen:
-                    channel.stray_seen = True
-                    log.info(
-                        "rtp_stray_source_dropped",
-                        side=self.side.value,
-                        source=f"{addr[0]}:{addr[1]}",
-                        latched=f"{channel.source[0]}:{channel.source[1]}",
-                    )
-                return False
+    def _accept_source(self, channel: Channel, addr: Address, data: bytes) -> bool:
+        """Latch rules 2 and 3 (``Party.accept_source``), logged; off the hot path."""
+        verdict = self.accept_source(channel, addr, data, self.clock())
+        if verdict is SourceVerdict.REJECTED_FIRST:
+            assert channel.source is not None
+            log.info(
+                "rtp_stray_source_dropped",
+                side=self.side.value,
+                source=f"{addr[0]}:{addr[1]}",
+                latched=f"{channel.source[0]}:{channel.source[1]}",
+            )
+        elif verdict is SourceVerdict.RELATCHED:
             log.info(
                 "rtp_relatched",
                 side=self.side.value,
                 rtcp=channel is self.rtcp,
                 source=f"{addr[0]}:{addr[1]}",
             )
-        channel.source = addr
-        self._update_dest()
-        if channel is self.rtp:
-            channel.start_stream(data)
-        return True
+        return verdict.accepted
 
     def _observe(self, now: float) -> float:
-        """Note which channels moved since the last tick; return when the party last sent."""
-        self.rtp.catch_up()
-        for channel in (self.rtp, self.rtcp):
-            if channel.received != channel.seen:
-                channel.seen = channel.received
-                channel.last_active = now
-        return max(self.rtp.last_active, self.rtcp.last_active)
+        return self.observe(now)
 
     def send_rtp(self, data: bytes) -> bool:
         """Send a packet we generate (a prompt) to this party; False if it has no destination."""
@@ -435,7 +272,7 @@ class PacketTotals:
     rtcp_received: int = 0
     rtcp_relayed: int = 0
 
-    def add_leg(self, leg: Leg) -> None:
+    def add_leg(self, leg: RelayLeg) -> None:
         """Add one leg's counters (read from its channels: no snapshot object is built)."""
         rtp, rtcp = leg.rtp, leg.rtcp
         self.rtp_received += rtp.received
@@ -540,18 +377,21 @@ class MediaSession:
         tick_seconds: float | None,
         loop: asyncio.AbstractEventLoop,
         counters: RelayCounters | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.pool = pool
         self.host = host
         self.inactivity_seconds = inactivity_seconds
         self.on_inactive = on_inactive
         self._loop = loop
+        # The monotonic clock (the loop's unless one is injected): ticks, latching, the tap.
+        self._clock = clock or loop.time
         self._relatch_seconds = relatch_seconds
         self._tick_seconds = tick_seconds or max(0.05, min(0.5, inactivity_seconds / 4))
         self._ports: list[int] = []
         self._transports: list[asyncio.DatagramTransport] = []
         self._protocols: dict[tuple[Side, bool], _RelayProtocol] = {}
-        self._legs: dict[Side, Leg] = {}
+        self._legs: dict[Side, RelayLeg] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._inactive_reported: set[Side] = set()
         # Sockets bound but not yet owned by a transport: close() closes them if open() fails.
@@ -575,6 +415,7 @@ class MediaSession:
         bind_attempts: int = 16,
         sides: tuple[Side, ...] = (Side.A, Side.B),
         counters: RelayCounters | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> MediaSession:
         """Allocate and bind the legs' RTP and RTCP sockets; raise PortPoolExhausted or OSError.
 
@@ -582,6 +423,7 @@ class MediaSession:
         ``sides=(Side.A,)`` opens only the caller's leg, for a call the PBX answers itself
         (the announcement): its packets are counted and tapped, and dropped.
         ``counters``, when given, sums this session's packet counts with the others' it has.
+        ``clock`` is the monotonic clock (``Clock.monotonic``; the loop's time by default).
         """
         loop = asyncio.get_running_loop()
         session = cls(
@@ -593,19 +435,20 @@ class MediaSession:
             tick_seconds=tick_seconds,
             loop=loop,
             counters=counters,
+            clock=clock,
         )
         try:
             socks: dict[Side, tuple[socket.socket, socket.socket]] = {}
             for side in sides:
                 port, rtp_sock, rtcp_sock = session._bind_pair(rcvbuf, bind_attempts)
-                session._legs[side] = Leg(side, port, loop.time, relatch_seconds)
+                session._legs[side] = RelayLeg(side, port, session._clock, relatch_seconds)
                 socks[side] = (rtp_sock, rtcp_sock)
             for side, (rtp_sock, rtcp_sock) in socks.items():
                 leg = session._legs[side]
                 other = session._legs.get(side.other)
                 # With one leg, the missing other side is a channel that has no destination.
-                rtp_out = other.rtp if other else _Channel(0.0)
-                rtcp_out = other.rtcp if other else _Channel(0.0)
+                rtp_out = other.rtp if other else Channel(0.0)
+                rtcp_out = other.rtcp if other else Channel(0.0)
                 for sock, channel, out, is_rtcp in (
                     (rtp_sock, leg.rtp, rtp_out, False),
                     (rtcp_sock, leg.rtcp, rtcp_out, True),
@@ -665,17 +508,17 @@ class MediaSession:
         """The sides this session has legs for."""
         return tuple(self._legs)
 
-    def leg(self, side: Side) -> Leg:
+    def leg(self, side: Side) -> RelayLeg:
         """The leg of one side."""
         return self._legs[side]
 
     @property
-    def a(self) -> Leg:
+    def a(self) -> RelayLeg:
         """The caller's leg."""
         return self._legs[Side.A]
 
     @property
-    def b(self) -> Leg:
+    def b(self) -> RelayLeg:
         """The callee's leg."""
         return self._legs[Side.B]
 
@@ -707,8 +550,14 @@ class MediaSession:
         """Counters for what one party sent."""
         return self._legs[side].stats()
 
+    def restart_silence(self, side: Side) -> None:
+        """Measure the party's silence from now on and report it again when it lasts
+        ``inactivity_seconds`` (a call just answered: silence while it rang is normal)."""
+        self._legs[side].restart_silence(self._clock())
+        self._inactive_reported.discard(side)
+
     def _tick(self) -> None:
-        now = self._loop.time()
+        now = self._clock()
         for side, leg in self._legs.items():
             last_active = leg._observe(now)
             if last_active == now:

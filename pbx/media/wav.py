@@ -133,17 +133,6 @@ def interleave_stereo(left: bytes, right: bytes) -> bytes:
     return out.tobytes()
 
 
-def split_stereo(frames: bytes) -> tuple[bytes, bytes]:
-    """Stereo 16-bit frames to the (left, right) mono channels."""
-    samples = array("h", frames)
-    return samples[0::2].tobytes(), samples[1::2].tobytes()
-
-
 def read_wav(path: Path, expect: WavFormat | None = None) -> WavAudio:
     """Read and parse a WAV file (blocking: call at start-up or through asyncio.to_thread)."""
     return parse_wav(path.read_bytes(), expect)
-
-
-def write_wav(path: Path, audio: WavAudio) -> None:
-    """Write a WAV file (blocking)."""
-    path.write_bytes(build_wav(audio.format, audio.frames))

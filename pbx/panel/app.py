@@ -413,7 +413,12 @@ class _Panel:
             errors.add("", translate(lang, "common.reload_failed", error=outcome.error))
         else:
             errors.add("", translate(lang, "common.fix_below"))
-            if outcome.error:
+            if outcome.error_code:
+                field_name = (
+                    "password" if outcome.error_code == "password_required" else "extension"
+                )
+                errors.add(field_name, translate(lang, "save." + outcome.error_code))
+            elif outcome.error:
                 errors.add("", outcome.error)
             for problem in outcome.own_problems:
                 errors.add(field_of(problem), render_problem(problem, lang))
@@ -787,7 +792,13 @@ class _Panel:
             if len(typed) < MIN_SIP_PASSWORD:
                 errors.add("password", translate(lang, "users.password_weak"))
             password = typed
-        elif existing is None or values.get("generate") == "on":
+        elif (
+            existing is None
+            or values.get("generate") == "on"
+            or parsed.get("extension", existing.extension) != existing.extension
+        ):
+            # A new user, a new password asked for, or a new extension (the digest user name is
+            # part of the stored HA1, so the phone needs setting up again anyway).
             password = generate_sip_password()
         if errors:
             return None, None, errors

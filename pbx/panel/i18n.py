@@ -103,6 +103,19 @@ _PAIRS: dict[str, tuple[str, str]] = {
         "他のファイルの問題",
         "Problems in other files",
     ),
+    # edits that could not be applied (pbx.panel.saving.edit_error_code)
+    "save.user_exists": (
+        "この内線番号はすでに使われています。別の番号を入力してください。",
+        "This extension is already taken: choose another one.",
+    ),
+    "save.user_missing": (
+        "この内線ユーザーはすでに削除されています。一覧を開き直してください。",
+        "This user no longer exists: open the list again.",
+    ),
+    "save.password_required": (
+        "パスワードを入力するか、自動作成を選んでください。",
+        "Type a password or choose to generate one.",
+    ),
     # settings menu (dashboard)
     "menu.title": ("設定変更", "Settings"),
     "menu.intro": (

@@ -33,9 +33,12 @@ from pbx.config.model import TenantId
 from pbx.config.problems import ConfigError, ConfigProblem
 from pbx.errors import PbxError
 from pbx.panel.tenant_files import (
+    PasswordRequired,
     StaleFile,
     TenantWriter,
     UserEdit,
+    UserExists,
+    UserNotFound,
     file_digest,
     new_tenant,
     put_user,
@@ -137,6 +140,17 @@ def redacted_diff(old: str | None, new: str | None, name: str) -> list[str]:
     return out
 
 
+def edit_error_code(exc: PbxError) -> str:
+    """A stable name for why an edit could not be applied (the panel shows it translated)."""
+    if isinstance(exc, UserExists):
+        return "user_exists"
+    if isinstance(exc, UserNotFound):
+        return "user_missing"
+    if isinstance(exc, PasswordRequired):
+        return "password_required"
+    return ""
+
+
 # --- step 1-3, in the worker process -----------------------------------------------------------
 
 
@@ -150,6 +164,7 @@ class Prepared:
     old_digest: str | None = None
     problems: tuple[ConfigProblem, ...] = ()
     error: str = ""  # an edit that could not be applied (e.g. the user is gone)
+    error_code: str = ""  # the same as a code the panel translates (``edit_error_code``)
 
 
 def prepare_save(
@@ -167,7 +182,13 @@ def prepare_save(
     try:
         new_text = apply_edit(old_text, edit)
     except PbxError as exc:
-        return Prepared("invalid", old_text=old_text, old_digest=current, error=str(exc))
+        return Prepared(
+            "invalid",
+            old_text=old_text,
+            old_digest=current,
+            error=str(exc),
+            error_code=edit_error_code(exc),
+        )
     except (tomllib.TOMLDecodeError, ValueError) as exc:
         return Prepared("invalid", old_text=old_text, old_digest=current, error=str(exc))
     override = new_text.encode("utf-8") if new_text is not None else None
@@ -203,6 +224,7 @@ class SaveOutcome:
     own_problems: tuple[ConfigProblem, ...] = ()  # problems in this tenant's file
     other_problems: tuple[ConfigProblem, ...] = ()  # problems elsewhere (shown to operators)
     error: str = ""
+    error_code: str = ""  # see ``edit_error_code``
     diff: tuple[str, ...] = field(default_factory=tuple)
     digest: str | None = None  # the file's digest after the save
 
@@ -262,7 +284,11 @@ class TenantSaver:
                 own = tuple(p for p in prepared.problems if same_file(p.file, path))
                 other = tuple(p for p in prepared.problems if not same_file(p.file, path))
                 return SaveOutcome(
-                    "invalid", own_problems=own, other_problems=other, error=prepared.error
+                    "invalid",
+                    own_problems=own,
+                    other_problems=other,
+                    error=prepared.error,
+                    error_code=prepared.error_code,
                 )
             try:
                 if prepared.new_text is None:

@@ -30,7 +30,7 @@ from pbx.routing.model import (
     Outcome,
     PlayAnnouncement,
     RingExtension,
-    Timer,
+    RingTimer,
     TimerExpired,
     TimerKind,
 )
@@ -58,7 +58,7 @@ __all__ = [
     "Outcome",
     "PlayAnnouncement",
     "RingExtension",
-    "Timer",
+    "RingTimer",
     "TimerExpired",
     "TimerKind",
     "final_status",

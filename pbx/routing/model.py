@@ -169,7 +169,7 @@ class TimerKind(enum.Enum):
 
 
 @immutable
-class Timer:
+class RingTimer:
     """A timer to arm; when it fires, pass ``TimerExpired(timer)`` to ``next_step``."""
 
     kind: TimerKind
@@ -204,7 +204,7 @@ class ForkFailed:
 class TimerExpired:
     """A timer from a decision fired. Timers of forks that have ended are ignored."""
 
-    timer: Timer
+    timer: RingTimer
 
 
 @immutable
@@ -273,7 +273,7 @@ class Decision:
     progress: CallProgress
     start: tuple[Fork, ...] = ()
     cancel: tuple[ForkId, ...] = ()
-    timers: tuple[Timer, ...] = ()
+    timers: tuple[RingTimer, ...] = ()
     final: int | None = None  # the call ends unanswered with this status
     answered: ForkId | None = None  # set on ForkAnswered: this fork won
     record: bool = False  # with ``answered``: start recording now

@@ -46,7 +46,7 @@ from pbx.routing.model import (
     Outcome,
     PlayAnnouncement,
     RingExtension,
-    Timer,
+    RingTimer,
     TimerExpired,
     TimerKind,
 )
@@ -156,14 +156,14 @@ def final_status(statuses: tuple[int, ...]) -> int:
 
 
 @immutable
-class _Leg:
+class _Path:
     """How a branch got where it is: forward hops used and the diversions on the way."""
 
     hops: int = 0
     diversions: tuple[Diversion, ...] = ()
 
-    def forwarded(self, diversion: Diversion) -> _Leg:
-        return _Leg(self.hops + 1, (diversion, *self.diversions))
+    def forwarded(self, diversion: Diversion) -> _Path:
+        return _Path(self.hops + 1, (diversion, *self.diversions))
 
 
 def _extension_key(tenant: TenantConfig, extension: Extension) -> str:
@@ -191,13 +191,13 @@ class _Planner:
         self.forks_started = progress.forks_started
         self.start: list[Fork] = []
         self.cancel: list[ForkId] = []
-        self.timers: list[Timer] = []
+        self.timers: list[RingTimer] = []
         self.trace: list[str] = []
         self.final: int | None = None
         self.answered_by: ForkId | None = None
         self.record = False
         self.reaches = 0
-        self.queue: deque[tuple[str, _Leg, PhoneNumber | None]] = deque()
+        self.queue: deque[tuple[str, _Path, PhoneNumber | None]] = deque()
 
     # --- new calls -----------------------------------------------------------------------------
 
@@ -211,7 +211,7 @@ class _Planner:
             return
         self.tenant, self.number = tenant, PhoneNumber(digits)
         self.trace.append(f"call from {caller} via {origin.trunk} to {digits} (tenant {tenant.id})")
-        self.reach_number(self.number, _Leg(hops=origin.prior_hops))
+        self.reach_number(self.number, _Path(hops=origin.prior_hops))
 
     def route_internal(self, origin: FromExtension, dialled: str) -> None:
         tenant = self.cfg.tenants.get(origin.tenant)
@@ -230,14 +230,14 @@ class _Planner:
                 self.end(486)
                 return
             self.trace.append(f"{prefix} (tenant {tenant.id})")
-            self.reach_extension(Extension(digits), _Leg())
+            self.reach_extension(Extension(digits), _Path())
         elif number.kind in _EXTERNAL and digits in tenant.numbers:
             self.number = PhoneNumber(digits)
             self.trace.append(f"{prefix}: the tenant's own number, routed as an inbound call")
-            self.reach_number(self.number, _Leg())
+            self.reach_number(self.number, _Path())
         elif number.kind in _EXTERNAL:
             self.trace.append(prefix)
-            self.dial_out(digits, number.kind, _Leg())
+            self.dial_out(digits, number.kind, _Path())
         elif number.kind is NumberKind.ANNOUNCEMENT:
             self.trace.append(f"{prefix}: 009608 is only an inbound-rule target -> 404")
             self.end(404)
@@ -250,7 +250,7 @@ class _Planner:
 
     # --- reaching targets ----------------------------------------------------------------------
 
-    def reach(self, target: str, leg: _Leg, rule_number: PhoneNumber | None = None) -> None:
+    def reach(self, target: str, leg: _Path, rule_number: PhoneNumber | None = None) -> None:
         """Queue one target of a rule (``rule_number`` set) or a forward destination.
 
         Targets are reached breadth-first: all targets of a rule before any of their forwards,
@@ -262,7 +262,7 @@ class _Planner:
         while self.queue:
             self.reach_now(*self.queue.popleft())
 
-    def reach_now(self, target: str, leg: _Leg, rule_number: PhoneNumber | None) -> None:
+    def reach_now(self, target: str, leg: _Path, rule_number: PhoneNumber | None) -> None:
         tenant = self.tenant
         assert tenant is not None
         self.reaches += 1
@@ -289,14 +289,14 @@ class _Planner:
         elif number.kind in _EXTERNAL and digits in tenant.numbers:
             if rule_number is not None:
                 # A rule naming an own number is a hop too, so rule cycles terminate.
-                self.reach(digits, _Leg(leg.hops + 1, leg.diversions))
+                self.reach(digits, _Path(leg.hops + 1, leg.diversions))
                 return
             self.trace.append(f"{digits} is the tenant's own number: routed inside")
             self.reach_number(PhoneNumber(digits), leg)
         elif number.kind in _EXTERNAL:
             if rule_number is not None:
                 diversion = Diversion(rule_number, None, "unconditional")
-                leg = _Leg(leg.hops, (diversion, *leg.diversions))
+                leg = _Path(leg.hops, (diversion, *leg.diversions))
             self.dial_out(digits, number.kind, leg)
         elif number.kind is NumberKind.INCOMPLETE:
             self.trace.append(f"{digits}: incomplete number -> 484")
@@ -305,7 +305,7 @@ class _Planner:
             self.trace.append(f"{target}: not a number -> 404")
             self.end(404)
 
-    def reach_number(self, number: PhoneNumber, leg: _Leg) -> None:
+    def reach_number(self, number: PhoneNumber, leg: _Path) -> None:
         """An inbound call to one of the tenant's numbers: the rule in force picks the targets."""
         tenant = self.tenant
         assert tenant is not None
@@ -323,7 +323,7 @@ class _Planner:
         for target in rule.targets:
             self.reach(target, leg, rule_number=number)
 
-    def reach_extension(self, extension: Extension, leg: _Leg) -> None:
+    def reach_extension(self, extension: Extension, leg: _Path) -> None:
         tenant = self.tenant
         assert tenant is not None
         user = tenant.users.get(extension)
@@ -358,7 +358,7 @@ class _Planner:
         else:
             self.ring(user, contacts, leg)
 
-    def forward(self, user: UserConfig, outcome: Outcome, leg: _Leg, detail: str = "") -> None:
+    def forward(self, user: UserConfig, outcome: Outcome, leg: _Path, detail: str = "") -> None:
         """Replace a target that ended with ``outcome`` by its forward, or drop it."""
         extension = user.extension
         label = _LABEL[outcome] + detail
@@ -374,7 +374,7 @@ class _Planner:
         diversion = Diversion(self.public_number(user), extension, _REASON[outcome])
         self.reach(destination, leg.forwarded(diversion))
 
-    def ring(self, user: UserConfig, contacts: tuple[ContactId, ...], leg: _Leg) -> None:
+    def ring(self, user: UserConfig, contacts: tuple[ContactId, ...], leg: _Path) -> None:
         tenant = self.tenant
         assert tenant is not None
         fork = RingExtension(
@@ -393,7 +393,7 @@ class _Planner:
         if user.forward.no_answer is not None:
             seconds = self.calls.no_answer_seconds
             self.timers.append(
-                Timer(
+                RingTimer(
                     kind=TimerKind.NO_ANSWER,
                     at=self.now + timedelta(seconds=seconds),
                     seconds=seconds,
@@ -403,7 +403,7 @@ class _Planner:
             text += f", no answer after {seconds}s -> {user.forward.no_answer}"
         self.trace.append(text)
 
-    def dial_out(self, digits: str, kind: NumberKind, leg: _Leg) -> None:
+    def dial_out(self, digits: str, kind: NumberKind, leg: _Path) -> None:
         tenant = self.tenant
         assert tenant is not None
         if kind is NumberKind.INTERNATIONAL and not tenant.limits.international_calls:
@@ -436,7 +436,7 @@ class _Planner:
             via = f", diversion {last.number} ({last.reason})"
         self.trace.append(f"dial out {digits} via {trunk} presenting {shown}{via}")
 
-    def announce(self, leg: _Leg) -> None:
+    def announce(self, leg: _Path) -> None:
         tenant = self.tenant
         assert tenant is not None
         key = f"{tenant.id}/009608"
@@ -484,7 +484,7 @@ class _Planner:
         busy = all(status in BUSY_STATUSES for _, status in failed)
         outcome = Outcome.BUSY if busy else Outcome.FAILED
         self.tried[_extension_key(tenant, fork.extension)] = outcome
-        self.forward(user, outcome, _Leg(fork.hops, fork.diversions), detail=f" ({statuses})")
+        self.forward(user, outcome, _Path(fork.hops, fork.diversions), detail=f" ({statuses})")
 
     def fork_failed(self, live: LiveFork, status: int) -> None:
         self.remove(live.fork.fork_id)
@@ -506,7 +506,7 @@ class _Planner:
         self.forward(
             user,
             Outcome.NO_ANSWER,
-            _Leg(fork.hops, fork.diversions),
+            _Path(fork.hops, fork.diversions),
             detail=f" after {self.calls.no_answer_seconds}s",
         )
 
@@ -558,7 +558,7 @@ class _Planner:
             return tenant.numbers[0]
         return PhoneNumber(user.extension if user else "anonymous")
 
-    def outbound_caller_id(self, leg: _Leg) -> str | None:
+    def outbound_caller_id(self, leg: _Path) -> str | None:
         origin = self.progress.request.origin
         tenant = self.tenant
         assert tenant is not None
@@ -586,7 +586,9 @@ class _Planner:
         timers = list(self.timers)
         if arm_max_ring and final is None:
             seconds = self.calls.max_ring_seconds
-            timers.append(Timer(TimerKind.MAX_RING, self.now + timedelta(seconds=seconds), seconds))
+            timers.append(
+                RingTimer(TimerKind.MAX_RING, self.now + timedelta(seconds=seconds), seconds)
+            )
         progress = replace(
             self.progress,
             tenant=self.tenant.id if self.tenant is not None else self.progress.tenant,

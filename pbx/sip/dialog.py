@@ -25,13 +25,13 @@ Nothing here reads a clock or touches a socket: time is passed in as ``now``.
 from __future__ import annotations
 
 import enum
-import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Final, Protocol
 
 from pbx.errors import LocalProtocolError, RemoteProtocolError
 from pbx.immutable import immutable
+from pbx.sip import entropy
 from pbx.sip.build import build_response, new_branch, new_call_id, new_tag
 from pbx.sip.message import (
     Address,
@@ -634,7 +634,7 @@ class Dialog:
             if self.incoming_invite_cseq is not None:
                 # 14.2: "MUST return a 500 ... and MUST include a Retry-After header field with
                 # a randomly chosen value of between 0 and 10 seconds".
-                retry = str(secrets.randbelow(11))
+                retry = str(entropy.token_bytes(1)[0] % 11)
                 return self.respond(request, 500, headers=(("Retry-After", retry),))
             self.incoming_invite_cseq = number
         if method in TARGET_REFRESH_METHODS and request.contact:
@@ -876,50 +876,6 @@ class OutgoingInvite:
 # Finding the dialog of a message
 
 
-class DialogTable:
-    """Dialogs by id, for matching received requests and responses (RFC 3261 12.2.2)."""
-
-    __slots__ = ("_by_id",)
-
-    def __init__(self) -> None:
-        self._by_id: dict[DialogId, Dialog] = {}
-
-    def __len__(self) -> int:
-        return len(self._by_id)
-
-    def __iter__(self) -> Iterator[Dialog]:
-        return iter(list(self._by_id.values()))
-
-    def __contains__(self, dialog: object) -> bool:
-        return isinstance(dialog, Dialog) and self._by_id.get(dialog.id) is dialog
-
-    def add(self, dialog: Dialog) -> None:
-        """Index ``dialog``; a different dialog with the same id is a bug."""
-        existing = self._by_id.get(dialog.id)
-        if existing is not None and existing is not dialog:
-            raise LocalProtocolError(f"dialog {dialog.id} already exists")
-        self._by_id[dialog.id] = dialog
-
-    def remove(self, dialog: Dialog) -> None:
-        """Forget ``dialog`` (no error when absent)."""
-        if self._by_id.get(dialog.id) is dialog:
-            del self._by_id[dialog.id]
-
-    def get(self, dialog_id: DialogId) -> Dialog | None:
-        return self._by_id.get(dialog_id)
-
-    def match_request(self, request: SipRequest) -> Dialog | None:
-        """The dialog of a received request: (Call-ID, To tag, From tag). None: no dialog,
-        which for a request with a To tag means 481 (12.2.2)."""
-        dialog_id = DialogId.of_request(request)
-        return self._by_id.get(dialog_id) if dialog_id is not None else None
-
-    def match_response(self, response: SipResponse) -> Dialog | None:
-        """The dialog of a response to our request: (Call-ID, From tag, To tag)."""
-        dialog_id = DialogId.of_response(response)
-        return self._by_id.get(dialog_id) if dialog_id is not None else None
-
-
 # ---------------------------------------------------------------------------------------------
 # 2xx retransmission by the UAS core (13.3.1.4)
 
@@ -1016,12 +972,6 @@ class TwoXxRetransmitter:
             self._outbox.clear()
             self._events.append(TwoXxAcknowledged(ack.call_id, ack.cseq.number, ack))
         return True
-
-    def replace_response(self, response: SipResponse) -> None:
-        """Retransmit ``response`` from now on (e.g. re-sent with a corrected body)."""
-        if response.cseq != self.response.cseq or response.call_id != self.response.call_id:
-            raise LocalProtocolError("a replacement must answer the same INVITE")
-        self.response = response
 
     def get_timer(self) -> float | None:
         """When ``handle_timer`` is next due; None once acknowledged or timed out."""

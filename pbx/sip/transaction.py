@@ -67,7 +67,7 @@ def is_reliable_transport(transport: str) -> bool:
 # Timers
 
 
-class Timer(enum.Enum):
+class TransactionTimer(enum.Enum):
     """The transaction timers of RFC 3261 table 4 and RFC 6026 section 8.11."""
 
     A = "A"  # INVITE request retransmit (unreliable only)
@@ -97,19 +97,25 @@ class SipTimers:
         if not (0 < self.t1 <= self.t2) or self.t4 <= 0 or self.d < 0:
             raise LocalProtocolError(f"bad SIP timers {self}")
 
-    def duration(self, timer: Timer, reliable: bool) -> float | None:
+    def duration(self, timer: TransactionTimer, reliable: bool) -> float | None:
         """Initial value of ``timer`` on this kind of transport; None: the timer is not used."""
         t1, t4 = self.t1, self.t4
         match timer:
-            case Timer.A | Timer.E | Timer.G:
+            case TransactionTimer.A | TransactionTimer.E | TransactionTimer.G:
                 return None if reliable else t1
-            case Timer.B | Timer.F | Timer.H | Timer.L | Timer.M:
+            case (
+                TransactionTimer.B
+                | TransactionTimer.F
+                | TransactionTimer.H
+                | TransactionTimer.L
+                | TransactionTimer.M
+            ):
                 return 64 * t1
-            case Timer.D:
+            case TransactionTimer.D:
                 return 0.0 if reliable else max(self.d, 64 * t1)
-            case Timer.I | Timer.K:
+            case TransactionTimer.I | TransactionTimer.K:
                 return 0.0 if reliable else t4
-            case Timer.J:
+            case TransactionTimer.J:
                 return 0.0 if reliable else 64 * t1
 
 
@@ -262,7 +268,7 @@ class TransactionTimedOut:
     """Timer B or F (no final response), or H (no ACK for our non-2xx final), fired."""
 
     key: TransactionKey
-    timer: Timer
+    timer: TransactionTimer
 
 
 @immutable
@@ -332,7 +338,9 @@ class Input(enum.Enum):
     TRANSPORT_ERROR = enum.auto()
 
 
-_TIMER_INPUT: Final[Mapping[Timer, Input]] = {t: Input[f"TIMER_{t.value}"] for t in Timer}
+_TIMER_INPUT: Final[Mapping[TransactionTimer, Input]] = {
+    t: Input[f"TIMER_{t.value}"] for t in TransactionTimer
+}
 _TU_INPUTS: Final = frozenset({Input.TU_1XX, Input.TU_2XX, Input.TU_3XX_6XX})
 
 
@@ -434,7 +442,7 @@ NON_INVITE_SERVER_TRANSITIONS: Final[Transitions] = {
 
 # Each machine lists the timers a state starts on entry (ENTRY_TIMERS) and those it keeps
 # running from the state before (KEPT_TIMERS); every other timer stops on a state change.
-_EMPTY: Final[frozenset[Timer]] = frozenset()
+_EMPTY: Final[frozenset[TransactionTimer]] = frozenset()
 
 
 def _response_input(status: int, *, from_tu: bool) -> Input:
@@ -453,8 +461,8 @@ class _Transaction:
     """The machinery the four machines share: state, timers, event queue and outbox."""
 
     TRANSITIONS: ClassVar[Transitions]
-    ENTRY_TIMERS: ClassVar[Mapping[TransactionState, tuple[Timer, ...]]]
-    KEPT_TIMERS: ClassVar[Mapping[TransactionState, frozenset[Timer]]] = {}
+    ENTRY_TIMERS: ClassVar[Mapping[TransactionState, tuple[TransactionTimer, ...]]]
+    KEPT_TIMERS: ClassVar[Mapping[TransactionState, frozenset[TransactionTimer]]] = {}
 
     key: TransactionKey
 
@@ -466,8 +474,8 @@ class _Transaction:
         self.timers = timers
         self.reliable = reliable
         self.state = TransactionState.TERMINATED  # set for real by _start
-        self._deadlines: dict[Timer, float] = {}
-        self._intervals: dict[Timer, float] = {}
+        self._deadlines: dict[TransactionTimer, float] = {}
+        self._intervals: dict[TransactionTimer, float] = {}
         self._events: deque[TxEvent] = deque()
         self._outbox: list[tuple[SipMessage, Address]] = []
 
@@ -528,7 +536,7 @@ class _Transaction:
         now: float,
         *,
         message: SipMessage | None = None,
-        timer: Timer | None = None,
+        timer: TransactionTimer | None = None,
     ) -> None:
         entry = self.TRANSITIONS.get((self.state, inp))
         if entry is None:
@@ -556,16 +564,16 @@ class _Transaction:
             return
         self._start(state, now)
 
-    def _arm(self, timer: Timer, now: float, previous: float | None) -> None:
+    def _arm(self, timer: TransactionTimer, now: float, previous: float | None) -> None:
         """Start ``timer``; a retransmit timer that fired gets its next interval (17.1.1.2,
         17.1.2.2, 17.2.1). A zero-length timer fires at once (reliable transports)."""
         if previous is None:
             interval = self.timers.duration(timer, self.reliable)
             if interval is None:
                 return
-        elif timer is Timer.A:
+        elif timer is TransactionTimer.A:
             interval = 2 * previous  # 17.1.1.2: doubles, no cap (timer B ends it)
-        elif timer is Timer.E and self.state is TransactionState.PROCEEDING:
+        elif timer is TransactionTimer.E and self.state is TransactionState.PROCEEDING:
             interval = self.timers.t2  # 17.1.2.2: "reset with a value of T2 seconds"
         else:
             interval = min(2 * previous, self.timers.t2)  # E in Trying, G: capped at T2
@@ -575,7 +583,7 @@ class _Transaction:
         else:
             self._deadlines[timer] = now + interval
 
-    def _rearm_fired(self, timer: Timer | None, now: float) -> None:
+    def _rearm_fired(self, timer: TransactionTimer | None, now: float) -> None:
         if timer is None:
             raise LocalProtocolError("retransmission without a timer")
         self._arm(timer, now, self._intervals[timer])
@@ -584,7 +592,7 @@ class _Transaction:
         self._outbox.append((message, self.peer))
 
     def _act(
-        self, action: Action, now: float, message: SipMessage | None, timer: Timer | None
+        self, action: Action, now: float, message: SipMessage | None, timer: TransactionTimer | None
     ) -> None:
         match action:
             case Action.REPORT_TIMEOUT if timer is not None:
@@ -595,7 +603,7 @@ class _Transaction:
                 self._act_side(action, now, message, timer)
 
     def _act_side(
-        self, action: Action, now: float, message: SipMessage | None, timer: Timer | None
+        self, action: Action, now: float, message: SipMessage | None, timer: TransactionTimer | None
     ) -> None:
         raise LocalProtocolError(f"{type(self).__name__} cannot {action.name}")
 
@@ -625,7 +633,7 @@ class _ClientTransaction(_Transaction):
         self._input(_response_input(msg.status, from_tu=False), now, message=msg)
 
     def _act_side(
-        self, action: Action, now: float, message: SipMessage | None, timer: Timer | None
+        self, action: Action, now: float, message: SipMessage | None, timer: TransactionTimer | None
     ) -> None:
         match action:
             case Action.RETRANSMIT_REQUEST:
@@ -647,10 +655,10 @@ class InviteClientTransaction(_ClientTransaction):
     non-2xx finals itself, passes every 2xx up (the TU ACKs those)."""
 
     TRANSITIONS = INVITE_CLIENT_TRANSITIONS
-    ENTRY_TIMERS: ClassVar[Mapping[TransactionState, tuple[Timer, ...]]] = {
-        TransactionState.CALLING: (Timer.A, Timer.B),
-        TransactionState.COMPLETED: (Timer.D,),
-        TransactionState.ACCEPTED: (Timer.M,),
+    ENTRY_TIMERS: ClassVar[Mapping[TransactionState, tuple[TransactionTimer, ...]]] = {
+        TransactionState.CALLING: (TransactionTimer.A, TransactionTimer.B),
+        TransactionState.COMPLETED: (TransactionTimer.D,),
+        TransactionState.ACCEPTED: (TransactionTimer.M,),
     }
 
     def __init__(
@@ -673,12 +681,12 @@ class NonInviteClientTransaction(_ClientTransaction):
     """RFC 3261 17.1.2: sends the request, retransmits it on timer E until a final response."""
 
     TRANSITIONS = NON_INVITE_CLIENT_TRANSITIONS
-    ENTRY_TIMERS: ClassVar[Mapping[TransactionState, tuple[Timer, ...]]] = {
-        TransactionState.TRYING: (Timer.E, Timer.F),
-        TransactionState.COMPLETED: (Timer.K,),
+    ENTRY_TIMERS: ClassVar[Mapping[TransactionState, tuple[TransactionTimer, ...]]] = {
+        TransactionState.TRYING: (TransactionTimer.E, TransactionTimer.F),
+        TransactionState.COMPLETED: (TransactionTimer.K,),
     }
-    KEPT_TIMERS: ClassVar[Mapping[TransactionState, frozenset[Timer]]] = {
-        TransactionState.PROCEEDING: frozenset({Timer.E, Timer.F}),
+    KEPT_TIMERS: ClassVar[Mapping[TransactionState, frozenset[TransactionTimer]]] = {
+        TransactionState.PROCEEDING: frozenset({TransactionTimer.E, TransactionTimer.F}),
     }
 
     def __init__(
@@ -726,7 +734,7 @@ class _ServerTransaction(_Transaction):
         self._input(_response_input(resp.status, from_tu=True), now, message=resp)
 
     def _act_side(
-        self, action: Action, now: float, message: SipMessage | None, timer: Timer | None
+        self, action: Action, now: float, message: SipMessage | None, timer: TransactionTimer | None
     ) -> None:
         match action:
             case Action.SEND_RESPONSE if isinstance(message, SipResponse):
@@ -750,10 +758,10 @@ class InviteServerTransaction(_ServerTransaction):
     final on timer G until the ACK, sends the TU's 2xx (and its retransmissions) from Accepted."""
 
     TRANSITIONS = INVITE_SERVER_TRANSITIONS
-    ENTRY_TIMERS: ClassVar[Mapping[TransactionState, tuple[Timer, ...]]] = {
-        TransactionState.COMPLETED: (Timer.G, Timer.H),
-        TransactionState.CONFIRMED: (Timer.I,),
-        TransactionState.ACCEPTED: (Timer.L,),
+    ENTRY_TIMERS: ClassVar[Mapping[TransactionState, tuple[TransactionTimer, ...]]] = {
+        TransactionState.COMPLETED: (TransactionTimer.G, TransactionTimer.H),
+        TransactionState.CONFIRMED: (TransactionTimer.I,),
+        TransactionState.ACCEPTED: (TransactionTimer.L,),
     }
 
     def __init__(
@@ -782,8 +790,8 @@ class NonInviteServerTransaction(_ServerTransaction):
     response sent."""
 
     TRANSITIONS = NON_INVITE_SERVER_TRANSITIONS
-    ENTRY_TIMERS: ClassVar[Mapping[TransactionState, tuple[Timer, ...]]] = {
-        TransactionState.COMPLETED: (Timer.J,),
+    ENTRY_TIMERS: ClassVar[Mapping[TransactionState, tuple[TransactionTimer, ...]]] = {
+        TransactionState.COMPLETED: (TransactionTimer.J,),
     }
 
     def __init__(

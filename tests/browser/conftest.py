@@ -1,7 +1,9 @@
 """Real Chromium (Debian's ``chromium`` package, installed by scripts/test.sh) through Playwright.
 
 Playwright drives the system browser by its path: nothing is downloaded at test time. A missing
-browser is a failure with the command that installs it, never a skip.
+browser is a failure with the command that installs it, never a skip. The fixtures live for one
+module: while Playwright's sync API runs it keeps an event loop marked as running in the main
+thread, which would break every asyncio test collected after it.
 """
 
 from __future__ import annotations
@@ -36,13 +38,13 @@ def chromium_path() -> str:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     chromium = playwright.chromium.launch(
         executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True

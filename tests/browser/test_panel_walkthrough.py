@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -71,11 +72,11 @@ def add_user(page: Page, base: str, fields: dict[str, str], *, recording: bool =
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> RunningServer:
+def server(tmp_path: Path) -> Iterator[RunningServer]:
     config = write_config(tmp_path, tenants={"acme": EMPTY_TENANT})
     add_operator(config, "chief", OPERATOR_PASSWORD)
     with running_server(config) as running:
-        yield running  # type: ignore[misc]
+        yield running
 
 
 def test_tenant_admin_sets_up_the_tenant_as_the_manual_describes(

@@ -1,0 +1,1 @@
+"""Tests of the configuration loader, its rules, cycles, purity and reload."""

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -156,6 +157,14 @@ class RunningServer:
 
     def events(self, name: str) -> list[dict[str, Any]]:
         return [line for line in list(self.log_lines) if line.get("event") == name]
+
+    def wait_for_events(self, name: str, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """The ``name`` log lines once ``count`` of them have arrived (the server's stderr is read
+        by a thread, so a line can trail the response it goes with), or what came by ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while len(found := self.events(name)) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return found
 
 
 def _pump_stderr(server: RunningServer, started: threading.Event, box: dict[str, Any]) -> None:

@@ -49,7 +49,7 @@ pytestmark = pytest.mark.integration
 
 PHONE_IP = "127.0.0.1"
 EVERY_DAY = 'days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun", "holiday"]'
-PROMPT = Path(__file__).resolve().parents[2] / "prompts" / "009608.wav"
+PROMPT = Path(__file__).resolve().parents[2] / "pbx" / "prompts" / "009608.wav"
 
 TENANT = f"""
 [tenant]

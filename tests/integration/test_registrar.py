@@ -431,7 +431,7 @@ def test_unknown_extension_and_wrong_password_get_identical_answers(
     assert _normalised(unknown, "1999") == _normalised(wrong, "1001")
     assert _normalised(unknown_first, "1999") == _normalised(wrong_first, "1001")
     assert unknown.challenge["nonce"] != wrong.challenge["nonce"]
-    reasons = sorted(event["reason"] for event in server.events("auth_failed"))
+    reasons = sorted(event["reason"] for event in server.wait_for_events("auth_failed", 2))
     assert reasons == ["unknown_user", "wrong_password"]  # told apart only in the server's log
 
 

@@ -7,7 +7,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -46,7 +48,10 @@ def tenant_file(config: Path) -> Path:
     return config.parent / "tenants" / "acme.toml"
 
 
-def wait_for(condition, what: str, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], what: str, timeout: float = 10.0) -> T:
     """Poll a real condition (admin API state) until true; bounded."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import free_port, running_server, write_config
+from tests.integration.harness import SIPP_DIR, free_port, running_server, write_config
 from tests.integration.test_calls import (
     CARRIER_IP,
     SERVER_EXTRA,
-    SIPP_DIR,
     TENANT,
     Pbx,
     Sipps,

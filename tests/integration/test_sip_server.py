@@ -132,7 +132,7 @@ def tcp_exchange(server: RunningServer, payload: bytes, *, timeout: float = 5.0)
     """Send ``payload`` over a new TCP connection; everything read until the server closes."""
     with socket.create_connection(server.tcp, timeout=timeout) as sock:
         sock.sendall(payload)
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             try:
                 chunk = sock.recv(65536)

@@ -38,3 +38,9 @@ def rms(pcm: bytes) -> float:
     if not samples:
         return 0.0
     return math.sqrt(sum(s * s for s in samples) / len(samples))
+
+
+def split_stereo(frames: bytes) -> tuple[bytes, bytes]:
+    """Stereo 16-bit frames to the (left, right) mono channels."""
+    samples = array("h", frames)
+    return samples[0::2].tobytes(), samples[1::2].tobytes()

@@ -22,8 +22,8 @@ from pbx.media.sdp import (
     parse_sdp,
     rewrite_sdp,
 )
-from pbx.media.wav import TELEPHONE_MONO, WavAudio, split_stereo
-from tests.media.audio import dominant, tone
+from pbx.media.wav import TELEPHONE_MONO, WavAudio
+from tests.media.audio import dominant, split_stereo, tone
 from tests.media.udp import HOST, TEST_PORTS, endpoint
 
 

@@ -17,7 +17,7 @@ from pbx.media.wav import TELEPHONE_MONO, WavAudio, WavFormat, read_wav
 from tests.media.audio import tone
 from tests.media.udp import HOST, TEST_PORTS, endpoint
 
-PROMPT = Path(__file__).resolve().parents[2] / "prompts" / "009608.wav"
+PROMPT = Path(__file__).resolve().parents[2] / "pbx" / "prompts" / "009608.wav"
 
 
 def prompt_excerpt(seconds: float) -> WavAudio:

@@ -15,8 +15,7 @@ from pbx.media.g711 import Codec
 from pbx.media.recorder import CallRecorder
 from pbx.media.relay import MediaSession, PortPool, Side
 from pbx.media.rtp import build_rtp_header
-from pbx.media.wav import split_stereo
-from tests.media.audio import dominant, rms, tone
+from tests.media.audio import dominant, rms, split_stereo, tone
 from tests.media.udp import HOST, TEST_PORTS, Endpoint, endpoint
 
 FREQUENCIES = (400.0, 1000.0)

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from pbx.clock import FakeClock
 from pbx.media.relay import MediaSession, PortPool, PortPoolExhausted, Side
 from pbx.media.rtp import RtpPacket
 from pbx.media.sdp import Direction, audio_stream, parse_sdp
@@ -171,7 +172,10 @@ async def test_latching_works_without_any_sdp_address(session: MediaSession) -> 
 async def test_stray_source_is_dropped_while_the_latched_one_is_active_then_relatched(
     pool: PortPool,
 ) -> None:
-    s = await MediaSession.open(pool, HOST, relatch_seconds=0.3, tick_seconds=0.05)
+    clock = FakeClock()
+    s = await MediaSession.open(
+        pool, HOST, relatch_seconds=0.3, tick_seconds=0.05, clock=clock.monotonic
+    )
     try:
         async with endpoint() as a, endpoint() as intruder, endpoint() as b:
             s.set_remote(Side.A, *a.address)
@@ -182,7 +186,7 @@ async def test_stray_source_is_dropped_while_the_latched_one_is_active_then_rela
             await b.expect_nothing(0.1)
             assert s.stats(Side.A).rtp_dropped == 1
             # A goes quiet longer than relatch_seconds: the new source (a NAT rebinding) wins.
-            await asyncio.sleep(0.5)
+            clock.advance(0.5)
             intruder.send(rtp(100), relay_addr(s, Side.A))
             assert (await b.receive())[0] == rtp(100)
             b.send(rtp(5), relay_addr(s, Side.B))
@@ -302,6 +306,38 @@ async def test_silent_party_triggers_the_inactivity_callback_once(pool: PortPool
             await asyncio.sleep(0.6)
             # A stopped at 0.8 s too, so both fire now, in either order.
             assert sorted(side.value for side, _ in fired) == ["a", "b", "b"]
+    finally:
+        s.close()
+
+
+@pytest.mark.asyncio
+async def test_silence_is_measured_again_from_restart_silence(pool: PortPool) -> None:
+    clock = FakeClock()
+    fired: list[Side] = []
+    s = await MediaSession.open(
+        pool,
+        HOST,
+        inactivity_seconds=10.0,
+        on_inactive=fired.append,
+        tick_seconds=0.01,
+        clock=clock.monotonic,
+    )
+    try:
+        s.set_remote(Side.A, HOST, 9, Direction.INACTIVE)  # not expected to send
+        s.set_remote(Side.B, HOST, 9)
+        clock.advance(10.0)
+        await asyncio.sleep(0.05)  # a few ticks of the session's timer
+        assert fired == [Side.B]  # reported once ...
+        clock.advance(30.0)
+        await asyncio.sleep(0.05)
+        assert fired == [Side.B]  # ... and not again while the silence lasts
+        s.restart_silence(Side.B)  # the call was answered: silence counts from now
+        clock.advance(9.0)
+        await asyncio.sleep(0.05)
+        assert fired == [Side.B]
+        clock.advance(1.0)
+        await asyncio.sleep(0.05)
+        assert fired == [Side.B, Side.B]
     finally:
         s.close()
 

@@ -1,7 +1,7 @@
 """RTP loss counting (RFC 3550 A.1/A.3) and the relay's packet totals and metrics.
 
 The loss tests drive one leg's RTP protocol directly, with a stand-in for the other party's
-socket: no sockets, no event loop, and the sampling (``Leg._observe`` on each session tick) is
+socket: no sockets, no event loop, and the sampling (``RelayLeg._observe`` on each session tick) is
 called by hand, so each case is checked both when every packet is sampled and when only some are.
 """
 
@@ -11,13 +11,13 @@ import re
 
 import pytest
 
+from pbx.media.latch import Channel
 from pbx.media.relay import (
-    Leg,
     MediaSession,
     PortPool,
     RelayCounters,
+    RelayLeg,
     Side,
-    _Channel,
     _RelayProtocol,
 )
 from pbx.media.rtp import RtpPacket
@@ -48,10 +48,10 @@ class Feed:
 
     def __init__(self, every: int = 1) -> None:
         self.clock = 0.0
-        self.leg = Leg(Side.A, 30000, lambda: self.clock, relatch_seconds=1.0)
-        out = _Channel(0.0)
+        self.leg = RelayLeg(Side.A, 30000, lambda: self.clock, relatch_seconds=1.0)
+        out = Channel(0.0)
         self.sink = _Sink()
-        out.transport = self.sink  # type: ignore[assignment]
+        out.transport = self.sink
         out.dest = OTHER_PHONE
         self.protocol = _RelayProtocol(self.leg, self.leg.rtp, out)
         self.every = every
@@ -217,7 +217,7 @@ def test_the_lost_counter_never_goes_down() -> None:
     class _Session:  # what totals() reads of a session
         sides = (Side.A,)
 
-        def leg(self, side: Side) -> Leg:
+        def leg(self, side: Side) -> RelayLeg:
             return feed.leg
 
     counters.live.add(_Session())  # type: ignore[arg-type]

@@ -12,7 +12,6 @@ import pytest
 from pbx.media.wav import (
     TELEPHONE_MONO,
     TELEPHONE_STEREO,
-    WavAudio,
     WavError,
     WavFormat,
     build_wav,
@@ -21,11 +20,10 @@ from pbx.media.wav import (
     parse_wav,
     read_wav,
     size_patches,
-    split_stereo,
-    write_wav,
 )
+from tests.media.audio import split_stereo
 
-PROMPT = Path(__file__).resolve().parents[2] / "prompts" / "009608.wav"
+PROMPT = Path(__file__).resolve().parents[2] / "pbx" / "prompts" / "009608.wav"
 
 
 def samples(*values: int) -> bytes:
@@ -36,7 +34,7 @@ def samples(*values: int) -> bytes:
 def test_written_wav_is_read_by_the_stdlib(tmp_path: Path, fmt: WavFormat) -> None:
     frames = samples(*range(-500, 500, 7)) * fmt.channels
     path = tmp_path / "out.wav"
-    write_wav(path, WavAudio(fmt, frames))
+    path.write_bytes(build_wav(fmt, frames))
     with wave.open(str(path), "rb") as r:
         assert (r.getnchannels(), r.getframerate(), r.getsampwidth()) == (fmt.channels, 8000, 2)
         assert r.getnframes() == len(frames) // fmt.frame_size

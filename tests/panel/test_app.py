@@ -369,3 +369,73 @@ async def test_previous_versions_are_kept_and_can_be_restored(panel: Panel) -> N
         assert restored.status_code == 303
     assert panel.tenant_file("acme").read_bytes() == original
     assert file_digest(original) == file_digest(panel.tenant_file("acme").read_bytes())
+
+
+async def test_an_operator_creates_and_removes_a_tenant(panel: Panel) -> None:
+    async with panel.client() as client:
+        await sign_in(client, "op")
+        tokens = {"csrf": (await form_tokens(client, "/operator/tenants"))["csrf"]}
+        bad = await client.post(
+            "/operator/tenants", data={**tokens, "tenant_id": "../etc", "domain": "x.example"}
+        )
+        assert bad.status_code == 400
+        taken = await client.post(
+            "/operator/tenants", data={**tokens, "tenant_id": "gamma", "domain": "acme.example"}
+        )
+        assert taken.status_code == 400  # the loader: the domain is acme's
+        assert not panel.tenant_file("gamma").exists()
+        created = await client.post(
+            "/operator/tenants", data={**tokens, "tenant_id": "gamma", "domain": "gamma.example"}
+        )
+        assert created.status_code == 303
+        assert panel.holder.current.tenants["gamma"].domain == "gamma.example"  # type: ignore[index]
+        assert (await client.get("/t/gamma/usage")).status_code == 200
+        removed = await client.post("/operator/tenants", data={**tokens, "remove": "gamma"})
+        assert removed.status_code == 303
+    assert not panel.tenant_file("gamma").exists()
+    assert "gamma" not in panel.holder.current.tenants
+    actions = [e.action for e in await panel.accounts.audit_log(tenant="gamma")]
+    assert actions == ["remove_tenant", "create_tenant"]
+
+
+async def test_a_pool_number_a_tenant_uses_cannot_be_removed(panel: Panel) -> None:
+    await panel.accounts.add_pool_number("0312345678", "acme's", panel.clock())
+    async with panel.client() as client:
+        await sign_in(client, "op")
+        tokens = {"csrf": (await form_tokens(client, "/operator/pool"))["csrf"]}
+        refused = await client.post("/operator/pool", data={**tokens, "remove": "0312345678"})
+        assert refused.status_code == 400
+        added = await client.post(
+            "/operator/pool", data={**tokens, "number": "０３-９９９９-００００"}
+        )
+        assert added.status_code == 303
+    numbers = [p.number for p in await panel.accounts.pool_numbers()]
+    assert sorted(numbers) == ["0312345678", "0399990000"]
+
+
+async def test_a_taken_extension_is_refused_in_the_pages_language(panel: Panel) -> None:
+    before = panel.tenant_file("acme").read_bytes()
+    async with panel.client() as client:
+        await sign_in(client, "acme-admin")
+        tokens = await form_tokens(client, "/t/acme/users/new")
+        taken = await client.post("/t/acme/users/new", data={**tokens, "extension": "1001"})
+        assert taken.status_code == 400
+        assert "この内線番号はすでに使われています" in taken.text
+        await client.get("/lang/en")
+        tokens = await form_tokens(client, "/t/acme/users/new")
+        taken = await client.post("/t/acme/users/new", data={**tokens, "extension": "1001"})
+        assert "This extension is already taken" in taken.text
+    assert panel.tenant_file("acme").read_bytes() == before
+
+
+async def test_a_new_extension_gets_a_new_password(panel: Panel) -> None:
+    async with panel.client() as client:
+        await sign_in(client, "acme-admin")
+        tokens = await form_tokens(client, "/t/acme/users/1001")
+        form = {**tokens, "extension": "1005", "name": "佐藤", "caller_id": "0312345678"}
+        moved = await client.post("/t/acme/users/1001", data=form)
+        assert moved.status_code == 200, moved.text
+        assert 'id="shown-extension">1005<' in moved.text
+    users = panel.holder.current.tenants["acme"].users  # type: ignore[index]
+    assert sorted(users) == ["1005"]
+    assert users["1005"].name == "佐藤"

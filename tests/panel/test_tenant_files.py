@@ -9,6 +9,7 @@ import difflib
 import os
 import stat
 import tomllib
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -118,7 +119,7 @@ def test_read_tenant_refuses_a_file_that_is_not_utf8(tmp_path: Path) -> None:
     ],
     ids=["limits", "numbers", "numbers-written-otherwise", "user-1001", "user-1004"],
 )
-def test_edit_with_the_current_values_changes_no_byte(edit) -> None:
+def test_edit_with_the_current_values_changes_no_byte(edit: Callable[[str], str]) -> None:
     assert edit(ACME) == ACME
 
 
@@ -397,7 +398,9 @@ def test_put_user_rename_with_only_hashes_needs_a_password() -> None:
         "not-toml",
     ],
 )
-def test_edits_refuse_with_a_clear_error(call, error) -> None:
+def test_edits_refuse_with_a_clear_error(
+    call: Callable[[], object], error: type[Exception]
+) -> None:
     with pytest.raises(error):
         call()
 

@@ -1,0 +1,1 @@
+"""Tests of the routing core: table-driven decisions, schedules, and properties."""

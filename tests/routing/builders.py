@@ -52,7 +52,7 @@ def clock(text: str) -> time:
     parts = [int(p) for p in text.split(":")]
     while len(parts) < 3:
         parts.append(0)
-    return time(*parts)
+    return time(parts[0], parts[1], parts[2])
 
 
 def user(
@@ -187,7 +187,7 @@ def from_ext(extension: str, tenant_id: str = "acme") -> FromExtension:
 
 def forks(decision: Decision) -> tuple[str, ...]:
     """A compact view of the forks a decision starts."""
-    out = []
+    out: list[str] = []
     for fork in decision.start:
         if isinstance(fork, RingExtension):
             out.append(fork.extension)

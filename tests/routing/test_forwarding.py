@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import pytest
 
-from pbx.config.model import CallSettings, ConfigSnapshot
+from pbx.config.model import CallSettings, ConfigSnapshot, Extension, PhoneNumber
 from pbx.routing import (
     CallProgress,
     CallRequest,
@@ -24,7 +25,7 @@ from pbx.routing import (
     FromTrunk,
     LineState,
     RingExtension,
-    Timer,
+    RingTimer,
     TimerExpired,
     TimerKind,
     next_step,
@@ -67,7 +68,13 @@ PLAIN = snapshot(tenant(users=[user("1001"), user("1002")], incoming=manual_rule
 EVERYONE = ["1001", "1002", "1003", "1004"]
 
 
-def inbound(cfg=ACME, at=NOON, state=None, number=NUMBER, caller="09011112222") -> Decision:
+def inbound(
+    cfg: ConfigSnapshot = ACME,
+    at: datetime = NOON,
+    state: LineState | None = None,
+    number: str = NUMBER,
+    caller: str = "09011112222",
+) -> Decision:
     state = state if state is not None else lines(EVERYONE)
     return start_call(cfg, CallRequest(from_trunk(caller), number), at, state)
 
@@ -80,7 +87,7 @@ class Call:
     decision: Decision
     state: LineState = field(default_factory=LineState)
     at: datetime = NOON
-    all_timers: list[Timer] = field(default_factory=list)
+    all_timers: list[RingTimer] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.all_timers.extend(self.decision.timers)
@@ -88,6 +95,12 @@ class Call:
     @property
     def progress(self) -> CallProgress:
         return self.decision.progress
+
+    def ring(self, extension: str) -> RingExtension:
+        """The live extension fork of ``extension``."""
+        fork = self.fork(extension)
+        assert isinstance(fork, RingExtension)
+        return fork
 
     def fork(self, extension_or_number: str) -> Fork:
         for live in self.progress.live:
@@ -118,7 +131,7 @@ class Call:
         return self.send(TimerExpired(timers[0]))
 
 
-def drive(decision: Decision, cfg=ACME, state=None) -> Call:
+def drive(decision: Decision, cfg: ConfigSnapshot = ACME, state: LineState | None = None) -> Call:
     return Call(cfg, decision, state if state is not None else lines(EVERYONE))
 
 
@@ -147,7 +160,9 @@ def test_offline_extension_is_replaced_by_its_offline_forward() -> None:
     ring_1003 = decision.start[1]
     assert isinstance(ring_1003, RingExtension)
     assert ring_1003.hops == 1
-    assert ring_1003.diversions == (Diversion(NUMBER, "1001", "unavailable"),)
+    assert ring_1003.diversions == (
+        Diversion(PhoneNumber(NUMBER), Extension("1001"), "unavailable"),
+    )
     assert "1001 offline -> forward offline to 1003" in decision.trace
 
 
@@ -178,7 +193,9 @@ def test_forward_caller_id_user_presents_the_forwarding_users_number() -> None:
     (out,) = decision.start
     assert isinstance(out, DialOut)
     assert out.caller_id == "0312340000"
-    assert out.diversions == (Diversion("0312340000", "1001", "unavailable"),)
+    assert out.diversions == (
+        Diversion(PhoneNumber("0312340000"), Extension("1001"), "unavailable"),
+    )
 
 
 @pytest.mark.parametrize(
@@ -189,7 +206,9 @@ def test_forward_caller_id_user_presents_the_forwarding_users_number() -> None:
         (["1001"], ["1001"], 480),  # one busy, one offline: a mix
     ],
 )
-def test_targets_without_forwards_end_the_call(busy, registered, final) -> None:
+def test_targets_without_forwards_end_the_call(
+    busy: list[str], registered: list[str], final: int
+) -> None:
     decision = inbound(PLAIN, state=lines(registered, busy=busy))
     assert decision.start == ()
     assert decision.final == final
@@ -211,7 +230,7 @@ def test_busy_at_max_calls_per_user_only() -> None:
 
 def test_extension_is_busy_only_when_all_its_contacts_say_busy() -> None:
     call = drive(inbound(PLAIN, state=lines({"1001": 2, "1002": 1})), PLAIN)
-    first = call.fork("1001")
+    first = call.ring("1001")
     decision = call.send(ContactFailed(first.fork_id, first.contacts[0], 486))
     assert decision.start == ()
     assert decision.final is None
@@ -255,7 +274,10 @@ def test_no_answer_replaces_only_forks_with_a_no_answer_forward() -> None:
     assert decision.cancel == (ForkId("f1"),)
     assert forks(decision) == ("1003",)
     assert "1001 no answer after 20s -> forward no_answer to 1003" in decision.trace
-    assert {live.fork.extension for live in call.progress.live} == {"1002", "1003"}
+    assert {getattr(live.fork, "extension", None) for live in call.progress.live} == {
+        "1002",
+        "1003",
+    }
 
 
 def test_no_answer_forward_to_an_external_number() -> None:
@@ -265,7 +287,7 @@ def test_no_answer_forward_to_an_external_number() -> None:
     assert isinstance(out, DialOut)
     assert out.number == MOBILE
     assert out.caller_id == "09011112222"
-    assert out.diversions == (Diversion(NUMBER, "1001", "no-answer"),)
+    assert out.diversions == (Diversion(PhoneNumber(NUMBER), Extension("1001"), "no-answer"),)
     assert out.record is False  # neither the callee (external) nor the caller is an extension
 
 
@@ -307,7 +329,7 @@ def test_outbound_fork_failure_status_is_passed_on_when_it_is_the_only_branch() 
     decision = inbound(cfg)
     (out,) = decision.start
     assert isinstance(out, DialOut)
-    assert out.diversions == (Diversion(NUMBER, None, "unconditional"),)
+    assert out.diversions == (Diversion(PhoneNumber(NUMBER), None, "unconditional"),)
     call = drive(decision, cfg)
     assert call.send(ForkFailed(out.fork_id, 486)).final == 486
     call = drive(decision, cfg)
@@ -399,7 +421,9 @@ def test_rule_pointing_at_its_own_number_terminates() -> None:
 
 def test_recording_flag_per_fork() -> None:
     decision = inbound()
-    record = {fork.extension: fork.record for fork in decision.start}
+    record = {
+        fork.extension: fork.record for fork in decision.start if isinstance(fork, RingExtension)
+    }
     assert record == {"1001": True, "1002": False}
 
 
@@ -415,7 +439,7 @@ def test_internal_call_forwarded_out_presents_the_callers_public_number() -> Non
     (out,) = decision.start
     assert isinstance(out, DialOut)
     assert out.caller_id == OSAKA  # the calling extension's caller_id, not "1001"
-    assert out.diversions == (Diversion(NUMBER, "1002", "user-busy"),)
+    assert out.diversions == (Diversion(PhoneNumber(NUMBER), Extension("1002"), "user-busy"),)
 
 
 def test_trunk_caller_in_international_form_is_shown_nationally() -> None:
@@ -452,13 +476,22 @@ TABLE = [
     [case[1:] for case in TABLE],
     ids=[case[0] for case in TABLE],
 )
-def test_event_table(registered, busy, script, started, cancelled, final) -> None:
+def test_event_table(
+    registered: Any,
+    busy: list[str],
+    script: list[Any],
+    started: Any,
+    cancelled: Any,
+    final: int | None,
+) -> None:
     state = lines(registered, busy=busy)
     call = drive(inbound(state=state), state=state)
     names = {}
     for live in call.progress.live:
         fork = live.fork
-        names[fork.fork_id] = fork.extension if isinstance(fork, RingExtension) else fork.number
+        names[fork.fork_id] = (
+            fork.extension if isinstance(fork, RingExtension) else getattr(fork, "number", "")
+        )
     for step in script:
         if step[0] == "fail" and step[1].startswith("0"):
             call.send(ForkFailed(call.fork(step[1]).fork_id, step[2]))

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pbx.config.model import WEEKDAYS, CallSettings, DayName, IncomingRule, PhoneNumber
+from pbx.config.model import (
+    WEEKDAYS,
+    CallSettings,
+    ConfigSnapshot,
+    DayName,
+    Extension,
+    IncomingRule,
+    PhoneNumber,
+    TenantId,
+)
 from pbx.routing import (
     CallRequest,
     ContactFailed,
@@ -74,7 +83,9 @@ instants = st.datetimes(
 
 @settings(deadline=None)
 @given(rules=valid_rules(), now=instants, zone=st.sampled_from(ZONES))
-def test_at_most_one_rule_matches_any_instant(rules, now, zone) -> None:
+def test_at_most_one_rule_matches_any_instant(
+    rules: list[IncomingRule], now: datetime, zone: str
+) -> None:
     assert len(rules_in_force(rules, local_time(now, zone))) <= 1
 
 
@@ -83,7 +94,7 @@ def test_at_most_one_rule_matches_any_instant(rules, now, zone) -> None:
     rules=valid_rules(),
     day=st.dates(min_value=datetime(2025, 1, 1).date(), max_value=datetime(2027, 12, 31).date()),
 )
-def test_window_edges_are_inclusive_to_the_second(rules, day) -> None:
+def test_window_edges_are_inclusive_to_the_second(rules: list[IncomingRule], day: date) -> None:
     has_holiday_rules = any("holiday" in rule.days for rule in rules)
     for rule in rules:
         start = datetime.combine(day, rule.start).replace(tzinfo=UTC)
@@ -105,7 +116,7 @@ forward = st.one_of(st.none(), st.sampled_from((*EXTENSIONS, *NUMBERS, *EXTERNAL
 
 
 @st.composite
-def scenarios(draw: st.DrawFn):
+def scenarios(draw: st.DrawFn) -> tuple[ConfigSnapshot, CallRequest, LineState]:
     users = [
         user(
             ext,
@@ -144,7 +155,9 @@ def scenarios(draw: st.DrawFn):
         origin: FromTrunk | FromExtension = FromTrunk("carrier", "0311112222")
         dialled = draw(st.sampled_from(NUMBERS))
     else:
-        origin = FromExtension(tenant="acme", extension=draw(st.sampled_from(EXTENSIONS)))
+        origin = FromExtension(
+            tenant=TenantId("acme"), extension=Extension(draw(st.sampled_from(EXTENSIONS)))
+        )
         dialled = draw(target)
     return cfg, CallRequest(origin, dialled), state
 
@@ -165,7 +178,9 @@ def _check_unique_contacts(decisions: list[Decision]) -> None:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario=scenarios(), data=st.data())
-def test_calls_terminate_and_never_ring_a_contact_twice(scenario, data) -> None:
+def test_calls_terminate_and_never_ring_a_contact_twice(
+    scenario: tuple[ConfigSnapshot, CallRequest, LineState], data: st.DataObject
+) -> None:
     cfg, request, state = scenario
     decision = start_call(cfg, request, NOW, state)
     decisions = [decision]
@@ -205,7 +220,9 @@ def test_calls_terminate_and_never_ring_a_contact_twice(scenario, data) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(scenario=scenarios())
-def test_max_ring_always_ends_an_unanswered_call(scenario) -> None:
+def test_max_ring_always_ends_an_unanswered_call(
+    scenario: tuple[ConfigSnapshot, CallRequest, LineState],
+) -> None:
     cfg, request, state = scenario
     decision = start_call(cfg, request, NOW, state)
     if decision.final is not None:

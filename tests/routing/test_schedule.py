@@ -6,10 +6,12 @@ from datetime import UTC, datetime
 
 import pytest
 
+from pbx.config.model import ConfigSnapshot
 from pbx.errors import LocalProtocolError
 from pbx.routing import (
     CallRequest,
     Decision,
+    LineState,
     PlayAnnouncement,
     TimerKind,
     holiday_name,
@@ -35,7 +37,9 @@ ALL_ONLINE = lines(["1001", "1002", "1003", "1004"])
 USERS = [user("1001"), user("1002"), user("1003"), user("1004")]
 
 
-def call(cfg, at: datetime, number: str = NUMBER, state=ALL_ONLINE) -> Decision:
+def call(
+    cfg: ConfigSnapshot, at: datetime, number: str = NUMBER, state: LineState = ALL_ONLINE
+) -> Decision:
     return start_call(cfg, CallRequest(from_trunk(), number), at, state)
 
 
@@ -59,7 +63,9 @@ MANUAL = snapshot(tenant(users=USERS, incoming=manual_rules()))
         ("2026-11-23 08:00:00", ("1001", "1002"), 1),  # holiday, no holiday rules: weekday rules
     ],
 )
-def test_manual_example_schedule_at_boundary_seconds(at: str, expected, rule_no: int) -> None:
+def test_manual_example_schedule_at_boundary_seconds(
+    at: str, expected: tuple[str, ...], rule_no: int
+) -> None:
     decision = call(MANUAL, tokyo(at))
     assert forks(decision) == expected
     assert decision.final is None
@@ -109,7 +115,7 @@ WEEK = snapshot(
         ("2026-11-16 08:00:00", ("1001", "1002"), None),  # Monday
     ],
 )
-def test_weekdays_against_weekend(at: str, expected, final) -> None:
+def test_weekdays_against_weekend(at: str, expected: tuple[str, ...], final: int | None) -> None:
     decision = call(WEEK, tokyo(at))
     assert forks(decision) == expected
     assert decision.final == final
@@ -151,7 +157,9 @@ def test_calendar_comes_from_the_holidays_package() -> None:
         ("2026-11-23 12:00:00", "0612345678", ("1004",)),  # no holiday rules for this number
     ],
 )
-def test_holiday_rules_take_precedence_per_number(at: str, number: str, expected) -> None:
+def test_holiday_rules_take_precedence_per_number(
+    at: str, number: str, expected: tuple[str, ...]
+) -> None:
     decision = call(HOLIDAYS, tokyo(at), number=number)
     assert forks(decision) == expected
 
@@ -191,7 +199,7 @@ NEW_YORK = snapshot(
         ("2026-07-01T11:59:59", ("009608",), "Wed 07:59:59 America/New_York"),
     ],
 )
-def test_tenant_in_another_time_zone(utc: str, expected, local: str) -> None:
+def test_tenant_in_another_time_zone(utc: str, expected: tuple[str, ...], local: str) -> None:
     at = datetime.fromisoformat(utc).replace(tzinfo=UTC)
     decision = call(NEW_YORK, at)
     assert forks(decision) == expected

@@ -80,7 +80,9 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_simulate_prints_the_forks_the_forwards_and_the_trace(config, capsys) -> None:
+def test_simulate_prints_the_forks_the_forwards_and_the_trace(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = run(
         capsys,
         "--config", str(config), "--number", "0312345678", "--at", "2026-11-20T12:00:00",
@@ -100,7 +102,9 @@ def test_simulate_prints_the_forks_the_forwards_and_the_trace(config, capsys) ->
     assert "after 60s (max ring):" in out
 
 
-def test_simulate_follows_offline_chains_out_to_the_trunk(config, capsys) -> None:
+def test_simulate_follows_offline_chains_out_to_the_trunk(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = run(
         capsys,
         "--config", str(config), "--number", "0312345678", "--at", "2026-11-20T21:30:00",
@@ -120,7 +124,9 @@ def test_simulate_follows_offline_chains_out_to_the_trunk(config, capsys) -> Non
     assert report["if_unanswered"][-1]["final"] == 480
 
 
-def test_simulate_reads_offsets_and_defaults_to_tenant_local_time(config, capsys) -> None:
+def test_simulate_reads_offsets_and_defaults_to_tenant_local_time(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _, naive, _ = run(
         capsys, "--config", str(config), "--number", "0312345678", "--at", "2026-11-20T07:59:59",
         "--json",
@@ -136,7 +142,9 @@ def test_simulate_reads_offsets_and_defaults_to_tenant_local_time(config, capsys
     assert utc_report["forks"][0]["record"] is True
 
 
-def test_simulate_all_busy_without_forward_ends_with_486(config, capsys) -> None:
+def test_simulate_all_busy_without_forward_ends_with_486(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _, out, _ = run(
         capsys,
         "--config", str(config), "--number", "0312345678", "--at", "2026-11-20T21:00:00",
@@ -145,7 +153,7 @@ def test_simulate_all_busy_without_forward_ends_with_486(config, capsys) -> None
     assert "final response: 486" in out
 
 
-def test_simulate_rejects_a_bad_instant(config, capsys) -> None:
+def test_simulate_rejects_a_bad_instant(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(
         capsys, "--config", str(config), "--number", "0312345678", "--at", "friday noon"
     )
@@ -153,7 +161,9 @@ def test_simulate_rejects_a_bad_instant(config, capsys) -> None:
     assert "not an ISO-8601 date-time" in err
 
 
-def test_simulate_reports_an_invalid_configuration(tmp_path, capsys) -> None:
+def test_simulate_reports_an_invalid_configuration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     shutil.copy(REPO / "config" / "pbx.toml", tmp_path / "pbx.toml")
     (tmp_path / "tenants").mkdir()
     (tmp_path / "tenants" / "acme.toml").write_text("[tenant]\n", encoding="utf-8")
@@ -165,7 +175,7 @@ def test_simulate_reports_an_invalid_configuration(tmp_path, capsys) -> None:
     assert "configuration is invalid" in err
 
 
-def test_simulate_the_shipped_demo_configuration(capsys) -> None:
+def test_simulate_the_shipped_demo_configuration(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(
         capsys, "--config", str(REPO / "config" / "pbx.toml"), "--number", "0312345678",
         "--at", "2026-11-20T12:00:00", "--offline", "1001", "1003",

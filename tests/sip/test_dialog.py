@@ -14,7 +14,6 @@ from pbx.sip.dialog import (
     DialogId,
     DialogRole,
     DialogState,
-    DialogTable,
     OutgoingInvite,
     RetransmitState,
     TwoXxAcknowledged,
@@ -683,56 +682,11 @@ def test_request_of_another_dialog_is_a_bug() -> None:
         dialog.receive_request(stray)
 
 
-# ---------------------------------------------------------------------------------------------
-# DialogTable
-
-
-def test_table_matches_requests_and_responses_by_id() -> None:
-    table = DialogTable()
-    a_leg, invite = uas_dialog()
-    b_leg, _ = confirmed_uac()
-    table.add(a_leg)
-    table.add(b_leg)
-    assert len(table) == 2
-    # From the phone on leg A: To tag ours, From tag theirs.
-    assert table.match_request(phone_request(a_leg, "BYE", 102)) is a_leg
-    # From the carrier on leg B.
-    assert table.match_request(phone_request(b_leg, "BYE", 1)) is b_leg
-    # A response to our BYE on leg B: From tag ours, To tag theirs.
-    bye = b_leg.new_request("BYE")
-    assert table.match_response(answer(bye, 200, to_tag=None)) is b_leg
-    # No To tag: not in a dialog. Unknown tag: 481 territory.
-    assert table.match_request(invite) is None
-    assert (
-        table.match_request(
-            replace(phone_request(a_leg, "BYE", 103), from_=addr("<sip:x@y>;tag=zz"))
-        )
-        is None
-    )
-    table.remove(a_leg)
-    assert a_leg not in table
-    assert b_leg in table
-    assert list(table) == [b_leg]
-    table.remove(a_leg)  # absent: no error
-
-
-def test_table_refuses_a_second_dialog_with_the_same_id() -> None:
-    table = DialogTable()
-    one, _ = uas_dialog()
-    two, _ = uas_dialog()
-    table.add(one)
-    table.add(one)
-    with pytest.raises(LocalProtocolError):
-        table.add(two)
-
-
 def test_rfc2543_peer_without_from_tag_has_null_remote_tag() -> None:
     invite = replace(incoming_invite(), from_=addr("<sip:101@acme.example>"))
     dialog = Dialog.from_invite_as_uas(invite, "ours", OUR_CONTACT)
     assert dialog.id.remote_tag == ""
-    table = DialogTable()
-    table.add(dialog)
-    assert table.match_request(phone_request(dialog, "BYE", 102)) is dialog
+    assert DialogId.of_request(phone_request(dialog, "BYE", 102)) == dialog.id
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,7 @@ def deterministic_bytes(n: int) -> bytes:
     return next(_counter).to_bytes(n, "big")
 
 
-def make_auth(**kwargs) -> DigestAuthenticator:
+def make_auth(**kwargs: Any) -> DigestAuthenticator:
     return DigestAuthenticator(SECRET, random_bytes=deterministic_bytes, **kwargs)
 
 

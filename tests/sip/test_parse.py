@@ -61,8 +61,8 @@ def invite(*extra: str, body: bytes = SDP, length: bool = True) -> bytes:
     return msg(*lines, body=body)
 
 
-def parse_request(data: bytes, **kwargs: bool) -> SipRequest:
-    parsed = parse_message(data, **kwargs)
+def parse_request(data: bytes, *, stream: bool = False) -> SipRequest:
+    parsed = parse_message(data, stream=stream)
     assert isinstance(parsed, SipRequest)
     return parsed
 

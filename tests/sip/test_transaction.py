@@ -33,12 +33,12 @@ from pbx.sip.transaction import (
     ResponseReceived,
     Rfc2543ServerKey,
     SipTimers,
-    Timer,
     Transaction,
     TransactionState,
     TransactionTable,
     TransactionTerminated,
     TransactionTimedOut,
+    TransactionTimer,
     TransportFailed,
     TxEvent,
     UnmatchedResponseReceived,
@@ -188,17 +188,17 @@ def statuses(messages: list[SipMessage]) -> list[int | str]:
 
 def test_timers_derive_from_t1_t2_t4_and_the_transport() -> None:
     timers = SipTimers(t1=1.0, t2=8.0, t4=10.0)
-    assert timers.duration(Timer.A, reliable=False) == 1.0
-    assert timers.duration(Timer.A, reliable=True) is None
-    assert timers.duration(Timer.B, reliable=True) == 64.0
-    assert timers.duration(Timer.D, reliable=False) == 64.0  # max(32, 64*T1)
-    assert SipTimers().duration(Timer.D, reliable=False) == 32.0
-    assert timers.duration(Timer.D, reliable=True) == 0.0
-    assert timers.duration(Timer.I, reliable=False) == 10.0
-    assert timers.duration(Timer.J, reliable=False) == 64.0
-    assert timers.duration(Timer.K, reliable=True) == 0.0
-    assert timers.duration(Timer.L, reliable=True) == 64.0
-    assert timers.duration(Timer.M, reliable=False) == 64.0
+    assert timers.duration(TransactionTimer.A, reliable=False) == 1.0
+    assert timers.duration(TransactionTimer.A, reliable=True) is None
+    assert timers.duration(TransactionTimer.B, reliable=True) == 64.0
+    assert timers.duration(TransactionTimer.D, reliable=False) == 64.0  # max(32, 64*T1)
+    assert SipTimers().duration(TransactionTimer.D, reliable=False) == 32.0
+    assert timers.duration(TransactionTimer.D, reliable=True) == 0.0
+    assert timers.duration(TransactionTimer.I, reliable=False) == 10.0
+    assert timers.duration(TransactionTimer.J, reliable=False) == 64.0
+    assert timers.duration(TransactionTimer.K, reliable=True) == 0.0
+    assert timers.duration(TransactionTimer.L, reliable=True) == 64.0
+    assert timers.duration(TransactionTimer.M, reliable=False) == 64.0
 
 
 def test_timers_refuse_nonsense() -> None:
@@ -225,7 +225,7 @@ def test_invite_client_sends_invite_and_retransmits_on_timer_a_doubling_until_ti
         (32.0, []),
     ]
     assert events_of(tx) == [
-        TransactionTimedOut(tx.key, Timer.B),
+        TransactionTimedOut(tx.key, TransactionTimer.B),
         TransactionTerminated(tx.key),
     ]
     assert tx.terminated
@@ -301,7 +301,7 @@ def test_invite_client_over_tcp_times_out_on_timer_b() -> None:
     tx = InviteClientTransaction(make_request(transport="TCP"), PBX, 0.0, reliable=True)
     sent(tx)
     assert [(t, m) for t, m in fire_until(tx, 100.0)] == [(32.0, [])]
-    assert TransactionTimedOut(tx.key, Timer.B) in events_of(tx)
+    assert TransactionTimedOut(tx.key, TransactionTimer.B) in events_of(tx)
 
 
 def test_invite_client_passes_every_2xx_up_in_accepted_until_timer_m() -> None:
@@ -348,7 +348,10 @@ def test_non_invite_client_retransmits_on_timer_e_capped_at_t2_until_timer_f() -
     retransmit_times = [t for t, m in firings if m]
     assert retransmit_times == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
     assert firings[-1] == (32.0, [])
-    assert events_of(tx) == [TransactionTimedOut(tx.key, Timer.F), TransactionTerminated(tx.key)]
+    assert events_of(tx) == [
+        TransactionTimedOut(tx.key, TransactionTimer.F),
+        TransactionTerminated(tx.key),
+    ]
 
 
 def test_non_invite_client_retransmits_every_t2_in_proceeding() -> None:
@@ -451,7 +454,10 @@ def test_invite_server_times_out_on_timer_h_without_ack() -> None:
     tx.respond(build_response(invite, 480, to_tag="srv"), 0.0)
     events_of(tx)
     fire_until(tx, 100.0)
-    assert events_of(tx) == [TransactionTimedOut(tx.key, Timer.H), TransactionTerminated(tx.key)]
+    assert events_of(tx) == [
+        TransactionTimedOut(tx.key, TransactionTimer.H),
+        TransactionTerminated(tx.key),
+    ]
 
 
 def test_invite_server_resends_final_on_retransmitted_invite_in_completed() -> None:
@@ -838,7 +844,7 @@ def test_table_drives_retransmissions_and_timeouts_through_next_deadline() -> No
         if table.messages_to_send():
             instants.append(now)
     assert instants == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
-    assert events == [TransactionTimedOut(key, Timer.F), TransactionTerminated(key)]
+    assert events == [TransactionTimedOut(key, TransactionTimer.F), TransactionTerminated(key)]
     assert len(table) == 0
 
 
@@ -940,7 +946,10 @@ def test_late_timer_call_fires_every_overdue_timer_in_order() -> None:
     sent(tx)
     tx.handle_timer(40.0)  # the adapter slept through A and B: B still ends it
     assert statuses(sent(tx)) == ["INVITE"]  # A fired once, then B
-    assert events_of(tx) == [TransactionTimedOut(tx.key, Timer.B), TransactionTerminated(tx.key)]
+    assert events_of(tx) == [
+        TransactionTimedOut(tx.key, TransactionTimer.B),
+        TransactionTerminated(tx.key),
+    ]
 
 
 def test_invite_client_absorbs_2xx_and_1xx_after_a_non2xx_final() -> None:

@@ -1,0 +1,162 @@
+"""SDP re-anchoring for a relayed call: every offer and answer that crosses the B2BUA is
+rewritten to the relay's address and the port of the leg it goes to (RFC 3264 sections 5-8).
+
+Pure: SDP bodies in, rewritten bodies out, with the stream the relay must now send to
+(``Remote``). One ``MediaAnchor`` per call holds what the rewriting needs: our media address,
+the relay's port on each side, the o= line we present to each side (its version goes up with
+every new description we send that side, RFC 3264 section 8), the caller's initial offer, and a
+mid-call offer waiting for its answer. An unreadable body gives None; the caller of these
+methods decides what that means (a provisional without SDP, a failed call).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pbx.errors import RemoteProtocolError
+from pbx.media.g711 import Codec
+from pbx.media.latch import Side
+from pbx.media.sdp import (
+    AudioStream,
+    Origin,
+    SessionDescription,
+    answer_sdp,
+    audio_stream,
+    build_sdp,
+    make_origin,
+    parse_sdp,
+    rewrite_sdp,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Remote:
+    """Where the relay's ``side`` must now send: the stream that side's party declared."""
+
+    side: Side
+    stream: AudioStream
+
+
+@dataclass(frozen=True, slots=True)
+class Anchored:
+    """A description rewritten for the leg it goes to, and the remote it declared (if any)."""
+
+    body: bytes
+    remote: Remote | None
+
+
+@dataclass(frozen=True, slots=True)
+class PromptAnswer:
+    """Our own answer to the caller's offer (the PBX answers, e.g. an announcement)."""
+
+    body: bytes
+    codec: Codec
+
+
+class MediaAnchor:
+    """The rewriting state of one call's media (see the module docstring)."""
+
+    __slots__ = ("caller_offer", "host", "origins", "pending_offer", "ports")
+
+    def __init__(
+        self,
+        caller_offer: SessionDescription,
+        host: str,
+        a_port: int,
+        b_port: int,
+        session_id: int,
+    ) -> None:
+        self.caller_offer = caller_offer
+        self.host = host
+        self.ports = {Side.A: a_port, Side.B: b_port}
+        self.origins = {
+            Side.A: make_origin(session_id, host),
+            Side.B: make_origin(session_id + 1, host),
+        }
+        self.pending_offer: SessionDescription | None = None
+
+    def offer_to_callee(self) -> bytes:
+        """The caller's offer as every B leg gets it (our address, the B port)."""
+        return build_sdp(
+            rewrite_sdp(
+                self.caller_offer,
+                address=self.host,
+                port=self.ports[Side.B],
+                origin=self.origins[Side.B],
+            )
+        )
+
+    def answer_to_caller(self, body: bytes) -> Anchored | None:
+        """A callee's answer (in a 183 or the 2xx) to the caller's offer, for the caller."""
+        answer = _parse(body)
+        if answer is None:
+            return None
+        rewritten = rewrite_sdp(
+            answer,
+            address=self.host,
+            port=self.ports[Side.A],
+            origin=self.origins[Side.A],
+            offer=self.caller_offer,
+        )
+        return Anchored(build_sdp(rewritten), _remote(Side.B, answer))
+
+    def offer_across(self, from_side: Side, body: bytes) -> Anchored | None:
+        """A mid-call offer (re-INVITE, UPDATE) from ``from_side`` for the other side."""
+        offer = _parse(body)
+        if offer is None:
+            return None
+        to = from_side.other
+        rewritten = rewrite_sdp(
+            offer, address=self.host, port=self.ports[to], origin=self._bump(to)
+        )
+        self.pending_offer = offer
+        return Anchored(build_sdp(rewritten), _remote(from_side, offer))
+
+    def answer_across(self, to_side: Side, body: bytes) -> Anchored | None:
+        """The answer to a mid-call offer, for ``to_side`` (the side that offered)."""
+        offer = self.pending_offer
+        if offer is None:
+            return None
+        answer = _parse(body)
+        if answer is None:
+            return None
+        rewritten = rewrite_sdp(
+            answer,
+            address=self.host,
+            port=self.ports[to_side],
+            origin=self._bump(to_side),
+            offer=offer,
+        )
+        return Anchored(build_sdp(rewritten), _remote(to_side.other, answer))
+
+    def answer_ourselves(self) -> PromptAnswer | None:
+        """Our answer to the caller's offer with one G.711 codec; None if none is acceptable."""
+        answer = answer_sdp(
+            self.caller_offer,
+            address=self.host,
+            port=self.ports[Side.A],
+            origin=self.origins[Side.A],
+        )
+        stream = audio_stream(answer)
+        codec = stream.codec if stream is not None else None
+        if codec is None:
+            return None
+        return PromptAnswer(build_sdp(answer), codec)
+
+    def _bump(self, side: Side) -> Origin:
+        origin = self.origins[side] = self.origins[side].next_version()
+        return origin
+
+
+def _parse(body: bytes) -> SessionDescription | None:
+    if not body:
+        return None
+    try:
+        return parse_sdp(body)
+    except RemoteProtocolError:
+        return None
+
+
+def _remote(side: Side, description: SessionDescription) -> Remote | None:
+    stream = audio_stream(description)
+    return Remote(side, stream) if stream is not None else None

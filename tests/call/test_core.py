@@ -1,0 +1,557 @@
+"""The call core on fake time: every flow the integration tests drive, plus the races.
+
+Each test joins the core to a caller and its callees in memory (``CallBench``); routing is the
+real routing core over a ``LineState``, so forwarding is what production does.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pbx.call.core import (
+    AskRouting,
+    CallEnded,
+    CallerCancelled,
+    CallState,
+    CloseMedia,
+    HoldLine,
+    LegState,
+    MediaFailed,
+    MediaInactive,
+    OpenMedia,
+    PlayPrompt,
+    PromptFinished,
+    RecordingFailed,
+    Respond,
+    RestartSilence,
+    SetRemote,
+    ShutdownRequested,
+    StartRecording,
+    TrackDialog,
+    WriteRecord,
+)
+from pbx.config.model import CallSettings, Extension, TenantId
+from pbx.media.latch import Side
+from pbx.media.sdp import parse_sdp
+from pbx.routing.model import FromExtension
+from pbx.sip.transaction import TransportFailed, client_transaction_key
+from tests.call.bench import SDP_OFFER, CallBench, invite, sdp, sent, stateless
+from tests.routing.builders import NUMBER, from_trunk, rule, snapshot, tenant, user
+
+ACME = tenant(
+    users=[
+        user("1001", busy="1002", offline="1003", no_answer="09012345678", recording=True),
+        user("1002"),
+        user("1003"),
+        user("1004", caller_id=None),
+    ],
+    incoming=[rule(1, "1001,1002", "8:00", "19:59"), rule(2, "009608", "20:00", "23:59")],
+)
+SNAPSHOT = snapshot(ACME, calls=CallSettings(max_ring_seconds=60))
+
+
+def bench(*, body: bytes = b"", at: str = "2026-11-27 10:00:00", **kw: object) -> CallBench:
+    return CallBench(SNAPSHOT, invite(NUMBER, body=body), from_trunk(), at=at, **kw)  # type: ignore[arg-type]
+
+
+def internal(dialled: str, **kw: object) -> CallBench:
+    origin = FromExtension(TenantId("acme"), Extension("1004"))
+    return CallBench(SNAPSHOT, invite(dialled, caller="1004"), origin, **kw)  # type: ignore[arg-type]
+
+
+def disposition(b: CallBench) -> str:
+    (ended,) = [a for a in b.actions if isinstance(a, CallEnded)]
+    return ended.disposition
+
+
+# -- forking and the first answer -----------------------------------------------------------------
+
+
+def test_a_number_rings_every_contact_and_the_first_answer_wins() -> None:
+    b = bench(registered={"1001": 2, "1002": 1})
+    out = b.start()
+    assert [r.request.uri.user for r in sent(out, "INVITE")] == ["1001", "1001", "1002"]  # type: ignore[union-attr]
+    assert isinstance(out[0], TrackDialog)
+    assert isinstance(out[1], WriteRecord)
+    assert out[1].opened
+    b.answer("1001", 180)
+    b.answer("1001", 180, index=1)
+    assert b.to_caller() == [180]  # one ringing to the caller, however many ring
+    out = b.answer("1002", 200)
+    assert b.to_caller(out) == [200]
+    assert [c.request.uri.user for c in sent(out, "CANCEL")] == ["1001", "1001"]  # type: ignore[union-attr]
+    assert len(stateless(out, "ACK")) == 1
+    assert b.core.state is CallState.ANSWERED
+    assert b.core.answered_by == "1002"
+    # The cancelled legs' 487s are absorbed: no new routing question, nothing to the caller.
+    out = b.answer("1001", 487) + b.answer("1001", 487, index=1)
+    assert not [a for a in out if isinstance(a, AskRouting | Respond)]
+
+
+def test_a_leg_with_nothing_back_is_cancelled_at_its_first_provisional_response() -> None:
+    b = bench(registered={"1001": 1, "1002": 1})
+    b.start()
+    out = b.answer("1002", 200)
+    assert sent(out, "CANCEL") == []  # 1001 has sent nothing yet (RFC 3261 9.1)
+    out = b.answer("1001", 100)
+    assert len(sent(out, "CANCEL")) == 1
+    out = b.answer("1001", 180)
+    assert sent(out, "CANCEL") == []  # once is enough
+
+
+def test_early_media_183_is_relayed_once_with_the_relays_address() -> None:
+    b = bench(registered={"1001": 1, "1002": 1}, body=SDP_OFFER)
+    out = b.start()
+    assert isinstance(out[2], OpenMedia)
+    offered = parse_sdp(sent(out, "INVITE")[0].request.body)
+    assert offered.connection is not None
+    assert offered.connection.address == "203.0.113.1"
+    assert offered.media[0].port == 20002
+    out = b.answer("1001", 183, body=sdp("192.0.2.50", 6000))
+    (early,) = [a.response for a in out if isinstance(a, Respond)]
+    assert early.status == 183
+    assert parse_sdp(early.body).media[0].port == 20000
+    (remote,) = [a for a in out if isinstance(a, SetRemote)]
+    assert (remote.side, remote.stream.port) == (Side.B, 6000)
+    assert b.to_caller(b.answer("1002", 183, body=sdp("192.0.2.51", 6002))) == []
+    assert b.to_caller(b.answer("1002", 180)) == []  # the caller already rings
+
+
+def test_an_unreadable_early_answer_goes_to_the_caller_without_sdp() -> None:
+    b = bench(registered={"1001": 1}, body=SDP_OFFER)
+    b.start()
+    out = b.answer("1001", 183, body=b"garbage")
+    (early,) = [a.response for a in out if isinstance(a, Respond)]
+    assert (early.status, early.body) == (183, b"")
+
+
+# -- the caller gives up; races with answers ------------------------------------------------------
+
+
+def test_caller_cancel_cancels_every_fork_and_gets_487() -> None:
+    b = bench(registered={"1001": 1, "1002": 1})
+    b.start()
+    b.answer("1001", 180)
+    out = b.run(CallerCancelled())
+    assert len(sent(out, "CANCEL")) == 1  # 1002 is cancelled at its first 1xx
+    assert b.to_caller(out) == [487]
+    assert disposition(b) == "cancelled"
+    assert len(sent(b.answer("1002", 180), "CANCEL")) == 1
+    assert b.core.record().trace[-1] == "the caller cancelled"
+
+
+def test_cancel_crossing_the_200_acks_and_hangs_up_the_late_answer() -> None:
+    b = bench(registered={"1001": 1})
+    b.start()
+    b.answer("1001", 180)
+    b.run(CallerCancelled())
+    out = b.answer("1001", 200)  # the 200 crossed our CANCEL
+    assert len(stateless(out, "ACK")) == 1
+    assert len(sent(out, "BYE")) == 1
+    assert b.to_caller(out) == []
+    assert b.leg("1001").state is LegState.ENDED
+
+
+def test_a_fork_answering_after_the_caller_cancelled_gets_ack_and_bye() -> None:
+    b = bench(registered={"1001": 1, "1002": 1})
+    b.start()
+    b.run(CallerCancelled())
+    out = b.answer("1002", 200)
+    assert (len(stateless(out, "ACK")), len(sent(out, "BYE"))) == (1, 1)
+    assert b.to_caller(out) == []
+
+
+def test_two_forks_answering_together_the_second_gets_ack_then_bye() -> None:
+    b = bench(registered={"1001": 1, "1002": 1})
+    b.start()
+    first = b.answer("1001", 200)
+    second = b.answer("1002", 200)
+    assert b.to_caller(first) == [200]
+    assert b.to_caller(second) == []
+    assert [a.request.method for a in sent(second, "BYE")] == ["BYE"]
+    assert len(stateless(second, "ACK")) == 1
+    assert b.core.answered_by == "1001"
+
+
+def test_a_retransmitted_2xx_is_acked_again() -> None:
+    b = bench(registered={"1001": 1})
+    b.start()
+    b.answer("1001", 200)
+    out = b.answer("1001", 200)
+    assert len(stateless(out, "ACK")) == 1
+    assert b.to_caller(out) == []
+
+
+def test_caller_bye_while_ringing_is_taken_as_a_cancel() -> None:
+    b = bench(registered={"1001": 1})
+    b.start()
+    b.answer("1001", 180)
+    out = b.caller_request("BYE")
+    assert [a.response.status for a in out if isinstance(a, Respond)] == [200, 487]
+    assert disposition(b) == "cancelled"
+
+
+def test_bye_before_ack_ends_the_call_and_stops_the_retransmissions() -> None:
+    b = bench(registered={"1001": 1})
+    b.start()
+    b.answer("1001", 200)
+    out = b.caller_request("BYE")
+    assert [a.response.status for a in out if isinstance(a, Respond)] == [200]
+    assert len(sent(out, "BYE")) == 1  # to the callee only
+    assert b.core.get_timer() is None
+    assert disposition(b) == "answered"
+
+
+# -- 2xx retransmission and ACKs (RFC 3261 13.3.1.4) ----------------------------------------------
+
+
+def test_the_2xx_is_retransmitted_until_the_callers_ack() -> None:
+    b = bench(registered={"1001": 1})
+    b.start()
+    b.answer("1001", 200)
+    out = b.advance(0.5) + b.advance(1.0)
+    assert len(stateless(out, 200)) == 2  # at T1 and 2*T1
+    b.caller_ack()
+    assert b.core.get_timer() is None
+    assert stateless(b.advance(10.0), 200) == []
+
+
+def test_an_ack_with_a_foreign_to_tag_still_stops_the_retransmissions() -> None:
+    b = bench(registered={"1001": 1})
+    b.start()
+    b.answer("1001", 200)
+    b.caller_ack(to_tag="made-up-by-pyvoip")
+    assert b.core.get_timer() is None
+
+
+def test_a_caller_that_never_acks_gets_bye_on_both_legs_after_64_t1() -> None:
+    b = bench(registered={"1001": 1})
+    b.start()
+    b.answer("1001", 200)
+    out = b.advance(32.0)
+    assert len(sent(out, "BYE")) == 2
+    assert disposition(b) == "failed"
+    assert b.core.record().trace[-1] == "no ACK for the 2xx: hang up both legs"
+
+
+def test_late_offer_the_callees_ack_waits_for_the_callers_answer() -> None:
+    b = bench(registered={"1001": 1})  # INVITE without SDP
+    b.start()
+    out = b.answer("1001", 200, body=sdp("192.0.2.50", 6000))
+    assert stateless(out, "ACK") == []
+    answer = sdp("192.0.2.1", 4000)
+    (ack,) = stateless(b.caller_ack(body=answer), "ACK")
+    assert ack.message.body == answer
+    assert b.core.pending_b_ack is None
+    assert stateless(b.answer("1001", 200, body=sdp("192.0.2.50", 6000)), "ACK") != []
+
+
+def test_a_retransmitted_late_offer_2xx_waits_for_the_callers_ack_too() -> None:
+    b = bench(registered={"1001": 1})
+    b.start()
+    b.answer("1001", 200, body=sdp("192.0.2.50", 6000))
+    assert stateless(b.answer("1001", 200, body=sdp("192.0.2.50", 6000)), "ACK") == []
+
+
+# -- forwarding (the routing core decides; the core carries it out) -------------------------------
+
+
+def test_busy_extension_is_forwarded_to_its_busy_destination() -> None:
+    b = internal("1001", registered={"1001": 1, "1002": 1}, busy=("1001",))
+    out = b.start()
+    assert [r.request.uri.user for r in sent(out, "INVITE")] == ["1002"]  # type: ignore[union-attr]
+    (diversion,) = sent(out, "INVITE")[0].request.header_values("Diversion")
+    assert "reason=user-busy" in diversion
+    assert b.core.forwarding == [{"from": "1001", "reason": "user-busy", "to": "1002"}]
+
+
+def test_offline_extension_is_forwarded_to_its_offline_destination() -> None:
+    b = internal("1001", registered={"1003": 1})
+    out = b.start()
+    assert [r.request.uri.user for r in sent(out, "INVITE")] == ["1003"]  # type: ignore[union-attr]
+
+
+def test_a_rejected_contact_ends_its_fork_and_routing_answers_the_caller() -> None:
+    b = internal("1002", registered={"1002": 1})
+    b.start()
+    out = b.answer("1002", 486)
+    assert b.to_caller(out) == [486]
+    assert disposition(b) == "busy"
+
+
+@pytest.mark.parametrize(("event", "status"), [("timeout", 408), ("transport", 503)])
+def test_a_leg_that_never_answers_or_cannot_be_reached_fails_its_fork(
+    event: str, status: int
+) -> None:
+    b = internal("1002", registered={"1002": 1})
+    b.start()
+    if event == "timeout":
+        out = b.time_out("1002")
+    else:
+        leg = b.leg("1002")
+        key = client_transaction_key(leg.invite.request)
+        from pbx.call.core import TransactionEvent
+
+        out = b.run(TransactionEvent(leg.ref, TransportFailed(key)))
+    (ask,) = [a for a in out if isinstance(a, AskRouting)]
+    assert getattr(ask.event, "status", None) == status
+
+
+def test_unanswered_extension_is_forwarded_out_after_20_seconds() -> None:
+    b = internal("1001", registered={"1001": 1})
+    b.start()
+    assert b.advance(19.9) == []
+    out = b.advance(0.2)
+    assert len(sent(out, "CANCEL")) == 0  # 1001 has sent nothing: cancelled at its first 1xx
+    (dial_out,) = sent(out, "INVITE")
+    assert dial_out.request.uri.user == "09012345678"  # type: ignore[union-attr]
+    assert dial_out.peer.address == ("127.0.0.2", 5080)
+    assert dial_out.request.header("P-Asserted-Identity") is not None
+
+
+def test_max_ring_seconds_ends_an_unanswered_call_with_480_as_no_answer() -> None:
+    snap = snapshot(ACME, calls=CallSettings(max_ring_seconds=5, no_answer_seconds=20))
+    b = CallBench(
+        snap,
+        invite("1002", caller="1004"),
+        FromExtension(TenantId("acme"), Extension("1004")),
+        registered={"1002": 1},
+    )
+    b.start()
+    out = b.advance(5.0)
+    assert b.to_caller(out) == [480]
+    assert disposition(b) == "no_answer"
+
+
+def test_an_outbound_call_presents_the_callers_number_through_the_trunk() -> None:
+    b = internal("0312349999")
+    (out,) = sent(b.start(), "INVITE")
+    assert out.peer.address == ("127.0.0.2", 5080)
+    assert out.request.header("P-Asserted-Identity") == "<sip:0312345678@203.0.113.1>"
+
+
+def test_an_international_call_is_refused_403_while_barred() -> None:
+    b = internal("010441234567")
+    assert b.to_caller(b.start()) == [403]
+
+
+def test_a_contact_the_decision_cannot_reach_fails_with_480() -> None:
+    b = internal("1002", registered={"1002": 1})
+
+    def no_reach(ask: AskRouting) -> object:
+        decided = CallBench._decide(b, ask)
+        return type(decided)(decided.decision, {})
+
+    b._decide = no_reach  # type: ignore[method-assign,assignment]
+    out = b.start()
+    assert sent(out, "INVITE") == []
+    assert b.to_caller(out) == [480]
+
+
+# -- in-dialog requests (RFC 3261 12.2, 14.1) -----------------------------------------------------
+
+
+def answered(body: bytes = SDP_OFFER) -> CallBench:
+    b = bench(registered={"1001": 1}, body=body)
+    b.start()
+    b.answer("1001", 200, body=sdp("192.0.2.50", 6000) if body else b"")
+    b.caller_ack()
+    return b
+
+
+@pytest.mark.parametrize("method", ["INFO", "UPDATE", "INVITE"])
+def test_in_dialog_requests_are_relayed_with_sdp_on_the_relay(method: str) -> None:
+    b = answered()
+    out = b.caller_request(method, body=sdp("192.0.2.1", 4100, "a=sendonly"))
+    (relayed,) = sent(out, method)
+    assert relayed.peer.address == ("192.0.2.50", 5060)
+    if method != "INFO":
+        assert parse_sdp(relayed.request.body).media[0].port == 20002
+        assert [a.side for a in out if isinstance(a, SetRemote)] == [Side.A]
+    # The callee answers; the answer goes back to the caller, re-anchored.
+    leg = b.core.winner
+    assert leg is not None
+    from pbx.call.core import TransactionEvent
+    from pbx.sip.build import build_response
+    from pbx.sip.transaction import ResponseReceived
+
+    resp = build_response(
+        relayed.request,
+        200,
+        body=sdp("192.0.2.50", 6100),
+        headers=(("Content-Type", "application/sdp"),),
+    )
+    ref = relayed.ref
+    assert ref is not None
+    out = b.run(
+        TransactionEvent(ref, ResponseReceived(client_transaction_key(relayed.request), resp))
+    )
+    (back,) = [a.response for a in out if isinstance(a, Respond)]
+    assert back.status == 200
+    if method != "INFO":
+        assert parse_sdp(back.body).media[0].port == 20000
+    if method == "INVITE":
+        assert len(stateless(out, "ACK")) == 1  # we ACK the callee's 2xx ourselves
+        assert b.core.get_timer() is not None  # and retransmit ours until the caller ACKs
+
+
+def test_callee_bye_hangs_up_the_caller() -> None:
+    b = answered()
+    out = b.callee_request("BYE")
+    assert [a.response.status for a in out if isinstance(a, Respond)] == [200]
+    (bye,) = sent(out, "BYE")
+    assert bye.peer.address == ("192.0.2.1", 5060)
+    assert bye.bye  # the shutdown waits for it
+    assert any(isinstance(a, CloseMedia) for a in out)
+    assert b.core.record().trace[-1] == "1001 hung up"
+
+
+def test_reinvite_glare_gets_491() -> None:
+    b = answered()
+    b.callee_request("INVITE", body=sdp("192.0.2.50", 6200))  # relayed to the caller, pending
+    out = b.caller_request("INVITE", body=sdp("192.0.2.1", 4200), cseq=3)
+    assert [a.response.status for a in out if isinstance(a, Respond)] == [491]
+
+
+def test_a_relayed_request_that_times_out_gets_408() -> None:
+    b = answered()
+    (relayed,) = sent(b.caller_request("INFO"), "INFO")
+    from pbx.call.core import TransactionEvent
+    from pbx.sip.transaction import TransactionTimedOut, TransactionTimer
+
+    assert relayed.ref is not None
+    key = client_transaction_key(relayed.request)
+    out = b.run(TransactionEvent(relayed.ref, TransactionTimedOut(key, TransactionTimer.F)))
+    assert [a.response.status for a in out if isinstance(a, Respond)] == [408]
+
+
+def test_a_request_for_a_losing_legs_dialog_gets_481() -> None:
+    b = answered()
+    from pbx.call.core import DialogRequestReceived
+    from pbx.sip.transaction import server_transaction_key
+    from tests.call.bench import _in_dialog
+
+    req = _in_dialog("INFO", "nope", "x", "y", "192.0.2.9:5060", 1, b"")
+    out = b.run(DialogRequestReceived(server_transaction_key(req, ("192.0.2.9", 5060)), req))
+    assert [a.response.status for a in out if isinstance(a, Respond)] == [481]
+
+
+# -- media ----------------------------------------------------------------------------------------
+
+
+def test_an_unreadable_offer_gets_400_and_one_without_g711_488() -> None:
+    b = bench(body=b"garbage")
+    assert b.to_caller(b.start()) == [400]
+    no_audio = SDP_OFFER.replace(b"RTP/AVP 0 8 101", b"RTP/AVP 9").replace(b"a=rtpmap:0", b"a=x:0")
+    b = bench(body=no_audio)
+    assert b.to_caller(b.start()) == [488]
+
+
+def test_no_media_ports_gets_503() -> None:
+    b = bench(body=SDP_OFFER, media=False)
+    b.start()
+    out = b.run(MediaFailed("no free RTP port pair"))
+    assert b.to_caller(out) == [503]
+    assert not any(isinstance(a, CloseMedia) for a in out)  # nothing was opened
+
+
+def test_the_recording_user_answering_starts_the_recorder() -> None:
+    b = internal("1001", registered={"1001": 1})
+    b.request = invite("1001", caller="1004", body=SDP_OFFER)
+    b.__post_init__()
+    b.start()
+    out = b.answer("1001", 200, body=sdp("192.0.2.50", 6000))
+    (rec,) = [a for a in out if isinstance(a, StartRecording)]
+    assert rec.path.endswith("recordings/c0ffee.wav")
+    assert b.core.record().recording_path == rec.path
+    b.run(RecordingFailed())
+    assert b.core.record().recording_path is None
+
+
+def test_silence_while_ringing_is_measured_again_from_the_answer() -> None:
+    b = bench(registered={"1001": 1}, body=SDP_OFFER)
+    b.start()
+    assert b.run(MediaInactive(Side.A)) == []  # ringing: normal
+    out = b.answer("1001", 200, body=sdp("192.0.2.50", 6000))
+    assert [a.side for a in out if isinstance(a, RestartSilence)] == [Side.A]
+    b.caller_ack()
+    out = b.run(MediaInactive(Side.B))
+    assert len(sent(out, "BYE")) == 2
+    assert b.core.record().trace[-1] == "no RTP from the callee for 60s: hang up"
+
+
+def test_after_hours_the_announcement_is_answered_played_and_hung_up() -> None:
+    b = bench(body=SDP_OFFER, at="2026-11-27 21:00:00")
+    out = b.start()
+    assert b.to_caller(out) == [200]
+    (play,) = [a for a in out if isinstance(a, PlayPrompt)]
+    assert play.prompt == "009608"
+    assert b.core.answered_by == "009608"
+    b.caller_ack()
+    out = b.run(PromptFinished(150))
+    assert len(sent(out, "BYE")) == 1
+    assert disposition(b) == "answered"
+
+
+@pytest.mark.parametrize(
+    ("body", "prompts"),
+    [(b"", frozenset({"009608"})), (SDP_OFFER, frozenset())],
+    ids=["no-media", "prompt-missing"],
+)
+def test_an_announcement_that_cannot_play_fails_the_call(
+    body: bytes, prompts: frozenset[str]
+) -> None:
+    b = bench(body=body, at="2026-11-27 21:00:00", prompts=prompts)
+    out = b.start()
+    assert b.to_caller(out) == [480]
+
+
+# -- lines, records, shutdown ---------------------------------------------------------------------
+
+
+def test_an_internal_call_holds_both_lines_and_releases_them_at_the_end() -> None:
+    b = internal("1002", registered={"1002": 1})
+    out = b.start()
+    assert [a.line for a in out if isinstance(a, HoldLine)] == [("acme", "1004")]
+    out = b.answer("1002", 200)
+    assert [a.line for a in out if isinstance(a, HoldLine)] == [("acme", "1002")]
+    b.caller_ack()
+    b.caller_request("BYE")
+    (ended,) = [a for a in b.actions if isinstance(a, CallEnded)]
+    assert ended.lines == (("acme", "1004"), ("acme", "1002"))
+
+
+def test_the_record_is_opened_at_the_invite_and_closed_with_the_times_of_the_call() -> None:
+    b = bench(registered={"1001": 1})
+    b.start()
+    start = b.clock.wall()
+    b.advance(3.0)
+    b.answer("1001", 200)
+    b.caller_ack()
+    b.advance(7.0)
+    b.caller_request("BYE")
+    records = [a for a in b.actions if isinstance(a, WriteRecord)]
+    assert [r.opened for r in records] == [True, False]
+    closed = records[1].record
+    assert (closed.started_at, closed.answered_at, closed.ended_at) == (
+        start,
+        start + 3,
+        start + 10,
+    )
+    assert closed.disposition == "answered"
+    assert b.core.view()["state"] == "ended"
+
+
+@pytest.mark.parametrize(("answer", "status", "byes"), [(False, [503], 0), (True, [], 2)])
+def test_shutdown_ends_ringing_calls_with_503_and_answered_ones_with_bye(
+    answer: bool, status: list[int], byes: int
+) -> None:
+    b = bench(registered={"1001": 1})
+    b.start()
+    if answer:
+        b.answer("1001", 200)
+        b.caller_ack()
+    out = b.run(ShutdownRequested())
+    assert b.to_caller(out) == status
+    assert len(sent(out, "BYE")) == byes
+    assert b.run(ShutdownRequested()) == []  # once ended, nothing more
