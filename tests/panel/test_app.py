@@ -10,6 +10,7 @@ import re
 
 import pytest
 
+from pbx.config.model import Extension
 from pbx.panel.tenant_files import file_digest
 from tests.panel.conftest import Panel, form_tokens, hidden_fields, sign_in
 
@@ -438,4 +439,4 @@ async def test_a_new_extension_gets_a_new_password(panel: Panel) -> None:
         assert 'id="shown-extension">1005<' in moved.text
     users = panel.holder.current.tenants["acme"].users  # type: ignore[index]
     assert sorted(users) == ["1005"]
-    assert users["1005"].name == "佐藤"
+    assert users[Extension("1005")].name == "佐藤"
