@@ -55,7 +55,7 @@ def big_tenant(users: int) -> str:
     names = ["佐藤", "鈴木", "高橋", "田中", "伊藤", "渡辺", "山本", "中村", "小林", "加藤"]
     departments = ["営業", "サポート", "経理", "開発", "総務"]
     for i in range(users):
-        ext = f"{1000 + i:04d}"
+        ext = f"{i:04d}"  # 0000-8999
         ha1 = hashlib.md5(f"{ext}:big.example:pw{ext}".encode()).hexdigest()
         lines.append(
             f'\n[[users]]\nextension = "{ext}"\npassword_ha1_md5 = "{ha1}"\n'
@@ -166,7 +166,10 @@ def main() -> int:
             run_step(50, 5, server.udp, phone_port, workdir, "warmup")
             busy: list[float] = []
             for round_no in range(1, args.rounds + 1):
-                quiet = run_step(args.rate, args.duration, server.udp, phone_port, workdir, "quiet")
+                pid = server.process.pid
+                quiet = run_step(
+                    args.rate, args.duration, server.udp, phone_port, workdir, "quiet", pid
+                )
                 print(quiet.row(f"quiet{round_no}"), flush=True)
                 stop = threading.Event()
                 times: list[float] = []
@@ -176,7 +179,7 @@ def main() -> int:
                 worker.start()
                 try:
                     browsed = run_step(
-                        args.rate, args.duration, server.udp, phone_port, workdir, "browsed"
+                        args.rate, args.duration, server.udp, phone_port, workdir, "browsed", pid
                     )
                 finally:
                     stop.set()
