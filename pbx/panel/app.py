@@ -556,11 +556,7 @@ class _Panel:
     async def usage(self, request: Request, viewer: Viewer, tenant: TenantConfig) -> Response:
         lang = self.lang(request)
         errors = FieldErrors()
-        values = {
-            "max_users": str(tenant.limits.max_users),
-            "recording_users": str(tenant.limits.recording_users),
-            "international_calls": tenant.limits.international_calls,
-        }
+        values = _limit_values(tenant)
         digest = self.digest_of(tenant.id)
         if request.method == "POST":
             form = await self.checked_form(request, viewer)
@@ -587,6 +583,9 @@ class _Panel:
                     return _saved(f"/t/{tenant.id}/usage", outcome)
                 errors = self.outcome_errors(request, viewer, outcome, _limits_field)
                 if outcome.outcome == "stale":
+                    # Show what is in force now: the admin enters the change again on top of it.
+                    current = self.deps.current().tenants.get(tenant.id, tenant)
+                    values = _limit_values(current)
                     digest = self.digest_of(tenant.id)
         return self.render(
             request,
@@ -750,6 +749,10 @@ class _Panel:
                         return _saved(f"/t/{tenant.id}/users", outcome)
                     errors = self.outcome_errors(request, viewer, outcome, _user_field)
                     if outcome.outcome == "stale":
+                        # Show what is in force now (the user, if still there).
+                        current = self.deps.current().tenants.get(tenant.id, tenant)
+                        if existing is not None:
+                            values = _user_values(current.users.get(existing.extension))
                         digest = self.digest_of(tenant.id)
         return self.render(
             request,
@@ -1093,6 +1096,14 @@ def _usage(tenant: TenantConfig) -> dict[str, int]:
         "recording_used": recording,
         "recording_max": tenant.limits.recording_users,
         "recording_free": max(0, tenant.limits.recording_users - recording),
+    }
+
+
+def _limit_values(tenant: TenantConfig) -> dict[str, str | bool]:
+    return {
+        "max_users": str(tenant.limits.max_users),
+        "recording_users": str(tenant.limits.recording_users),
+        "international_calls": tenant.limits.international_calls,
     }
 
 

@@ -223,6 +223,8 @@ async def test_a_stale_save_is_refused_and_the_newer_change_is_kept(panel: Panel
         )
     assert stale.status_code == 400
     assert "他の管理者" in stale.text
+    # The page now shows what is in force (5), not the refused input (3).
+    assert 'name="max_users" value="5"' in stale.text
     assert panel.tenant_file("acme").read_bytes() == after_second
     assert panel.holder.current.version == version
     assert panel.holder.current.tenants["acme"].limits.max_users == 5  # type: ignore[index]
