@@ -378,6 +378,7 @@ class ForkLeg:
     dialog: Dialog | None = None
     cancel_wanted: bool = False
     cancel_sent: bool = False
+    answered_dialog: DialogId | None = None  # the dialog of the 2xx taken on this leg
 
 
 @dataclass(eq=False, slots=True)
@@ -884,14 +885,17 @@ class CallCore:
     def _on_leg_answered(self, leg: ForkLeg, resp: SipResponse, dialog: Dialog | None) -> None:
         if dialog is None:
             return
-        if leg.state is LegState.ANSWERED:
-            # A retransmitted 2xx: our ACK was lost (13.2.2.4: send it again).
-            if leg is self.winner and self.pending_b_ack is not None:
+        if leg.answered_dialog == dialog.id:
+            # A retransmitted 2xx: our ACK was lost or late (13.2.2.4: send it again). Only
+            # that: also after the call ended (the leg got its BYE already), or a phone that
+            # resends its 200 under load would get a second BYE for a dialog it has ended.
+            if leg is self.winner and self.pending_b_ack is not None and not self.ended:
                 return  # the ACK waits for the caller's (late offer)
             self._emit(SendStateless(dialog.ack_for(resp), leg.peer.address))
             return
         leg.state = LegState.ANSWERED
         leg.dialog = dialog
+        leg.answered_dialog = dialog.id
         if self.state is not CallState.RINGING or leg.cancel_wanted:
             # Lost the race: acknowledge and hang up this one (RFC 3261 13.2.2.4).
             self._emit(SendStateless(dialog.ack_for(resp), leg.peer.address))

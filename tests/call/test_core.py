@@ -182,6 +182,32 @@ def test_a_retransmitted_2xx_is_acked_again() -> None:
     assert b.to_caller(out) == []
 
 
+def test_a_2xx_retransmitted_after_the_call_ended_is_acked_not_hung_up_again() -> None:
+    # Under load the phone resends its 200 before our ACK reaches it; by then the caller may
+    # have hung up and the phone got our BYE. That 200 is the same answer: ACK it again
+    # (13.2.2.4), but no second BYE on a dialog already ended (the phone would see a BYE for
+    # a call it no longer has, and it would be retransmitted for 64*T1).
+    b = bench(registered={"1001": 1})
+    b.start()
+    b.answer("1001", 200)
+    b.caller_ack()
+    assert len(sent(b.caller_request("BYE"), "BYE")) == 1  # to the callee
+    out = b.answer("1001", 200)
+    assert len(stateless(out, "ACK")) == 1
+    assert sent(out, "BYE") == []
+    assert b.to_caller(out) == []
+
+
+def test_a_losing_forks_retransmitted_2xx_is_acked_without_another_bye() -> None:
+    b = bench(registered={"1001": 1, "1002": 1})
+    b.start()
+    b.answer("1001", 200)
+    assert len(sent(b.answer("1002", 200), "BYE")) == 1
+    out = b.answer("1002", 200)
+    assert len(stateless(out, "ACK")) == 1
+    assert sent(out, "BYE") == []
+
+
 def test_caller_bye_while_ringing_is_taken_as_a_cancel() -> None:
     b = bench(registered={"1001": 1})
     b.start()
