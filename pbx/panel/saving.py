@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from pbx.config.build import build_server
 from pbx.config.load import load_config
 from pbx.config.model import TenantId
 from pbx.config.problems import ConfigError, ConfigProblem
@@ -230,10 +231,8 @@ class SaveOutcome:
 
 
 def tenants_dir(config_path: Path) -> Path:
-    """The folder of the tenant files (``tenants_dir`` in pbx.toml, default ``tenants``)."""
-    with config_path.open("rb") as fh:
-        data = tomllib.load(fh)
-    return config_path.parent / str(data.get("tenants_dir", "tenants"))
+    """The folder of the tenant files, as the config loader reads it from pbx.toml."""
+    return build_server(config_path, config_path.read_bytes()).tenants_dir
 
 
 def same_file(a: str | Path, b: Path) -> bool:
