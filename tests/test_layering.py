@@ -72,6 +72,12 @@ LAYERS: dict[str, tuple[set[str], tuple[str, ...]]] = {
     # The control panel's pure parts: what an admin types, the sign-in throttle.
     "panel/forms.py": ({"unicodedata"}, ("pbx.errors",)),
     "panel/signin.py": ({"ipaddress"}, ()),
+    # 着信設定: the weekly timeline picture, the rule and test-call forms.
+    "panel/timeline.py": ({"html"}, ("pbx.config.model",)),
+    "panel/inbound.py": (
+        {"unicodedata", "datetime", "zoneinfo"},
+        ("pbx.config.model", "pbx.panel.forms", "pbx.panel.timeline"),
+    ),
 }
 # The asyncio edge: these may do I/O (and are not checked here).
 ADAPTERS = {
@@ -111,6 +117,8 @@ def pure_modules() -> list[tuple[Path, str]]:
         "clock.py",
         "panel/forms.py",
         "panel/signin.py",
+        "panel/timeline.py",
+        "panel/inbound.py",
     ):
         out.append((ROOT / name, name))
     return out

@@ -191,6 +191,8 @@ def build_panel_app(deps: PanelDeps) -> Starlette:
         ),
         Route("/t/{tenant}/versions", panel.tenant_route(panel.versions), methods=["GET", "POST"]),
         Route("/t/{tenant}/api/users", panel.tenant_route(panel.api_users)),
+        # 着信設定 (inbound rules, timeline, test call): pbx/panel/inbound_pages.py
+        *_inbound_routes(panel),
         Route("/operator/tenants", panel.operator_route(panel.tenants), methods=["GET", "POST"]),
         Route("/operator/pool", panel.operator_route(panel.pool), methods=["GET", "POST"]),
         Route("/operator/accounts", panel.operator_route(panel.accounts), methods=["GET", "POST"]),
@@ -203,6 +205,13 @@ def build_panel_app(deps: PanelDeps) -> Starlette:
     )
     app.state.panel = panel
     return SecurityHeaders(app)  # type: ignore[return-value]
+
+
+def _inbound_routes(panel: _Panel) -> list[BaseRoute]:
+    # Imported here: the pages module uses this module's plumbing (FieldErrors, _saved).
+    from pbx.panel.inbound_pages import InboundPages
+
+    return list(InboundPages(panel).routes())
 
 
 class SecurityHeaders:

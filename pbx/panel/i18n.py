@@ -116,6 +116,113 @@ _PAIRS: dict[str, tuple[str, str]] = {
         "パスワードを入力するか、自動作成を選んでください。",
         "Type a password or choose to generate one.",
     ),
+    # 着信設定 (inbound rules, per number: pbx/panel/inbound_pages.py)
+    "incoming.title": ("着信設定", "Inbound settings"),
+    "incoming.intro": (
+        "選択した電話番号に電話がかかってきた時に、「何時~何時」までの間「どの内線」を鳴らすかを"
+        "設定します。各着信設定は時間を重複して設定することができません。",
+        "Which extensions ring for a call to this number, on which days and between which times. "
+        "The rules of a number may not overlap.",
+    ),
+    "incoming.numbers": ("電話番号", "Number"),
+    "incoming.rule_count": ("着信設定 {count} 件", "{count} rules"),
+    "incoming.no_numbers": (
+        "電話番号がまだありません。先に「番号の決定」で電話番号を選んでください。",
+        "No numbers yet: choose them under Phone numbers first.",
+    ),
+    "incoming.rules": ("着信設定の一覧", "Rules"),
+    "incoming.rule": ("着信設定{index}", "Rule {index}"),
+    "incoming.no_rules": (
+        "着信設定がありません。この番号への着信はすべてお断りします(480)。",
+        "No rules: every call to this number is refused (480).",
+    ),
+    "incoming.targets": ("着信先内線ユーザー", "Targets"),
+    "incoming.targets_help": (
+        "鳴らす内線番号を選択・もしくは直接記入して下さい。直接記入する場合は半角カンマ(,)で"
+        "区切ります。時間外ガイダンスは「009608」、外線に転送する場合は外線番号(例: 0300001234)を"
+        "記入します。",
+        "Pick the extensions to ring or type them separated by commas. 009608 plays the "
+        "after-hours announcement; an external number (e.g. 0300001234) forwards the call out.",
+    ),
+    "incoming.pick": ("内線ユーザーから選択", "Pick from the users"),
+    "incoming.days": ("曜日", "Days"),
+    "incoming.day_mon": ("月", "Mon"),
+    "incoming.day_tue": ("火", "Tue"),
+    "incoming.day_wed": ("水", "Wed"),
+    "incoming.day_thu": ("木", "Thu"),
+    "incoming.day_fri": ("金", "Fri"),
+    "incoming.day_sat": ("土", "Sat"),
+    "incoming.day_sun": ("日", "Sun"),
+    "incoming.day_holiday": ("祝日", "Holidays"),
+    "incoming.holiday_help": (
+        "祝日を選んだ着信設定がある番号では、祝日にはその着信設定だけが使われます。",
+        "Once a rule of a number lists holidays, only such rules apply to it on a holiday.",
+    ),
+    "incoming.time": ("着信時間設定", "Time"),
+    "incoming.start": ("開始", "From"),
+    "incoming.end": ("終了", "Until"),
+    "incoming.time_help": (
+        "時間設定は全て半角で「0:00:00」等でご記入・選択してください。秒を省いた終了時刻は"
+        "その分の59秒までです(19:59 → 19:59:59)。",
+        "Times are written like 0:00:00 (typed or chosen). An end without seconds lasts the whole "
+        "minute (19:59 means through 19:59:59).",
+    ),
+    "incoming.add": ("着信設定を追加", "Add a rule"),
+    "incoming.edit": ("着信設定{index}を編集", "Edit rule {index}"),
+    "incoming.delete_confirm": ("着信設定{index}を削除", "Delete rule {index}"),
+    "incoming.deleted": ("着信設定を削除しました。", "The rule was deleted."),
+    "incoming.timeline": ("週間スケジュール", "Week at a glance"),
+    "incoming.timeline_help": (
+        "色の帯が着信設定、斜線はどの着信設定にも当てはまらない時間(着信をお断りします)、"
+        "赤は他の着信設定と重なっている時間です。",
+        "Coloured bands are rules; hatched stretches are covered by no rule (calls are refused); "
+        "red marks seconds another rule already holds.",
+    ),
+    "incoming.overlap": (
+        "保存できません。着信設定は時間を重複して設定することができません。",
+        "Not saved: the rules of a number may not overlap.",
+    ),
+    "incoming.midnight": (
+        "{start}〜{end} は日をまたいでいます。時間設定は日をまたいで設定することができないため、"
+        "次の着信設定に分けて保存します:",
+        "{start}-{end} crosses midnight, which one rule cannot do. Save it as these rules instead:",
+    ),
+    "incoming.split": ("分けて保存", "Save as split"),
+    "incoming.test": ("この時刻にかかってきたら", "If a call came at this moment"),
+    "incoming.test_help": (
+        "日時を選ぶと、その時刻にこの番号へかかってきた着信がどう処理されるかを表示します"
+        "(実際には発信しません)。話し中・オフラインとみなす内線も指定できます。",
+        "Pick a date and time to see how a call to this number would be handled then (no call "
+        "is placed). Extensions may be taken as busy or offline.",
+    ),
+    "incoming.test_date": ("日付", "Date"),
+    "incoming.test_time": ("時刻", "Time"),
+    "incoming.test_busy": ("話し中とみなす内線", "Taken as busy"),
+    "incoming.test_offline": ("オフラインとみなす内線", "Taken as offline"),
+    "incoming.test_run": ("確認する", "Check"),
+    "incoming.test_at": ("{when} の着信", "A call at {when}"),
+    "incoming.test_rule": ("着信設定{index}が使われます。", "Rule {index} applies."),
+    "incoming.test_no_rule": (
+        "この時刻に当てはまる着信設定はありません。",
+        "No rule covers this moment.",
+    ),
+    "incoming.test_at_start": ("着信時", "On arrival"),
+    "incoming.test_after": ("{seconds}秒後", "After {seconds} s"),
+    "incoming.test_rings": ("鳴らす先", "Rings"),
+    "incoming.test_hears": ("発信者に聞こえるもの", "The caller hears"),
+    "incoming.hears_ringing": ("呼び出し音", "ringing"),
+    "incoming.hears_announcement": (
+        "時間外ガイダンス(009608)",
+        "the after-hours announcement (009608)",
+    ),
+    "incoming.final_480": ("お断り(480 応答できません)", "refused (480 Temporarily Unavailable)"),
+    "incoming.final_486": ("話し中(486)", "busy (486 Busy Here)"),
+    "incoming.final_other": ("通話終了({code})", "call ended ({code})"),
+    "incoming.test_trace": ("判断の記録", "Trace"),
+    "save.rule_missing": (
+        "この着信設定はすでに変更・削除されています。ページを開き直してください。",
+        "This rule was changed or deleted meanwhile: open the page again.",
+    ),
     # settings menu (dashboard)
     "menu.title": ("設定変更", "Settings"),
     "menu.intro": (
@@ -135,8 +242,8 @@ _PAIRS: dict[str, tuple[str, str]] = {
         "Create extension users, their caller ID and their forwards.",
     ),
     "menu.step_incoming": (
-        "電話番号ごとに、着信時に鳴らす内線と時間を設定します(次の版で画面から設定できます)。",
-        "Which extensions ring when, per number (set in the tenant file for now).",
+        "電話番号ごとに、着信時に鳴らす内線と時間を設定します。",
+        "Which extensions ring when, per number.",
     ),
     # usage limits
     "usage.title": ("ご利用数変更", "Usage limits"),

@@ -33,6 +33,13 @@ from pbx.config.load import load_config
 from pbx.config.model import TenantId
 from pbx.config.problems import ConfigError, ConfigProblem
 from pbx.errors import PbxError
+from pbx.panel.incoming_files import (  # 着信設定 (inbound rules)
+    PutIncoming,
+    RemoveIncoming,
+    RuleNotFound,
+    put_incoming,
+    remove_incoming,
+)
 from pbx.panel.tenant_files import (
     PasswordRequired,
     StaleFile,
@@ -97,7 +104,17 @@ class RestoreText:
     version_name: str
 
 
-Edit = SetLimits | SetNumbers | PutUser | RemoveUser | CreateTenant | RemoveTenant | RestoreText
+Edit = (
+    SetLimits
+    | SetNumbers
+    | PutUser
+    | RemoveUser
+    | CreateTenant
+    | RemoveTenant
+    | RestoreText
+    | PutIncoming  # 着信設定: a number's rules (pbx.panel.incoming_files)
+    | RemoveIncoming
+)
 
 
 def apply_edit(text: str | None, edit: Edit) -> str | None:
@@ -121,6 +138,10 @@ def apply_edit(text: str | None, edit: Edit) -> str | None:
         return set_numbers(text, edit.numbers)
     if isinstance(edit, PutUser):
         return put_user(text, edit.user, replacing=edit.replacing)
+    if isinstance(edit, PutIncoming):
+        return put_incoming(text, edit)
+    if isinstance(edit, RemoveIncoming):
+        return remove_incoming(text, edit)
     return remove_user(text, edit.extension)
 
 
@@ -149,6 +170,8 @@ def edit_error_code(exc: PbxError) -> str:
         return "user_missing"
     if isinstance(exc, PasswordRequired):
         return "password_required"
+    if isinstance(exc, RuleNotFound):
+        return "rule_missing"
     return ""
 
 

@@ -18,6 +18,10 @@ _FLASH_KEY = re.compile(r"""["']([a-z_]+\.[a-z_0-9]+)["']""")
 _DYNAMIC = {
     "role.": ("operator", "tenant_admin"),
     "users.forward_": ("busy", "no_answer", "offline"),
+    # 着信設定 (templates/incoming.html)
+    "incoming.day_": ("mon", "tue", "wed", "thu", "fri", "sat", "sun", "holiday"),
+    "incoming.hears_": ("ringing", "announcement"),
+    "incoming.final_": ("480", "486"),
 }
 
 
