@@ -287,4 +287,6 @@ def summarize_call(report: Mapping[str, Any], rule_positions: Sequence[int]) -> 
     index = None
     if rule is not None and rule["position"] in rule_positions:
         index = list(rule_positions).index(rule["position"]) + 1
-    return CallSummary(index, str(report["local_time"] or report["at"]), tuple(steps))
+    when = str(report["local_time"] or "")
+    at = str(report["at"] or "")
+    return CallSummary(index, f"{at[:10]} {when}".strip() if when else at, tuple(steps))

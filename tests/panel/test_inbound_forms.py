@@ -121,7 +121,7 @@ def test_a_simulate_report_is_summarised_with_the_forwards_over_time() -> None:
 
     report = {
         "local_time": "Tue 10:00:00 Asia/Tokyo",
-        "at": "",
+        "at": "2026-04-07T10:00:00+09:00",
         "rule": {"position": 7},
         "forks": [fork("f1", "1001"), fork("f2", "1002")],
         "cancel": [],
@@ -140,6 +140,7 @@ def test_a_simulate_report_is_summarised_with_the_forwards_over_time() -> None:
     }
     summary = summarize_call(report, [5, 7])
     assert summary.rule == 2
+    assert summary.local_time == "2026-04-07 Tue 10:00:00 Asia/Tokyo"
     assert [(s.after_seconds, s.rings, s.hears) for s in summary.steps] == [
         (0.0, ("1001", "1002"), "ringing"),
         (20.0, ("1001", "1004"), "ringing"),
