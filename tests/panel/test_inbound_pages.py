@@ -330,3 +330,33 @@ async def test_the_numbers_list_links_each_number(acme: Panel) -> None:
         menu = await client.get("/t/acme/")
     assert f'href="{PAGE}"' in page.text
     assert 'href="/t/acme/incoming"' in menu.text
+
+
+async def test_the_page_needs_no_script_or_inline_style_and_deletes_need_the_token(
+    acme: Panel,
+) -> None:
+    async with acme.client() as client:
+        await sign_in(client, "acme-admin")
+        await add_rule(client, "1001", "8:00", "19:59")
+        page = await client.get(PAGE + "?edit=1&date=2026-04-07&time=9:00")
+        before = acme.tenant_file("acme").read_bytes()
+        tokens = hidden_fields(page.text)
+        forged = await client.post(
+            PAGE, data={"csrf": "forged", "digest": tokens["digest"], "delete": "1"}
+        )
+    assert forged.status_code == 403
+    assert acme.tenant_file("acme").read_bytes() == before
+    assert "<script" not in page.text
+    assert " style=" not in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+
+
+async def test_an_operator_sees_and_edits_any_tenants_rules(acme: Panel) -> None:
+    async with acme.client() as client:
+        await sign_in(client, "op")
+        assert (await client.get("/t/beta/incoming/0698765432")).status_code == 200
+        assert (await add_rule(client, "1001", "8:00", "19:59")).status_code == 303
+    entries = await acme.accounts.audit_log(tenant="acme")
+    assert [(e.actor, e.action, e.target) for e in entries][:1] == [
+        ("op", "add_incoming", "0312345678")
+    ]
