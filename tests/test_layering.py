@@ -72,6 +72,12 @@ LAYERS: dict[str, tuple[set[str], tuple[str, ...]]] = {
     # The control panel's pure parts: what an admin types, the sign-in throttle.
     "panel/forms.py": ({"unicodedata"}, ("pbx.errors",)),
     "panel/signin.py": ({"ipaddress"}, ()),
+    # Live status and phone setup: view models over the config and the registrar's bindings.
+    "panel/status.py": (
+        {"unicodedata", "zoneinfo", "datetime"},
+        ("pbx.config.model", "pbx.registrar"),
+    ),
+    "panel/phone_setup.py": ({"ipaddress"}, ("pbx.config.model",)),
 }
 # The asyncio edge: these may do I/O (and are not checked here).
 ADAPTERS = {
@@ -111,6 +117,8 @@ def pure_modules() -> list[tuple[Path, str]]:
         "clock.py",
         "panel/forms.py",
         "panel/signin.py",
+        "panel/status.py",
+        "panel/phone_setup.py",
     ):
         out.append((ROOT / name, name))
     return out
