@@ -24,7 +24,7 @@ from pbx.call.core import CallState
 from pbx.clock import Clock
 from pbx.config.holder import ConfigHolder
 from pbx.config.load import load_config
-from pbx.config.model import ConfigSnapshot, TenantId
+from pbx.config.model import ConfigSnapshot, ListenSpec, TenantId
 from pbx.config.problems import ConfigError
 from pbx.http import HttpListener
 from pbx.log import configure_logging
@@ -129,6 +129,7 @@ class PbxServer:
             time.time,
             bindings=self.panel_bindings,
             calls_in_progress=self.panel_calls,
+            sip_listening=self.panel_sip_listening,
         )
         self.panel_address = await self.panel.start()
         log.info(
@@ -268,6 +269,15 @@ class PbxServer:
             tuple(b for b in registrations if b.tenant == tenant),
             frozenset(key for key in registrations.unreachable if key[0] == tenant),
         )
+
+    def panel_sip_listening(self) -> list[ListenSpec]:
+        """The SIP addresses bound (the phone setup page shows these)."""
+        if self.transport is None:
+            return []
+        return [
+            ListenSpec("udp" if a.transport == "UDP" else "tcp", a.host, a.port)
+            for a in self.transport.listening
+        ]
 
     def panel_calls(self, tenant: TenantId) -> list[ActiveCall]:
         """The tenant's calls in progress. Legs ringing another tenant's extensions (a call to

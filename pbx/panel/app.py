@@ -43,6 +43,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pbx.config.model import (
     ConfigSnapshot,
     Extension,
+    ListenSpec,
     PhoneNumber,
     TenantConfig,
     TenantId,
@@ -121,6 +122,9 @@ class PanelDeps:
     calls_in_progress: Callable[[TenantId], Sequence[ActiveCall]] = no_calls
     status_interval_seconds: float = 2.0  # at most one status update per this, per stream
     status_streams: StatusStreams = field(default_factory=StatusStreams)
+    # The SIP addresses the server really bound (port 0 in [sip] listen becomes a real port);
+    # None: the phone setup page shows [sip] listen as configured.
+    sip_listening: Callable[[], Sequence[ListenSpec]] | None = None
 
 
 @dataclass(slots=True)

@@ -205,7 +205,8 @@ class LivePages:
         panel = self.panel
         lang = panel.lang(request)
         host = request.url.hostname or ""
-        setup = phone_setup(self.deps.current(), tenant, user, host)
+        listening = self.deps.sip_listening() if self.deps.sip_listening else None
+        setup = phone_setup(self.deps.current(), tenant, user, host, listening)
         shown: str | None = None
         issued = False
         errors = FieldErrors()
@@ -237,7 +238,7 @@ class LivePages:
                     shown, issued = password, True
                     current = self.deps.current().tenants.get(tenant.id, tenant)
                     user = current.users.get(user.extension, user)
-                    setup = phone_setup(self.deps.current(), current, user, host)
+                    setup = phone_setup(self.deps.current(), current, user, host, listening)
                 else:
                     errors = panel.outcome_errors(request, viewer, outcome, lambda p: "")
             else:

@@ -16,10 +16,11 @@ most phones use by default).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from pbx.config.model import ConfigSnapshot, SipSettings, TenantConfig, UserConfig
+from pbx.config.model import ConfigSnapshot, ListenSpec, SipSettings, TenantConfig, UserConfig
 
 HostSource = Literal["listen", "advertise", "panel"]
 _WILDCARDS = frozenset({"0.0.0.0", "::"})
@@ -76,13 +77,19 @@ def server_host(sip: SipSettings, listen_host: str, panel_host: str) -> tuple[st
 
 
 def phone_setup(
-    snapshot: ConfigSnapshot, tenant: TenantConfig, user: UserConfig, panel_host: str
+    snapshot: ConfigSnapshot,
+    tenant: TenantConfig,
+    user: UserConfig,
+    panel_host: str,
+    listening: Sequence[ListenSpec] | None = None,
 ) -> PhoneSetup:
     """The phone setup of ``user`` of ``tenant`` (``panel_host``: the Host of the panel request,
-    without port)."""
+    without port; ``listening``: the addresses the server really bound, when it runs, which
+    differ from ``[sip] listen`` for port 0)."""
     sip = snapshot.server.sip
+    specs = sip.listen if listening is None else listening
     endpoints: list[Endpoint] = []
-    for spec in sorted(sip.listen, key=lambda s: (s.transport != "udp", s.port)):
+    for spec in sorted(specs, key=lambda s: (s.transport.lower() != "udp", s.port)):
         host, source = server_host(sip, spec.host, panel_host)
         endpoint = Endpoint(spec.transport.upper(), host, spec.port, source)
         if endpoint not in endpoints:

@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from pbx.config.model import ConfigSnapshot, TenantId
+from pbx.config.model import ConfigSnapshot, ListenSpec, TenantId
 from pbx.http import HttpListener
 from pbx.panel.accounts import PanelStore
 from pbx.panel.app import PanelDeps, build_panel_app
@@ -46,6 +46,7 @@ class PanelRunner:
         # -- live status (登録状況 / 通話中): the server's registrar and call engine, as values --
         bindings: Callable[[TenantId], TenantBindings] = no_bindings,
         calls_in_progress: Callable[[TenantId], Sequence[ActiveCall]] = no_calls,
+        sip_listening: Callable[[], Sequence[ListenSpec]] | None = None,
     ) -> None:
         self.config_path = config_path
         self._current = current
@@ -74,6 +75,7 @@ class PanelRunner:
             data_dir=snapshot.server.storage.data_dir,
             bindings=bindings,
             calls_in_progress=calls_in_progress,
+            sip_listening=sip_listening,
         )
         self.app = build_panel_app(self.deps)
 

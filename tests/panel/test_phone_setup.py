@@ -72,3 +72,11 @@ def test_an_ipv6_server_is_bracketed_in_uris(tmp_path: Path) -> None:
     assert setup.primary.host == "2001:db8::5"
     assert setup.primary.hostport == "[2001:db8::5]:5060"
     assert 'outbound="sip:[2001:db8::5]:5060;transport=udp"' in setup.baresip_account()
+
+
+def test_the_addresses_the_server_bound_win_over_the_configured_ones(tmp_path: Path) -> None:
+    snap = snapshot(tmp_path, 'listen = ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]')
+    t = snap.tenants[TenantId("acme")]
+    bound = [ListenSpec("tcp", "127.0.0.1", 41001), ListenSpec("udp", "127.0.0.1", 41000)]
+    setup = phone_setup(snap, t, t.users[Extension("1001")], "panel.test", bound)
+    assert [(e.transport, e.port) for e in setup.endpoints] == [("UDP", 41000), ("TCP", 41001)]
