@@ -171,9 +171,12 @@ class LivePages:
         yield f"retry: {RETRY_MILLISECONDS}\n\n"
         last: StatusView | None = None
         quiet = 0.0
-        reason = "closing"
+        reason = "client_gone"  # unless the loop ends by itself: cancelled on disconnect
         try:
-            while not streams.closed:
+            while True:
+                if streams.closed:
+                    reason = "closing"
+                    break
                 now = deps.wall_clock()
                 if now >= deadline or not await deps.accounts.session_alive(session_hash, now):
                     reason = "session"

@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from tests.browser.test_panel_walkthrough import add_operator, sign_in
-from tests.integration.harness import RunningServer, running_server, write_config
+from tests.integration.harness import RunningServer, running_server, stop_process, write_config
 from tests.integration.sip_client import SipUdpClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -72,3 +72,16 @@ def test_a_phone_going_online_and_offline_shows_on_the_open_page(
     expect(page.locator("#phone-password-value")).to_have_text("********")
     page.get_by_role("button", name="パスワードを表示").click()
     expect(page.locator("#phone-password-value")).to_have_text("secret1003")
+
+    # A server stopping with the page open ends the stream at once (it does not wait for the
+    # HTTP listener's graceful time-out), and the page says updates stopped.
+    page.goto(f"{base}/t/acme/status")
+    expect(page.locator("#live-status")).to_have_attribute("data-live", "on")
+    started = time.monotonic()
+    assert stop_process(server.process) == 0
+    stopped_in = time.monotonic() - started
+    closed = server.wait_for_events("panel_status_stream_closed", 2)
+    # The first page's stream ended when the browser left it; this one when the server stopped.
+    assert [e["reason"] for e in closed] == ["client_gone", "closing"]
+    expect(page.locator("#live-status")).to_have_attribute("data-live", "stopped")
+    print(f"server stopped in {stopped_in:.2f} s with a status page open")

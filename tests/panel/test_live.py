@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from structlog.testing import capture_logs
 
 from pbx.config.model import Extension, TenantId
 from pbx.panel.app import SESSION_COOKIE, build_panel_app
@@ -319,8 +320,11 @@ async def test_the_stream_sends_the_view_then_only_changes_and_frees_its_slot_on
     assert online_of(events[-1][1]["html"], "1001") is False
     assert ("comment", "keep-alive") in events  # quiet for 15 s: a comment, not an update
 
-    await stream.disconnect()
+    with capture_logs() as logs:
+        await stream.disconnect()
     assert lp.streams.active == 0
+    closed = [e for e in logs if e["event"] == "panel_status_stream_closed"]
+    assert [e["reason"] for e in closed] == ["client_gone"]
     await asyncio.sleep(0)
     assert {t for t in asyncio.all_tasks() if not t.done()} - tasks_before == set()
     await client.aclose()
