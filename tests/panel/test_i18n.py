@@ -18,6 +18,8 @@ _FLASH_KEY = re.compile(r"""["']([a-z_]+\.[a-z_0-9]+)["']""")
 _DYNAMIC = {
     "role.": ("operator", "tenant_admin"),
     "users.forward_": ("busy", "no_answer", "offline"),
+    "status.activity_": ("talking", "ringing"),  # live status
+    "status.call_": ("ringing", "answered"),  # live status
 }
 
 
