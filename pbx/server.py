@@ -20,15 +20,18 @@ import structlog
 from pbx import __version__
 from pbx.admin import build_admin_app
 from pbx.b2bua import CallEngine
+from pbx.call.core import CallState
 from pbx.clock import Clock
 from pbx.config.holder import ConfigHolder
 from pbx.config.load import load_config
-from pbx.config.model import ConfigSnapshot
+from pbx.config.model import ConfigSnapshot, ListenSpec, TenantId
 from pbx.config.problems import ConfigError
 from pbx.http import HttpListener
 from pbx.log import configure_logging
 from pbx.metrics import Registry
 from pbx.panel.runner import PanelRunner
+from pbx.panel.status import ActiveCall, ActiveLeg, TenantBindings
+from pbx.routing.model import RingExtension
 from pbx.service import SipService
 from pbx.sip.transport import SipTransport, TcpLimits
 from pbx.store import Store
@@ -119,7 +122,14 @@ class PbxServer:
         port = await self.admin.start()
         self.admin_address = (admin.host, port)
         self.panel = PanelRunner(
-            self.config_path, lambda: self.holder.current, self.store, self.reload, time.time
+            self.config_path,
+            lambda: self.holder.current,
+            self.store,
+            self.reload,
+            time.time,
+            bindings=self.panel_bindings,
+            calls_in_progress=self.panel_calls,
+            sip_listening=self.panel_sip_listening,
         )
         self.panel_address = await self.panel.start()
         log.info(
@@ -248,6 +258,60 @@ class PbxServer:
     def calls_view(self) -> list[dict[str, Any]]:
         assert self.engine is not None
         return self.engine.calls_view()
+
+    # -- the panel's live status (登録状況 / 通話中): one tenant's state as plain values
+    def panel_bindings(self, tenant: TenantId) -> TenantBindings:
+        """The tenant's bindings in the registrar, and those not answering keep-alive checks."""
+        if self.service is None:
+            return TenantBindings()
+        registrations = self.service.registrations
+        return TenantBindings(
+            tuple(b for b in registrations if b.tenant == tenant),
+            frozenset(key for key in registrations.unreachable if key[0] == tenant),
+        )
+
+    def panel_sip_listening(self) -> list[ListenSpec]:
+        """The SIP addresses bound (the phone setup page shows these)."""
+        if self.transport is None:
+            return []
+        return [
+            ListenSpec("udp" if a.transport == "UDP" else "tcp", a.host, a.port)
+            for a in self.transport.listening
+        ]
+
+    def panel_calls(self, tenant: TenantId) -> list[ActiveCall]:
+        """The tenant's calls in progress. Legs ringing another tenant's extensions (a call to
+        that tenant's number) are left out: their extensions are not this tenant's business."""
+        if self.engine is None:
+            return []
+        calls = []
+        for core in list(self.engine.calls.values()):
+            if core.tenant != tenant or core.state is CallState.ENDED:
+                continue
+            legs = []
+            for leg in core.legs:
+                live = core.progress.live_fork(leg.fork_id) if core.progress else None
+                fork = live.fork if live is not None else None
+                if isinstance(fork, RingExtension) and fork.tenant != tenant:
+                    continue
+                legs.append(ActiveLeg(leg.label, leg.state.value))
+            mine = tuple(ext for t, ext in core.lines if t == tenant)
+            others = {ext for t, ext in core.lines if t != tenant}
+            answered_by = core.answered_by if core.answered_by not in others else None
+            calls.append(
+                ActiveCall(
+                    id=core.id,
+                    caller=core.caller,
+                    called=core.called,
+                    state=core.state.value,
+                    started_at=core.started_at,
+                    answered_at=core.answered_at,
+                    answered_by=answered_by,
+                    lines=mine,
+                    legs=tuple(legs),
+                )
+            )
+        return calls
 
 
 async def _gc_policy() -> None:

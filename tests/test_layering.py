@@ -78,6 +78,12 @@ LAYERS: dict[str, tuple[set[str], tuple[str, ...]]] = {
         {"unicodedata", "datetime", "zoneinfo"},
         ("pbx.config.model", "pbx.panel.forms", "pbx.panel.timeline"),
     ),
+    # Live status and phone setup: view models over the config and the registrar's bindings.
+    "panel/status.py": (
+        {"unicodedata", "zoneinfo", "datetime"},
+        ("pbx.config.model", "pbx.registrar"),
+    ),
+    "panel/phone_setup.py": ({"ipaddress"}, ("pbx.config.model",)),
 }
 # The asyncio edge: these may do I/O (and are not checked here).
 ADAPTERS = {
@@ -119,6 +125,8 @@ def pure_modules() -> list[tuple[Path, str]]:
         "panel/signin.py",
         "panel/timeline.py",
         "panel/inbound.py",
+        "panel/status.py",
+        "panel/phone_setup.py",
     ):
         out.append((ROOT / name, name))
     return out

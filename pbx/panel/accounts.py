@@ -293,6 +293,18 @@ class PanelStore:
             "DELETE FROM panel_sessions WHERE account_id = ?", (account_id,)
         )
 
+    # -- live status: a long-lived event stream checks its session without using it ------------
+    async def session_alive(self, hashed: str, now: float) -> bool:
+        """Whether the session (by its stored hash) still exists, has not reached its end and
+        belongs to an enabled account. Unlike ``session`` this never refreshes ``last_seen_at``:
+        a status page left open must not keep its session from going idle."""
+        rows = await self.store.fetch(
+            "SELECT s.expires_at, a.disabled FROM panel_sessions AS s"
+            " JOIN panel_accounts AS a ON a.id = s.account_id WHERE s.token_hash = ?",
+            (hashed,),
+        )
+        return bool(rows) and now < float(rows[0][0]) and not bool(rows[0][1])
+
     # -- the audit log -------------------------------------------------------------------------
 
     async def audit(

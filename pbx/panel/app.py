@@ -43,6 +43,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pbx.config.model import (
     ConfigSnapshot,
     Extension,
+    ListenSpec,
     PhoneNumber,
     TenantConfig,
     TenantId,
@@ -71,6 +72,8 @@ from pbx.panel.saving import (
     TenantSaver,
 )
 from pbx.panel.signin import Outcome, SignInThrottle
+from pbx.panel.status import ActiveCall, TenantBindings, no_bindings, no_calls
+from pbx.panel.streams import StatusStreams
 from pbx.panel.tenant_files import UserEdit
 
 log = structlog.get_logger("pbx.panel")
@@ -112,6 +115,16 @@ class PanelDeps:
     data_dir: Path | None = None
     # Extra routes (part 2's screens) mounted with the same checks.
     extra_routes: Sequence[BaseRoute] = ()
+    # -- live status and phone setup (登録状況 / 端末設定, pbx.panel.live) --
+    # The tenant's bindings and calls in progress, read from the registrar and the call engine
+    # (pbx.server wires them; the panel never reaches into the server's objects).
+    bindings: Callable[[TenantId], TenantBindings] = no_bindings
+    calls_in_progress: Callable[[TenantId], Sequence[ActiveCall]] = no_calls
+    status_interval_seconds: float = 2.0  # at most one status update per this, per stream
+    status_streams: StatusStreams = field(default_factory=StatusStreams)
+    # The SIP addresses the server really bound (port 0 in [sip] listen becomes a real port);
+    # None: the phone setup page shows [sip] listen as configured.
+    sip_listening: Callable[[], Sequence[ListenSpec]] | None = None
 
 
 @dataclass(slots=True)
@@ -199,6 +212,10 @@ def build_panel_app(deps: PanelDeps) -> Starlette:
         Route("/operator/audit", panel.operator_route(panel.audit_log)),
         *deps.extra_routes,
     ]
+    # -- live status and phone setup (登録状況 / 端末設定) --
+    from pbx.panel.live import LivePages  # imports this module: loaded once the app is built
+
+    routes += LivePages(panel).routes()
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: panel.http_error},

@@ -429,6 +429,100 @@ _PAIRS: dict[str, tuple[str, str]] = {
     "audit.target": ("対象", "Target"),
     "audit.detail": ("内容", "What changed"),
     "audit.older": ("さらに古いログ", "Older entries"),
+    # -- live status and phone setup (登録状況 / 端末設定) --
+    "status.nav": ("登録状況・通話中", "Status and calls"),
+    "status.title": ("登録状況・通話中", "Registrations and calls"),
+    "status.search": ("内線番号・名前・部署で絞り込み", "Filter by extension, name, department"),
+    "status.search_button": ("絞り込み", "Filter"),
+    "status.snapshot": (
+        "表示した時点の状況です(自動更新にはJavaScriptが必要です)。",
+        "As of when the page was shown (automatic updates need JavaScript).",
+    ),
+    "status.live": ("自動更新中", "Updating live"),
+    "status.stopped": (
+        "自動更新を停止しました。最新の状況はページを再読み込みしてください。",
+        "Automatic updates stopped. Reload the page for the current status.",
+    ),
+    "status.summary": (
+        "オンライン {online} / {total} ユーザー、通話中 {calls} 件",
+        "{online} of {total} users online, {calls} calls in progress",
+    ),
+    "status.users": ("内線ユーザーの登録状況", "Extension users"),
+    "status.state": ("状態", "State"),
+    "status.devices": ("登録端末", "Registered devices"),
+    "status.online": ("オンライン", "Online"),
+    "status.offline": ("オフライン", "Offline"),
+    "status.activity_talking": ("通話中", "On a call"),
+    "status.activity_ringing": ("呼出中", "Ringing"),
+    "status.unknown_agent": ("(端末名なし)", "(no user agent)"),
+    "status.expires_at": ("有効期限 {at}", "expires {at}"),
+    "status.unreachable": ("応答なし", "not answering"),
+    "status.no_users": ("該当する内線ユーザーはいません。", "No matching extension users."),
+    "status.prev": ("前へ", "Previous"),
+    "status.next": ("次へ", "Next"),
+    "status.page": ("{page} / {pages} ページ", "Page {page} of {pages}"),
+    "status.calls": ("通話中の通話", "Calls in progress"),
+    "status.caller": ("発信者", "Caller"),
+    "status.called": ("着信先", "Called"),
+    "status.started_at": ("開始時刻", "Started"),
+    "status.answered_by": ("応答した内線", "Answered by"),
+    "status.call_ringing": ("呼出中", "Ringing"),
+    "status.call_answered": ("通話中", "Answered"),
+    "status.no_calls": ("通話中の通話はありません。", "No calls in progress."),
+    "phone.title": ("端末設定", "Phone setup"),
+    "phone.intro": (
+        "アプリ・SIP電話機・ソフトフォンに次の値を設定してください。",
+        "Enter these values in the app, SIP phone or softphone.",
+    ),
+    "phone.item": ("項目", "Setting"),
+    "phone.value": ("設定値", "Value"),
+    "phone.labels": ("端末での表記の例", "As phones label it"),
+    "phone.server": ("SIPサーバー", "SIP server"),
+    "phone.port": ("ポート", "Port"),
+    "phone.transport": ("トランスポート", "Transport"),
+    "phone.domain": ("ドメイン", "Domain"),
+    "phone.username": ("ユーザー名", "User name"),
+    "phone.auth_id": ("認証ID", "Authentication ID"),
+    "phone.password": ("パスワード", "Password"),
+    "phone.also": ("ほかの接続先:", "Also reachable at:"),
+    "phone.host_advertise": (
+        "SIPサーバーのアドレスは [sip] advertise の設定値です。",
+        "The SIP server address is the [sip] advertise setting.",
+    ),
+    "phone.host_panel": (
+        "サーバーは全アドレスで待ち受けているため、このパネルを開いたアドレスを表示しています。"
+        "端末から届かない場合は運用者にお問い合わせください。",
+        "The server listens on every address, so this is the address you opened this panel on. "
+        "Ask your operator if phones cannot reach it.",
+    ),
+    "phone.default_tenant": (
+        "ドメインの代わりにSIPサーバーのアドレスを入力した端末も登録できます。",
+        "Phones that enter the SIP server address as the domain can register too.",
+    ),
+    "phone.show": ("パスワードを表示", "Show password"),
+    "phone.show_help": (
+        "表示すると操作ログに記録されます。",
+        "Showing it is recorded in the audit log.",
+    ),
+    "phone.hashed_help": (
+        "パスワードは復元できない形式(ハッシュ)で保存されているため表示できません。"
+        "わからない場合は再発行してください。",
+        "The password is stored only as a hash and cannot be shown. "
+        "Issue a new one if it is not known.",
+    ),
+    "phone.reissue": ("パスワードを再発行", "Issue a new password"),
+    "phone.reissue_help": (
+        "再発行すると今のパスワードは使えなくなり、端末の再設定が必要です。",
+        "The current password stops working: the phone must be set up again.",
+    ),
+    "phone.issued": (
+        "新しいパスワードを保存しました。この画面でのみ表示されます。",
+        "The new password is saved. It is shown only here.",
+    ),
+    "phone.no_clear_password": (
+        "このユーザーのパスワードはハッシュでのみ保存されているため表示できません。",
+        "This user's password is stored only as a hash and cannot be shown.",
+    ),
 }
 
 WORDS: Mapping[Lang, Mapping[str, str]] = MappingProxyType(

@@ -8,19 +8,20 @@ process (``saving``), started on the first save.
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from pbx.config.model import ConfigSnapshot
+from pbx.config.model import ConfigSnapshot, ListenSpec, TenantId
 from pbx.http import HttpListener
 from pbx.panel.accounts import PanelStore
 from pbx.panel.app import PanelDeps, build_panel_app
 from pbx.panel.saving import ReloadOutcome, TenantSaver
 from pbx.panel.signin import SignInThrottle
+from pbx.panel.status import ActiveCall, TenantBindings, no_bindings, no_calls
 from pbx.panel.tenant_files import TenantWriter
 from pbx.store import Store
 
@@ -41,6 +42,11 @@ class PanelRunner:
         store: Store,
         reload: Reload,
         wall_clock: Callable[[], float],
+        *,
+        # -- live status (登録状況 / 通話中): the server's registrar and call engine, as values --
+        bindings: Callable[[TenantId], TenantBindings] = no_bindings,
+        calls_in_progress: Callable[[TenantId], Sequence[ActiveCall]] = no_calls,
+        sip_listening: Callable[[], Sequence[ListenSpec]] | None = None,
     ) -> None:
         self.config_path = config_path
         self._current = current
@@ -67,6 +73,9 @@ class PanelRunner:
             session_idle_seconds=settings.session_idle_minutes * 60.0,
             session_max_seconds=settings.session_max_hours * 3600.0,
             data_dir=snapshot.server.storage.data_dir,
+            bindings=bindings,
+            calls_in_progress=calls_in_progress,
+            sip_listening=sip_listening,
         )
         self.app = build_panel_app(self.deps)
 
@@ -91,6 +100,8 @@ class PanelRunner:
         return settings.host, port
 
     async def close(self) -> None:
+        # Open status streams end first, so the listener's graceful stop does not wait on them.
+        self.deps.status_streams.close()
         if self._listener is not None:
             await self._listener.close()
         if self._executor is not None:

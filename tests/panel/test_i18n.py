@@ -22,6 +22,8 @@ _DYNAMIC = {
     "incoming.day_": ("mon", "tue", "wed", "thu", "fri", "sat", "sun", "holiday"),
     "incoming.hears_": ("ringing", "announcement"),
     "incoming.final_": ("480", "486"),
+    "status.activity_": ("talking", "ringing"),  # live status
+    "status.call_": ("ringing", "answered"),  # live status
 }
 
 
