@@ -72,6 +72,9 @@ LAYERS: dict[str, tuple[set[str], tuple[str, ...]]] = {
     # The control panel's pure parts: what an admin types, the sign-in throttle.
     "panel/forms.py": ({"unicodedata"}, ("pbx.errors",)),
     "panel/signin.py": ({"ipaddress"}, ()),
+    # 通話履歴 (call history): its filters and page SQL as text, the trace in words.
+    "panel/history_query.py": ({"datetime", "zoneinfo", "unicodedata"}, ("pbx.errors",)),
+    "panel/history_words.py": (set(), ()),
 }
 # The asyncio edge: these may do I/O (and are not checked here).
 ADAPTERS = {
