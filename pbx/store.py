@@ -43,7 +43,7 @@ from pbx.sip.parse import parse_uri
 from pbx.system_clock import SystemClock
 
 DATABASE_NAME = "pbx.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SLOW_COMMIT_SECONDS = 0.1  # a commit this slow is logged
 
 
@@ -137,6 +137,22 @@ _MIGRATIONS: tuple[str, ...] = (
         note TEXT NOT NULL DEFAULT '',
         added_at REAL NOT NULL
     ) WITHOUT ROWID;
+    """,
+    # 3: the panel's call history (pbx/panel/history_query.py). Every page of a tenant's
+    # history is read newest first by (started_at, id) through one of these, filtered by at
+    # most one equality beside the tenant: none, the disposition, or a party (caller, called,
+    # answered_by; a party filter reads the three indexes and merges them).
+    """
+    CREATE INDEX call_records_by_tenant ON call_records (tenant, started_at DESC, id DESC);
+    CREATE INDEX call_records_by_tenant_disposition
+        ON call_records (tenant, disposition, started_at DESC, id DESC);
+    CREATE INDEX call_records_by_tenant_caller
+        ON call_records (tenant, caller, started_at DESC, id DESC);
+    CREATE INDEX call_records_by_tenant_called
+        ON call_records (tenant, called, started_at DESC, id DESC);
+    CREATE INDEX call_records_by_tenant_answered_by
+        ON call_records (tenant, answered_by, started_at DESC, id DESC)
+        WHERE answered_by IS NOT NULL;
     """,
 )
 

@@ -84,6 +84,9 @@ LAYERS: dict[str, tuple[set[str], tuple[str, ...]]] = {
         ("pbx.config.model", "pbx.registrar"),
     ),
     "panel/phone_setup.py": ({"ipaddress"}, ("pbx.config.model",)),
+    # 通話履歴 (call history): its filters and page SQL as text, the trace in words.
+    "panel/history_query.py": ({"datetime", "zoneinfo", "unicodedata"}, ("pbx.errors",)),
+    "panel/history_words.py": (set(), ()),
 }
 # The asyncio edge: these may do I/O (and are not checked here).
 ADAPTERS = {

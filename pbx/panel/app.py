@@ -52,6 +52,7 @@ from pbx.config.model import (
 from pbx.config.problems import ConfigProblem
 from pbx.panel import forms
 from pbx.panel.accounts import Account, AccountExists, PanelStore, Session
+from pbx.panel.history import history_routes  # 通話履歴 (call history)
 from pbx.panel.i18n import LANGS, Lang, pick_lang, translate
 from pbx.panel.passwords import (
     generate_sip_password,
@@ -210,6 +211,8 @@ def build_panel_app(deps: PanelDeps) -> Starlette:
         Route("/operator/pool", panel.operator_route(panel.pool), methods=["GET", "POST"]),
         Route("/operator/accounts", panel.operator_route(panel.accounts), methods=["GET", "POST"]),
         Route("/operator/audit", panel.operator_route(panel.audit_log)),
+        # 通話履歴 (call history): pbx/panel/history.py, each route behind tenant_route.
+        *history_routes(panel),
         *deps.extra_routes,
     ]
     # -- live status and phone setup (登録状況 / 端末設定) --
