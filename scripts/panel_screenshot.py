@@ -1,4 +1,5 @@
-"""Regenerate docs/panel-users.png: the demo tenant's users page, signed in as its admin.
+"""Regenerate the panel screenshots in docs/: the demo tenant's users page (panel-users.png) and
+its first number's 着信設定 with the weekly timeline (panel-incoming.png), signed in as its admin.
 
     .venv/bin/python scripts/panel_screenshot.py     # needs Debian's chromium and fonts-noto-cjk
 
@@ -57,6 +58,9 @@ def main() -> None:
             page.get_by_role("button", name="ログイン").click()
             page.goto(base + "/t/acme/users")
             page.screenshot(path=str(REPO / "docs" / "panel-users.png"))
+            page.set_viewport_size({"width": 1200, "height": 900})
+            page.goto(base + "/t/acme/incoming/0312345678")
+            page.screenshot(path=str(REPO / "docs" / "panel-incoming.png"))
             browser.close()
     finally:
         shutil.rmtree(root, ignore_errors=True)
