@@ -6,7 +6,14 @@ Pure, time passed in (any clock in seconds, used consistently). DESIGN section 5
   ban it for ``ban_seconds``: its requests are dropped without an answer;
 - more than ``max_requests_per_second`` requests from one source are dropped (a token bucket:
   that many per second, with a burst of one second's worth);
-- trunk addresses are never banned or limited (DESIGN section 3, "Identity on the network").
+- trunk addresses are never banned; they have their own, higher limit
+  (``trunk_max_requests_per_second``) instead of none, so a spoofed or runaway trunk address
+  cannot take the whole CPU (issue 17, item 6);
+- the limit charges by cost, not by message: a message costs ``cost_of(size)`` tokens, one per
+  started ``COST_UNIT_BYTES`` (at least one), so big messages pass at a lower rate (issue 17,
+  items 2 and 3: bytes parsed and kept per source are bounded);
+- a source that keeps hitting the limit (throttled in ``throttle_strikes`` report periods in a
+  row, i.e. about a minute of continuous flooding) is escalated to a ban of ``ban_seconds``.
 
 Memory is bounded: idle sources are forgotten (a full bucket and no failure inside the window
 carry no information), and past ``max_sources`` the least recently seen source is forgotten first.
@@ -29,6 +36,14 @@ from pbx.config.model import SecuritySettings
 from pbx.immutable import immutable
 
 _EPSILON = 1e-6
+# One token per started this many bytes (a full-size Ethernet frame): every ordinary message
+# costs one token, a 64 KB one costs 44.
+COST_UNIT_BYTES = 1500
+
+
+def cost_of(size: int) -> float:
+    """The tokens a message of ``size`` bytes costs against the rate limit."""
+    return float(max(1, -(-size // COST_UNIT_BYTES)))
 
 
 class Verdict(enum.Enum):
@@ -43,6 +58,7 @@ class SourceBanned:
     host: str
     failures: int
     until: float
+    reason: str = "auth_failures"  # or "throttled" (kept hitting the rate limit)
 
 
 @immutable
@@ -70,6 +86,7 @@ class _SourceState:
     banned_until: float | None = None
     dropped: int = 0  # throttled requests not yet reported
     reported_at: float | None = None  # last source_throttled event
+    strikes: int = 0  # report periods in a row with throttling
 
 
 class SourceGuard:
@@ -82,11 +99,15 @@ class SourceGuard:
         *,
         max_sources: int = 100_000,
         throttle_report_seconds: float = 10.0,
+        throttle_strikes: int = 6,
     ) -> None:
         self.settings = settings
         self.exempt: frozenset[str] = frozenset(exempt)
         self.max_sources = max_sources
         self.throttle_report_seconds = throttle_report_seconds
+        self.throttle_strikes = throttle_strikes
+        # Trunk addresses: a bucket each, at their own rate; never banned, never forgotten.
+        self._trunks: dict[str, _SourceState] = {}
         self._sources: OrderedDict[str, _SourceState] = OrderedDict()
         self._bans: list[tuple[float, str]] = []  # heap of (until, host); may hold stale entries
         self._events: deque[SecurityEvent] = deque()
@@ -95,6 +116,7 @@ class SourceGuard:
         """Take new settings and trunk addresses (config reload). Running bans are kept."""
         self.settings = settings
         self.exempt = frozenset(exempt)
+        self._trunks = {h: s for h, s in self._trunks.items() if h in self.exempt}
         for host in self.exempt & self._sources.keys():
             state = self._sources.pop(host)
             if state.banned_until is not None:
@@ -102,23 +124,43 @@ class SourceGuard:
 
     # -- per request ------------------------------------------------------------------------
 
-    def admit(self, host: str, now: float) -> Verdict:
-        """Whether to handle a request from ``host`` (call once per received request)."""
+    def admit(self, host: str, now: float, cost: float = 1.0) -> Verdict:
+        """Whether to handle a message from ``host`` (call once per received message) that
+        costs ``cost`` tokens (``cost_of`` its size)."""
         if host in self.exempt:
-            return Verdict.ALLOWED
+            state = self._trunks.get(host)
+            if state is None:
+                rate = float(self.settings.trunk_max_requests_per_second)
+                state = self._trunks[host] = _SourceState(rate, now)
+            return self._take(host, state, now, cost, self.settings.trunk_max_requests_per_second)
         self.handle_timer(now)
         state = self._state(host, now)
         if state.banned_until is not None:
             return Verdict.BANNED
-        rate = float(self.settings.max_requests_per_second)
+        verdict = self._take(host, state, now, cost, self.settings.max_requests_per_second)
+        if state.strikes >= self.throttle_strikes:
+            # Flooding for a minute on end: not a phone retrying, an attack. Ban it.
+            state.strikes = 0
+            self._ban(host, state, now + self.settings.ban_seconds, 0, "throttled")
+        return verdict
+
+    def _take(self, host: str, state: _SourceState, now: float, cost: float, limit: int) -> Verdict:
+        # A token bucket holding one second's worth; a message dearer than that (a 64 KB one
+        # at a low limit) passes when the bucket is full, and leaves it in debt.
+        rate = float(limit)
         state.tokens = min(rate, state.tokens + (now - state.refreshed_at) * rate)
         state.refreshed_at = now
-        if state.tokens >= 1.0 - _EPSILON:  # float time: 0.4 s at 5/s is 1.9999999 tokens
-            state.tokens = max(0.0, state.tokens - 1.0)
+        if state.tokens >= min(cost, rate) - _EPSILON:  # float time: 1.9999999 tokens
+            state.tokens -= cost
             return Verdict.ALLOWED
         state.dropped += 1
         if state.reported_at is None or now - state.reported_at >= self.throttle_report_seconds:
-            self._events.append(SourceThrottled(host, state.dropped, int(rate)))
+            within = (
+                state.reported_at is not None
+                and now - state.reported_at < 2 * self.throttle_report_seconds
+            )
+            state.strikes = state.strikes + 1 if within else 1
+            self._events.append(SourceThrottled(host, state.dropped, limit))
             state.dropped = 0
             state.reported_at = now
         return Verdict.THROTTLED
@@ -207,17 +249,26 @@ class SourceGuard:
             self._sources.move_to_end(host)
         return state
 
-    def _ban(self, host: str, state: _SourceState, until: float, failures: int) -> None:
+    def _ban(
+        self,
+        host: str,
+        state: _SourceState,
+        until: float,
+        failures: int,
+        reason: str = "auth_failures",
+    ) -> None:
         state.banned_until = until
         state.failures.clear()
         heapq.heappush(self._bans, (until, host))
-        self._events.append(SourceBanned(host, failures, until))
+        self._events.append(SourceBanned(host, failures, until, reason))
 
     def _is_idle(self, state: _SourceState, now: float) -> bool:
         if state.banned_until is not None:
             return False
-        # The burst is one second's worth, so a source unseen for over a second has a full bucket.
-        bucket_full = now - state.refreshed_at > 1.0
+        # A full bucket (no debt left from a dear message) carries no information.
+        rate = float(self.settings.max_requests_per_second)
+        unseen = now - state.refreshed_at
+        bucket_full = unseen > 1.0 and state.tokens + unseen * rate >= rate - _EPSILON
         failures_old = not state.failures or (
             now - state.failures[-1] >= self.settings.ban_window_seconds
         )

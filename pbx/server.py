@@ -26,6 +26,7 @@ from pbx.config.holder import ConfigHolder
 from pbx.config.load import load_config
 from pbx.config.model import ConfigSnapshot, ListenSpec, TenantId
 from pbx.config.problems import ConfigError
+from pbx.fdlimit import raise_open_file_limit, tcp_connection_budget
 from pbx.http import HttpListener
 from pbx.log import configure_logging
 from pbx.metrics import Registry
@@ -110,6 +111,16 @@ class PbxServer:
             message_seconds=float(sip.tcp_message_seconds),
         )
         self.transport = SipTransport(self.service.on_inbound, limits)
+        # harden (issue 17, item 5): raise the open-file limit, keep a reserve for the rest.
+        before, after, hard = raise_open_file_limit()
+        self.transport.max_connections = tcp_connection_budget(limits.max_connections, after)
+        log.info(
+            "open_file_limit",
+            soft_before=before,
+            soft=after,
+            hard=hard,
+            tcp_max_connections=self.transport.max_connections,
+        )
         self.service.attach(self.transport)
         await self.service.start()
         await self.transport.start(

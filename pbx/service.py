@@ -23,11 +23,13 @@ from typing import Any, Protocol
 
 import structlog
 
+from pbx.call.admission import NeedsAuthentication, Refused, admit_invite, tenant_of
 from pbx.clock import Clock, Instant
 from pbx.config.holder import ConfigHolder
 from pbx.config.model import ConfigSnapshot, Extension, TenantConfig
 from pbx.errors import RemoteProtocolError
 from pbx.immutable import immutable
+from pbx.loglimit import LogLimiter, truncate
 from pbx.metrics import Registry
 from pbx.registrar import (
     Presence,
@@ -37,11 +39,12 @@ from pbx.registrar import (
     process_register,
     resolve_aor,
 )
-from pbx.security import SourceGuard, Verdict
+from pbx.security import SourceGuard, Verdict, cost_of
 from pbx.sip.build import build_response, new_tag, reason_phrase
 from pbx.sip.digest import AuthResult, DigestAuthenticator, authorization_values
-from pbx.sip.message import Address, SipMessage, SipRequest, SipResponse, Tag
-from pbx.sip.parse import SipParseError, is_keepalive, parse_message
+from pbx.sip.limits import CapExceeded, MessageCaps, check_caps, method_label, status_label
+from pbx.sip.message import Address, SipMessage, SipRequest, SipResponse, SipUri, Tag
+from pbx.sip.parse import SipParseError, is_keepalive, parse_message, read_partial
 from pbx.sip.transaction import (
     AckReceived,
     RequestReceived,
@@ -145,6 +148,14 @@ class SipService:
         self._housekeeping: asyncio.Task[None] | None = None
         self._last_purge = 0.0
         self._pending_registers = 0
+        # harden (issue 17): what one message may cost, and how much is logged about bad input.
+        self.caps = MessageCaps()
+        self.log_limit = LogLimiter()
+        metrics.counter(
+            "pbx_log_lines_suppressed_total",
+            "Log lines about bad input not written (per-source log rate limit)",
+            lambda: self.log_limit.suppressed_total,
+        )
         self.m_in = metrics.counter("pbx_sip_messages_in_total", "SIP messages received")
         self.m_out = metrics.counter("pbx_sip_messages_out_total", "SIP messages sent")
         self.m_dropped = metrics.counter(
@@ -230,7 +241,7 @@ class SipService:
         self._rearm()
 
     def _receive(self, packet: Inbound, now: Instant) -> None:
-        verdict = self.guard.admit(packet.source[0], now.wall)
+        verdict = self.guard.admit(packet.source[0], now.wall, cost_of(len(packet.data)))
         if verdict is not Verdict.ALLOWED:
             self.m_dropped.inc(reason=verdict.value)
             self._drain_guard_events()
@@ -239,13 +250,19 @@ class SipService:
             # NAT keep-alives (CRLF, NUL, space datagrams) that phones send: nothing to answer.
             self.m_dropped.inc(reason="keepalive")
             return
+        if packet.connection_id is not None and packet.source[0] in self.guard.exempt:
+            self._trust_connection(packet)  # a trunk's connection
+        exceeded = check_caps(packet.data, self.caps)
+        if exceeded is not None:
+            self._answer_over_cap(packet, exceeded, now)
+            return
         try:
             msg = parse_message(packet.data, stream=packet.transport == "TCP", source=packet.source)
         except SipParseError as exc:
-            self._answer_unparseable(packet, exc)
+            self._answer_unparseable(packet, exc, now)
             return
         if isinstance(msg, SipRequest):
-            self.m_in.inc(method=msg.method)
+            self.m_in.inc(method=method_label(msg.method))
             if msg.method == "REGISTER" and msg.header("Authorization") is None:
                 # Nothing to authenticate: the answer is a challenge (or a 400/404), given
                 # statelessly as RFC 3261 8.2.7 describes. No transaction is kept for it; a
@@ -254,32 +271,71 @@ class SipService:
                 if self._valid(key, msg):
                     self._register(key, msg, packet, now.wall)
                 return
+            if self._needs_invite_challenge(msg, packet):
+                # The same for a phone's INVITE without credentials (issue 17, item 6): a 401
+                # through a server transaction was retransmitted ~11 times to any, possibly
+                # spoofed, source. The INVITE's own retransmissions get the same answer again.
+                key = Stateless(packet.source, stateless_tag(msg, self._secret))
+                if self._valid(key, msg):
+                    self._challenge_invite(key, msg, packet, now.wall)
+                return
         else:
-            self.m_in.inc(status=str(msg.status))
+            self.m_in.inc(status=status_label(msg.status))
         events = self.table.receive(
             msg, packet.source, now.monotonic, reliable=packet.transport == "TCP"
         )
         for event in events:
             self._on_event(event, packet, now)
 
-    def _answer_unparseable(self, packet: Inbound, exc: SipParseError) -> None:
+    def _answer_unparseable(self, packet: Inbound, exc: SipParseError, now: Instant) -> None:
         partial = exc.partial
         answer = None
         if partial is not None:
             answer = partial.error_response(
                 exc.status_hint, reason_phrase(exc.status_hint), str(new_tag())
             )
-        log.info(
+        self.m_dropped.inc(reason="malformed")
+        self._log_bad_input(
             "malformed_message",
-            source=packet.source,
-            transport=packet.transport,
+            packet,
+            now,
             error=str(exc),
             answered=exc.status_hint if answer else None,
         )
-        self.m_dropped.inc(reason="malformed")
         if answer is not None and self.transport is not None:
             self.transport.send(answer, packet.source, packet.transport)
-            self.m_out.inc(status=str(exc.status_hint))
+            self.m_out.inc(status=status_label(exc.status_hint))
+
+    def _answer_over_cap(self, packet: Inbound, exceeded: CapExceeded, now: Instant) -> None:
+        """A message over a cap of ``pbx.sip.limits``: answered from its raw lines, unparsed."""
+        answer = read_partial(packet.data).error_response(
+            exceeded.status, exceeded.reason, str(new_tag())
+        )
+        self.m_dropped.inc(reason="over_cap")
+        self._log_bad_input(
+            "message_over_cap",
+            packet,
+            now,
+            error=exceeded.what,
+            answered=exceeded.status if answer else None,
+        )
+        if answer is not None and self.transport is not None:
+            self.transport.send(answer, packet.source, packet.transport)
+            self.m_out.inc(status=status_label(exceeded.status))
+
+    def _log_bad_input(self, event: str, packet: Inbound, now: Instant, **fields: Any) -> None:
+        """A line about bad input: values truncated, at most a few per source (with the count
+        of lines suppressed since the last one), issue 17 item 4."""
+        suppressed = self.log_limit.allow(packet.source[0], now.monotonic)
+        if suppressed is None:
+            return
+        log.info(
+            event,
+            source=packet.source,
+            transport=packet.transport,
+            suppressed=suppressed,
+            **{k: truncate(v) if isinstance(v, str) else v for k, v in fields.items()},
+        )
 
     def _on_event(self, event: TxEvent, packet: Inbound, now: Instant) -> None:
         if isinstance(event, RequestReceived):
@@ -352,6 +408,16 @@ class SipService:
         try:
             aor = resolve_aor(req, snapshot)
         except RemoteProtocolError as exc:
+            if exc.status_hint == 404 and isinstance(req.to.uri, SipUri):
+                # A domain no tenant serves is answered as a tenant's would be (issue 17, item
+                # 7): a challenge in its own realm, which no credentials can pass. A 404 here
+                # and a 401 there told which domains are tenants.
+                realm = req.to.uri.host
+                auth = self.digest.verify(
+                    "REGISTER", authorization_values(req.headers), realm, _no_users, wall
+                )
+                self._challenge(key, req, packet, realm, auth, wall)
+                return
             self.respond(key, build_response(req, exc.status_hint, to_tag=_tag_for(key)))
             return
         tenant = snapshot.tenants[aor.tenant]
@@ -359,8 +425,9 @@ class SipService:
             "REGISTER", authorization_values(req.headers), aor.domain, ha1_lookup(tenant), wall
         )
         if not auth.ok:
-            self._challenge(key, req, packet, tenant, auth, wall)
+            self._challenge(key, req, packet, tenant.domain, auth, wall)
             return
+        self._trust_connection(packet)
         source = Source(
             packet.source[0],
             packet.source[1],
@@ -432,7 +499,7 @@ class SipService:
         key: ReplyKey,
         req: SipRequest,
         packet: Inbound,
-        tenant: TenantConfig,
+        realm: str,
         auth: AuthResult,
         wall: float,
     ) -> None:
@@ -442,13 +509,13 @@ class SipService:
             log.warning(
                 "auth_failed",
                 source=packet.source,
-                realm=tenant.domain,
+                realm=truncate(realm),
                 reason=auth.reason,
                 method=req.method,
             )
             self.guard.record_failure(host, wall)
             self._drain_guard_events()
-        challenges = self.digest.challenge(tenant.domain, wall, stale=auth.stale)
+        challenges = self.digest.challenge(realm, wall, stale=auth.stale)
         headers = tuple(("WWW-Authenticate", value) for value in challenges)
         self.respond(key, build_response(req, 401, to_tag=_tag_for(key), headers=headers))
 
@@ -464,9 +531,45 @@ class SipService:
             wall,
         )
         if auth.ok:
+            self._trust_connection(packet)
             return auth.username
-        self._challenge(key, req, packet, tenant, auth, wall)
+        self._challenge(key, req, packet, tenant.domain, auth, wall)
         return None
+
+    # -- INVITE without credentials: a stateless challenge (issue 17, item 6) ----------------
+    def _needs_invite_challenge(self, req: SipRequest, packet: Inbound) -> bool:
+        """A new INVITE from a phone (not a trunk) with no credentials: its answer is a
+        challenge (or a refusal) that needs no transaction."""
+        return (
+            req.method == "INVITE"
+            and req.to.tag is None
+            and self.calls is not None
+            and req.header("Authorization") is None
+            and self.holder.current.trunk_for_host(packet.source[0]) is None
+        )
+
+    def _challenge_invite(
+        self, key: Stateless, req: SipRequest, packet: Inbound, wall: float
+    ) -> None:
+        snapshot = self.holder.current
+        admission = admit_invite(snapshot, req, packet.source[0])
+        if isinstance(admission, NeedsAuthentication):
+            realm = admission.tenant.domain
+        elif tenant_of(snapshot, req) is None and isinstance(req.from_.uri, SipUri):
+            realm = req.from_.uri.host  # no tenant: challenged alike, as REGISTER is
+        else:
+            status = admission.status if isinstance(admission, Refused) else 400
+            self.respond(key, build_response(req, status, to_tag=key.tag))
+            return
+        challenges = self.digest.challenge(realm, wall)
+        headers = tuple(("WWW-Authenticate", value) for value in challenges)
+        self.respond(key, build_response(req, 401, to_tag=key.tag, headers=headers))
+
+    def _trust_connection(self, packet: Inbound) -> None:
+        """A request authenticated over TCP: its connection is a phone's, keep it (issue 17,
+        item 5: unauthenticated connections expire fast and are evicted first)."""
+        if packet.connection_id is not None and self.transport is not None:
+            self.transport.trust(packet.connection_id)
 
     # -- what the call engine asks of the SIP edge (``pbx.b2bua.SipPort``) -------------------
     @property
@@ -563,9 +666,9 @@ class SipService:
             )
             transport.send(msg.to_bytes(), destination, kind)
             if isinstance(msg, SipResponse):
-                self.m_out.inc(status=str(msg.status))
+                self.m_out.inc(status=status_label(msg.status))
             else:
-                self.m_out.inc(method=msg.method)
+                self.m_out.inc(method=method_label(msg.method))
 
     # -- timers ------------------------------------------------------------------------------
     def _rearm(self) -> None:
@@ -674,6 +777,11 @@ _CAPABILITIES = (
 def _authenticator(secret: bytes, snapshot: ConfigSnapshot) -> DigestAuthenticator:
     auth = snapshot.server.auth
     return DigestAuthenticator(secret, auth.algorithms, nonce_ttl=auth.nonce_seconds)
+
+
+def _no_users(username: str, realm: str, algorithm: str) -> str | None:
+    """The credentials of a realm no tenant serves: none."""
+    return None
 
 
 def _trunk_hosts(snapshot: ConfigSnapshot) -> list[str]:

@@ -86,6 +86,8 @@ class SecuritySettings:
     ban_window_seconds: int = 600
     ban_seconds: int = 600
     max_requests_per_second: int = 50
+    # harden: trunk addresses are never banned, but not unlimited either (issue 17, item 6).
+    trunk_max_requests_per_second: int = 2000
 
 
 @dataclass(frozen=True, slots=True)

@@ -221,7 +221,13 @@ def load_server(
         file,
         "[security]",
         top.table_("security"),
-        ("ban_after_failures", "ban_window_seconds", "ban_seconds", "max_requests_per_second"),
+        (
+            "ban_after_failures",
+            "ban_window_seconds",
+            "ban_seconds",
+            "max_requests_per_second",
+            "trunk_max_requests_per_second",
+        ),
     )
     sd = SecuritySettings()
     security = SecuritySettings(
@@ -230,6 +236,9 @@ def load_server(
         ban_seconds=sec.integer("ban_seconds", sd.ban_seconds, minimum=1),
         max_requests_per_second=sec.integer(
             "max_requests_per_second", sd.max_requests_per_second, minimum=1
+        ),
+        trunk_max_requests_per_second=sec.integer(
+            "trunk_max_requests_per_second", sd.trunk_max_requests_per_second, minimum=1
         ),
     )
 

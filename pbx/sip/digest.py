@@ -4,9 +4,12 @@ Pure: the current time and the credential lookup are passed in. The server acts 
 challenges with 401 ``WWW-Authenticate`` (RFC 3261 22.2), one challenge per algorithm in the
 configured order (MD5 first by default: SIPp reads only the first challenge, DESIGN section 8).
 
-Nonces need no table to be validated: a nonce is ``issued-at || random || HMAC(secret, ...)``,
-bound to the realm. The only state kept is about nonces that have already authenticated a request,
-so that a replayed ``Authorization`` is refused:
+Nonces need no table to be validated: a nonce is ``random || HMAC(secret, random, realm, slot)``
+where ``slot`` is the issue time in steps of a tenth of ``nonce_ttl``, and the slot itself is not
+in the nonce: verification tries the slots still valid. So a nonce carries nothing readable (it
+used to hold the issue time to the millisecond, revealing the server's clock; issue 17 item 7),
+and it is accepted for ``nonce_ttl`` plus at most one step. The only state kept is about nonces
+that have already authenticated a request, so that a replayed ``Authorization`` is refused:
 
 - with ``qop=auth`` the nonce-count ``nc`` must grow for each nonce (RFC 7616 3.4);
 - without ``qop`` (RFC 2069 style, as pyVoIP sends) a nonce authenticates one request only.
@@ -16,7 +19,10 @@ fill it) and is bounded anyway: when an entry is evicted early, every nonce issu
 entry's issue time is treated as stale, so eviction can never reopen a replay.
 
 Answers are uniform: an unknown user and a wrong password give the same outcome (``FAILED``), the
-same challenge, and comparable work (a dummy HA1 is hashed for unknown users).
+same challenge, and comparable work (a dummy HA1 is hashed for unknown users). A nonce the server
+never issued (or issued under another secret, before a restart) is answered ``STALE`` before the
+response is even looked at, so its answer never depends on the password: no guess can be
+checked without a challenge (issue 17, item 7).
 """
 
 from __future__ import annotations
@@ -50,9 +56,10 @@ _HASHES: dict[str, Callable[[bytes], str]] = {
     "SHA-256": lambda data: hashlib.sha256(data).hexdigest(),
 }
 
-_NONCE_HEADER = struct.Struct(">q")  # issued-at, milliseconds
-_NONCE_RANDOM = 9  # bytes; with the 8-byte time and a 16-byte MAC: 33 bytes, 44 base64 chars
+_NONCE_SLOT = struct.Struct(">q")  # MAC input only, never in the nonce
+_NONCE_RANDOM = 17  # bytes; with the 16-byte MAC: 33 bytes, 44 base64 chars
 _NONCE_MAC = 16
+_NONCE_STEPS = 10  # slots per nonce_ttl
 _NC = re.compile(r"[0-9a-fA-F]{8}")
 
 
@@ -270,9 +277,11 @@ class DigestAuthenticator:
     # -- challenges ---------------------------------------------------------------------
 
     def make_nonce(self, realm: str, now: float) -> str:
-        """A fresh server nonce for ``realm``, valid for ``nonce_ttl`` seconds from ``now``."""
-        body = _NONCE_HEADER.pack(round(now * 1000)) + self._random_bytes(_NONCE_RANDOM)
-        return base64.urlsafe_b64encode(body + self._mac(realm, body)).decode("ascii")
+        """A fresh server nonce for ``realm``, valid for ``nonce_ttl`` seconds from ``now``
+        (and at most a tenth of that more)."""
+        body = self._random_bytes(_NONCE_RANDOM)
+        mac = self._mac(realm, body, self._slot(now))
+        return base64.urlsafe_b64encode(body + mac).decode("ascii")
 
     def challenge(self, realm: str, now: float, *, stale: bool = False) -> list[str]:
         """``WWW-Authenticate`` values, one per algorithm in offer order (RFC 3261 22.4).
@@ -343,6 +352,12 @@ class DigestAuthenticator:
                 return AuthResult(AuthOutcome.FAILED, "malformed", user, algorithm)
             nc_value = int(creds.nc, 16)
 
+        # A nonce we never issued: the same answer whatever the password (no oracle), and
+        # stale rather than failed (a phone holding a nonce from before a restart retries).
+        issued_at = self._nonce_issued_at(creds.nonce, creds.realm, now)
+        if issued_at is None:
+            return AuthResult(AuthOutcome.STALE, "nonce_unknown", user, algorithm)
+
         # Same work whether or not the user exists: an unknown user gets a dummy HA1 that no
         # password can match, and the response is computed and compared all the same.
         known_ha1 = lookup_ha1(user, creds.realm, algorithm)
@@ -365,10 +380,7 @@ class DigestAuthenticator:
 
         # The password is right; from here on the worst answer is "stale" (RFC 7616 3.3).
         self._forget_expired(now)
-        issued_at = self._nonce_issued_at(creds.nonce, creds.realm)
-        if issued_at is None:
-            return AuthResult(AuthOutcome.STALE, "nonce_unknown", user, algorithm)
-        if issued_at > now + 1.0 or now - issued_at > self.nonce_ttl:
+        if self._expired(issued_at, now):
             return AuthResult(AuthOutcome.STALE, "nonce_expired", user, algorithm)
         use = self._used.get(creds.nonce)
         if use is None:
@@ -391,24 +403,37 @@ class DigestAuthenticator:
 
     # -- internals ----------------------------------------------------------------------
 
-    def _mac(self, realm: str, body: bytes) -> bytes:
-        msg = body + b"\x00" + realm.encode("utf-8")
+    @property
+    def _step(self) -> float:
+        return max(self.nonce_ttl / _NONCE_STEPS, 1e-3)
+
+    def _slot(self, now: float) -> int:
+        return int(now // self._step)
+
+    def _expired(self, issued_at: float, now: float) -> bool:
+        """Whether a nonce of the slot starting at ``issued_at`` is no longer accepted."""
+        return now - issued_at >= self.nonce_ttl + self._step
+
+    def _mac(self, realm: str, body: bytes, slot: int) -> bytes:
+        msg = body + _NONCE_SLOT.pack(slot) + realm.encode("utf-8")
         return hmac.digest(self._secret, msg, "sha256")[:_NONCE_MAC]  # one-shot: no HMAC object
 
-    def _nonce_issued_at(self, nonce: str, realm: str) -> float | None:
-        """When a nonce of ours for ``realm`` was issued; None if it is not one of ours."""
+    def _nonce_issued_at(self, nonce: str, realm: str, now: float) -> float | None:
+        """The start of the slot a nonce of ours for ``realm`` was issued in, when it is one of
+        the slots still accepted, or one just expired (so that an expired nonce is told from a
+        forged one); None if it is not one of ours."""
         try:
             raw = base64.urlsafe_b64decode(nonce.encode("ascii"))
         except (ValueError, UnicodeEncodeError):
             return None
-        size = _NONCE_HEADER.size + _NONCE_RANDOM
-        if len(raw) != size + _NONCE_MAC:
+        if len(raw) != _NONCE_RANDOM + _NONCE_MAC:
             return None
-        body, mac = raw[:size], raw[size:]
-        if not hmac.compare_digest(mac, self._mac(realm, body)):
-            return None
-        (millis,) = _NONCE_HEADER.unpack(body[: _NONCE_HEADER.size])
-        return float(millis) / 1000
+        body, mac = raw[:_NONCE_RANDOM], raw[_NONCE_RANDOM:]
+        current = self._slot(now)
+        for slot in range(current, current - 2 * _NONCE_STEPS - 2, -1):
+            if hmac.compare_digest(mac, self._mac(realm, body, slot)):
+                return slot * self._step
+        return None
 
     def _dummy_ha1(self, algorithm: Algorithm, creds: DigestCredentials) -> str:
         return compute_ha1(algorithm, creds.username, creds.realm, self._dummy_key)
@@ -424,7 +449,7 @@ class DigestAuthenticator:
         # refused as expired anyway, so dropping its entry loses nothing.
         while self._used:
             nonce, use = next(iter(self._used.items()))
-            if now - use.issued_at <= self.nonce_ttl:
+            if not self._expired(use.issued_at, now):
                 break
             del self._used[nonce]
 

@@ -53,6 +53,7 @@ __all__ = [
     "parse_name_addr",
     "parse_uri",
     "parse_via",
+    "read_partial",
     "serialize_request",
     "serialize_response",
     "split_header_values",
@@ -596,6 +597,17 @@ def _partial(data: bytes, method: str | None) -> PartialMessage:
     start, block, _ = _split_head(data)
     raw, _ = _split_headers(block)
     return PartialMessage(start, method, tuple(raw))
+
+
+def read_partial(data: bytes) -> PartialMessage:
+    """The start line and raw header lines of ``data``, nothing parsed (a message refused
+    before parsing, ``pbx.sip.limits``, is answered from this)."""
+    data = data.lstrip(b"\r\n")
+    first = data[: data.find(b" ")] if b" " in data[:64] else b""
+    method = first.decode("latin-1")
+    if not _TOKEN_RE.fullmatch(method) or method.upper().startswith("SIP/"):
+        return _partial(data, None)
+    return _partial(data, method)
 
 
 def parse_message(

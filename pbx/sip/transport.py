@@ -9,6 +9,11 @@ TCP connections are bounded: a total cap and a per-source cap (extra connections
 once), an idle time-out, and a time-out for completing a message once its first byte arrived.
 Framing is ``pbx.sip.framing.StreamFramer``: at most 64 KiB is ever buffered per connection, and a
 framing error closes the connection (RFC 4475 3.1.2.2/3.1.2.3).
+
+Against exhaustion (issue 17, item 5): a connection that has sent no message yet is closed after
+``silent_seconds`` (keep-alive pings do not count), and when the total cap is reached the oldest
+connection not trusted yet (no request authenticated over it: ``trust``) is closed to make room,
+so that a new phone can still connect while idle attackers hold the cap.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ class TcpLimits:
     max_connections_per_source: int = 200
     idle_seconds: float = 600.0  # RFC 5626 keep-alives come every ~2 minutes
     message_seconds: float = 32.0  # a message started must be complete within this (64*T1)
+    silent_seconds: float = 10.0  # a connection that has sent no message yet is closed then
 
 
 @immutable
@@ -106,6 +112,8 @@ class _TcpConnection(asyncio.Protocol):
         self.peer: Address = ("", 0)
         self.transport: asyncio.Transport | None = None
         self.framer = StreamFramer()
+        self.spoke = False  # has delivered a message (not only keep-alives)
+        self.trusted = False  # a request authenticated over it, or a trunk's
         self._idle: asyncio.TimerHandle | None = None
         self._message_deadline: asyncio.TimerHandle | None = None
 
@@ -121,11 +129,12 @@ class _TcpConnection(asyncio.Protocol):
         self._arm_idle()
 
     def data_received(self, data: bytes) -> None:
-        self._arm_idle()
+        if self.spoke:
+            self._arm_idle()
         try:
             frames = self.framer.feed(data)
         except RemoteProtocolError as exc:
-            log.warning("tcp_framing_error", source=self.peer, error=str(exc))
+            log.warning("tcp_framing_error", source=self.peer, error=str(exc)[:160])
             self.close()
             return
         for frame in frames:
@@ -133,6 +142,9 @@ class _TcpConnection(asyncio.Protocol):
                 self.write(PONG)
             else:
                 assert isinstance(frame, bytes)
+                if not self.spoke:
+                    self.spoke = True
+                    self._arm_idle()
                 self.owner.deliver(Inbound(frame, self.peer, self.local, "TCP", self.id))
         self._arm_message_deadline()
 
@@ -155,7 +167,11 @@ class _TcpConnection(asyncio.Protocol):
         if self._idle is not None:
             self._idle.cancel()
         loop = asyncio.get_running_loop()
-        self._idle = loop.call_later(self.owner.limits.idle_seconds, self._timed_out, "idle")
+        limits = self.owner.limits
+        if self.spoke:
+            self._idle = loop.call_later(limits.idle_seconds, self._timed_out, "idle")
+        else:
+            self._idle = loop.call_later(limits.silent_seconds, self._timed_out, "silent")
 
     def _arm_message_deadline(self) -> None:
         pending = self.framer.buffered > 0
@@ -169,7 +185,9 @@ class _TcpConnection(asyncio.Protocol):
             self._message_deadline = None
 
     def _timed_out(self, why: str) -> None:
-        log.info("tcp_connection_timed_out", source=self.peer, reason=why)
+        (log.debug if why == "silent" else log.info)(
+            "tcp_connection_timed_out", source=self.peer, reason=why
+        )
         if self.transport is not None:
             self.transport.abort()
 
@@ -189,6 +207,9 @@ class SipTransport:
         self._connection_ids = itertools.count(1)
         self._route_cache: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # The connection cap in force: the configured one within the open-file budget.
+        self.max_connections = self.limits.max_connections
+        self.evicted = 0  # untrusted connections closed to make room for new ones
         # Told the id of every TCP connection that closes (bindings made over it go stale).
         self.on_connection_closed: Callable[[int], None] | None = None
 
@@ -231,9 +252,9 @@ class SipTransport:
     # -- TCP bookkeeping
     def _admit(self, conn: _TcpConnection) -> bool:
         host = conn.peer[0]
-        if len(self._connections) >= self.limits.max_connections:
-            return False
         if self._per_source.get(host, 0) >= self.limits.max_connections_per_source:
+            return False
+        if len(self._connections) >= self.max_connections and not self._evict_one():
             return False
         self._connections[conn.id] = conn
         self._by_peer[conn.peer] = conn
@@ -252,6 +273,25 @@ class SipTransport:
                 self._per_source[host] = left
             else:
                 self._per_source.pop(host, None)
+
+    def _evict_one(self) -> bool:
+        """Close the oldest untrusted connection (dicts keep insertion order); False if every
+        connection is trusted."""
+        victim = next((c for c in self._connections.values() if not c.trusted), None)
+        if victim is None:
+            return False
+        log.debug("tcp_connection_evicted", source=victim.peer, spoke=victim.spoke)
+        self.evicted += 1
+        self._forget(victim)
+        if victim.transport is not None:
+            victim.transport.abort()
+        return True
+
+    def trust(self, connection_id: int) -> None:
+        """A request authenticated over this connection: never evicted for a newcomer."""
+        conn = self._connections.get(connection_id)
+        if conn is not None:
+            conn.trusted = True
 
     def connection_alive(self, connection_id: int) -> bool:
         return connection_id in self._connections
@@ -303,6 +343,9 @@ class SipTransport:
         except (OSError, TimeoutError) as exc:
             log.info("tcp_connect_failed", dest=dest, error=str(exc))
             return
+        # Our own connection (to a trunk or a phone): not an attacker's to be evicted.
+        proto.trusted = proto.spoke = True
+        proto._arm_idle()
         proto.write(data)
 
     def _udp_for(self, dest: Address) -> _UdpProtocol | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
+import struct
 from typing import Any
 
 import pytest
@@ -240,12 +242,13 @@ def test_expired_nonce_with_correct_response_is_stale() -> None:
     auth = make_auth(nonce_ttl=30)
     challenge = auth.challenge(REALM, T0)[0]
     assert auth.verify("REGISTER", answer(challenge), REALM, lookup, T0 + 30).ok
-    late = auth.verify("REGISTER", answer(challenge, nc=2), REALM, lookup, T0 + 31)
+    # Accepted for nonce_ttl and at most a tenth more (the issue time is kept to a slot).
+    late = auth.verify("REGISTER", answer(challenge, nc=2), REALM, lookup, T0 + 33.01)
     assert late.outcome is AuthOutcome.STALE
     assert late.reason == "nonce_expired"
     # An expired nonce with a wrong password is a plain failure, never stale.
     wrong = answer(challenge, nc=3, password="guess")
-    assert auth.verify("REGISTER", wrong, REALM, lookup, T0 + 31).outcome is AuthOutcome.FAILED
+    assert auth.verify("REGISTER", wrong, REALM, lookup, T0 + 34).outcome is AuthOutcome.FAILED
 
 
 def test_nonce_from_another_realm_or_secret_is_stale() -> None:
@@ -377,19 +380,22 @@ def test_authorization_values_are_never_split_on_commas() -> None:
 
 
 def test_used_nonce_table_is_bounded_and_eviction_never_reopens_a_replay() -> None:
-    auth = make_auth(max_tracked_nonces=4)
+    # Slots of 100 s: one nonce per slot, so that evicting one marks only its slot stale.
+    auth = make_auth(max_tracked_nonces=4, nonce_ttl=1000)
     first_challenge = auth.challenge(REALM, T0)[0]
     first = answer(first_challenge, qop=False)
     assert auth.verify("REGISTER", first, REALM, lookup, T0).ok
-    for i in range(10):
-        c = auth.challenge(REALM, T0 + 1 + i)[0]
-        assert auth.verify("REGISTER", answer(c, qop=False), REALM, lookup, T0 + 1 + i).ok
+    for i in range(1, 11):
+        now = T0 + 100 * i
+        c = auth.challenge(REALM, now)[0]
+        assert auth.verify("REGISTER", answer(c, qop=False), REALM, lookup, now).ok
     assert auth.tracked_nonces <= 4
-    # The first nonce was evicted, yet its replay is still refused.
-    assert auth.verify("REGISTER", first, REALM, lookup, T0 + 20).stale
+    # The first nonce was evicted, yet its replay is still refused (it has not expired).
+    replay = auth.verify("REGISTER", first, REALM, lookup, T0 + 1050)
+    assert (replay.stale, replay.reason) == (True, "nonce_evicted")
     # A nonce issued after the evictions but not yet used still works.
-    fresh = auth.challenge(REALM, T0 + 21)[0]
-    assert auth.verify("REGISTER", answer(fresh), REALM, lookup, T0 + 21).ok
+    fresh = auth.challenge(REALM, T0 + 1100)[0]
+    assert auth.verify("REGISTER", answer(fresh), REALM, lookup, T0 + 1100).ok
 
 
 def test_expired_entries_are_forgotten() -> None:
@@ -400,6 +406,37 @@ def test_expired_entries_are_forgotten() -> None:
     c = auth.challenge(REALM, T0 + 100)[0]
     assert auth.verify("REGISTER", answer(c), REALM, lookup, T0 + 100).ok
     assert auth.tracked_nonces == 1
+
+
+def test_a_nonce_never_issued_gets_the_same_answer_whatever_the_password() -> None:
+    # Issue 17 item 7: a made-up nonce with the right password got stale=true and with a wrong
+    # one a plain 401, so guesses could be checked without a challenge.
+    auth = make_auth()
+    made_up = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    issued = auth.challenge(REALM, T0)[0]
+    template = issued.replace(challenge_params(issued)["nonce"], made_up)
+    right = auth.verify("REGISTER", answer(template), REALM, lookup, T0)
+    wrong = auth.verify("REGISTER", answer(template, password="guess"), REALM, lookup, T0)
+    unknown = auth.verify("REGISTER", answer(template, username="9999"), REALM, lookup, T0)
+    print("made-up nonce:", right.outcome, wrong.outcome, unknown.outcome)
+    assert right.outcome is wrong.outcome is unknown.outcome is AuthOutcome.STALE
+    assert right.reason == wrong.reason == "nonce_unknown"
+
+
+def test_a_nonce_carries_nothing_readable() -> None:
+    # Issue 17 item 7: nonces held the issue time to the millisecond. Now they are random bytes
+    # and a MAC: two nonces made a second apart share no prefix beyond chance, and none of the
+    # bytes changes with the time given when the random bytes are the same.
+    fixed = DigestAuthenticator(SECRET, random_bytes=lambda n: bytes(n))
+    a = challenge_params(fixed.challenge(REALM, T0)[0])["nonce"]
+    b = challenge_params(fixed.challenge(REALM, T0 + 0.001)[0])["nonce"]
+    c = challenge_params(fixed.challenge(REALM, T0 + 3600)[0])["nonce"]
+    raw = [base64.urlsafe_b64decode(n) for n in (a, b, c)]
+    assert raw[0] == raw[1]  # the same slot: identical, the milliseconds are not in it
+    assert raw[0][:17] == raw[2][:17] == bytes(17)  # the readable part is only the random bytes
+    millis = struct.pack(">q", round(T0 * 1000))
+    assert millis[2:] not in raw[0]
+    assert struct.pack(">q", int(T0))[4:] not in raw[0]
 
 
 def test_secret_and_algorithms_are_checked() -> None:
