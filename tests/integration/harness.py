@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -183,9 +184,16 @@ def _pump_stderr(server: RunningServer, started: threading.Event, box: dict[str,
 
 @contextlib.contextmanager
 def running_server(
-    config: Path, *, extra_env: dict[str, str] | None = None
+    config: Path, *, extra_env: dict[str, str] | None = None, nofile: int | None = None
 ) -> Iterator[RunningServer]:
+    """``nofile``: start the server with that soft open-file limit (harden: issue 17)."""
     env = {**os.environ, **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
+
+    def lower_nofile() -> None:
+        if nofile is not None:
+            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+
     process = subprocess.Popen(
         [sys.executable, "-m", "pbx", "run", "--config", str(config), "--log-json"],
         cwd=REPO,
@@ -193,6 +201,7 @@ def running_server(
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        preexec_fn=lower_nofile if nofile is not None else None,
     )
     server = RunningServer(process, config, ("", 0), ("", 0), ("", 0))
     started = threading.Event()
