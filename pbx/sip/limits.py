@@ -10,10 +10,10 @@ cap                          default    answer
 ==========================  =========  ======================================================
 message size                 65,536 B   513 Message Too Large (RFC 3261 18.1.1, 21.5.14)
 header lines                 100        513 Message Too Large (the head, not the body, is big)
-values of Via                16         400 Too Many Via Values (more than any real proxy chain)
-values of Contact            16         400 Too Many Contact Values
-values of Route              16         400 Too Many Route Values
-values of Record-Route       16         400 Too Many Record-Route Values
+values of Via                64         400 Too Many Via Values (RFC 4475 longreq has 30)
+values of Contact            64         400 Too Many Contact Values
+values of Route              64         400 Too Many Route Values
+values of Record-Route       64         400 Too Many Record-Route Values
 Request-URI length           1,024 B    414 Request-URI Too Long (RFC 3261 21.4.12)
 one header line              4,096 B    400 Header Line Too Long
 parameters in one line       64         400 Too Many Parameters
@@ -72,7 +72,7 @@ class MessageCaps:
 
     max_message_bytes: int = 65_536
     max_header_lines: int = 100
-    max_values: int = 16  # per Via, Contact, Route, Record-Route (all lines together)
+    max_values: int = 64  # per Via, Contact, Route, Record-Route (all lines together)
     max_request_uri_bytes: int = 1_024
     max_header_line_bytes: int = 4_096
     max_params_per_line: int = 64
