@@ -833,6 +833,8 @@ class SipService:
                 "user_agent": b.user_agent,
                 "registered_at": b.registered_at,
                 "expires_in": b.expires_in(wall),
+                "reachable": b.key not in self.registrations.unreachable,
+                "keepalive_answered": self.keepalive.answered_once(b.key),
             }
             for b in self.registrations
             if b.is_active(wall)
