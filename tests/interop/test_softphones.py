@@ -9,15 +9,27 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pbx.keepalive import probe_timeout
-from tests.integration.harness import DEFAULT_TENANT, RunningServer, running_server, write_config
+from tests.integration.harness import (
+    DEFAULT_TENANT,
+    REPO,
+    RunningServer,
+    free_port,
+    running_server,
+    write_config,
+)
 from tests.interop.phones import Baresip
 
 pytestmark = pytest.mark.integration
@@ -33,7 +45,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     root = tmp_path_factory.mktemp("interop")
     tenant = DEFAULT_TENANT.replace("qualify_seconds = 0", f"qualify_seconds = {INTERVAL}")
     # No [auth] in pbx.toml: the shipped default is what these phones meet.
-    config = write_config(root / "pbx", tenants={"acme": tenant})
+    # A fixed admin port: pbx simulate --live finds the server through pbx.toml.
+    admin = free_port(socket.SOCK_STREAM)
+    config = write_config(root / "pbx", tenants={"acme": tenant}, admin_port=admin)
     assert "[auth]" not in config.read_text()
     with running_server(config) as running:
         yield running
@@ -119,6 +133,11 @@ def test_a_killed_phone_is_offline_within_interval_plus_retry_and_takes_its_offl
         took = wait_until("1001 unreachable", lambda: not reachable(server, "1001"), timeout=20)
         assert took <= INTERVAL + 2 * probe_timeout(INTERVAL) + 0.5
         assert registered(server, "1001")  # still bound: not expired, just not there
+        # pbx simulate --live sees the same state routing does.
+        report = simulate_live(server)
+        assert report["lines"] == "live"
+        assert "1001" in report["offline"]
+        assert "1003" not in report["offline"]
         caller.dial("1001")
         caller.wait_for("Call established")
         forward.wait_for("Call established")  # the offline forward answered
@@ -158,6 +177,31 @@ def test_a_tcp_phone_whose_connection_closes_is_offline_at_once(
         assert took < 1.0
     finally:
         tcp.stop()
+
+
+def simulate_live(server: RunningServer) -> dict[str, Any]:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pbx",
+            "simulate",
+            "--config",
+            str(server.config),
+            "--number",
+            "0312345678",
+            "--at",
+            datetime.now(UTC).isoformat(),
+            "--live",
+            "--json",
+        ],
+        capture_output=True,
+        timeout=30,
+        check=True,
+        cwd=REPO,
+    )
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
 
 
 def _answered(server: RunningServer, extension: str) -> bool:
