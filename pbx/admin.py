@@ -382,6 +382,17 @@ OPENAPI: dict[str, Any] = {
                     "user_agent": _NULLABLE_STRING,
                     "registered_at": {"type": "number"},
                     "expires_in": {"type": "integer", "minimum": 0},
+                    # Issue 15: what routing sees (optional, so older clients still validate).
+                    "reachable": {
+                        "type": "boolean",
+                        "description": "False: keep-alive unanswered or TCP connection closed; "
+                        "a call does not ring this contact",
+                    },
+                    "keepalive_answered": {
+                        "type": "boolean",
+                        "description": "The contact answered a keep-alive check at least once "
+                        "(only such contacts are judged by keep-alives)",
+                    },
                 },
                 "additionalProperties": False,
             },

@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--offline", nargs="*", default=[], metavar="EXT")
     sim.add_argument("--busy", nargs="*", default=[], metavar="EXT")
     sim.add_argument("--json", action="store_true")
+    sim.add_argument(
+        "--live",
+        action="store_true",
+        help="read who is offline from the running server (admin API) instead of assuming "
+        "every extension online",
+    )
     panel = sub.add_parser("panel", help="the control panel's accounts")
     panel_sub = panel.add_subparsers(dest="panel_command", required=True)
 

@@ -336,11 +336,14 @@ def online_contacts(
     bindings: Iterable[Binding],
     now: float,
     *,
-    qualify: bool = False,
     unreachable: Set[BindingKey] = frozenset(),
 ) -> tuple[Binding, ...]:
-    """The unexpired bindings; with keep-alive checks on, minus those marked unreachable."""
-    return tuple(b for b in bindings if b.is_active(now) and not (qualify and b.key in unreachable))
+    """The contacts a call would ring: unexpired and not marked unreachable.
+
+    Marks come from the keep-alive checks (only while the tenant's ``qualify_seconds`` is on,
+    and only for contacts that answered a check before) and from a closed TCP/TLS connection
+    (always: nothing can reach that phone until it connects and registers again)."""
+    return tuple(b for b in bindings if b.is_active(now) and b.key not in unreachable)
 
 
 def presence(
@@ -350,14 +353,10 @@ def presence(
     now: float,
     unreachable: Set[BindingKey] = frozenset(),
 ) -> Presence:
-    """Presence of ``extension`` (DESIGN 3 "offline": no unexpired binding; with the tenant's
-    ``qualify_seconds`` on, contacts that stopped answering or lost their TCP connection don't
-    count)."""
+    """Presence of ``extension`` (DESIGN 3 "offline": no unexpired binding, or none that is
+    reachable: see ``online_contacts``)."""
     mine = (b for b in bindings if b.tenant == tenant.id and b.extension == extension)
-    contacts = online_contacts(
-        mine, now, qualify=tenant.qualify_seconds > 0, unreachable=unreachable
-    )
-    return Presence(tenant.id, extension, contacts)
+    return Presence(tenant.id, extension, online_contacts(mine, now, unreachable=unreachable))
 
 
 class Registrations:
@@ -403,10 +402,36 @@ class Registrations:
         """The bindings that were registered over a TCP connection (to mark them unreachable)."""
         return [b for b in self if b.connection_id == connection_id]
 
+    def get(self, key: BindingKey) -> Binding | None:
+        """One binding by its key (expired ones included until ``expire`` runs)."""
+        return self._by_aor.get((key[0], key[1]), {}).get(key[2])
+
     def presence(self, tenant: TenantConfig, extension: Extension, now: float) -> Presence:
+        """Which contacts of ``extension`` a call would ring now (the routing core's question:
+        ``presence(...).online`` False is "offline", the offline forward applies)."""
         return presence(
             tenant, extension, self.bindings_of(tenant.id, extension), now, self.unreachable
         )
+
+    def reachable_contacts(
+        self, tenant: TenantConfig, extension: Extension, now: float
+    ) -> tuple[Binding, ...]:
+        """The extension's contacts that are registered and reachable now."""
+        return self.presence(tenant, extension, now).contacts
+
+    def is_offline(self, tenant: TenantConfig, extension: Extension, now: float) -> bool:
+        """No reachable contact: the extension is offline to routing."""
+        return not self.presence(tenant, extension, now).online
+
+    def contact_failed(self, key: BindingKey) -> bool:
+        """A transport failure reaching a contact (a TCP connect refused, a send that failed):
+        mark it unreachable at once, as a closed connection is. True when it was reachable.
+        (The call engine's hook for RFC 3261 8.1.3.1 transport errors; a REGISTER refresh or
+        an answered keep-alive clears the mark.)"""
+        if self.get(key) is None or key in self.unreachable:
+            return False
+        self.unreachable.add(key)
+        return True
 
     def __iter__(self) -> Iterator[Binding]:
         for per_aor in list(self._by_aor.values()):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from hashlib import blake2s
 from typing import Any, Protocol
@@ -29,9 +29,12 @@ from pbx.config.holder import ConfigHolder
 from pbx.config.model import ConfigSnapshot, Extension, TenantConfig
 from pbx.errors import RemoteProtocolError
 from pbx.immutable import immutable
+from pbx.keepalive import ContactStoppedAnswering, KeepAlive, Probe
 from pbx.loglimit import LogLimiter, truncate
 from pbx.metrics import Registry
 from pbx.registrar import (
+    Binding,
+    BindingKey,
     Presence,
     Registrations,
     Source,
@@ -41,9 +44,21 @@ from pbx.registrar import (
 )
 from pbx.security import SourceGuard, Verdict, cost_of
 from pbx.sip.build import build_response, new_tag, reason_phrase
-from pbx.sip.digest import AuthResult, DigestAuthenticator, authorization_values
+from pbx.sip.digest import Algorithm, AuthResult, DigestAuthenticator, authorization_values
 from pbx.sip.limits import CapExceeded, MessageCaps, check_caps, method_label, status_label
-from pbx.sip.message import Address, SipMessage, SipRequest, SipResponse, SipUri, Tag
+from pbx.sip.message import (
+    MAGIC_COOKIE,
+    Address,
+    CallId,
+    CSeq,
+    NameAddress,
+    SipMessage,
+    SipRequest,
+    SipResponse,
+    SipUri,
+    Tag,
+    Via,
+)
 from pbx.sip.parse import SipParseError, is_keepalive, parse_message, read_partial
 from pbx.sip.transaction import (
     AckReceived,
@@ -68,6 +83,9 @@ HOUSEKEEPING_SECONDS = 1.0
 # RFC 3261 timers are 0.5 s and longer, so 20 ms late is well inside their tolerance.
 TIMER_SLOT_SECONDS = 0.02
 PURGE_SECONDS = 60.0
+# Keep-alive probes fire on a 100 ms grid: with 10,000 contacts every 30 s, about 33 OPTIONS
+# leave per wake-up instead of one wake-up per probe (the spread over the interval stays even).
+KEEPALIVE_SLOT_SECONDS = 0.1
 
 
 class CallHandler(Protocol):
@@ -138,6 +156,11 @@ class SipService:
         self._secret = secrets.token_bytes(32)
         self.digest = _authenticator(self._secret, snapshot)
         self.registrations = Registrations()
+        # Keep-alive checks of the contacts (pbx.keepalive): the Call-IDs of its OPTIONS start
+        # with a random prefix, so an answer is told from any other stray response.
+        self.keepalive = KeepAlive(f"qualify-{secrets.token_hex(6)}-")
+        self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._keepalive_at: float | None = None
         self.calls: CallHandler | None = None
         self.transport: SipTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -171,6 +194,16 @@ class SipService:
             lambda: len(self.registrations),
         )
         metrics.gauge("pbx_transactions", "Live SIP transactions", lambda: len(self.table))
+        metrics.gauge(
+            "pbx_registrations_unreachable",
+            "Registered contacts marked unreachable (keep-alive unanswered, TCP closed)",
+            lambda: len(self.registrations.unreachable),
+        )
+        metrics.counter(
+            "pbx_keepalive_probes_total",
+            "Keep-alive OPTIONS sent to registered contacts (retries included)",
+            lambda: self.keepalive.probes_sent,
+        )
         metrics.counter(
             "pbx_sip_retransmissions_received_total",
             "Requests received again and absorbed by their transaction",
@@ -186,12 +219,16 @@ class SipService:
     def attach(self, transport: SipTransport) -> None:
         self.transport = transport
         transport.on_connection_closed = self._on_connection_closed
+        transport.on_connection_activity = self._on_connection_activity
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         wall = self.clock.wall()
         bindings = await self.store.load_bindings(wall)
         self.registrations = Registrations(bindings)
+        # Loaded bindings keep their phase (no burst of probes at start-up).
+        self._track_all(self.holder.current, self.clock.monotonic(), fresh=False)
+        self._rearm_keepalive()
         for host, until in await self.store.load_bans(wall):
             self.guard.restore_ban(host, until, wall)
         purged = await self.store.purge_expired(wall)
@@ -203,6 +240,8 @@ class SipService:
             self._housekeeping.cancel()
         if self._timer is not None:
             self._timer.cancel()
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -221,6 +260,9 @@ class SipService:
         ]
         for binding in gone:
             self.registrations.remove(binding)
+            self.keepalive.forget(binding.key)
+        self._track_all(new, self.clock.monotonic(), fresh=False)
+        self._rearm_keepalive()
         if gone:
             await self.store.apply_bindings((), gone)
             log.info(
@@ -344,6 +386,13 @@ class SipService:
             if self.calls is not None:
                 self.calls.on_ack(event.request, packet, now)
         elif isinstance(event, UnmatchedResponseReceived):
+            response = event.response
+            if response.cseq.method == "OPTIONS" and self.keepalive.answered(
+                response.call_id, now.monotonic
+            ):
+                # Any status counts: a 404/405/501 comes from a phone that is there.
+                self._drain_keepalive()
+                return
             self.m_dropped.inc(reason="stray_response")
             log.debug("stray_response", source=packet.source, status=event.response.status)
         else:
@@ -421,11 +470,17 @@ class SipService:
             self.respond(key, build_response(req, exc.status_hint, to_tag=_tag_for(key)))
             return
         tenant = snapshot.tenants[aor.tenant]
+        algorithms = tenant.digest_algorithms(snapshot.server.auth)
         auth = self.digest.verify(
-            "REGISTER", authorization_values(req.headers), aor.domain, ha1_lookup(tenant), wall
+            "REGISTER",
+            authorization_values(req.headers),
+            aor.domain,
+            ha1_lookup(tenant),
+            wall,
+            algorithms=algorithms,
         )
         if not auth.ok:
-            self._challenge(key, req, packet, tenant.domain, auth, wall)
+            self._challenge(key, req, packet, tenant.domain, auth, wall, algorithms)
             return
         self._trust_connection(packet)
         source = Source(
@@ -456,6 +511,7 @@ class SipService:
             return
         before = {b.contact_key for b in self.registrations.bindings_of(aor.tenant, aor.extension)}
         self.registrations.apply(result)
+        self._track(tenant, result.saved, result.removed)
         # A new or removed contact is worth an info line; a refresh (most REGISTERs) is debug.
         changed = before != {b.contact_key for b in result.bindings}
         (log.info if changed else log.debug)(
@@ -502,7 +558,9 @@ class SipService:
         realm: str,
         auth: AuthResult,
         wall: float,
+        algorithms: Sequence[Algorithm] | None = None,
     ) -> None:
+        """A 401 in ``realm`` offering ``algorithms`` (a tenant's own list; None: the server's)."""
         if auth.failed:
             self.m_auth_failures.inc()
             host = packet.source[0]
@@ -515,7 +573,7 @@ class SipService:
             )
             self.guard.record_failure(host, wall)
             self._drain_guard_events()
-        challenges = self.digest.challenge(realm, wall, stale=auth.stale)
+        challenges = self.digest.challenge(realm, wall, stale=auth.stale, algorithms=algorithms)
         headers = tuple(("WWW-Authenticate", value) for value in challenges)
         self.respond(key, build_response(req, 401, to_tag=_tag_for(key), headers=headers))
 
@@ -523,17 +581,19 @@ class SipService:
         self, key: ServerKey, req: SipRequest, packet: Inbound, tenant: TenantConfig, wall: float
     ) -> str | None:
         """Digest-check a phone's request (INVITE etc.); answers 401 itself on failure."""
+        algorithms = tenant.digest_algorithms(self.holder.current.server.auth)
         auth = self.digest.verify(
             req.method,
             authorization_values(req.headers),
             tenant.domain,
             ha1_lookup(tenant),
             wall,
+            algorithms=algorithms,
         )
         if auth.ok:
             self._trust_connection(packet)
             return auth.username
-        self._challenge(key, req, packet, tenant.domain, auth, wall)
+        self._challenge(key, req, packet, tenant.domain, auth, wall, algorithms)
         return None
 
     # -- INVITE without credentials: a stateless challenge (issue 17, item 6) ----------------
@@ -553,15 +613,17 @@ class SipService:
     ) -> None:
         snapshot = self.holder.current
         admission = admit_invite(snapshot, req, packet.source[0])
+        algorithms = None
         if isinstance(admission, NeedsAuthentication):
             realm = admission.tenant.domain
+            algorithms = admission.tenant.digest_algorithms(snapshot.server.auth)
         elif tenant_of(snapshot, req) is None and isinstance(req.from_.uri, SipUri):
             realm = req.from_.uri.host  # no tenant: challenged alike, as REGISTER is
         else:
             status = admission.status if isinstance(admission, Refused) else 400
             self.respond(key, build_response(req, status, to_tag=key.tag))
             return
-        challenges = self.digest.challenge(realm, wall)
+        challenges = self.digest.challenge(realm, wall, algorithms=algorithms)
         headers = tuple(("WWW-Authenticate", value) for value in challenges)
         self.respond(key, build_response(req, 401, to_tag=key.tag, headers=headers))
 
@@ -708,6 +770,8 @@ class SipService:
                 if wall - self._last_purge >= PURGE_SECONDS:
                     self._last_purge = wall
                     expired = self.registrations.expire(wall)
+                    for binding in expired:
+                        self.keepalive.forget(binding.key)
                     if expired:
                         await self.store.apply_bindings((), expired)
                         log.info("registrations_expired", count=len(expired))
@@ -724,6 +788,9 @@ class SipService:
                 self._spawn(self.store.delete_ban(event.host))
 
     def _on_connection_closed(self, connection_id: int) -> None:
+        # Offline to routing at once (docs/design.md 3): nothing reaches this phone until it
+        # connects and registers again, which clears the mark.
+        self.keepalive.forget_connection(str(connection_id))
         for binding in self.registrations.on_connection(str(connection_id)):
             self.registrations.mark_reachable(binding.key, False)
             log.info(
@@ -732,6 +799,119 @@ class SipService:
                 aor=f"{binding.tenant}/{binding.extension}",
                 contact=binding.contact,
             )
+
+    # -- keep-alive checks (pbx.keepalive) ---------------------------------------------------
+    def _track(
+        self, tenant: TenantConfig, saved: Sequence[Binding], removed: Sequence[Binding]
+    ) -> None:
+        """A REGISTER's changes: new and refreshed contacts are (re)checked, gone ones not."""
+        now = self.clock.monotonic()
+        for binding in removed:
+            self.keepalive.forget(binding.key)
+        for binding in saved:
+            self.keepalive.track(
+                binding.key,
+                tenant.qualify_seconds,
+                now,
+                connection_id=binding.connection_id,
+            )
+        if saved:
+            self._rearm_keepalive()
+
+    def _track_all(self, snapshot: ConfigSnapshot, now: float, *, fresh: bool) -> None:
+        """Every binding under ``snapshot``'s intervals (start-up, reload). A tenant whose
+        checks were turned off loses the marks they made (a closed TCP connection's stay)."""
+        for binding in self.registrations:
+            tenant = snapshot.tenants.get(binding.tenant)
+            interval = tenant.qualify_seconds if tenant is not None else 0
+            self.keepalive.track(
+                binding.key, interval, now, connection_id=binding.connection_id, fresh=fresh
+            )
+            if (
+                interval == 0
+                and binding.key in self.registrations.unreachable
+                and (binding.transport != "TCP" or self.connection_alive(binding.connection_id))
+            ):
+                self.registrations.mark_reachable(binding.key, True)
+
+    def _rearm_keepalive(self) -> None:
+        deadline = self.keepalive.get_timer()
+        if deadline is not None:
+            deadline = math.ceil(deadline / KEEPALIVE_SLOT_SECONDS) * KEEPALIVE_SLOT_SECONDS
+        if deadline == self._keepalive_at:
+            return
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+            self._keepalive_timer = None
+        self._keepalive_at = deadline
+        if deadline is not None and self._loop is not None:
+            self._keepalive_timer = self._loop.call_at(deadline, self._on_keepalive_timer)
+
+    def _on_keepalive_timer(self) -> None:
+        self._keepalive_timer = None
+        self._keepalive_at = None
+        try:
+            self.keepalive.handle_timer(self.clock.monotonic())
+            self._drain_keepalive()
+        except Exception:
+            log.exception("keepalive_timer_failed")
+        self._rearm_keepalive()
+
+    def _drain_keepalive(self) -> None:
+        for probe in self.keepalive.probes_to_send():
+            self._send_probe(probe)
+        while (event := self.keepalive.next_event()) is not None:
+            key: BindingKey = event.key  # type: ignore[assignment]
+            binding = self.registrations.get(key)
+            if binding is None:
+                continue
+            down = isinstance(event, ContactStoppedAnswering)
+            self.registrations.mark_reachable(key, not down)
+            log.info(
+                "contact_unreachable" if down else "contact_reachable",
+                reason="keep-alive unanswered" if down else "keep-alive answered",
+                aor=f"{binding.tenant}/{binding.extension}",
+                contact=binding.contact,
+            )
+        self._rearm_keepalive()
+
+    def _send_probe(self, probe: Probe) -> None:
+        """An OPTIONS to a contact, outside any transaction (its one retry is the core's): to
+        the address the REGISTER came from (which also refreshes the NAT mapping), over the
+        phone's own TCP connection when it registered over TCP."""
+        key: BindingKey = probe.key  # type: ignore[assignment]
+        binding = self.registrations.get(key)
+        transport = self.transport
+        if binding is None or transport is None:
+            self.keepalive.forget(probe.key)
+            return
+        reliable = binding.transport == "TCP"
+        connection = None
+        if reliable:
+            if not self.connection_alive(binding.connection_id):
+                return  # its close already marked it unreachable
+            connection = int(binding.connection_id or 0)
+        tenant = self.holder.current.tenants.get(binding.tenant)
+        domain = tenant.domain if tenant is not None else binding.source_host
+        local = self.local_address(binding.source_host, reliable)
+        request = _probe_request(probe.token, binding, local, domain)
+        transport.send(
+            request.to_bytes(),
+            binding.source,
+            "TCP" if reliable else "UDP",
+            connection_id=connection,
+        )
+        self.m_out.inc(method="OPTIONS")
+
+    def _on_connection_activity(self, connection_id: int) -> None:
+        self.keepalive.heard_on_connection(str(connection_id), self.clock.monotonic())
+        self._drain_keepalive()
+
+    def contact_failed(self, key: BindingKey, reason: str) -> None:
+        """A transport error reaching a registered contact (the call engine's hook): that
+        contact is unreachable at once; a refresh or an answered keep-alive brings it back."""
+        if self.registrations.contact_failed(key):
+            log.info("contact_unreachable", reason=reason, aor=f"{key[0]}/{key[1]}", contact=key[2])
 
     def _spawn(self, coro: Any) -> None:
         loop = self._loop or asyncio.get_running_loop()
@@ -759,10 +939,39 @@ class SipService:
                 "user_agent": b.user_agent,
                 "registered_at": b.registered_at,
                 "expires_in": b.expires_in(wall),
+                "reachable": b.key not in self.registrations.unreachable,
+                "keepalive_answered": self.keepalive.answered_once(b.key),
             }
             for b in self.registrations
             if b.is_active(wall)
         ]
+
+
+def _probe_request(token: str, binding: Binding, local: tuple[str, int], domain: str) -> SipRequest:
+    """The keep-alive OPTIONS for ``binding`` (RFC 3261 11.1). Branch and From tag derive from
+    the token, so the retry is a retransmission of the same request."""
+    seed = blake2s(token.encode(), digest_size=10).hexdigest()
+    host, port = local
+    via_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    aor = SipUri("sip", domain, user=binding.extension)
+    return SipRequest(
+        method="OPTIONS",
+        uri=binding.uri,
+        via=(
+            Via(
+                binding.transport if binding.transport == "TCP" else "UDP",
+                via_host,
+                port,
+                (("branch", MAGIC_COOKIE + seed), ("rport", None)),
+            ),
+        ),
+        from_=NameAddress(SipUri("sip", via_host, user="pbx"), None, (("tag", seed[:12]),)),
+        to=NameAddress(aor),
+        call_id=CallId(token),
+        cseq=CSeq(1, "OPTIONS"),
+        max_forwards=70,
+        headers=(("Accept", "application/sdp"),),
+    )
 
 
 _CAPABILITIES = (

@@ -14,6 +14,7 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
@@ -70,12 +71,40 @@ def main(args: argparse.Namespace) -> int:
         for ext in [*offline, *busy]:
             if Extension(ext) not in tenant.users:
                 err.write(f"simulate: warning: {ext} is not an extension of {tenant.id}\n")
+    lines = "assumed"
+    if getattr(args, "live", False) and tenant is not None:
+        live = live_offline(args.config, tenant)
+        if live is None:
+            err.write("simulate: --live: no server answered on the admin address\n")
+            return 1
+        offline = sorted({*offline, *live})
+        lines = "live"
     report = simulate(cfg, number, at, offline=offline, busy=busy)
+    report["lines"] = lines
     if args.json:
         out.write(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
     else:
         write_text(report, out)
     return 0
+
+
+def live_offline(config: Path, tenant: TenantConfig) -> list[str] | None:
+    """The tenant's extensions the running server holds no reachable contact for (read from
+    the admin API's ``GET /registrations``); None when no server answers."""
+    from pbx.admin_client import call_admin  # the only I/O of simulate, and only with --live
+
+    try:
+        status, body = call_admin(config, "GET", "/registrations")
+    except OSError:
+        return None
+    if status != 200 or not isinstance(body, list):
+        return None
+    online = {
+        r["extension"]
+        for r in body
+        if r.get("tenant") == tenant.id and r.get("reachable", True) and r.get("expires_in", 0) > 0
+    }
+    return [ext for ext in sorted(tenant.users) if ext not in online]
 
 
 def parse_instant(text: str, timezone: str) -> datetime:
@@ -220,6 +249,13 @@ def write_text(report: dict[str, Any], out: TextIO) -> None:
     where = report["local_time"] or report["at"]
     tenant = f" (tenant {report['tenant']})" if report["tenant"] else " (no tenant has it)"
     out.write(f"call to {report['number']}{tenant} at {where}\n")
+    if report.get("lines") == "live":
+        out.write("lines: live, from the running server (offline: no reachable contact)\n")
+    else:
+        out.write(
+            "lines: assumed: every extension online and free except --offline/--busy "
+            "(--live reads the running server)\n"
+        )
     if report["offline"] or report["busy"]:
         offline = " ".join(report["offline"]) or "-"
         busy = " ".join(report["busy"]) or "-"

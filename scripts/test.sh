@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Install everything the tests need (SIPp, espeak-ng, sox and Chromium from Debian; Python deps
+# Install everything the tests need (SIPp, espeak-ng, sox, Chromium, and the stock softphones
+# baresip and linphone-cli for tests/interop, from Debian; Python deps
 # into .venv), then run the linters, the type checker and the whole test suite (with the pure
 # cores' coverage). The browser tests drive Debian's chromium through Playwright by its path:
 # Playwright downloads no browser.
 source "$(dirname "$0")/_env.sh"
-apt_install sip-tester espeak-ng sox chromium
+apt_install sip-tester espeak-ng sox chromium baresip linphone-cli
 ensure_venv ".[test]"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 .venv/bin/ruff check pbx tests loadtests

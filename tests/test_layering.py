@@ -67,6 +67,8 @@ LAYERS: dict[str, tuple[set[str], tuple[str, ...]]] = {
         ("pbx.config.model", "pbx.errors", "pbx.immutable", "pbx.sip.digest", "pbx.sip.message"),
     ),
     "security.py": (set(), ("pbx.config.model", "pbx.immutable")),
+    # Keep-alive checks of registered contacts (issue 15): schedule and verdicts, time passed in.
+    "keepalive.py": ({"heapq", "math", "hashlib"}, ("pbx.immutable",)),
     "numbers.py": ({"unicodedata"}, ()),
     "clock.py": ({"datetime"}, ()),
     # The control panel's pure parts: what an admin types, the sign-in throttle.
@@ -122,6 +124,7 @@ def pure_modules() -> list[tuple[Path, str]]:
     for name in (
         "registrar.py",
         "security.py",
+        "keepalive.py",
         "numbers.py",
         "clock.py",
         "panel/forms.py",

@@ -565,13 +565,36 @@ def test_presence_counts_unexpired_bindings() -> None:
     assert not presence(tenant, Extension("1002"), bindings, NOW).online
 
 
-def test_unreachable_contacts_count_only_with_qualify_on() -> None:
-    bindings = registered(contact())
-    unreachable = {bindings[0].key}
-    assert presence(CONFIG.tenants[ACME], E1001, bindings, NOW, unreachable).online
-    qualified = make_config(qualify=30).tenants[ACME]
-    assert not presence(qualified, E1001, bindings, NOW, unreachable).online
-    assert online_contacts(bindings, NOW, qualify=True) == bindings
+def test_unreachable_contacts_are_not_rung_and_with_none_left_the_extension_is_offline() -> None:
+    # Marks come from keep-alive checks (only while qualify is on: the service sees to it) and
+    # from a closed TCP connection (always), so presence honours them whatever the setting.
+    bindings = registered(contact(), contact("10.0.0.2"))
+    first, second = bindings
+    tenant = CONFIG.tenants[ACME]
+    assert presence(tenant, E1001, bindings, NOW, {first.key}).contacts == (second,)
+    assert not presence(tenant, E1001, bindings, NOW, {first.key, second.key}).online
+    assert online_contacts(bindings, NOW) == bindings
+
+
+def test_the_registrar_answers_reachable_contacts_offline_and_takes_transport_failures() -> None:
+    regs = Registrations()
+    regs.apply(run(register(contact(), contact("10.0.0.2"))))
+    tenant = CONFIG.tenants[ACME]
+    first, second = regs.bindings_of(ACME, E1001)
+    assert regs.get(first.key) == first
+    assert regs.get((ACME, E1001, "sip:nobody@nowhere")) is None
+    assert regs.reachable_contacts(tenant, E1001, NOW) == (first, second)
+    assert regs.contact_failed(first.key)  # e.g. a TCP connect refused
+    assert not regs.contact_failed(first.key)  # already marked
+    assert not regs.contact_failed((ACME, E1001, "sip:nobody@nowhere"))
+    assert regs.reachable_contacts(tenant, E1001, NOW) == (second,)
+    assert not regs.is_offline(tenant, E1001, NOW)
+    regs.mark_reachable(second.key, False)
+    assert regs.is_offline(tenant, E1001, NOW)
+    assert regs.is_offline(tenant, Extension("1002"), NOW)
+    # A REGISTER refresh proves the phone is there again.
+    regs.apply(run(register(contact(), cseq=2), regs.bindings_of(ACME, E1001)))
+    assert regs.reachable_contacts(tenant, E1001, NOW) == regs.bindings_of(ACME, E1001)[-1:]
 
 
 def test_registrations_container_applies_results_and_expires() -> None:

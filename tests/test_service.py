@@ -32,6 +32,11 @@ class FakeTransport:
 
     sent: list[tuple[bytes, Address]] = field(default_factory=list)
     on_connection_closed: object = None
+    trusted: set[int] = field(default_factory=set)
+
+    def trust(self, connection_id: int) -> None:
+        """A connection the service authenticated a phone over (kept, not evicted first)."""
+        self.trusted.add(connection_id)
 
     def send(
         self,

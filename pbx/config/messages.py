@@ -635,6 +635,7 @@ _FIELDS_JA: Mapping[str, str] = MappingProxyType(
         "timezone": "タイムゾーン",
         "default": "既定のテナント",
         "qualify_seconds": "死活監視の間隔(秒)",
+        "auth_algorithms": "認証方式(ダイジェスト)",
         "forward_caller_id": "転送時の発信者番号",
         "limits.max_users": "最大ご利用内線ユーザーID数",
         "limits.recording_users": "通話録音利用ユーザー数",

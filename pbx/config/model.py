@@ -57,9 +57,17 @@ class SipSettings:
     tcp_message_seconds: int = 32  # a started message must be complete within this (64*T1)
 
 
+# Keep-alive OPTIONS to registered contacts, every this many seconds (0 = off). On by default:
+# a vanished phone must count as offline (docs/design.md 3, "Keep-alive checks").
+DEFAULT_QUALIFY_SECONDS = 30
+
+
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
-    algorithms: tuple[Literal["MD5", "SHA-256"], ...] = ("MD5", "SHA-256")
+    # MD5 only by default, as Asterisk and FreeSWITCH: baresip 1.0 (Debian 12) gives up when any
+    # challenge of a 401 is not MD5, and SIPp/pyVoIP compute MD5 only. SHA-256 is turned on in
+    # [auth] algorithms, or per tenant with [tenant] auth_algorithms (docs/design.md 3).
+    algorithms: tuple[Literal["MD5", "SHA-256"], ...] = ("MD5",)
     nonce_seconds: int = 300  # how long a digest nonce is accepted; older ones get stale=true
 
 
@@ -193,12 +201,18 @@ class TenantConfig:
     domain: str  # SIP domain and digest realm, lower case
     timezone: str = "Asia/Tokyo"  # IANA zone name
     default: bool = False
-    qualify_seconds: int = 0
+    qualify_seconds: int = DEFAULT_QUALIFY_SECONDS
+    # Digest algorithms offered to this tenant's phones, in offer order; () = [auth] algorithms.
+    auth_algorithms: tuple[Literal["MD5", "SHA-256"], ...] = ()
     forward_caller_id: ForwardCallerId = "original"
     limits: TenantLimits = field(default_factory=lambda: TenantLimits(max_users=0))
     numbers: tuple[PhoneNumber, ...] = ()
     users: Mapping[Extension, UserConfig] = field(default_factory=_frozen_map)
     incoming: tuple[IncomingRule, ...] = ()
+
+    def digest_algorithms(self, server: AuthSettings) -> tuple[Literal["MD5", "SHA-256"], ...]:
+        """The digest algorithms offered to this tenant: its own list, else the server's."""
+        return self.auth_algorithms or server.algorithms
 
     def rules_for(self, number: PhoneNumber) -> tuple[IncomingRule, ...]:
         return tuple(rule for rule in self.incoming if rule.number == number)

@@ -133,22 +133,11 @@ def load_server(
     auth_reader = TableReader(
         sink, file, "[auth]", top.table_("auth"), ("algorithms", "nonce_seconds")
     )
-    algorithms: list[Literal["MD5", "SHA-256"]] = []
-    names = auth_reader.strings("algorithms")
-    for name in names if names is not None else list(ALGORITHMS):
-        canonical = next((a for a in ALGORITHMS if a.lower() == name.strip().lower()), None)
-        if canonical is None:
-            auth_reader.error("algorithms", "auth.algorithm_unknown", value=name)
-        elif canonical in algorithms:
-            auth_reader.error("algorithms", "auth.algorithm_duplicate", value=name)
-        else:
-            algorithms.append(canonical)
-    if names is not None and not names:
-        auth_reader.error("algorithms", "auth.algorithms_empty")
+    algorithms = read_algorithms(auth_reader, "algorithms")
     nonce_seconds = auth_reader.integer(
         "nonce_seconds", AuthSettings().nonce_seconds, minimum=1, maximum=86400
     )
-    auth = AuthSettings(tuple(algorithms) if algorithms else ALGORITHMS, nonce_seconds)
+    auth = AuthSettings(algorithms or AuthSettings().algorithms, nonce_seconds)
 
     # [registrar]
     reg = TableReader(
@@ -448,3 +437,23 @@ def _load_panel(
 def _same_or_wildcard(one: str, other: str) -> bool:
     """Whether listeners on these two addresses (same port) would collide."""
     return one == other or any(ipaddress.ip_address(h).is_unspecified for h in (one, other))
+
+
+def read_algorithms(reader: TableReader, key: str) -> tuple[Literal["MD5", "SHA-256"], ...]:
+    """A list of digest algorithms (``[auth] algorithms``, ``[tenant] auth_algorithms``): each
+    "MD5" or "SHA-256" (any case), once, at least one. () when absent or wrong (reported)."""
+    names = reader.strings(key)
+    if names is None:
+        return ()
+    algorithms: list[Literal["MD5", "SHA-256"]] = []
+    for name in names:
+        canonical = next((a for a in ALGORITHMS if a.lower() == name.strip().lower()), None)
+        if canonical is None:
+            reader.error(key, "auth.algorithm_unknown", value=name)
+        elif canonical in algorithms:
+            reader.error(key, "auth.algorithm_duplicate", value=name)
+        else:
+            algorithms.append(canonical)
+    if not names:
+        reader.error(key, "auth.algorithms_empty")
+    return tuple(algorithms)

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field, replace
 from datetime import time
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from pbx.config.cycles import simple_cycles
 from pbx.config.model import (
+    DEFAULT_QUALIFY_SECONDS,
     WEEKDAYS,
     DayName,
     Extension,
@@ -34,6 +35,7 @@ from pbx.config.model import (
     TenantLimits,
     UserConfig,
 )
+from pbx.config.server_rules import read_algorithms
 from pbx.config.tables import Sink, TableReader, show, type_name, valid_domain
 from pbx.numbers import AFTER_HOURS_TARGET, NumberKind, classify_number, normalize_number
 
@@ -52,7 +54,14 @@ _MAX_CYCLES_REPORTED = 50
 
 
 _TENANT_TOP_KEYS = ("tenant", "limits", "numbers", "users", "incoming")
-_TENANT_KEYS = ("domain", "timezone", "default", "qualify_seconds", "forward_caller_id")
+_TENANT_KEYS = (
+    "domain",
+    "timezone",
+    "default",
+    "qualify_seconds",
+    "forward_caller_id",
+    "auth_algorithms",  # issue 15: SHA-256 per tenant (absent: [auth] algorithms)
+)
 _LIMIT_KEYS = ("max_users", "recording_users", "international_calls")
 _USER_KEYS = (
     "extension",
@@ -183,6 +192,7 @@ class TenantLoader:
         self.server = server
         self.entity = f"tenant {tenant_id}"
         self.international = False
+        self.auth_algorithms: tuple[Literal["MD5", "SHA-256"], ...] = ()
         self.numbers: list[PhoneNumber] = []
         self.users: dict[Extension, _UserDraft] = {}  # valid, unique extensions
         self.drafts: list[_UserDraft] = []  # every [[users]] table, valid or not
@@ -199,7 +209,8 @@ class TenantLoader:
             ten.error("timezone", "tenant.timezone_unknown", value=timezone)
             timezone = "Asia/Tokyo"
         default = ten.boolean("default", False)
-        qualify = ten.integer("qualify_seconds", 0, minimum=0)
+        qualify = ten.integer("qualify_seconds", DEFAULT_QUALIFY_SECONDS, minimum=0)
+        self.auth_algorithms = read_algorithms(ten, "auth_algorithms")
         fcid = ten.text("forward_caller_id") or "original"
         if fcid not in ("original", "user"):
             ten.error("forward_caller_id", "tenant.forward_caller_id_invalid", value=fcid)
@@ -232,6 +243,7 @@ class TenantLoader:
             timezone=timezone,
             default=default,
             qualify_seconds=qualify,
+            auth_algorithms=self.auth_algorithms,
             forward_caller_id=cast(ForwardCallerId, fcid),
             limits=limits,
             numbers=tuple(self.numbers),
@@ -352,20 +364,21 @@ class TenantLoader:
         elif password is not None and has_hash:
             reader.error("password", "user.credential_both")
         elif has_hash:
+            algorithms = self.auth_algorithms or self.server.auth.algorithms
             usable = [
                 algorithm
                 for key, (algorithm, _) in _HA1_FIELDS.items()
-                if hashes[key] is not None and algorithm in self.server.auth.algorithms
+                if hashes[key] is not None and algorithm in algorithms
             ]
-            offered = ", ".join(self.server.auth.algorithms)
+            offered = ", ".join(algorithms)
             if not usable:
                 reader.error(
                     "password_ha1_md5" if hashes["password_ha1_md5"] else "password_ha1_sha256",
                     "user.ha1_no_offered_algorithm",
                     offered=offered,
                 )
-            elif len(usable) < len(self.server.auth.algorithms):
-                missing = [a for a in self.server.auth.algorithms if a not in usable]
+            elif len(usable) < len(algorithms):
+                missing = [a for a in algorithms if a not in usable]
                 reader.warn(
                     "password_ha1_md5" if hashes["password_ha1_md5"] else "password_ha1_sha256",
                     "user.ha1_missing_algorithm",

@@ -41,8 +41,8 @@ CallActivity = Literal["talking", "ringing"]
 
 @dataclass(frozen=True, slots=True)
 class TenantBindings:
-    """A tenant's bindings as the registrar holds them, and those that stopped answering
-    keep-alive checks (counted only when the tenant has ``qualify_seconds`` on)."""
+    """A tenant's bindings as the registrar holds them, and those unreachable (they stopped
+    answering keep-alive checks, or their TCP connection closed): routing skips those too."""
 
     bindings: tuple[Binding, ...] = ()
     unreachable: frozenset[BindingKey] = frozenset()
@@ -144,7 +144,6 @@ def build_status(
 ) -> StatusView:
     """The status of ``tenant`` at ``now``: users (filtered by ``query``, one page), calls."""
     zone = _zone(tenant.timezone)
-    qualify = tenant.qualify_seconds > 0
     by_extension: dict[str, list[Binding]] = {}
     for binding in registered.bindings:
         if binding.tenant == tenant.id and binding.extension in tenant.users:
@@ -152,7 +151,7 @@ def build_status(
     online_users = {
         ext
         for ext, bindings in by_extension.items()
-        if online_contacts(bindings, now, qualify=qualify, unreachable=registered.unreachable)
+        if online_contacts(bindings, now, unreachable=registered.unreachable)
     }
 
     mine = sorted(
@@ -180,7 +179,7 @@ def build_status(
             department=u.department or "",
             online=u.extension in online_users,
             devices=tuple(
-                _device(b, zone, reachable=not (qualify and b.key in registered.unreachable))
+                _device(b, zone, reachable=b.key not in registered.unreachable)
                 for b in sorted(by_extension.get(u.extension, ()), key=lambda b: b.registered_at)
                 if b.is_active(now)
             ),

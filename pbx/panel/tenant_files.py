@@ -297,7 +297,7 @@ _NEW_TENANT = """\
 domain = ""                      # SIP domain and digest realm
 timezone = ""
 default = false                  # phones registering to the server's address belong here
-qualify_seconds = 0              # keep-alive OPTIONS to phones; 0 = off
+qualify_seconds = 30             # keep-alive OPTIONS to phones every 30 s; 0 = off
 forward_caller_id = "original"   # forwarded calls show the caller ("original") or the user ("user")
 
 [limits]

@@ -283,8 +283,16 @@ class DigestAuthenticator:
         mac = self._mac(realm, body, self._slot(now))
         return base64.urlsafe_b64encode(body + mac).decode("ascii")
 
-    def challenge(self, realm: str, now: float, *, stale: bool = False) -> list[str]:
-        """``WWW-Authenticate`` values, one per algorithm in offer order (RFC 3261 22.4).
+    def challenge(
+        self,
+        realm: str,
+        now: float,
+        *,
+        stale: bool = False,
+        algorithms: Sequence[Algorithm] | None = None,
+    ) -> list[str]:
+        """``WWW-Authenticate`` values, one per algorithm in offer order (RFC 3261 22.4):
+        ``algorithms`` (a tenant's own list), else the server's.
 
         One nonce serves all of them: a client that answers one challenge's algorithm with
         another challenge's nonce (pyVoIP keeps the last header) still authenticates.
@@ -294,7 +302,7 @@ class DigestAuthenticator:
         return [
             f'Digest realm="{_quote(realm)}", nonce="{nonce}", opaque="{self._opaque}", '
             f'algorithm={algorithm}, qop="auth"{tail}'
-            for algorithm in self.algorithms
+            for algorithm in (algorithms or self.algorithms)
         ]
 
     # -- verification --------------------------------------------------------------------
@@ -306,8 +314,11 @@ class DigestAuthenticator:
         realm: str,
         lookup_ha1: Ha1Lookup,
         now: float,
+        *,
+        algorithms: Sequence[Algorithm] | None = None,
     ) -> AuthResult:
-        """Check the credentials of a request for ``realm`` (RFC 3261 22.4, RFC 7616 3.4.1).
+        """Check the credentials of a request for ``realm`` (RFC 3261 22.4, RFC 7616 3.4.1);
+        only an algorithm offered (``algorithms``, else the server's) is accepted.
 
         ``authorization``: the request's Authorization value(s) (``authorization_values``).
         Values in other schemes or for other realms are ignored (RFC 4475 regaut01).
@@ -333,13 +344,18 @@ class DigestAuthenticator:
             break
         if creds is None:
             return AuthResult(AuthOutcome.MISSING, "realm_mismatch" if saw_digest else "none")
-        return self._verify(method, creds, lookup_ha1, now)
+        return self._verify(method, creds, lookup_ha1, now, algorithms or self.algorithms)
 
     def _verify(
-        self, method: str, creds: DigestCredentials, lookup_ha1: Ha1Lookup, now: float
+        self,
+        method: str,
+        creds: DigestCredentials,
+        lookup_ha1: Ha1Lookup,
+        now: float,
+        algorithms: Sequence[Algorithm],
     ) -> AuthResult:
         user = creds.username
-        if creds.algorithm not in self.algorithms:
+        if creds.algorithm not in algorithms:
             return AuthResult(AuthOutcome.FAILED, "unsupported_algorithm", user)
         algorithm: Algorithm = "MD5" if creds.algorithm == "MD5" else "SHA-256"
         if creds.qop is not None and creds.qop != "auth":

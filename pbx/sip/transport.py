@@ -130,7 +130,10 @@ class _TcpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.spoke:
-            self._arm_idle()
+            self._arm_idle()  # keep-alive pings alone do not keep a silent connection open
+        if self.owner.on_connection_activity is not None:
+            # Anything from the phone (a CRLF ping or pong, a request) shows it is there.
+            self.owner.on_connection_activity(self.id)
         try:
             frames = self.framer.feed(data)
         except RemoteProtocolError as exc:
@@ -212,6 +215,8 @@ class SipTransport:
         self.evicted = 0  # untrusted connections closed to make room for new ones
         # Told the id of every TCP connection that closes (bindings made over it go stale).
         self.on_connection_closed: Callable[[int], None] | None = None
+        # Told the id of a TCP connection whenever bytes arrive on it (keep-alive checks).
+        self.on_connection_activity: Callable[[int], None] | None = None
 
     async def start(self, listens: Sequence[tuple[str, str, int]]) -> None:
         """Bind every ``(transport, host, port)``; port 0 picks a free port (tests)."""

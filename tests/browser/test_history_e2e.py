@@ -42,6 +42,7 @@ ACME = f"""
 [tenant]
 domain = "acme.example"
 default = true
+qualify_seconds = 0  # scripted clients: no keep-alive OPTIONS (see harness.py)
 
 [limits]
 max_users = 10

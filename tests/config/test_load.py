@@ -185,7 +185,8 @@ def test_server_defaults_follow_the_design(write: Writer) -> None:
         ListenSpec("udp", "0.0.0.0", 5060),
         ListenSpec("tcp", "0.0.0.0", 5060),
     )
-    assert server.auth.algorithms == ("MD5", "SHA-256")
+    # MD5 only by default (issue 15: baresip 1.0 gives up on a SHA-256 challenge).
+    assert server.auth.algorithms == ("MD5",)
     assert server.calls.no_answer_seconds == 20
     assert server.calls.max_ring_seconds == 60
     assert server.calls.max_calls_per_user == 1

@@ -194,7 +194,14 @@ CASES: dict[str, Case] = {
         SERVER + '[auth]\nalgorithms = ["MD5"]\n',
         acme=tenant(users=USERS + f'[[users]]\nextension = "1004"\n{HA1_SHA}\n'),
     ),
-    "user.ha1_missing_algorithm": with_user(HA1_MD5),
+    "user.ha1_missing_algorithm": files(
+        acme=tenant(
+            head=TENANT_HEAD.replace(
+                "default = true", 'default = true\nauth_algorithms = ["MD5", "SHA-256"]'
+            ),
+            users=USERS + f'[[users]]\nextension = "1004"\n{HA1_MD5}\n',
+        )
+    ),
     "user.caller_id_not_of_tenant": users(USERS.replace('"0312345678"', '"0399999999"')),
     "user.recording_not_allowed": files(
         acme=tenant(

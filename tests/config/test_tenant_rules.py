@@ -324,8 +324,53 @@ def test_password_and_ha1_together_are_refused(write: Writer) -> None:
 
 def test_only_md5_ha1_warns_that_sha256_phones_cannot_authenticate(write: Writer) -> None:
     md5 = f'password_ha1_md5 = "{"a" * 32}"'
-    snapshot = loads(write(acme=tenant(users=USERS + user("1004", password=md5))))
+    server = '[auth]\nalgorithms = ["MD5", "SHA-256"]\n'
+    snapshot = loads(write(server=server, acme=tenant(users=USERS + user("1004", password=md5))))
     assert any("user 1004: password_ha1_md5: no hash for SHA-256" in w for w in snapshot.warnings)
+
+
+# --- [tenant] auth_algorithms (issue 15): SHA-256 per tenant ---------------------------------
+
+SHA_HEAD = TENANT_HEAD.replace(
+    "default = true", 'default = true\nauth_algorithms = ["SHA-256", "md5"]'
+)
+
+
+def test_a_tenant_turns_sha256_on_for_itself_and_the_server_default_is_md5_only(
+    write: Writer,
+) -> None:
+    snapshot = loads(write(acme=tenant(head=SHA_HEAD)))
+    acme = snapshot.tenants[TenantId("acme")]
+    assert snapshot.server.auth.algorithms == ("MD5",)
+    assert acme.auth_algorithms == ("SHA-256", "MD5")  # offer order kept, names canonical
+    assert acme.digest_algorithms(snapshot.server.auth) == ("SHA-256", "MD5")
+    plain = loads(write(acme=tenant()))
+    assert plain.tenants[TenantId("acme")].digest_algorithms(plain.server.auth) == ("MD5",)
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        ('["SHA-512"]', "auth.algorithm_unknown"),
+        ('["MD5", "md5"]', "auth.algorithm_duplicate"),
+        ("[]", "auth.algorithms_empty"),
+    ],
+)
+def test_a_wrong_tenant_auth_algorithms_names_the_field(
+    write: Writer, value: str, code: str
+) -> None:
+    head = TENANT_HEAD.replace("default = true", f"default = true\nauth_algorithms = {value}")
+    problem = only_problem(write(acme=tenant(head=head)))
+    assert (problem.entity, problem.field, problem.code) == ("tenant acme", "auth_algorithms", code)
+
+
+def test_a_tenant_offering_only_sha256_refuses_users_with_only_an_md5_hash(write: Writer) -> None:
+    head = TENANT_HEAD.replace("default = true", 'default = true\nauth_algorithms = ["SHA-256"]')
+    md5 = f'password_ha1_md5 = "{"a" * 32}"'
+    problem = only_problem(write(acme=tenant(head=head, users=USERS + user("1004", password=md5))))
+    assert (problem.entity, problem.field) == ("user 1004", "password_ha1_md5")
+    assert problem.code == "user.ha1_no_offered_algorithm"
+    assert "SHA-256" in problem.message
 
 
 def test_only_ha1_for_an_algorithm_the_server_does_not_offer_is_refused(write: Writer) -> None:

@@ -31,11 +31,16 @@ REPO = Path(__file__).resolve().parents[2]
 SIPP_DIR = REPO / "tests" / "sipp"
 START_TIMEOUT = 30.0
 
+# Keep-alive checks (on by default, every 30 s) are off here: the scripted clients of these
+# tests (raw sockets, SIPp scenarios) expect only their own dialogue, and an OPTIONS arriving a
+# second after REGISTER would be read as the answer they wait for. The keep-alive tests
+# (tests/test_service_keepalive.py, tests/interop/) turn them on.
 DEFAULT_TENANT = """
 [tenant]
 domain = "acme.example"
 timezone = "Asia/Tokyo"
 default = true
+qualify_seconds = 0
 
 [limits]
 max_users = 10

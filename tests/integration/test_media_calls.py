@@ -56,6 +56,7 @@ TENANT = f"""
 domain = "acme.example"
 timezone = "Asia/Tokyo"
 default = true
+qualify_seconds = 0  # scripted clients: no keep-alive OPTIONS (see harness.py)
 
 [limits]
 max_users = 10

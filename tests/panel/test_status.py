@@ -111,8 +111,9 @@ def test_with_keep_alive_checks_on_a_device_that_stopped_answering_does_not_coun
     view = build_status(tenant("1001", qualify=30), only_silent, (), NOW)
     assert row(view, "1001").online is False
     assert row(view, "1001").devices[0].reachable is False
-    # Keep-alive checks off (the default): the mark is ignored, as routing ignores it.
-    assert row(build_status(tenant("1001"), only_silent, (), NOW), "1001").online is True
+    # Marks count whatever qualify_seconds says (with checks off, only a closed TCP connection
+    # makes one), as routing counts them.
+    assert row(build_status(tenant("1001"), only_silent, (), NOW), "1001").online is False
 
 
 def test_another_tenants_bindings_and_unknown_extensions_are_ignored() -> None:

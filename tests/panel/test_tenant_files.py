@@ -503,7 +503,7 @@ def test_new_tenant_is_commented_like_the_demo_tenant() -> None:
             "domain": "shop.example",
             "timezone": "Asia/Seoul",
             "default": False,
-            "qualify_seconds": 0,
+            "qualify_seconds": 30,
             "forward_caller_id": "original",
         },
         "limits": {"max_users": 20, "recording_users": 0, "international_calls": False},

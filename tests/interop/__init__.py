@@ -1,0 +1,1 @@
+"""Interoperability with stock softphones (baresip, linphone) from Debian."""

@@ -1,0 +1,210 @@
+"""Stock Debian softphones against the real server with the SHIPPED DEFAULT [auth] (issue 15).
+
+- Two baresip 1.0 phones register, call each other through pbx and each hears the other's tone.
+- A baresip phone killed without unregistering is offline to routing within the keep-alive
+  interval plus one retry, and a call to it then takes its offline forward.
+- A baresip phone registered over TCP whose process ends is offline at once.
+- linphone 5.1 (linphonec) registers, and calls with baresip, each hearing the other.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pbx.keepalive import probe_timeout
+from tests.integration.harness import (
+    DEFAULT_TENANT,
+    REPO,
+    RunningServer,
+    free_port,
+    running_server,
+    write_config,
+)
+from tests.interop.phones import Baresip
+
+pytestmark = pytest.mark.integration
+
+INTERVAL = 2  # qualify_seconds in the test tenant: short, to keep the test short
+PASSWORDS = {ext: f"secret{ext}" for ext in ("1001", "1002", "1003", "1004")}
+TONES = {"1001": 440, "1002": 1000, "1003": 700, "1004": 1300}
+CANDIDATES = tuple(float(t) for t in TONES.values())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    root = tmp_path_factory.mktemp("interop")
+    tenant = DEFAULT_TENANT.replace("qualify_seconds = 0", f"qualify_seconds = {INTERVAL}")
+    # No [auth] in pbx.toml: the shipped default is what these phones meet.
+    # A fixed admin port: pbx simulate --live finds the server through pbx.toml.
+    admin = free_port(socket.SOCK_STREAM)
+    config = write_config(root / "pbx", tenants={"acme": tenant}, admin_port=admin)
+    assert "[auth]" not in config.read_text()
+    with running_server(config) as running:
+        yield running
+
+
+def registrations(server: RunningServer) -> list[dict[str, Any]]:
+    status, body = server.admin_request("GET", "/registrations")
+    assert status == 200
+    assert isinstance(body, list)
+    return body
+
+
+def wait_until(what: str, check: Any, timeout: float = 15.0, step: float = 0.1) -> float:
+    """Poll ``check`` until true; the seconds it took."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(step)
+    return time.monotonic() - started
+
+
+def reachable(server: RunningServer, extension: str) -> bool:
+    return any(r["extension"] == extension and r["reachable"] for r in registrations(server))
+
+
+def registered(server: RunningServer, extension: str) -> bool:
+    return any(r["extension"] == extension for r in registrations(server))
+
+
+_next_port = [16000]
+
+
+def phone(server: RunningServer, root: Path, extension: str, transport: str = "udp") -> Baresip:
+    _next_port[0] += 10
+    base = _next_port[0]
+    return Baresip(
+        root / f"baresip-{extension}-{base}",
+        extension,
+        PASSWORDS[extension],
+        server.tcp if transport == "tcp" else server.udp,
+        tone=TONES[extension],
+        sip_port=base,
+        rtp_base=base * 2,
+        transport=transport,
+    )
+
+
+def test_two_baresip_phones_register_call_and_hear_each_other(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    callee, caller = phone(server, tmp_path, "1002"), phone(server, tmp_path, "1004")
+    try:
+        callee.start()
+        wait_until("1002 registered", lambda: registered(server, "1002"))
+        caller.dial("1002")
+        caller.wait_for("Call established")
+        callee.wait_for("Call established")
+        time.sleep(4)  # the tones flow for a few seconds (the condition under test)
+        caller.stop()
+        callee.stop()
+        heard_by_caller, level = caller.heard(CANDIDATES)
+        assert (heard_by_caller, level > 1000) == (TONES["1002"], True)
+        heard_by_callee, level = callee.heard(CANDIDATES)
+        assert (heard_by_callee, level > 1000) == (TONES["1004"], True)
+        assert "401 Unauthorized" not in caller.output().split("Call established")[-1]
+    finally:
+        caller.stop()
+        callee.stop()
+
+
+def test_a_killed_phone_is_offline_within_interval_plus_retry_and_takes_its_offline_forward(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    # 1001 forwards to 1003 when offline (DEFAULT_TENANT).
+    vanishing, forward, caller = (phone(server, tmp_path, e) for e in ("1001", "1003", "1002"))
+    try:
+        vanishing.start()
+        forward.start()
+        wait_until("1001 answered a keep-alive", lambda: _answered(server, "1001"))
+        wait_until("1003 registered", lambda: registered(server, "1003"))
+        vanishing.kill()
+        took = wait_until("1001 unreachable", lambda: not reachable(server, "1001"), timeout=20)
+        assert took <= INTERVAL + 2 * probe_timeout(INTERVAL) + 0.5
+        assert registered(server, "1001")  # still bound: not expired, just not there
+        # pbx simulate --live sees the same state routing does.
+        report = simulate_live(server)
+        assert report["lines"] == "live"
+        assert "1001" in report["offline"]
+        assert "1003" not in report["offline"]
+        caller.dial("1001")
+        caller.wait_for("Call established")
+        forward.wait_for("Call established")  # the offline forward answered
+        time.sleep(3)
+        caller.stop()
+        forward.stop()
+        assert caller.heard(CANDIDATES)[0] == TONES["1003"]
+    finally:
+        for p in (vanishing, forward, caller):
+            p.stop()
+
+
+def test_a_tcp_phone_whose_connection_closes_is_offline_at_once(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    tcp = phone(server, tmp_path, "1003", transport="tcp")
+    try:
+        tcp.start()
+        wait_until(
+            "1003 over TCP",
+            lambda: any(
+                r["extension"] == "1003" and r["transport"] == "TCP" and r["reachable"]
+                for r in registrations(server)
+            ),
+        )
+        tcp.kill()  # the kernel closes its connection
+        took = wait_until(
+            "1003 unreachable",
+            lambda: (
+                not any(
+                    r["extension"] == "1003" and r["transport"] == "TCP" and r["reachable"]
+                    for r in registrations(server)
+                )
+            ),
+            step=0.02,
+        )
+        assert took < 1.0
+    finally:
+        tcp.stop()
+
+
+def simulate_live(server: RunningServer) -> dict[str, Any]:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pbx",
+            "simulate",
+            "--config",
+            str(server.config),
+            "--number",
+            "0312345678",
+            "--at",
+            datetime.now(UTC).isoformat(),
+            "--live",
+            "--json",
+        ],
+        capture_output=True,
+        timeout=30,
+        check=True,
+        cwd=REPO,
+    )
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+def _answered(server: RunningServer, extension: str) -> bool:
+    return any(
+        r["extension"] == extension and r["keepalive_answered"] for r in registrations(server)
+    )
