@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 from pbx.call.record import CallRecord, Disposition, Json
 from pbx.clock import Instant
@@ -435,9 +435,8 @@ class CallCore:
         self._locator = locator
         self._sip_timers = sip_timers
         self._prompts = prompts
-        self.a_dialog = Dialog.from_invite_as_uas(
-            a_invite, a_tag, self._contact(a_peer), local_via=self._via(a_peer)
-        )
+        via, contact = self._via_contact(a_peer)
+        self.a_dialog = Dialog.from_invite_as_uas(a_invite, a_tag, contact, local_via=via)
         self.started_at = now.wall
         self.state = CallState.RINGING
         self.progress: CallProgress | None = None
@@ -469,39 +468,14 @@ class CallCore:
         self._asks: deque[ForkEnded] = deque()
         self._deferred: deque[Callable[[], None]] = deque()
         self._actions: deque[CallAction] = deque()
+        self._emit: Callable[[CallAction], None] = self._actions.append
         self._now = now
 
     # -- the sans-IO verbs -------------------------------------------------------------------
     def handle(self, event: CallEvent, now: Instant) -> None:
         """Take in one event at ``now``; then drain ``next_action`` and re-arm ``get_timer``."""
         self._now = now
-        match event:
-            case Started():
-                self._on_started()
-            case MediaReady():
-                self._on_media_ready(event)
-            case MediaFailed():
-                self._on_media_failed(event)
-            case MediaInactive():
-                self._on_media_inactive(event)
-            case PromptFinished():
-                self._on_prompt_finished(event)
-            case RecordingFailed():
-                self.recording_path = None
-            case Decided():
-                self._on_decided(event)
-            case TransactionEvent():
-                self._on_transaction_event(event)
-            case DialogRequestReceived():
-                self._on_dialog_request(event)
-            case AckReceived():
-                self._on_ack(event)
-            case CallerCancelled():
-                self._on_cancelled()
-            case TimerFired():
-                self._on_timer()
-            case ShutdownRequested():
-                self._on_shutdown()
+        _HANDLERS[type(event)](self, event)
         # Steps that follow a decision run once it is carried out (a contact that cannot be
         # reached, an announcement), like a call_soon in the adapter: one decision at a time.
         while self._deferred:
@@ -514,6 +488,8 @@ class CallCore:
 
     def get_timer(self) -> float | None:
         """When ``TimerFired`` is next due (monotonic), or None."""
+        if not self._ring_timers and not self._retransmissions:
+            return None
         deadlines = [at for at, _ in self._ring_timers]
         for item in self._retransmissions:
             due = item.retrans.get_timer()
@@ -754,12 +730,13 @@ class CallCore:
         else:
             body = self.a_invite.body
             content_type = self.a_invite.header("Content-Type") if body else None
+        via, our_contact = self._via_contact(peer)
         invite = OutgoingInvite.build(
             request_uri=uri,
             from_=from_,
             to=to,
-            contact=self._contact(peer),
-            via=self._via(peer),
+            contact=our_contact,
+            via=via,
             body=body,
             content_type=content_type,
             headers=headers,
@@ -1089,6 +1066,9 @@ class CallCore:
                 self._emit(RestartSilence(side))
 
     # -- ending ------------------------------------------------------------------------------
+    def _recording_failed(self) -> None:
+        self.recording_path = None
+
     def _on_cancelled(self) -> None:
         if self.state is not CallState.RINGING:
             return
@@ -1143,9 +1123,6 @@ class CallCore:
         self._emit(CallEnded(disposition, lines, round(self.ended_at - self.started_at, 3)))
 
     # -- helpers ----------------------------------------------------------------------------------
-    def _emit(self, action: CallAction) -> None:
-        self._actions.append(action)
-
     def _ref(self) -> int:
         self._next_ref += 1
         return self._next_ref
@@ -1160,16 +1137,33 @@ class CallCore:
             self._emit(SetRemote(anchored.remote.side, anchored.remote.stream))
         return anchored.body
 
-    def _via(self, peer: Peer) -> Via:
+    def _via_contact(self, peer: Peer) -> tuple[Via, NameAddress]:
+        """Our Via and Contact towards ``peer`` (one question to the locator for both)."""
         host, port = self._locator.local_address(peer.address[0], peer.reliable)
-        return Via("TCP" if peer.reliable else "UDP", host, port, (("rport", None),))
-
-    def _contact(self, peer: Peer) -> NameAddress:
-        host, port = self._locator.local_address(peer.address[0], peer.reliable)
+        via = Via("TCP" if peer.reliable else "UDP", host, port, (("rport", None),))
         params: tuple[tuple[str, str | None], ...] = (
             (("transport", "tcp"),) if peer.reliable else ()
         )
-        return NameAddress(SipUri("sip", host, "pbx", port=port, params=params))
+        return via, NameAddress(SipUri("sip", host, "pbx", port=port, params=params))
+
+
+# What ``handle`` does with each kind of event: one dict lookup (a ``match`` on the classes
+# would try them in turn, on every event).
+_HANDLERS: dict[type, Callable[[CallCore, Any], None]] = {
+    Started: lambda core, _: core._on_started(),
+    MediaReady: CallCore._on_media_ready,
+    MediaFailed: CallCore._on_media_failed,
+    MediaInactive: CallCore._on_media_inactive,
+    PromptFinished: CallCore._on_prompt_finished,
+    RecordingFailed: lambda core, _: core._recording_failed(),
+    Decided: CallCore._on_decided,
+    TransactionEvent: CallCore._on_transaction_event,
+    DialogRequestReceived: CallCore._on_dialog_request,
+    AckReceived: CallCore._on_ack,
+    CallerCancelled: lambda core, _: core._on_cancelled(),
+    TimerFired: lambda core, _: core._on_timer(),
+    ShutdownRequested: lambda core, _: core._on_shutdown(),
+}
 
 
 def _max_forwards(req: SipRequest) -> int:
