@@ -171,8 +171,10 @@ class CallEngine:
         boundary: an error is logged and the server goes on)."""
         try:
             core.handle(event, now)
-            while (action := core.next_action()) is not None:
-                _CARRY_OUT[type(action)](self, core, action, now)
+            # An action may feed the core an answer (routing): its actions come in the next batch.
+            while actions := core.take_actions():
+                for action in actions:
+                    _CARRY_OUT[type(action)](self, core, action, now)
         except Exception:
             log.exception("call_event_failed", call=core.id, event=type(event).__name__)
         self._rearm(core)

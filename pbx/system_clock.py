@@ -22,4 +22,8 @@ class SystemClock:
         return time.time()
 
     def now(self) -> Instant:
-        return Instant(self.monotonic(), time.time())
+        try:
+            monotonic = asyncio.get_running_loop().time()
+        except RuntimeError:
+            monotonic = time.monotonic()
+        return Instant(monotonic, time.time())

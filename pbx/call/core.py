@@ -42,6 +42,7 @@ from pbx.call.record import CallRecord, Disposition, Json
 from pbx.clock import Instant
 from pbx.config.model import ConfigSnapshot, TenantId
 from pbx.errors import RemoteProtocolError
+from pbx.immutable import immutable
 from pbx.media.anchor import Anchored, MediaAnchor
 from pbx.media.g711 import Codec
 from pbx.media.latch import Side
@@ -104,7 +105,7 @@ class LegState(enum.Enum):
     ENDED = "ended"  # final failure, cancelled, or hung up
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Peer:
     """Where one leg's requests go (the source a phone registered from, the trunk, the caller)."""
 
@@ -112,7 +113,7 @@ class Peer:
     reliable: bool
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Reach:
     """How to reach one registered contact: its Request-URI and where to send."""
 
@@ -130,12 +131,12 @@ class Locator(Protocol):
 # --- events (in) -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Started:
     """The call was admitted: open media (with an SDP offer) or ask routing."""
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class MediaReady:
     """The relay is open: its A and B ports on ``host``; ``session_id`` seeds our o= lines."""
 
@@ -144,33 +145,33 @@ class MediaReady:
     session_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class MediaFailed:
     """The relay could not be opened (no free ports, a socket error)."""
 
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class MediaInactive:
     """The relay saw nothing from ``side`` for ``[media] inactivity_seconds``."""
 
     side: Side
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class PromptFinished:
     """The announcement has played."""
 
     packets_sent: int
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class RecordingFailed:
     """The recorder could not start; the record names no recording."""
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Decided:
     """The routing core's answer to the last ``AskRouting``; ``reach`` for its contacts."""
 
@@ -178,7 +179,7 @@ class Decided:
     reach: Mapping[ContactId, Reach] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class TransactionEvent:
     """Something happened on a client transaction we started with ``ref``."""
 
@@ -186,7 +187,7 @@ class TransactionEvent:
     event: TxEvent
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class DialogRequestReceived:
     """A request within one of this call's dialogs (not ACK, not CANCEL)."""
 
@@ -194,24 +195,24 @@ class DialogRequestReceived:
     request: SipRequest
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class AckReceived:
     """An ACK for one of this call's 2xx responses (or a repeated one)."""
 
     request: SipRequest
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class CallerCancelled:
     """The caller's CANCEL matched the INVITE (answered 200 by the service already)."""
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class TimerFired:
     """``get_timer()``'s deadline has come."""
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ShutdownRequested:
     """The server stops: end the call now."""
 
@@ -235,7 +236,7 @@ CallEvent = (
 # --- actions (out) -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Respond:
     """Send ``response`` through the server transaction ``key``."""
 
@@ -243,7 +244,7 @@ class Respond:
     response: SipResponse
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class SendRequest:
     """Start a client transaction; its events come back as ``TransactionEvent(ref, ...)``
     (``ref`` None: nobody listens). ``bye``: a BYE the shutdown waits for."""
@@ -254,7 +255,7 @@ class SendRequest:
     bye: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class SendStateless:
     """Send outside any transaction (ACK to a 2xx, a retransmitted 2xx)."""
 
@@ -262,14 +263,14 @@ class SendStateless:
     destination: Address
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class OpenMedia:
     """Open the relay (both sides); answer with ``MediaReady`` or ``MediaFailed``."""
 
     host: str  # our media address, as written into SDP
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class SetRemote:
     """The relay's ``side`` now sends to the stream that side's party declared."""
 
@@ -277,21 +278,21 @@ class SetRemote:
     stream: AudioStream
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class RestartSilence:
     """Measure ``side``'s silence from now (it was silent while the call rang)."""
 
     side: Side
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class StartRecording:
     """Record the relay into ``path``."""
 
     path: str
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class PlayPrompt:
     """Play the prompt to the caller with ``codec``; ``PromptFinished`` when done."""
 
@@ -299,12 +300,12 @@ class PlayPrompt:
     codec: Codec
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class CloseMedia:
     """Stop the player and recorder and close the relay (if open, or once it opens)."""
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class AskRouting:
     """Ask the routing core: ``start_call`` (``event`` None) or ``next_step(event)``; answer
     with ``Decided``."""
@@ -313,21 +314,21 @@ class AskRouting:
     progress: CallProgress | None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class HoldLine:
     """The call occupies ``line`` (its user counts as busy) until the call ends."""
 
     line: LineKey
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class TrackDialog:
     """Route requests of ``dialog_id`` to this call."""
 
     dialog_id: DialogId
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class WriteRecord:
     """Store the call record (``opened``: the row is new; else it is closed)."""
 
@@ -335,7 +336,7 @@ class WriteRecord:
     opened: bool
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class CallEnded:
     """The call is over: release its lines; its dialogs may be forgotten a little later."""
 
@@ -480,11 +481,18 @@ class CallCore:
         # reached, an announcement), like a call_soon in the adapter: one decision at a time.
         while self._deferred:
             self._deferred.popleft()()
-        self._ask_next()
+        if self._asks:
+            self._ask_next()
 
     def next_action(self) -> CallAction | None:
         """The next thing to do, or None."""
         return self._actions.popleft() if self._actions else None
+
+    def take_actions(self) -> list[CallAction]:
+        """Every action due so far, in order (as many ``next_action`` calls would give)."""
+        actions = list(self._actions)
+        self._actions.clear()
+        return actions
 
     def get_timer(self) -> float | None:
         """When ``TimerFired`` is next due (monotonic), or None."""
