@@ -231,7 +231,9 @@ class CallEngine:
         return on_event
 
     def _rearm(self, core: CallCore) -> None:
-        deadline = None if core.ended else core.get_timer()
+        deadline = core.get_timer()
+        if deadline is not None and core.ended:
+            deadline = None
         armed = self._timers.get(core.id)
         if armed is not None and armed[0] == deadline:
             return

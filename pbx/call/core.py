@@ -440,6 +440,7 @@ class CallCore:
         self.a_dialog = Dialog.from_invite_as_uas(a_invite, a_tag, contact, local_via=via)
         self.started_at = now.wall
         self.state = CallState.RINGING
+        self.ended = False  # state is ENDED (kept apart: read on every event)
         self.progress: CallProgress | None = None
         self.answered_at: float | None = None
         self.ended_at: float | None = None
@@ -496,18 +497,15 @@ class CallCore:
 
     def get_timer(self) -> float | None:
         """When ``TimerFired`` is next due (monotonic), or None."""
-        if not self._ring_timers and not self._retransmissions:
-            return None
-        deadlines = [at for at, _ in self._ring_timers]
+        soonest: float | None = None
+        for at, _ in self._ring_timers:
+            if soonest is None or at < soonest:
+                soonest = at
         for item in self._retransmissions:
             due = item.retrans.get_timer()
-            if due is not None:
-                deadlines.append(due)
-        return min(deadlines) if deadlines else None
-
-    @property
-    def ended(self) -> bool:
-        return self.state is CallState.ENDED
+            if due is not None and (soonest is None or due < soonest):
+                soonest = due
+        return soonest
 
     def dialog_ids(self) -> list[DialogId]:
         """Every dialog of this call (the caller's and each leg's that has one)."""
@@ -549,7 +547,7 @@ class CallCore:
         )
 
     # -- start ---------------------------------------------------------------------------------
-    def _on_started(self) -> None:
+    def _on_started(self, event: object = None) -> None:
         origin = self.request.origin
         if isinstance(origin, FromExtension):
             self._hold_line((origin.tenant, origin.extension))
@@ -944,7 +942,7 @@ class CallCore:
         retrans = TwoXxRetransmitter(response, peer.address, self._now.monotonic, self._sip_timers)
         self._retransmissions.append(_Retransmission(retrans, initial))
 
-    def _on_timer(self) -> None:
+    def _on_timer(self, event: object = None) -> None:
         now = self._now.monotonic
         for item in list(self._retransmissions):
             due = item.retrans.get_timer()
@@ -1074,16 +1072,16 @@ class CallCore:
                 self._emit(RestartSilence(side))
 
     # -- ending ------------------------------------------------------------------------------
-    def _recording_failed(self) -> None:
+    def _recording_failed(self, event: object = None) -> None:
         self.recording_path = None
 
-    def _on_cancelled(self) -> None:
+    def _on_cancelled(self, event: object = None) -> None:
         if self.state is not CallState.RINGING:
             return
         self.trace.append("the caller cancelled")
         self._fail_call(487, "cancelled")
 
-    def _on_shutdown(self) -> None:
+    def _on_shutdown(self, event: object = None) -> None:
         if self.ended:
             return
         self.trace.append("ended by server shutdown")
@@ -1119,6 +1117,7 @@ class CallCore:
         if self.ended:
             return
         self.state = CallState.ENDED
+        self.ended = True
         self.ended_at = self._now.wall
         self.disposition = disposition
         self._ring_timers.clear()
@@ -1158,19 +1157,19 @@ class CallCore:
 # What ``handle`` does with each kind of event: one dict lookup (a ``match`` on the classes
 # would try them in turn, on every event).
 _HANDLERS: dict[type, Callable[[CallCore, Any], None]] = {
-    Started: lambda core, _: core._on_started(),
+    Started: CallCore._on_started,
     MediaReady: CallCore._on_media_ready,
     MediaFailed: CallCore._on_media_failed,
     MediaInactive: CallCore._on_media_inactive,
     PromptFinished: CallCore._on_prompt_finished,
-    RecordingFailed: lambda core, _: core._recording_failed(),
+    RecordingFailed: CallCore._recording_failed,
     Decided: CallCore._on_decided,
     TransactionEvent: CallCore._on_transaction_event,
     DialogRequestReceived: CallCore._on_dialog_request,
     AckReceived: CallCore._on_ack,
-    CallerCancelled: lambda core, _: core._on_cancelled(),
-    TimerFired: lambda core, _: core._on_timer(),
-    ShutdownRequested: lambda core, _: core._on_shutdown(),
+    CallerCancelled: CallCore._on_cancelled,
+    TimerFired: CallCore._on_timer,
+    ShutdownRequested: CallCore._on_shutdown,
 }
 
 
