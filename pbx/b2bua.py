@@ -161,7 +161,7 @@ class CallEngine:
         self.by_invite[key] = core
         self.by_caller[(req.call_id, req.from_.tag or "")] = core
         log.debug("call_started", call=core.id, caller=core.caller, called=core.called)
-        self._run(core, callcore.Started(), now)
+        self._run(core, _STARTED, now)
 
     # -- running a core --------------------------------------------------------------------------
     def _run(
@@ -174,10 +174,19 @@ class CallEngine:
             # An action may feed the core an answer (routing): its actions come in the next batch.
             while actions := core.take_actions():
                 for action in actions:
-                    _CARRY_OUT[type(action)](self, core, action, now)
+                    if type(action) is callcore.Respond:  # the most frequent: no call between
+                        self.sip.respond(action.key, action.response)
+                    else:
+                        _CARRY_OUT[type(action)](self, core, action, now)
         except Exception:
             log.exception("call_event_failed", call=core.id, event=type(event).__name__)
-        self._rearm(core)
+        # Re-arm the call's loop timer when its deadline moved (``_rearm``).
+        deadline = core.get_timer()
+        armed = self._timers.get(core.id)
+        if deadline != (armed[0] if armed is not None else None) or (
+            deadline is not None and core.ended
+        ):
+            self._rearm(core, deadline, armed)
         if flush:
             self.sip.flush()
 
@@ -230,11 +239,11 @@ class CallEngine:
 
         return on_event
 
-    def _rearm(self, core: CallCore) -> None:
-        deadline = core.get_timer()
+    def _rearm(
+        self, core: CallCore, deadline: float | None, armed: tuple[float, Any] | None
+    ) -> None:
         if deadline is not None and core.ended:
             deadline = None
-        armed = self._timers.get(core.id)
         if armed is not None and armed[0] == deadline:
             return
         if armed is not None:
@@ -246,7 +255,7 @@ class CallEngine:
 
     def _on_timer(self, core: CallCore) -> None:
         self._timers.pop(core.id, None)
-        self._run(core, callcore.TimerFired(), self.clock.now(), flush=True)
+        self._run(core, _TIMER_FIRED, self.clock.now(), flush=True)
 
     def _lines(self, core: CallCore, now: Instant) -> LineLookup:
         tenant = core.snapshot.tenants.get(core.tenant) if core.tenant else None
@@ -353,6 +362,7 @@ class CallEngine:
         return [core.view() for core in self.calls.values()]
 
 
+_STARTED, _TIMER_FIRED = callcore.Started(), callcore.TimerFired()  # no fields: one of each
 _CARRY_OUT: dict[type, Callable[[CallEngine, CallCore, Any, Instant], object]] = {
     callcore.Respond: lambda engine, _, act, now: engine.sip.respond(act.key, act.response),
     callcore.SendRequest: CallEngine._send_request,

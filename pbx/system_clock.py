@@ -26,4 +26,5 @@ class SystemClock:
             monotonic = asyncio.get_running_loop().time()
         except RuntimeError:
             monotonic = time.monotonic()
-        return Instant(monotonic, time.time())
+        # tuple.__new__ directly: the named tuple's own __new__ is a Python function.
+        return tuple.__new__(Instant, (monotonic, time.time()))
