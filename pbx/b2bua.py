@@ -171,16 +171,19 @@ class CallEngine:
         boundary: an error is logged and the server goes on)."""
         try:
             core.handle(event, now)
-            # An action may feed the core an answer (routing): its actions come in the next batch.
-            while actions := core.take_actions():
+            # Only a routing answer (``_ask_routing``) feeds the core while we carry out.
+            actions: list[callcore.CallAction] | None = core.take_actions()
+            while actions:
+                fed = False
                 for action in actions:
                     if type(action) is callcore.Respond:  # the most frequent: no call between
                         self.sip.respond(action.key, action.response)
                     else:
+                        fed = fed or type(action) is callcore.AskRouting
                         _CARRY_OUT[type(action)](self, core, action, now)
+                actions = core.take_actions() if fed else None
         except Exception:
             log.exception("call_event_failed", call=core.id, event=type(event).__name__)
-        # Re-arm the call's loop timer when its deadline moved (``_rearm``).
         deadline = core.get_timer()
         armed = self._timers.get(core.id)
         if deadline != (armed[0] if armed is not None else None) or (
