@@ -21,6 +21,8 @@ from pbx.sip.message import SipUri
 class LiveLines:
     """``LineLookup`` for one routing question of a call in ``tenant``."""
 
+    __slots__ = ("connection_alive", "directory", "line_calls", "reach", "tenant", "wall")
+
     def __init__(
         self,
         directory: LineDirectory,
