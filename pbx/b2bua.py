@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import secrets
 from collections import Counter
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,19 +24,18 @@ import structlog
 from pbx.call import core as callcore
 from pbx.call.admission import NeedsAuthentication, Refused, admit_invite, identify
 from pbx.call.core import CallCore, Peer
+from pbx.call.lines import LiveLines
 from pbx.call.ports import CallRecords, ConfigSource, LineDirectory, SipPort
 from pbx.clock import Clock, Instant
-from pbx.config.model import Extension, TenantConfig, TenantId
 from pbx.errors import PbxError, RemoteProtocolError
 from pbx.media.calls import CallMedia
 from pbx.media.relay import Side
 from pbx.metrics import Registry
-from pbx.registrar import Binding
-from pbx.routing.model import CallRequest, ContactId, LineKey, LineLookup, LineState
+from pbx.routing.model import CallRequest, LineKey, LineLookup, LineState
 from pbx.routing.router import next_step, start_call
 from pbx.sip.build import build_response, new_tag
 from pbx.sip.dialog import DialogId
-from pbx.sip.message import SipRequest, SipUri
+from pbx.sip.message import SipRequest
 from pbx.sip.transaction import ServerKey, TransactionTerminated, TxEvent
 from pbx.sip.transport import Inbound
 
@@ -161,7 +161,7 @@ class CallEngine:
         self.by_invite[key] = core
         self.by_caller[(req.call_id, req.from_.tag or "")] = core
         log.debug("call_started", call=core.id, caller=core.caller, called=core.called)
-        self._run(core, callcore.Started(), now)
+        self._run(core, _STARTED, now)
 
     # -- running a core --------------------------------------------------------------------------
     def _run(
@@ -171,33 +171,48 @@ class CallEngine:
         boundary: an error is logged and the server goes on)."""
         try:
             core.handle(event, now)
-            while (action := core.next_action()) is not None:
-                self._carry_out(core, action, now)
+            # Only a routing answer (``_ask_routing``) feeds the core while we carry out.
+            actions: list[callcore.CallAction] | None = core.take_actions()
+            while actions:
+                fed = False
+                for action in actions:
+                    if type(action) is callcore.Respond:  # the most frequent: no call between
+                        self.sip.respond(action.key, action.response)
+                    else:
+                        fed = fed or type(action) is callcore.AskRouting
+                        _CARRY_OUT[type(action)](self, core, action, now)
+                actions = core.take_actions() if fed else None
         except Exception:
             log.exception("call_event_failed", call=core.id, event=type(event).__name__)
-        self._rearm(core)
+        deadline = core.get_timer()
+        armed = self._timers.get(core.id)
+        if deadline != (armed[0] if armed is not None else None) or (
+            deadline is not None and core.ended
+        ):
+            self._rearm(core, deadline, armed)
         if flush:
             self.sip.flush()
 
-    def _carry_out(self, core: CallCore, action: callcore.CallAction, now: Instant) -> None:
+    # What ``_run`` does with each kind of action: one dict lookup per action (``_CARRY_OUT``).
+    def _send_request(self, core: CallCore, action: callcore.SendRequest, now: Instant) -> None:
+        callback = self._callback(core, action.ref, action.bye)
+        peer = action.peer
+        self.sip.send_request(action.request, peer.address, callback, reliable=peer.reliable)
+
+    def _ask_routing(self, core: CallCore, action: callcore.AskRouting, now: Instant) -> None:
+        lines = self._lines(core, now)
+        event, progress = action.event, action.progress
+        if event is None or progress is None:
+            decision = start_call(core.snapshot, core.request, now.utc, lines)
+        else:
+            decision = next_step(core.snapshot, progress, event, now.utc, lines)
+        for line in decision.trace:
+            log.debug("routing", call=core.id, trace=line)
+        reach = lines.reach if isinstance(lines, LiveLines) else {}
+        core.handle(callcore.Decided(decision, reach), now)
+
+    def _media_action(self, core: CallCore, action: callcore.CallAction, now: Instant) -> None:
         match action:
-            case callcore.Respond(key, response):
-                self.sip.respond(key, response)
-            case callcore.SendRequest(request, peer, ref, bye):
-                callback = self._callback(core, ref, bye)
-                self.sip.send_request(request, peer.address, callback, reliable=peer.reliable)
-            case callcore.SendStateless(message, destination):
-                self.sip.send_stateless(message, destination)
-            case callcore.AskRouting(event, progress):
-                lines = self._lines(core, now)
-                if event is None or progress is None:
-                    decision = start_call(core.snapshot, core.request, now.utc, lines)
-                else:
-                    decision = next_step(core.snapshot, progress, event, now.utc, lines)
-                for line in decision.trace:
-                    log.debug("routing", call=core.id, trace=line)
-                reach = lines.reach if isinstance(lines, _LiveLines) else {}
-                core.handle(callcore.Decided(decision, reach), now)
             case callcore.OpenMedia():
                 self.media.spawn(self._open_media(core))
             case callcore.SetRemote(side, stream):
@@ -210,14 +225,6 @@ class CallEngine:
                 self.media.play(core.id, prompt, codec, partial(self._prompt_played, core))
             case callcore.CloseMedia():
                 self.media.release(core.id)
-            case callcore.HoldLine(line):
-                self.line_calls[line] += 1
-            case callcore.TrackDialog(dialog_id):
-                self.dialogs.setdefault(dialog_id, core)
-            case callcore.WriteRecord(record, opened):
-                (self.records.record_call if opened else self.records.close_call)(record)
-            case callcore.CallEnded():
-                self._ended(core, action)
 
     def _prompt_played(self, core: CallCore, packets: int) -> None:
         self._run(core, callcore.PromptFinished(packets), self.clock.now(), flush=True)
@@ -235,9 +242,11 @@ class CallEngine:
 
         return on_event
 
-    def _rearm(self, core: CallCore) -> None:
-        deadline = None if core.ended else core.get_timer()
-        armed = self._timers.get(core.id)
+    def _rearm(
+        self, core: CallCore, deadline: float | None, armed: tuple[float, Any] | None
+    ) -> None:
+        if deadline is not None and core.ended:
+            deadline = None
         if armed is not None and armed[0] == deadline:
             return
         if armed is not None:
@@ -249,26 +258,15 @@ class CallEngine:
 
     def _on_timer(self, core: CallCore) -> None:
         self._timers.pop(core.id, None)
-        self._run(core, callcore.TimerFired(), self.clock.now(), flush=True)
+        self._run(core, _TIMER_FIRED, self.clock.now(), flush=True)
 
     def _lines(self, core: CallCore, now: Instant) -> LineLookup:
         tenant = core.snapshot.tenants.get(core.tenant) if core.tenant else None
         if tenant is None:
             return LineState()
-        return _LiveLines(self, tenant, now.wall)
+        return LiveLines(self.lines, tenant, now.wall, self.line_calls, self.sip.connection_alive)
 
-    def _peer_of(self, binding: Binding) -> Peer:
-        """Where requests to a registered contact go: its source address (symmetric, NAT), over
-        its TCP connection while that is open; a TCP contact whose connection is gone is
-        reached by a new connection to its Contact address."""
-        if binding.transport != "TCP":
-            return Peer(binding.source, False)
-        uri = binding.uri
-        if self.sip.connection_alive(binding.connection_id) or not isinstance(uri, SipUri):
-            return Peer(binding.source, True)
-        return Peer((uri.host.strip("[]"), uri.port or 5060), True)
-
-    def _ended(self, core: CallCore, ended: callcore.CallEnded) -> None:
+    def _ended(self, core: CallCore, ended: callcore.CallEnded, now: Instant) -> None:
         for line in ended.lines:
             self.line_calls[line] -= 1
             if self.line_calls[line] <= 0:
@@ -367,30 +365,34 @@ class CallEngine:
         return [core.view() for core in self.calls.values()]
 
 
-class _LiveLines:
-    """The routing core's view of the lines (``LineLookup``), read from the registrar and the
-    engine's call counts only for the extensions a decision asks about; it notes how to reach
-    each contact it names, for the forks the decision starts."""
-
-    def __init__(self, engine: CallEngine, tenant: TenantConfig, wall: float) -> None:
-        self.engine = engine
-        self.tenant = tenant
-        self.wall = wall
-        self.reach: dict[ContactId, callcore.Reach] = {}
-
-    def contacts(self, tenant: TenantId, extension: Extension) -> tuple[ContactId, ...]:
-        if tenant != self.tenant.id:
-            return ()
-        presence = self.engine.lines.presence(self.tenant, extension, self.wall)
-        ids = []
-        for binding in presence.contacts:
-            contact = ContactId(binding.contact_key)
-            self.reach[contact] = callcore.Reach(binding.uri, self.engine._peer_of(binding))
-            ids.append(contact)
-        return tuple(ids)
-
-    def calls_of(self, tenant: TenantId, extension: Extension) -> int:
-        return self.engine.line_calls.get((tenant, extension), 0)
+_STARTED, _TIMER_FIRED = callcore.Started(), callcore.TimerFired()  # no fields: one of each
+_CARRY_OUT: dict[type, Callable[[CallEngine, CallCore, Any, Instant], object]] = {
+    callcore.Respond: lambda engine, _, act, now: engine.sip.respond(act.key, act.response),
+    callcore.SendRequest: CallEngine._send_request,
+    callcore.SendStateless: lambda engine, _, act, now: engine.sip.send_stateless(
+        act.message, act.destination
+    ),
+    callcore.AskRouting: CallEngine._ask_routing,
+    callcore.HoldLine: lambda engine, _, act, now: engine.line_calls.update((act.line,)),
+    callcore.TrackDialog: lambda engine, core, act, now: engine.dialogs.setdefault(
+        act.dialog_id, core
+    ),
+    callcore.WriteRecord: lambda engine, _, act, now: (
+        engine.records.record_call if act.opened else engine.records.close_call
+    )(act.record),
+    callcore.CallEnded: CallEngine._ended,
+    **dict.fromkeys(
+        (
+            callcore.OpenMedia,
+            callcore.SetRemote,
+            callcore.RestartSilence,
+            callcore.StartRecording,
+            callcore.PlayPrompt,
+            callcore.CloseMedia,
+        ),
+        CallEngine._media_action,
+    ),
+}
 
 
 def _ignore(event: TxEvent) -> None:

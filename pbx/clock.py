@@ -11,14 +11,15 @@ is POSIX seconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
-@dataclass(frozen=True, slots=True)
-class Instant:
-    """One reading of the clock: ``monotonic`` for deadlines, ``wall`` for what is stored."""
+class Instant(NamedTuple):
+    """One reading of the clock: ``monotonic`` for deadlines, ``wall`` for what is stored.
+
+    A named tuple: read on every datagram and timer, it is made without the per-field
+    ``object.__setattr__`` of a frozen dataclass."""
 
     monotonic: float
     wall: float

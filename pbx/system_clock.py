@@ -22,4 +22,9 @@ class SystemClock:
         return time.time()
 
     def now(self) -> Instant:
-        return Instant(self.monotonic(), time.time())
+        try:
+            monotonic = asyncio.get_running_loop().time()
+        except RuntimeError:
+            monotonic = time.monotonic()
+        # tuple.__new__ directly: the named tuple's own __new__ is a Python function.
+        return tuple.__new__(Instant, (monotonic, time.time()))

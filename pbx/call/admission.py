@@ -7,15 +7,14 @@ by the service, which keeps the nonces) as the user its From names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from pbx.config.model import ConfigSnapshot, Extension, TenantConfig
+from pbx.immutable import immutable
 from pbx.numbers import classify_number
 from pbx.routing.model import FromExtension, FromTrunk
 from pbx.sip.message import NameAddress, SipRequest, SipUri
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Refused:
     """Answer the INVITE with ``status`` (and ``reason``); no call is made."""
 
@@ -23,7 +22,7 @@ class Refused:
     reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Admitted:
     """A call may start: where it comes from, its tenant, and what the record shows."""
 
@@ -33,7 +32,7 @@ class Admitted:
     dialled: str
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class NeedsAuthentication:
     """A phone's call: authenticate it against ``tenant``, then ``identify`` the user."""
 

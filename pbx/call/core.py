@@ -36,12 +36,13 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 from pbx.call.record import CallRecord, Disposition, Json
 from pbx.clock import Instant
 from pbx.config.model import ConfigSnapshot, TenantId
 from pbx.errors import RemoteProtocolError
+from pbx.immutable import immutable
 from pbx.media.anchor import Anchored, MediaAnchor
 from pbx.media.g711 import Codec
 from pbx.media.latch import Side
@@ -104,7 +105,7 @@ class LegState(enum.Enum):
     ENDED = "ended"  # final failure, cancelled, or hung up
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Peer:
     """Where one leg's requests go (the source a phone registered from, the trunk, the caller)."""
 
@@ -112,7 +113,7 @@ class Peer:
     reliable: bool
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Reach:
     """How to reach one registered contact: its Request-URI and where to send."""
 
@@ -130,12 +131,12 @@ class Locator(Protocol):
 # --- events (in) -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Started:
     """The call was admitted: open media (with an SDP offer) or ask routing."""
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class MediaReady:
     """The relay is open: its A and B ports on ``host``; ``session_id`` seeds our o= lines."""
 
@@ -144,33 +145,33 @@ class MediaReady:
     session_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class MediaFailed:
     """The relay could not be opened (no free ports, a socket error)."""
 
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class MediaInactive:
     """The relay saw nothing from ``side`` for ``[media] inactivity_seconds``."""
 
     side: Side
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class PromptFinished:
     """The announcement has played."""
 
     packets_sent: int
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class RecordingFailed:
     """The recorder could not start; the record names no recording."""
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Decided:
     """The routing core's answer to the last ``AskRouting``; ``reach`` for its contacts."""
 
@@ -178,7 +179,7 @@ class Decided:
     reach: Mapping[ContactId, Reach] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class TransactionEvent:
     """Something happened on a client transaction we started with ``ref``."""
 
@@ -186,7 +187,7 @@ class TransactionEvent:
     event: TxEvent
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class DialogRequestReceived:
     """A request within one of this call's dialogs (not ACK, not CANCEL)."""
 
@@ -194,24 +195,24 @@ class DialogRequestReceived:
     request: SipRequest
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class AckReceived:
     """An ACK for one of this call's 2xx responses (or a repeated one)."""
 
     request: SipRequest
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class CallerCancelled:
     """The caller's CANCEL matched the INVITE (answered 200 by the service already)."""
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class TimerFired:
     """``get_timer()``'s deadline has come."""
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ShutdownRequested:
     """The server stops: end the call now."""
 
@@ -235,7 +236,7 @@ CallEvent = (
 # --- actions (out) -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Respond:
     """Send ``response`` through the server transaction ``key``."""
 
@@ -243,7 +244,7 @@ class Respond:
     response: SipResponse
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class SendRequest:
     """Start a client transaction; its events come back as ``TransactionEvent(ref, ...)``
     (``ref`` None: nobody listens). ``bye``: a BYE the shutdown waits for."""
@@ -254,7 +255,7 @@ class SendRequest:
     bye: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class SendStateless:
     """Send outside any transaction (ACK to a 2xx, a retransmitted 2xx)."""
 
@@ -262,14 +263,14 @@ class SendStateless:
     destination: Address
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class OpenMedia:
     """Open the relay (both sides); answer with ``MediaReady`` or ``MediaFailed``."""
 
     host: str  # our media address, as written into SDP
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class SetRemote:
     """The relay's ``side`` now sends to the stream that side's party declared."""
 
@@ -277,21 +278,21 @@ class SetRemote:
     stream: AudioStream
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class RestartSilence:
     """Measure ``side``'s silence from now (it was silent while the call rang)."""
 
     side: Side
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class StartRecording:
     """Record the relay into ``path``."""
 
     path: str
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class PlayPrompt:
     """Play the prompt to the caller with ``codec``; ``PromptFinished`` when done."""
 
@@ -299,12 +300,12 @@ class PlayPrompt:
     codec: Codec
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class CloseMedia:
     """Stop the player and recorder and close the relay (if open, or once it opens)."""
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class AskRouting:
     """Ask the routing core: ``start_call`` (``event`` None) or ``next_step(event)``; answer
     with ``Decided``."""
@@ -313,21 +314,21 @@ class AskRouting:
     progress: CallProgress | None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class HoldLine:
     """The call occupies ``line`` (its user counts as busy) until the call ends."""
 
     line: LineKey
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class TrackDialog:
     """Route requests of ``dialog_id`` to this call."""
 
     dialog_id: DialogId
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class WriteRecord:
     """Store the call record (``opened``: the row is new; else it is closed)."""
 
@@ -335,7 +336,7 @@ class WriteRecord:
     opened: bool
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class CallEnded:
     """The call is over: release its lines; its dialogs may be forgotten a little later."""
 
@@ -405,6 +406,57 @@ class _Retransmission:
 class CallCore:
     """One call: the A leg, its forks and their legs, and what the record will say."""
 
+    # Slotted: every event reads and writes a dozen of these; no instance dict to look in.
+    __slots__ = (
+        "_actions",
+        "_asking",
+        "_asks",
+        "_caller_offer",
+        "_deferred",
+        "_emit",
+        "_locator",
+        "_media_wanted",
+        "_next_ref",
+        "_now",
+        "_pending",
+        "_prompts",
+        "_reach",
+        "_retransmissions",
+        "_ring_timers",
+        "_sip_timers",
+        "a_dialog",
+        "a_invite",
+        "a_key",
+        "a_peer",
+        "anchor",
+        "answered_at",
+        "answered_by",
+        "called",
+        "caller",
+        "disposition",
+        "early_media_sent",
+        "ended",
+        "ended_at",
+        "forwarding",
+        "id",
+        "legs",
+        "lines",
+        "max_ring_fired",
+        "media_host",
+        "pending_b_ack",
+        "progress",
+        "provisional_sent",
+        "recording_path",
+        "request",
+        "silent_while_ringing",
+        "snapshot",
+        "started_at",
+        "state",
+        "tenant",
+        "trace",
+        "winner",
+    )
+
     def __init__(
         self,
         call_id: str,
@@ -435,11 +487,11 @@ class CallCore:
         self._locator = locator
         self._sip_timers = sip_timers
         self._prompts = prompts
-        self.a_dialog = Dialog.from_invite_as_uas(
-            a_invite, a_tag, self._contact(a_peer), local_via=self._via(a_peer)
-        )
+        via, contact = self._via_contact(a_peer)
+        self.a_dialog = Dialog.from_invite_as_uas(a_invite, a_tag, contact, local_via=via)
         self.started_at = now.wall
         self.state = CallState.RINGING
+        self.ended = False  # state is ENDED (kept apart: read on every event)
         self.progress: CallProgress | None = None
         self.answered_at: float | None = None
         self.ended_at: float | None = None
@@ -469,61 +521,42 @@ class CallCore:
         self._asks: deque[ForkEnded] = deque()
         self._deferred: deque[Callable[[], None]] = deque()
         self._actions: deque[CallAction] = deque()
+        self._emit: Callable[[CallAction], None] = self._actions.append
         self._now = now
 
     # -- the sans-IO verbs -------------------------------------------------------------------
     def handle(self, event: CallEvent, now: Instant) -> None:
         """Take in one event at ``now``; then drain ``next_action`` and re-arm ``get_timer``."""
         self._now = now
-        match event:
-            case Started():
-                self._on_started()
-            case MediaReady():
-                self._on_media_ready(event)
-            case MediaFailed():
-                self._on_media_failed(event)
-            case MediaInactive():
-                self._on_media_inactive(event)
-            case PromptFinished():
-                self._on_prompt_finished(event)
-            case RecordingFailed():
-                self.recording_path = None
-            case Decided():
-                self._on_decided(event)
-            case TransactionEvent():
-                self._on_transaction_event(event)
-            case DialogRequestReceived():
-                self._on_dialog_request(event)
-            case AckReceived():
-                self._on_ack(event)
-            case CallerCancelled():
-                self._on_cancelled()
-            case TimerFired():
-                self._on_timer()
-            case ShutdownRequested():
-                self._on_shutdown()
+        _HANDLERS[type(event)](self, event)
         # Steps that follow a decision run once it is carried out (a contact that cannot be
         # reached, an announcement), like a call_soon in the adapter: one decision at a time.
         while self._deferred:
             self._deferred.popleft()()
-        self._ask_next()
+        if self._asks:
+            self._ask_next()
 
     def next_action(self) -> CallAction | None:
         """The next thing to do, or None."""
         return self._actions.popleft() if self._actions else None
 
+    def take_actions(self) -> list[CallAction]:
+        """Every action due so far, in order (as many ``next_action`` calls would give)."""
+        actions = list(self._actions)
+        self._actions.clear()
+        return actions
+
     def get_timer(self) -> float | None:
         """When ``TimerFired`` is next due (monotonic), or None."""
-        deadlines = [at for at, _ in self._ring_timers]
+        soonest: float | None = None
+        for at, _ in self._ring_timers:
+            if soonest is None or at < soonest:
+                soonest = at
         for item in self._retransmissions:
             due = item.retrans.get_timer()
-            if due is not None:
-                deadlines.append(due)
-        return min(deadlines) if deadlines else None
-
-    @property
-    def ended(self) -> bool:
-        return self.state is CallState.ENDED
+            if due is not None and (soonest is None or due < soonest):
+                soonest = due
+        return soonest
 
     def dialog_ids(self) -> list[DialogId]:
         """Every dialog of this call (the caller's and each leg's that has one)."""
@@ -565,7 +598,7 @@ class CallCore:
         )
 
     # -- start ---------------------------------------------------------------------------------
-    def _on_started(self) -> None:
+    def _on_started(self, event: object = None) -> None:
         origin = self.request.origin
         if isinstance(origin, FromExtension):
             self._hold_line((origin.tenant, origin.extension))
@@ -754,12 +787,13 @@ class CallCore:
         else:
             body = self.a_invite.body
             content_type = self.a_invite.header("Content-Type") if body else None
+        via, our_contact = self._via_contact(peer)
         invite = OutgoingInvite.build(
             request_uri=uri,
             from_=from_,
             to=to,
-            contact=self._contact(peer),
-            via=self._via(peer),
+            contact=our_contact,
+            via=via,
             body=body,
             content_type=content_type,
             headers=headers,
@@ -959,7 +993,7 @@ class CallCore:
         retrans = TwoXxRetransmitter(response, peer.address, self._now.monotonic, self._sip_timers)
         self._retransmissions.append(_Retransmission(retrans, initial))
 
-    def _on_timer(self) -> None:
+    def _on_timer(self, event: object = None) -> None:
         now = self._now.monotonic
         for item in list(self._retransmissions):
             due = item.retrans.get_timer()
@@ -1089,13 +1123,16 @@ class CallCore:
                 self._emit(RestartSilence(side))
 
     # -- ending ------------------------------------------------------------------------------
-    def _on_cancelled(self) -> None:
+    def _recording_failed(self, event: object = None) -> None:
+        self.recording_path = None
+
+    def _on_cancelled(self, event: object = None) -> None:
         if self.state is not CallState.RINGING:
             return
         self.trace.append("the caller cancelled")
         self._fail_call(487, "cancelled")
 
-    def _on_shutdown(self) -> None:
+    def _on_shutdown(self, event: object = None) -> None:
         if self.ended:
             return
         self.trace.append("ended by server shutdown")
@@ -1131,6 +1168,7 @@ class CallCore:
         if self.ended:
             return
         self.state = CallState.ENDED
+        self.ended = True
         self.ended_at = self._now.wall
         self.disposition = disposition
         self._ring_timers.clear()
@@ -1143,9 +1181,6 @@ class CallCore:
         self._emit(CallEnded(disposition, lines, round(self.ended_at - self.started_at, 3)))
 
     # -- helpers ----------------------------------------------------------------------------------
-    def _emit(self, action: CallAction) -> None:
-        self._actions.append(action)
-
     def _ref(self) -> int:
         self._next_ref += 1
         return self._next_ref
@@ -1160,16 +1195,33 @@ class CallCore:
             self._emit(SetRemote(anchored.remote.side, anchored.remote.stream))
         return anchored.body
 
-    def _via(self, peer: Peer) -> Via:
+    def _via_contact(self, peer: Peer) -> tuple[Via, NameAddress]:
+        """Our Via and Contact towards ``peer`` (one question to the locator for both)."""
         host, port = self._locator.local_address(peer.address[0], peer.reliable)
-        return Via("TCP" if peer.reliable else "UDP", host, port, (("rport", None),))
-
-    def _contact(self, peer: Peer) -> NameAddress:
-        host, port = self._locator.local_address(peer.address[0], peer.reliable)
+        via = Via("TCP" if peer.reliable else "UDP", host, port, (("rport", None),))
         params: tuple[tuple[str, str | None], ...] = (
             (("transport", "tcp"),) if peer.reliable else ()
         )
-        return NameAddress(SipUri("sip", host, "pbx", port=port, params=params))
+        return via, NameAddress(SipUri("sip", host, "pbx", port=port, params=params))
+
+
+# What ``handle`` does with each kind of event: one dict lookup (a ``match`` on the classes
+# would try them in turn, on every event).
+_HANDLERS: dict[type, Callable[[CallCore, Any], None]] = {
+    Started: CallCore._on_started,
+    MediaReady: CallCore._on_media_ready,
+    MediaFailed: CallCore._on_media_failed,
+    MediaInactive: CallCore._on_media_inactive,
+    PromptFinished: CallCore._on_prompt_finished,
+    RecordingFailed: CallCore._recording_failed,
+    Decided: CallCore._on_decided,
+    TransactionEvent: CallCore._on_transaction_event,
+    DialogRequestReceived: CallCore._on_dialog_request,
+    AckReceived: CallCore._on_ack,
+    CallerCancelled: CallCore._on_cancelled,
+    TimerFired: CallCore._on_timer,
+    ShutdownRequested: CallCore._on_shutdown,
+}
 
 
 def _max_forwards(req: SipRequest) -> int:

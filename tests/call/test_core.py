@@ -26,6 +26,7 @@ from pbx.call.core import (
     RestartSilence,
     SetRemote,
     ShutdownRequested,
+    Started,
     StartRecording,
     TrackDialog,
     WriteRecord,
@@ -581,3 +582,19 @@ def test_shutdown_ends_ringing_calls_with_503_and_answered_ones_with_bye(
     assert b.to_caller(out) == status
     assert len(sent(out, "BYE")) == byes
     assert b.run(ShutdownRequested()) == []  # once ended, nothing more
+
+
+# -- the adapter's way of draining the actions -----------------------------------------------------
+
+
+def test_take_actions_gives_what_next_action_would_in_order_and_empties_the_queue() -> None:
+    one, two = bench(registered={"1001": 1}), bench(registered={"1001": 1})
+    for b in (one, two):
+        b.core.handle(Started(), b.clock.now())
+    taken = one.core.take_actions()
+    drained = []
+    while (action := two.core.next_action()) is not None:
+        drained.append(action)
+    assert [type(a) for a in taken] == [type(a) for a in drained]
+    assert [type(a) for a in taken] == [TrackDialog, WriteRecord, AskRouting]
+    assert one.core.take_actions() == []

@@ -1,0 +1,418 @@
+"""CPU per call of the server, measured so that machine load does not change the figure.
+
+    python -m loadtests.bench_call_cpu [--calls 1200] [--base 200] [--concurrency N]
+                                       [--callgrind] [--repeat 5]
+
+Loopback only, signalling only, the same calls as ``bench_calls`` (the carrier on 127.0.0.2
+calls 0312345678, whose rule rings extension 1001; the phone on 127.0.0.1, registered with
+digest, rings and answers at once and waits for the BYE; the carrier ACKs and hangs up at once).
+Both sides are one closed-loop driver in this process: ``--concurrency`` calls are in flight,
+each next call starts when one ends, so the server runs as fast as it can and never
+retransmits (the retransmissions seen are printed and must be 0 for a clean figure). The
+server is ``pbx run`` with its normal JSON logging at info level (to a file), as in
+``bench_calls``.
+
+- ``--callgrind``: the server runs under ``valgrind --tool=callgrind`` twice on a fresh data
+  directory (4 calls in flight by default, so that the slowed-down server answers before any
+  retransmission timer fires), once for ``--base`` calls and once for ``--calls`` calls; each
+  run waits ``--settle`` seconds after the last call (so the 32 s transaction and dialog
+  clean-ups run) and stops the server (SIGTERM). It prints the instructions per call:
+  (Ir(calls) - Ir(base)) / (calls - base). Start-up, registration, shutdown cancel out.
+  Expect about 10 minutes.
+- Otherwise: one server, ``--base`` warm-up calls, then ``--repeat`` rounds of ``--calls``
+  calls, each timed with the server's CPU time (utime + stime from /proc, 10 ms ticks); it
+  prints the minimum and the median CPU µs per call. ``--profile FILE`` runs the server under
+  cProfile (``python -m pstats FILE``; the figures are then cProfile's, not the server's).
+
+The driver uses only the public face of the server (its command line and SIP), so it runs
+unchanged on older commits (copy it there) for an A/B figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import selectors
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.integration.harness import free_port, write_config
+from tests.integration.sip_client import SipUdpClient
+
+REPO = Path(__file__).resolve().parents[1]
+CARRIER_IP = "127.0.0.2"
+PHONE_IP = "127.0.0.1"
+NUMBER = "0312345678"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+TENANT = """
+[tenant]
+domain = "acme.example"
+default = true
+
+[limits]
+max_users = 10
+
+[[numbers]]
+number = "0312345678"
+
+[[users]]
+extension = "1001"
+password = "secret1001"
+caller_id = "0312345678"
+
+[[incoming]]
+number = "0312345678"
+targets = "1001"
+days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun", "holiday"]
+start = "0:00"
+end = "23:59:59"
+"""
+
+SERVER_EXTRA = """
+[security]
+max_requests_per_second = 1000000
+
+[calls]
+max_calls_per_user = 1000000
+"""
+
+
+# --- the server -------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    udp: tuple[str, int]
+    log: Path
+
+
+def start_server(root: Path, prefix: list[str], profile: str | None = None) -> Server:
+    config = write_config(
+        root,
+        tenants={"acme": TENANT},
+        server_extra=SERVER_EXTRA,
+        trunk=f"{CARRIER_IP}:{free_port(host=CARRIER_IP)}",
+        listen='["udp:127.0.0.1:0"]',
+    )
+    log = root / "server.log"
+    with log.open("wb") as err:
+        process = subprocess.Popen(
+            [
+                *prefix,
+                sys.executable,
+                *(["-m", "cProfile", "-o", profile] if profile else []),
+                "-m",
+                "pbx",
+                "run",
+                "--config",
+                str(config),
+                "--log-json",
+            ],
+            cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server ended: {log.read_text()[-2000:]}")
+        for line in log.read_text(errors="replace").splitlines():
+            if '"server_started"' in line:
+                info = json.loads(line)
+                entry = next(e for e in info["sip"] if e["transport"] == "UDP")
+                return Server(process, (entry["host"], int(entry["port"])), log)
+        time.sleep(0.2)
+    stop(process)
+    raise RuntimeError("server did not start")
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 600.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+# --- the two user agents ----------------------------------------------------------------------
+
+
+def header(head: list[str], name: str) -> list[str]:
+    prefix = name.lower() + ":"
+    return [line for line in head if line.lower().startswith(prefix)]
+
+
+def value(line: str) -> str:
+    return line.split(":", 1)[1].strip()
+
+
+@dataclass
+class CallState:
+    number: int
+    call_id: str
+    from_tag: str
+    acked: bool = False
+
+
+@dataclass
+class Driver:
+    """Carrier (UAC) and phone (UAS) of ``bench_calls``' scenarios, closed loop."""
+
+    server: tuple[str, int]
+    carrier: socket.socket
+    phone: socket.socket
+    run_id: str
+    started: int = 0
+    done: int = 0
+    retransmissions: int = 0
+    calls: dict[str, CallState] = field(default_factory=dict)
+    answered: dict[str, bytes] = field(default_factory=dict)  # the phone's 200 per Call-ID
+
+    def start_call(self) -> None:
+        self.started += 1
+        n = self.started
+        call_id = f"{self.run_id}-{n}@{CARRIER_IP}"
+        call = CallState(n, call_id, f"c{n}")
+        self.calls[call_id] = call
+        port = self.carrier.getsockname()[1]
+        invite = (
+            f"INVITE sip:{NUMBER}@{self.server[0]}:{self.server[1]} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {CARRIER_IP}:{port};branch=z9hG4bK-{self.run_id}-{n}-1\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:0901112222@{CARRIER_IP}:{port}>;tag={call.from_tag}\r\n"
+            f"To: <sip:{NUMBER}@{self.server[0]}:{self.server[1]}>\r\n"
+            f"Call-ID: {call_id}\r\n"
+            "CSeq: 1 INVITE\r\n"
+            f"Contact: <sip:0901112222@{CARRIER_IP}:{port};transport=UDP>\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        self.carrier.sendto(invite.encode(), self.server)
+
+    def on_carrier(self, data: bytes) -> None:
+        head = data.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
+        status = int(head[0].split(" ", 2)[1])
+        call_id = value(header(head, "Call-ID")[0])
+        method = value(header(head, "CSeq")[0]).split()[1]
+        call = self.calls.get(call_id)
+        if call is None:
+            self.retransmissions += 1
+            return
+        if method == "INVITE" and status == 200:
+            if call.acked:
+                self.retransmissions += 1
+            call.acked = True
+            self.ack_and_bye(call, head)
+        elif method == "BYE" and status == 200:
+            del self.calls[call_id]
+            self.done += 1
+        elif status >= 300:
+            raise RuntimeError(f"call {call_id} failed: {head[0]}")
+
+    def ack_and_bye(self, call: CallState, head: list[str]) -> None:
+        to = header(head, "To")[0]
+        target = re.search(r"<([^>]+)>", value(header(head, "Contact")[0]))
+        uri = target.group(1) if target else f"sip:{self.server[0]}:{self.server[1]}"
+        routes = [value(line) for line in header(head, "Record-Route")]
+        route = "".join(f"Route: {r}\r\n" for r in routes)
+        port = self.carrier.getsockname()[1]
+        for cseq, method, branch in ((1, "ACK", 2), (2, "BYE", 3)):
+            request = (
+                f"{method} {uri} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {CARRIER_IP}:{port};"
+                f"branch=z9hG4bK-{self.run_id}-{call.number}-{branch}\r\n"
+                f"{route}Max-Forwards: 70\r\n"
+                f"From: <sip:0901112222@{CARRIER_IP}:{port}>;tag={call.from_tag}\r\n"
+                f"{to}\r\nCall-ID: {call.call_id}\r\nCSeq: {cseq} {method}\r\n"
+                "Content-Length: 0\r\n\r\n"
+            )
+            self.carrier.sendto(request.encode(), self.server)
+
+    def on_phone(self, data: bytes, source: tuple[str, int]) -> None:
+        head = data.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
+        method = head[0].split(" ", 1)[0]
+        if method == "ACK" or head[0].startswith("SIP/2.0"):
+            return
+        call_id = value(header(head, "Call-ID")[0])
+        port = self.phone.getsockname()[1]
+        common = [
+            *header(head, "Via"),
+            *header(head, "From"),
+        ]
+        rest = [*header(head, "Call-ID"), *header(head, "CSeq")]
+        if method == "INVITE":
+            if call_id in self.answered:
+                self.retransmissions += 1
+                self.phone.sendto(self.answered[call_id], source)
+                return
+            to = f"{header(head, 'To')[0]};tag=p{call_id.split('@')[0]}"
+            extra = [
+                *header(head, "Record-Route"),
+                f"Contact: <sip:1001@{PHONE_IP}:{port};transport=UDP>",
+            ]
+            for status in ("180 Ringing", "200 OK"):
+                lines = [f"SIP/2.0 {status}", *common, to, *rest, *extra, "Content-Length: 0"]
+                response = ("\r\n".join(lines) + "\r\n\r\n").encode()
+                self.phone.sendto(response, source)
+            self.answered[call_id] = response
+        elif method == "BYE":
+            self.answered.pop(call_id, None)
+            lines = ["SIP/2.0 200 OK", *common, *header(head, "To"), *rest, "Content-Length: 0"]
+            self.phone.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(), source)
+        else:
+            raise RuntimeError(f"phone got {head[0]}")
+
+    def run(self, count: int, concurrency: int, timeout: float) -> None:
+        """``count`` calls, ``concurrency`` at a time; returns when all have ended."""
+        target = self.done + count
+        first = self.started
+        selector = selectors.DefaultSelector()
+        selector.register(self.carrier, selectors.EVENT_READ, "carrier")
+        selector.register(self.phone, selectors.EVENT_READ, "phone")
+        try:
+            while self.started < min(first + concurrency, first + count):
+                self.start_call()
+            deadline = time.monotonic() + timeout
+            while self.done < target:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"stuck: {self.done}/{target}, {len(self.calls)} open")
+                for key, _ in selector.select(1.0):
+                    sock: socket.socket = key.fileobj  # type: ignore[assignment]
+                    while True:
+                        try:
+                            data, source = sock.recvfrom(65536)
+                        except BlockingIOError:
+                            break
+                        if key.data == "carrier":
+                            before = self.done
+                            self.on_carrier(data)
+                            for _ in range(self.done - before):
+                                if self.started < first + count:
+                                    self.start_call()
+                        else:
+                            self.on_phone(data, source)
+        finally:
+            selector.close()
+
+
+def prepare(
+    root: Path, prefix: list[str], run_id: str, profile: str | None = None
+) -> tuple[Server, Driver]:
+    server = start_server(root, prefix, profile)
+    phone = SipUdpClient(server.udp, "1001", "secret1001", "acme.example", host=PHONE_IP)
+    phone.sock.settimeout(600)
+    reply = phone.register()
+    if reply.status != 200:
+        stop(server.process)
+        raise RuntimeError(f"registration: {reply.status}")
+    phone.sock.setblocking(False)
+    carrier = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    carrier.bind((CARRIER_IP, 0))
+    carrier.setblocking(False)
+    return server, Driver(server.udp, carrier, phone.sock, run_id)
+
+
+# --- the two measurements ---------------------------------------------------------------------
+
+
+def callgrind_run(workdir: Path, calls: int, args: argparse.Namespace) -> tuple[int, int]:
+    root = workdir / f"cg-{calls}"
+    root.mkdir()
+    out = root / "callgrind.out"
+    prefix = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+    server, driver = prepare(root, prefix, f"cg{calls}")
+    try:
+        driver.run(calls, args.concurrency, timeout=3600)
+        time.sleep(args.settle)
+    finally:
+        stop(server.process)
+        driver.carrier.close()
+        driver.phone.close()
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        shutil.copy(out, args.keep / f"callgrind.out.{calls}")
+    text = out.read_text(errors="replace")
+    found = re.search(r"^(?:summary|totals):\s*(\d+)", text, re.MULTILINE)
+    if found is None:
+        raise RuntimeError("no instruction total in the callgrind output")
+    return int(found.group(1)), driver.retransmissions
+
+
+def measure_callgrind(workdir: Path, args: argparse.Namespace) -> None:
+    small, r_small = callgrind_run(workdir, args.base, args)
+    print(f"{args.base:>6} calls: {small:>16,} instructions  ({r_small} retransmissions)")
+    big, r_big = callgrind_run(workdir, args.calls, args)
+    print(f"{args.calls:>6} calls: {big:>16,} instructions  ({r_big} retransmissions)")
+    per_call = (big - small) / (args.calls - args.base)
+    print(f"instructions per call: {per_call:,.0f}")
+    if r_small or r_big:
+        print("retransmissions seen: the figure includes them (try a lower --concurrency)")
+
+
+def measure_cpu(workdir: Path, args: argparse.Namespace) -> None:
+    server, driver = prepare(workdir, [], "cpu", args.profile)
+    try:
+        driver.run(args.base, args.concurrency, timeout=300)
+        figures = []
+        for _ in range(args.repeat):
+            before = cpu_seconds(server.process.pid)
+            driver.run(args.calls, args.concurrency, timeout=300)
+            after = cpu_seconds(server.process.pid)
+            figures.append(1e6 * (after - before) / args.calls)
+            print(f"round: {figures[-1]:.0f} µs/call", flush=True)
+    finally:
+        stop(server.process)
+        driver.carrier.close()
+        driver.phone.close()
+    print(f"retransmissions seen: {driver.retransmissions}")
+    print(
+        f"CPU per call: min {min(figures):.0f} µs, median {statistics.median(figures):.0f} µs "
+        f"({args.repeat} rounds of {args.calls} calls, load avg {os.getloadavg()[0]:.2f})"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=1200)
+    parser.add_argument("--base", type=int, default=200)
+    parser.add_argument(
+        "--concurrency", type=int, help="calls in flight (default 20; 4 under callgrind)"
+    )
+    parser.add_argument("--callgrind", action="store_true")
+    parser.add_argument("--keep", type=Path, help="copy the callgrind outputs to this folder")
+    parser.add_argument("--settle", type=float, default=35.0)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--profile", help="run the server under cProfile, stats to this file")
+    args = parser.parse_args()
+    if args.concurrency is None:
+        args.concurrency = 4 if args.callgrind else 20
+    with tempfile.TemporaryDirectory(prefix="bench-call-cpu-") as tmp:
+        if args.callgrind:
+            measure_callgrind(Path(tmp), args)
+        else:
+            measure_cpu(Path(tmp), args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
