@@ -77,8 +77,7 @@ class CallEngine:
         self.m_calls = metrics.counter("pbx_calls_total", "Calls ended, by disposition")
         self.media.counters.export(metrics)  # RTP/RTCP totals, summed per scrape
         metrics.gauge("pbx_calls_active", "Calls in progress", lambda: len(self.calls))
-        # Graceful shutdown (``drain``): new calls are refused while calls in progress finish.
-        self.draining = False
+        self.draining = False  # ``drain``: new calls are refused while calls in progress finish
         self._no_calls = asyncio.Event()
         self._no_calls.set()
         self._byes_pending = 0
@@ -93,8 +92,7 @@ class CallEngine:
             if request.to.tag is None and request.method == "INVITE":
                 self._new_call(key, request, inbound, now)
             elif request.to.tag is None:
-                # 12.2.2 does not apply; outside a dialog we only take INVITE (and OPTIONS,
-                # REGISTER in the service).
+                # Outside a dialog we take only INVITE (OPTIONS, REGISTER: in the service).
                 self._refuse(key, request, Refused(481 if request.method == "BYE" else 405))
             else:
                 dialog_id = DialogId.of_request(request)
@@ -163,27 +161,29 @@ class CallEngine:
         log.debug("call_started", call=core.id, caller=core.caller, called=core.called)
         self._run(core, _STARTED, now)
 
-    # -- running a core --------------------------------------------------------------------------
     def _run(
         self, core: CallCore, event: callcore.CallEvent, now: Instant, *, flush: bool = False
     ) -> None:
-        """Feed one event, carry out every action, re-arm the call's timer (the per-call
-        boundary: an error is logged and the server goes on)."""
+        """Feed one event, carry out every action, re-arm the call's timer. The per-call
+        boundary: an error is logged, the other actions still run, the server goes on."""
         try:
             core.handle(event, now)
-            # Only a routing answer (``_ask_routing``) feeds the core while we carry out.
-            actions: list[callcore.CallAction] | None = core.take_actions()
-            while actions:
-                fed = False
-                for action in actions:
+        except Exception:
+            log.exception("call_event_failed", call=core.id, event=type(event).__name__)
+        # Only a routing answer (``_ask_routing``) feeds the core while we carry out.
+        actions: list[callcore.CallAction] | None = core.take_actions()
+        while actions:
+            fed = False
+            for action in actions:
+                try:
                     if type(action) is callcore.Respond:  # the most frequent: no call between
                         self.sip.respond(action.key, action.response)
                     else:
                         fed = fed or type(action) is callcore.AskRouting
                         _CARRY_OUT[type(action)](self, core, action, now)
-                actions = core.take_actions() if fed else None
-        except Exception:
-            log.exception("call_event_failed", call=core.id, event=type(event).__name__)
+                except Exception:
+                    log.exception("call_action_failed", call=core.id, action=type(action).__name__)
+            actions = core.take_actions() if fed else None
         deadline = core.get_timer()
         armed = self._timers.get(core.id)
         if deadline != (armed[0] if armed is not None else None) or (
