@@ -65,6 +65,9 @@ HOUSEKEEPING_SECONDS = 1.0
 # RFC 3261 timers are 0.5 s and longer, so 20 ms late is well inside their tolerance.
 TIMER_SLOT_SECONDS = 0.02
 PURGE_SECONDS = 60.0
+# The reasons of pbx_sip_messages_dropped_total (README, Metrics): the guard's verdicts, NAT
+# keep-alive datagrams, unparseable messages, responses matching no transaction.
+DROP_REASONS = ("banned", "throttled", "keepalive", "malformed", "stray_response")
 
 
 class CallHandler(Protocol):
@@ -150,6 +153,8 @@ class SipService:
         self.m_dropped = metrics.counter(
             "pbx_sip_messages_dropped_total", "SIP messages dropped, by reason"
         )
+        for reason in DROP_REASONS:  # every reason exposed from the start, at 0 (issue 19)
+            self.m_dropped.inc(0, reason=reason)
         self.m_auth_failures = metrics.counter(
             "pbx_auth_failures_total", "Failed digest authentications"
         )
