@@ -4,7 +4,9 @@
 # cores' coverage). The browser tests drive Debian's chromium through Playwright by its path:
 # Playwright downloads no browser.
 source "$(dirname "$0")/_env.sh"
-apt_install sip-tester espeak-ng sox chromium
+# baresip: the getting-started test (tests/deploy) registers and calls with it; systemd: the
+# unit file is checked by systemd-analyze verify (issue 19).
+apt_install sip-tester espeak-ng sox chromium baresip systemd
 ensure_venv ".[test]"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 .venv/bin/ruff check pbx tests loadtests
