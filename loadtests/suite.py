@@ -23,9 +23,11 @@ step's leftovers never reach the next step), and runs, with SIPp as the carrier 
 Steps 1-4 ramp the rate; a step passes when every call succeeded on both sides (zero failed),
 fewer than 0.1 % of the messages were retransmissions and SIPp kept the rate. Each reports the
 highest rate sustained for the step time (30 s; 5 s with ``--quick``), INVITE->180 and
-INVITE->200 percentiles (SIPp ``-trace_rtt``, 1 ms resolution), and the server's CPU and RSS
-(/proc/<pid>). The same traffic SIPp to SIPp directly (the harness's own limit) runs in the same
-run, at rates above the server's best; the ratio server/direct is the headline. The report
+INVITE->200 percentiles (SIPp ``-trace_rtt``, on SIPp's 1 ms clock) and their mean (to 0.01 ms),
+and the server's CPU and RSS (/proc/<pid>). The same traffic SIPp to SIPp directly runs in the
+same run, from the rate the server failed at and on by doubling until SIPp alone fails (its own
+limit, within ``direct_budget``); the headline gives server/direct only when that limit was
+reached, and says which side ran out first. The report
 (report.md, results.json, *.svg, the server log) goes to ``loadtests/results/<timestamp>/``.
 
 Every process is started here and ended by its pid (also on Ctrl-C). Full run: under 30 minutes
@@ -105,6 +107,7 @@ class Profile:
     soak_hold_ms: tuple[int, int]  # uniform, min and max
     soak_register_rate: int
     budgets: dict[str, float]  # seconds per section
+    direct_budget: float  # seconds for a section's baseline ramp (SIPp alone, to its limit)
     retries: int
 
 
@@ -123,6 +126,7 @@ QUICK = Profile(
     soak_hold_ms=(1000, 8000),
     soak_register_rate=20,
     budgets={"register": 30, "calls": 40, "media": 50, "recording": 35},
+    direct_budget=45,
     retries=0,
 )
 FULL = Profile(
@@ -140,6 +144,7 @@ FULL = Profile(
     soak_hold_ms=(2000, 30000),
     soak_register_rate=30,
     budgets={"register": 180, "calls": 220, "media": 240, "recording": 120},
+    direct_budget=180,
     retries=1,
 )
 
@@ -393,12 +398,11 @@ class StepRecord:
     def line(self) -> str:
         cpu = f"{self.cpu_pct:4.0f} %" if self.cpu_pct is not None else "   - "
         latency = (
-            f"180 p50/p99 {self.ring_ms.get('p50', math.nan):.0f}/"
-            f"{self.ring_ms.get('p99', math.nan):.0f} ms  200 p50/p99 "
-            f"{self.answer_ms.get('p50', math.nan):.0f}/{self.answer_ms.get('p99', math.nan):.0f}"
-            " ms"
+            f"180 p50/p99 {ms(self.ring_ms.get('p50'))}/{ms(self.ring_ms.get('p99'))} ms  "
+            f"200 p50/p99 {ms(self.answer_ms.get('p50'))}/{ms(self.answer_ms.get('p99'))} ms "
+            f"(mean {ms(self.answer_ms.get('mean'))})"
             if self.answer_ms
-            else f"mean {self.mean_ms:6.1f} ms"
+            else f"mean {ms(self.mean_ms)} ms"
         )
         return (
             f"  {self.section:9} {self.target:6} {self.rate:5d}/s  ok {self.ok}/{self.planned}"
@@ -409,7 +413,14 @@ class StepRecord:
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
-    return {f"p{q}": percentile(values, q / 100) for q in (50, 90, 99)} if values else {}
+    """p50/p90/p99 and the mean. SIPp times each exchange on a 1 ms clock, so a percentile is
+    whole ms; the mean of many such samples resolves below a millisecond (the clock's phase is
+    independent of the exchange)."""
+    if not values:
+        return {}
+    figures = {f"p{q}": percentile(values, q / 100) for q in (50, 90, 99)}
+    figures["mean"] = sum(values) / len(values)
+    return figures
 
 
 def rtt_samples(step_dir: Path) -> dict[str, list[float]]:
@@ -608,12 +619,31 @@ def best(records: list[StepRecord], target: str) -> StepRecord | None:
     return max(held, key=lambda r: r.rate) if held else None
 
 
-def direct_rates(rates: tuple[int, ...], pbx_best: StepRecord | None) -> tuple[int, ...]:
-    """The baseline starts above the server's best rate: up to it the harness is not in
-    question (the server's passing step shows that SIPp kept that rate)."""
+def first_failure(records: list[StepRecord], target: str) -> StepRecord | None:
+    """The lowest rate ``target`` failed at above its best (where it ran out), if any."""
+    top = best(records, target)
+    floor = top.rate if top is not None else 0
+    failed = [r for r in records if r.target == target and not r.passed and r.rate > floor]
+    return min(failed, key=lambda r: r.rate) if failed else None
+
+
+DIRECT_DOUBLINGS = 6  # past the profile's direct rates, the baseline ramps on by doubling
+
+
+def direct_rates(rates: tuple[int, ...], pbx_records: list[StepRecord]) -> tuple[int, ...]:
+    """The baseline's ramp: from the rate the server failed at (does SIPp alone hold it? then
+    the server ran out first) or, when it never failed, above its best; then the profile's
+    higher rates and ``DIRECT_DOUBLINGS`` doublings, until SIPp itself fails: its own limit."""
+    pbx_best = best(pbx_records, "pbx")
+    failed = first_failure(pbx_records, "pbx")
     floor = pbx_best.rate if pbx_best is not None else 0
-    chosen = tuple(r for r in rates if r > floor)
-    return chosen or rates[-1:]
+    chosen = {r for r in rates if r > floor}
+    if failed is not None:
+        chosen = {r for r in chosen if r >= failed.rate} | {failed.rate}
+    ramp = sorted(chosen) or list(rates[-1:])
+    for _ in range(DIRECT_DOUBLINGS):
+        ramp.append(ramp[-1] * 2)
+    return tuple(ramp)
 
 
 # --- the soak ---------------------------------------------------------------------------------
@@ -753,10 +783,13 @@ def soak(
     keys = ("transactions", "calls_active", "dialogs", "rtp_ports_in_use")
     drained_after = None
     held: dict[str, Any] = {}
+    held_first: dict[str, Any] | None = None
     stop_at = time.monotonic() + 90
     while time.monotonic() < stop_at:
         status = server.get("/status")
         held = {k: status.get(k, "n/a") for k in keys}
+        if held_first is None:
+            held_first = held
         if all(v == 0 for v in held.values()):
             drained_after = time.monotonic() - traffic_end
             break
@@ -798,6 +831,7 @@ def soak(
         "memory_flat": memory_flat,
         "memory_conclusive": conclusive,
         "held_after_traffic": held,
+        "held_at_traffic_end": held_first or held,
         "drained_after_seconds": drained_after,
         "no_leaks": drained_after is not None,
         "rss_samples": [(t, rss) for t, _, rss in samples],
@@ -819,17 +853,40 @@ TITLES = {
 }
 
 
+def ran_out_first(
+    pbx_failed: StepRecord | None, direct: StepRecord | None, direct_failed: StepRecord | None
+) -> str:
+    """Which side reached its limit first: the server, or the harness (SIPp alone)."""
+    if pbx_failed is None:
+        return "neither: the server held every rate tried (the ramp or its time budget ended)"
+    if direct is not None and direct.rate >= pbx_failed.rate:
+        return f"the server (failed at {pbx_failed.rate}/s, which SIPp alone held)"
+    if direct_failed is not None and direct_failed.rate <= pbx_failed.rate:
+        return f"the harness (SIPp alone failed at {direct_failed.rate}/s too)"
+    return f"unknown (the server failed at {pbx_failed.rate}/s; no baseline at that rate)"
+
+
 def headline(section: str, records: list[StepRecord]) -> dict[str, Any]:
+    """The highest rate each side held, the baseline's own limit, and who ran out first.
+
+    The ratio is server/direct only when the direct ramp reached a failing rate (its limit);
+    when SIPp alone held every rate tried, its limit is unknown and no ratio is given."""
     pbx, direct = best(records, "pbx"), best(records, "direct")
+    pbx_failed, direct_failed = first_failure(records, "pbx"), first_failure(records, "direct")
     tried_direct = [r for r in records if r.target == "direct"]
-    direct_capped = bool(tried_direct) and all(r.passed for r in tried_direct)
-    ratio = pbx.rate / direct.rate if pbx and direct else None
+    direct_capped = bool(tried_direct) and direct_failed is None
+    ratio = pbx.rate / direct.rate if pbx and direct and not direct_capped else None
     return {
         "section": section,
         "pbx_rate": pbx.rate if pbx else 0,
+        "pbx_failed_at": pbx_failed.rate if pbx_failed else None,
         "direct_rate": direct.rate if direct else None,
+        "direct_failed_at": direct_failed.rate if direct_failed else None,
         "direct_limit_higher": direct_capped,
         "ratio": ratio,
+        "ran_out_first": ran_out_first(pbx_failed, direct, direct_failed)
+        if tried_direct
+        else "no baseline",
         "pbx_cpu_pct": pbx.cpu_pct if pbx else None,
         "pbx_rss_mib": pbx.rss_mib if pbx else None,
         "pbx_answer_ms": pbx.answer_ms if pbx else {},
@@ -839,28 +896,51 @@ def headline(section: str, records: list[StepRecord]) -> dict[str, Any]:
 
 
 def headline_line(h: dict[str, Any]) -> str:
-    step, pbx, direct, ratio, latency, cpu = headline_cells(h)
-    return f"{step:9} pbx {pbx} | direct {direct} | ratio {ratio} | {latency} | server CPU {cpu}"
+    step, pbx, direct, ratio, first, latency, cpu = headline_cells(h)
+    return (
+        f"{step:9} pbx {pbx} | direct {direct} | ratio {ratio} | ran out first: {first} | "
+        f"{latency} | server CPU {cpu}"
+    )
 
 
-def headline_cells(h: dict[str, Any]) -> tuple[str, str, str, str, str, str]:
+def ms(value: float | None) -> str:
+    """A latency in ms: sub-millisecond figures keep two decimals; a whole-ms 0 from SIPp's
+    1 ms clock reads "< 1"."""
+    if value is None or math.isnan(value):
+        return "-"
+    if value == 0:
+        return "< 1"
+    if float(value).is_integer() or value >= 10:
+        return f"{value:.0f}"
+    return f"{value:.2f}"
+
+
+def headline_cells(h: dict[str, Any]) -> tuple[str, str, str, str, str, str, str]:
     unit = "reg/s" if h["section"] == "register" else "calls/s"
-    direct = "n/a" if h["direct_rate"] is None else f"{h['direct_rate']}"
-    if h["direct_limit_higher"]:
-        direct = f">= {direct}"
-    ratio = "n/a"
+    if h["direct_rate"] is None:
+        direct = "n/a" if h.get("direct_failed_at") is None else "none held"
+    elif h["direct_limit_higher"]:
+        direct = f">= {h['direct_rate']} (every rate tried held: not its limit)"
+    else:
+        direct = f"{h['direct_rate']} (its limit: failed at {h['direct_failed_at']})"
     if h["ratio"] is not None:
-        ratio = f"{'<= ' if h['direct_limit_higher'] else ''}{100 * h['ratio']:.0f} %"
+        ratio = f"{100 * h['ratio']:.0f} %"
+    elif h["direct_limit_higher"]:
+        ratio = "not given (baseline not at its limit)"
+    else:
+        ratio = "n/a"
     cpu = f"{h['pbx_cpu_pct']:.0f} %" if h["pbx_cpu_pct"] is not None else "-"
     if h["pbx_answer_ms"]:
+        ring, answer = h["pbx_ring_ms"], h["pbx_answer_ms"]
         latency = (
-            f"INVITE->180 p99 {h['pbx_ring_ms'].get('p99', math.nan):.0f} ms, "
-            f"INVITE->200 p50/p99 {h['pbx_answer_ms']['p50']:.0f}/"
-            f"{h['pbx_answer_ms']['p99']:.0f} ms"
+            f"INVITE->180 p99 {ms(ring.get('p99'))} ms, "
+            f"INVITE->200 p50/p99 {ms(answer.get('p50'))}/{ms(answer.get('p99'))} ms, "
+            f"mean {ms(answer.get('mean'))} ms"
         )
     else:
-        latency = f"mean exchange {h['pbx_mean_ms'] or math.nan:.1f} ms"
-    return h["section"], f"{h['pbx_rate']} {unit}", direct, ratio, latency, cpu
+        latency = f"mean exchange {ms(h['pbx_mean_ms'])} ms"
+    first = str(h.get("ran_out_first", "-"))
+    return h["section"], f"{h['pbx_rate']} {unit}", direct, ratio, first, latency, cpu
 
 
 def _fmt(value: float | None, digits: int = 0) -> str:
@@ -876,8 +956,9 @@ def plots(out: Path, section: str, records: list[StepRecord]) -> list[str]:
         for target in ("pbx", "direct")
     ]
     name = f"{section}_failures.svg"
-    unit = "registrations/s" if section == "register" else "calls/s"
-    line_chart(out / name, f"{section}: rate vs failures", unit, "failed", series)
+    unit = "offered rate (registrations/s)" if section == "register" else "offered rate (calls/s)"
+    failed = "failed (registrations)" if section == "register" else "failed (calls)"
+    line_chart(out / name, f"{section}: rate vs failures", unit, failed, series)
     names.append(name)
     latency: list[Series] = []
     for target in ("pbx", "direct"):
@@ -890,7 +971,7 @@ def plots(out: Path, section: str, records: list[StepRecord]) -> list[str]:
             points = [(r.rate, r.answer_ms.get(key, math.nan)) for r in rows]
             latency.append(Series(f"{target} 200 {key}", points, dashed))
     name = f"{section}_latency.svg"
-    y_label = "REGISTER exchange, mean ms" if section == "register" else "INVITE->200 ms"
+    y_label = "REGISTER exchange, mean (ms)" if section == "register" else "INVITE->200 (ms)"
     line_chart(out / name, f"{section}: rate vs latency", unit, y_label, latency)
     names.append(name)
     return names
@@ -918,14 +999,17 @@ def write_report(
         f"{CARRIER_IP}, phones on {PHONE_IP}; UDP; server `pbx run` (uvloop, JSON log at info)",
         f"- a step: {prof.seconds} s at a fixed rate; it passes with zero failed calls on both "
         "sides, < 0.1 % retransmissions, and the rate kept. `direct` = the same SIPp traffic "
-        "SIPp to SIPp, without the server (the harness's limit), at rates above the server's best; "
-        "`>=` when every direct rate tried held",
-        "- latencies: SIPp -trace_rtt, whole milliseconds (0 = under 1 ms), timed from the INVITE",
+        "SIPp to SIPp, without the server, ramped from the rate the server failed at until SIPp "
+        "itself fails (its own limit); `>=` and no ratio when every direct rate tried held",
+        "- latencies: SIPp -trace_rtt, timed from the INVITE on SIPp's 1 ms clock: percentiles "
+        "are whole milliseconds (`< 1` = under 1 ms), the mean of the samples resolves to "
+        "0.01 ms; registration exchanges: SIPp's mean (microseconds)",
         "",
         "## Headline",
         "",
-        "| step | pbx | direct | pbx / direct | latency at pbx best | server CPU |",
-        "|---|---|---|---|---|---|",
+        "| step | pbx | direct (SIPp alone) | pbx / direct | ran out first "
+        "| latency at pbx best | server CPU |",
+        "|---|---|---|---|---|---|---|",
     ]
     for h in heads:
         lines.append("| " + " | ".join(headline_cells(h)) + " |")
@@ -937,16 +1021,17 @@ def write_report(
         lines += ["", f"## {TITLES[section]}", ""]
         lines += [
             "| target | rate | ok/planned | failed | retrans % | 180 p50/p90/p99 ms "
-            "| 200 p50/p90/p99 ms | mean ms | CPU % | RSS MiB | verdict |",
+            "| 200 p50/p90/p99 ms | mean ms (200, or exchange) | CPU % | RSS MiB | verdict |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in records:
-            ring = "/".join(_fmt(r.ring_ms.get(k)) for k in ("p50", "p90", "p99"))
-            answer = "/".join(_fmt(r.answer_ms.get(k)) for k in ("p50", "p90", "p99"))
+            ring = "/".join(ms(r.ring_ms.get(k)) for k in ("p50", "p90", "p99"))
+            answer = "/".join(ms(r.answer_ms.get(k)) for k in ("p50", "p90", "p99"))
+            mean = r.answer_ms.get("mean") if r.answer_ms else r.mean_ms
             lines.append(
                 f"| {r.target} | {r.rate} | {r.ok}/{r.planned} | {r.failed} | "
                 f"{r.retrans_pct:.3f} | {ring if r.ring_ms else '-'} | "
-                f"{answer if r.answer_ms else '-'} | {_fmt(r.mean_ms, 1)} | {_fmt(r.cpu_pct)} | "
+                f"{answer if r.answer_ms else '-'} | {ms(mean)} | {_fmt(r.cpu_pct)} | "
                 f"{_fmt(r.rss_mib, 1)} | {'pass' if r.passed else 'FAIL'}{r.note} |"
             )
         if section in ("media", "recording"):
@@ -991,12 +1076,8 @@ def write_report(
             f"{s['second_half_slope_kib_per_min']:+.0f} KiB/min "
             f"({s['second_half_rise_kib'] / 1024:+.2f} MiB over the second half): "
             f"{memory_verdict(s)}",
-            f"- held after the traffic stopped: {s['held_after_traffic']} "
-            + (
-                f"(all zero {s['drained_after_seconds']:.0f} s after the last call)"
-                if s["no_leaks"]
-                else "(NOT all zero after 90 s)"
-            ),
+            "",
+            *soak_state_table(s),
             "",
             "![memory](soak_memory.svg) ![state](soak_state.svg)",
         ]
@@ -1014,6 +1095,27 @@ def memory_verdict(s: dict[str, Any]) -> str:
     return "flat" if s["memory_flat"] else "NOT flat"
 
 
+def held_words(held: dict[str, Any]) -> str:
+    """``{"calls_active": 0, ...}`` as ``calls_active 0, ...`` (no Python dict in a report)."""
+    return ", ".join(f"{name} {value}" for name, value in held.items()) or "-"
+
+
+def soak_state_table(s: dict[str, Any]) -> list[str]:
+    """What the server held (``/status``) when the traffic stopped and at the last poll."""
+    first = s.get("held_at_traffic_end") or s["held_after_traffic"]
+    last = s["held_after_traffic"]
+    after = (
+        f"{s['drained_after_seconds']:.0f} s after the last call (all zero)"
+        if s["no_leaks"]
+        else "90 s after the last call (NOT all zero)"
+    )
+    lines = [f"| held by the server (`/status`) | when the traffic stopped | {after} |"]
+    lines.append("|---|---|---|")
+    for name in last:
+        lines.append(f"| {name} | {first.get(name, '-')} | {last[name]} |")
+    return lines
+
+
 def soak_summary(s: dict[str, Any]) -> str:
     return (
         f"Soak {s['seconds']} s: traffic {'ok' if s['traffic_ok'] else 'FAILED'}, memory "
@@ -1022,7 +1124,7 @@ def soak_summary(s: dict[str, Any]) -> str:
         f"{s['second_half_slope_kib_per_min']:+.0f} KiB/min), "
         f"{'no leaks' if s['no_leaks'] else ('LEAK' if s['traffic_ok'] else 'still held')}"
         " after the traffic "
-        f"({s['held_after_traffic']}), server CPU {s['server_cpu_pct']:.0f} %"
+        f"({held_words(s['held_after_traffic'])}), server CPU {s['server_cpu_pct']:.0f} %"
     )
 
 
@@ -1034,8 +1136,8 @@ def soak_plots(out: Path, s: dict[str, Any]) -> None:
     line_chart(
         out / "soak_memory.svg",
         "soak: server RSS",
-        "seconds",
-        "RSS MiB",
+        "time since the soak began (s)",
+        "RSS (MiB)",
         [Series("RSS", rss), Series("fit, 2nd half", fit, dashed=True)],
         y_min=None,
     )
@@ -1043,8 +1145,8 @@ def soak_plots(out: Path, s: dict[str, Any]) -> None:
     line_chart(
         out / "soak_state.svg",
         "soak: server state (/status)",
-        "seconds",
-        "count",
+        "time since the soak began (s)",
+        "held (count)",
         [
             Series(k, [(t, float(v[k])) for t, v in s["status_samples"] if isinstance(v[k], int)])
             for k in keys
@@ -1191,9 +1293,9 @@ def main(argv: list[str] | None = None) -> int:
                         lambda r: register_step(
                             "register", "direct", uas_port, uas_pid, storm, r, secs, workdir
                         ),
-                        direct_rates(prof.register_direct, best(records, "pbx")),
+                        direct_rates(prof.register_direct, records),
                         secs,
-                        deadline + secs,
+                        time.monotonic() + prof.direct_budget,
                         0,
                     )
                 sections["register"] = records
@@ -1242,9 +1344,9 @@ def main(argv: list[str] | None = None) -> int:
                 if direct:
                     records += climb(
                         run_direct,
-                        direct_rates(direct, best(records, "pbx")),
+                        direct_rates(direct, records),
                         int(step_time),
-                        deadline + step_time,
+                        time.monotonic() + prof.direct_budget,
                         0,
                     )
                 sections[name] = records

@@ -20,19 +20,21 @@ class Series:
     dashed: bool = False
 
 
-def _ticks(low: float, high: float, count: int = 5) -> list[float]:
+def ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Round tick values from at or below ``low`` to at or above ``high``: the axis spans every
+    point (the first tick <= the minimum, the last tick >= the maximum)."""
     if high <= low:
         high = low + 1.0
     raw = (high - low) / count
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
     first = math.floor(low / step) * step
-    ticks = []
-    value = first
-    while value <= high + step * 0.001:
-        ticks.append(round(value, 10))
-        value += step
-    return ticks
+    values = [round(first, 10)]
+    index = 0
+    while values[-1] < high:
+        index += 1
+        values.append(round(first + index * step, 10))
+    return values
 
 
 def _label(value: float) -> str:
@@ -54,9 +56,9 @@ def line_chart(
     points = [p for s in series for p in s.points if all(map(math.isfinite, p))]
     xs = [p[0] for p in points] or [0.0, 1.0]
     ys = [p[1] for p in points] or [0.0, 1.0]
-    x_ticks = _ticks(min(xs), max(xs))
+    x_ticks = ticks(min(xs), max(xs))
     low = min(ys) if y_min is None else min(y_min, min(ys))
-    y_ticks = _ticks(low, max(ys) if max(ys) > low else low + 1)
+    y_ticks = ticks(low, max(ys) if max(ys) > low else low + 1)
     x0, x1 = x_ticks[0], x_ticks[-1]
     y0, y1 = y_ticks[0], y_ticks[-1]
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
@@ -88,7 +90,8 @@ def line_chart(
         )
         out.append(f'<text x="{LEFT - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">{_label(y)}</text>')
     out.append(
-        f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333"/>'
+        f'<rect class="plot-area" x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" '
+        'fill="none" stroke="#333"/>'
     )
     out.append(
         f'<text x="{LEFT + plot_w / 2}" y="{HEIGHT - 10}" text-anchor="middle">'

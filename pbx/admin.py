@@ -291,6 +291,11 @@ OPENAPI: dict[str, Any] = {
                 "properties": {
                     "version": {"type": "integer", "description": "Configuration version now"},
                     "digest": {"type": "string", "description": "SHA-256 hex of the files"},
+                    "changed": {
+                        "type": "boolean",
+                        "description": "False when the files were those in force: the version "
+                        "stays",
+                    },
                     "warnings": _STRINGS,
                 },
                 "additionalProperties": False,

@@ -44,7 +44,13 @@ def call_admin(config_path: Path, method: str, path: str) -> tuple[int, Any]:
 def _reload(config: Path) -> int:
     status, body = call_admin(config, "POST", "/reload")
     if status == 200:
-        print(f"reloaded: configuration version {body['version']} ({body['digest'][:12]})")
+        if body.get("changed", True):
+            print(f"reloaded: configuration version {body['version']} ({body['digest'][:12]})")
+        else:
+            print(
+                f"unchanged: configuration version {body['version']} ({body['digest'][:12]}) "
+                "stays in force (the files are those already loaded)"
+            )
         for warning in body.get("warnings", []):
             print(f"warning: {warning}")
         return 0
@@ -80,6 +86,8 @@ def main(args: argparse.Namespace) -> int:
         if args.command == "reload":
             return _reload(args.config)
         return _status(args.config, bool(getattr(args, "json", False)))
+    except BrokenPipeError:
+        raise  # our reader went away (``pbx status | head``): pbx.cli ends quietly
     except (OSError, urllib.error.URLError) as exc:
         print(f"pbx {args.command}: cannot reach the server's admin API: {exc}", file=sys.stderr)
         return 2

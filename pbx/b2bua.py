@@ -70,7 +70,7 @@ class CallEngine:
         self.media = CallMedia(clock.monotonic)
         self._prompt_names = frozenset(self.media.prompts)
         metrics.gauge(
-            "pbx_media_ports_in_use",
+            "pbx_rtp_ports_in_use",
             "RTP ports held by media sessions (RTCP ports not counted)",
             lambda: self.media.ports_in_use,
         )

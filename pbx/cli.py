@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +22,9 @@ COMMANDS = {
     "status": "pbx.admin_client",
     "simulate": "pbx.simulate",
     "panel": "pbx.panel.cli",
+    # issue 19 (deploy): call records without SQL, a backup of the data folder
+    "calls": "pbx.calls_cli",
+    "backup": "pbx.backup",
 }
 
 
@@ -35,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = add("run", "run the server in the foreground")
     run.add_argument("--log-level", default="info")
     run.add_argument("--log-json", action="store_true", help="JSON log lines even on a terminal")
+    # issue 19 (deploy): published demo passwords on an address other hosts reach
+    run.add_argument(
+        "--allow-demo-passwords",
+        action="store_true",
+        help="start even when users keep the repository's demo passwords on a non-loopback address",
+    )
     add("check-config", "validate the configuration")
     add("reload", "ask the running server to reload its configuration")
     status = add("status", "print the running server's status")
@@ -51,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="read who is offline from the running server (admin API) instead of assuming "
         "every extension online",
     )
+    # issue 19 (deploy): pbx calls, pbx backup
+    from pbx.calls_cli import add_arguments as add_calls_arguments
+
+    add_calls_arguments(add("calls", "list and filter call records (JSON lines or CSV)"))
+    backup = add("backup", "copy the database (online backup), recordings and configuration")
+    backup.add_argument("dest", type=Path, help="a new or empty folder")
     panel = sub.add_parser("panel", help="the control panel's accounts")
     panel_sub = panel.add_subparsers(dest="panel_command", required=True)
 
@@ -71,5 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module = importlib.import_module(COMMANDS[args.command])
-    result: int = module.main(args)
+    try:
+        result: int = module.main(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``pbx status | head``): not an error worth a traceback. Point
+        # stdout at /dev/null so that the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # as a shell reports a command ended by SIGPIPE
     return result

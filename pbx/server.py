@@ -22,6 +22,7 @@ from pbx.admin import build_admin_app
 from pbx.b2bua import CallEngine
 from pbx.call.core import CallState
 from pbx.clock import Clock
+from pbx.config.demo import demo_password_refusal, demo_password_users
 from pbx.config.holder import ConfigHolder
 from pbx.config.load import load_config
 from pbx.config.model import ConfigSnapshot, ListenSpec, TenantId
@@ -219,13 +220,28 @@ class PbxServer:
             log.error("config_reload_refused", version=old.version, errors=[str(exc)])
             self._reloads.inc(result="refused")
             return 409, {"version": old.version, "digest": old.digest, "errors": [str(exc)]}
+        if new is old:
+            # The same files as in force: nothing to swap, the version stays (issue 19).
+            self._reloads.inc(result="unchanged")
+            log.info("config_reload_unchanged", version=old.version, digest=old.digest)
+            return 200, {
+                "version": old.version,
+                "digest": old.digest,
+                "changed": False,
+                "warnings": list(old.warnings),
+            }
         if self.service is not None:
             await self.service.config_changed(old, new)
         self._reloads.inc(result="ok")
         log.info(
             "config_reloaded", version=new.version, digest=new.digest, warnings=list(new.warnings)
         )
-        return 200, {"version": new.version, "digest": new.digest, "warnings": list(new.warnings)}
+        return 200, {
+            "version": new.version,
+            "digest": new.digest,
+            "changed": True,
+            "warnings": list(new.warnings),
+        }
 
     # -- views for GET /status, /registrations, /calls (plain data; pbx.admin renders them)
     def status_view(self) -> dict[str, Any]:
@@ -411,6 +427,12 @@ def main(args: argparse.Namespace) -> int:
         return 1
     for warning in snapshot.warnings:
         log.warning("config_warning", warning=warning)
+    refusal = demo_password_refusal(snapshot)
+    if refusal is not None:
+        if not getattr(args, "allow_demo_passwords", False):
+            print(refusal, file=sys.stderr)
+            return 1
+        log.warning("demo_passwords_allowed", users=demo_password_users(snapshot))
 
     import uvloop
 

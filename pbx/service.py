@@ -86,6 +86,10 @@ PURGE_SECONDS = 60.0
 # Keep-alive probes fire on a 100 ms grid: with 10,000 contacts every 30 s, about 33 OPTIONS
 # leave per wake-up instead of one wake-up per probe (the spread over the interval stays even).
 KEEPALIVE_SLOT_SECONDS = 0.1
+# The reasons of pbx_sip_messages_dropped_total (README, Metrics): the guard's verdicts, NAT
+# keep-alive datagrams, unparseable messages, messages over a cap (``pbx.sip.limits``),
+# responses matching no transaction.
+DROP_REASONS = ("banned", "throttled", "keepalive", "malformed", "over_cap", "stray_response")
 
 
 class CallHandler(Protocol):
@@ -184,6 +188,8 @@ class SipService:
         self.m_dropped = metrics.counter(
             "pbx_sip_messages_dropped_total", "SIP messages dropped, by reason"
         )
+        for reason in DROP_REASONS:  # every reason exposed from the start, at 0 (issue 19)
+            self.m_dropped.inc(0, reason=reason)
         self.m_auth_failures = metrics.counter(
             "pbx_auth_failures_total", "Failed digest authentications"
         )

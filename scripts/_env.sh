@@ -19,6 +19,15 @@ apt_install() {
 }
 
 ensure_venv() {
+    # Install the project ("$1": "." or ".[test]") into .venv once; later calls start at once,
+    # without pip or a package index, until pyproject.toml changes (its hash is kept in a stamp
+    # file per spec). The test install is a superset, so it stamps "." too.
+    local want stamp
+    want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+    stamp=".venv/.pbx-installed-$(printf '%s' "$1" | tr -c 'a-z' '_')"
+    if [ -x .venv/bin/pbx ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+        return 0
+    fi
     # Without Debian's python3-venv, `python3 -m venv` leaves a .venv with no pip behind:
     # judge the venv by a working pip, not by the interpreter's presence.
     if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
@@ -31,4 +40,6 @@ ensure_venv() {
     fi
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e "$1"
+    echo "$want" >"$stamp"
+    if [ "$1" = ".[test]" ]; then echo "$want" >".venv/.pbx-installed-_"; fi
 }

@@ -5,7 +5,9 @@
 # cores' coverage). The browser tests drive Debian's chromium through Playwright by its path:
 # Playwright downloads no browser.
 source "$(dirname "$0")/_env.sh"
-apt_install sip-tester espeak-ng sox chromium baresip linphone-cli
+# baresip, linphone-cli: the interop and getting-started tests (tests/interop, tests/deploy);
+# systemd: the unit file is checked by systemd-analyze verify.
+apt_install sip-tester espeak-ng sox chromium baresip linphone-cli systemd
 ensure_venv ".[test]"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 .venv/bin/ruff check pbx tests loadtests

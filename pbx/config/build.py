@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tomllib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -67,8 +68,47 @@ def _parse_toml(sink: Sink, file: str, content: FileContent) -> dict[str, Any] |
     except UnicodeDecodeError as exc:
         sink.error(file, "", "", "file.not_utf8", byte=exc.start)
     except tomllib.TOMLDecodeError as exc:
-        sink.error(file, "", "", "file.invalid_toml", detail=exc)
+        hint = _quote_hint(content, str(exc))
+        if hint is not None:
+            line, text, suggestion = hint
+            sink.error(
+                file,
+                "",
+                "",
+                "file.invalid_toml_quote",
+                detail=exc,
+                line=line,
+                text=text,
+                suggestion=suggestion,
+            )
+        else:
+            sink.error(file, "", "", "file.invalid_toml", detail=exc)
     return None
+
+
+# ``start = 8:00``, ``targets = 1001,1002``: a time or a list of targets written without quotes
+# (TOML reads neither; ``08:00:00`` alone is a TOML time and needs no quotes).
+_AT_LINE = re.compile(r"at line ([0-9]+)")
+_UNQUOTED = re.compile(
+    r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*([0-9０-９][0-9０-９:：,、 ]*[0-9０-９])\s*(#.*)?"
+)
+
+
+def _quote_hint(content: bytes, detail: str) -> tuple[str, str, str] | None:
+    """(line number, the line, the line with its value quoted) when the TOML error is on a line
+    whose value is an unquoted time or list of targets (issue 19)."""
+    found = _AT_LINE.search(detail)
+    if found is None:
+        return None
+    lines = content.decode("utf-8").splitlines()
+    number = int(found.group(1))
+    if not 1 <= number <= len(lines):
+        return None
+    match = _UNQUOTED.fullmatch(lines[number - 1])
+    if match is None:
+        return None
+    key, value = match.group(1), match.group(2)
+    return str(number), lines[number - 1].strip(), f'{key} = "{value}"'
 
 
 def build_server(path: Path, content: FileContent) -> ServerDraft:

@@ -23,8 +23,12 @@ class ConfigHolder:
         """Load ``path`` (default: the current pbx.toml) as the next version and swap it in.
 
         Raises ``ConfigError`` when the new files are invalid; the old snapshot then stays.
+        Files whose contents are those in force (the same digest) are not a new version: the
+        current snapshot is returned as it is (issue 19).
         """
         source = path if path is not None else self.current.server.path
         snapshot = load_config(source, version=self.current.version + 1)
+        if snapshot.digest == self.current.digest:
+            return self.current
         self.current = snapshot  # the one assignment: validation happened above
         return snapshot

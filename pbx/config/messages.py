@@ -56,6 +56,12 @@ CATALOG: Mapping[str, Message] = MappingProxyType(
         "file.invalid_toml": _m(
             "invalid TOML: {detail}", "TOML の書き方に誤りがあります: {detail}", detail="toml"
         ),
+        "file.invalid_toml_quote": _m(
+            "invalid TOML: {detail}; line {line} {text}: write the value in quotes: {suggestion}",
+            "TOML の書き方に誤りがあります: {detail}。{line}行目 {text}: "
+            '値を引用符 " で囲んでください: {suggestion}',
+            detail="toml",
+        ),
         "file.missing": _m(
             '"{value}": there is no file at {path}', "「{value}」のファイルがありません({path})"
         ),
@@ -343,8 +349,8 @@ CATALOG: Mapping[str, Message] = MappingProxyType(
             '必須です(例: "1001,1002" や "009608")',
         ),
         "incoming.targets_type": _m(
-            "must be a comma-separated string, not {actual} {shown}",
-            "カンマ区切りの文字列で書いてください" + _NOT_TYPE_JA,
+            "must be a comma-separated string in quotes, e.g. {suggestion}, not {actual} {shown}",
+            "引用符で囲んだカンマ区切りの文字列で書いてください(例: {suggestion})" + _NOT_TYPE_JA,
             actual="term",
         ),
         "incoming.targets_japanese_commas": _m(
@@ -398,8 +404,8 @@ CATALOG: Mapping[str, Message] = MappingProxyType(
         ),
         "incoming.crosses_midnight": _m(
             "the window {start}-{end} crosses midnight: write it as two rules, "
-            "{start}-23:59:59 and 00:00:00-{end}",
-            "{start}〜{end} は日付をまたいでいます。{start}〜23:59:59 と 00:00:00〜{end} の"
+            "{evening} and {morning}",
+            "{start}〜{end} は日付をまたいでいます。{evening} と {morning} の"
             "2つの着信設定に分けてください",
         ),
         "incoming.overlap": _m(

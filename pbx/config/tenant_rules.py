@@ -118,6 +118,19 @@ def _parse_time(text: str, *, is_end: bool) -> int:
     return hours * 3600 + minutes * 60 + seconds
 
 
+def _midnight_split(start: int, end: int, end_value: object) -> tuple[str, str]:
+    """The two rules the manual writes for a window crossing midnight (issue 19): an end typed
+    without seconds before the start is the moment the window stops, so 18:00-9:00 splits into
+    ``18:00:00-23:59:59`` and ``0:00:00-8:59:59`` (as the panel's split does); an end with
+    seconds is inclusive as always."""
+    typed = _TIME.fullmatch(end_value) if isinstance(end_value, str) else None
+    stop = end - 59 - 1 if typed is not None and typed[3] is None else end
+    if stop < 0:  # an end of "0:00": read as through 0:00:59, as without the split
+        stop = end
+    evening = f"{_clock(start)}-23:59:59"
+    return evening, f"0:00:00-{stop // 3600}:{stop % 3600 // 60:02d}:{stop % 60:02d}"
+
+
 def _clock(seconds: int) -> str:
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
@@ -613,7 +626,15 @@ class TenantLoader:
                 ok = False
         if "start" in bounds and "end" in bounds and bounds["start"] > bounds["end"]:
             start, end = bounds["start"], bounds["end"]
-            reader.error("end", "incoming.crosses_midnight", start=_clock(start), end=_clock(end))
+            evening, morning = _midnight_split(start, end, reader.table.get("end"))
+            reader.error(
+                "end",
+                "incoming.crosses_midnight",
+                start=_clock(start),
+                end=_clock(end),
+                evening=evening,
+                morning=morning,
+            )
             ok = False
             del bounds["end"]
         window = None
@@ -646,7 +667,11 @@ class TenantLoader:
             pieces = text.split(",")
         else:
             reader.error(
-                "targets", "incoming.targets_type", actual=type_name(value), shown=show(value)
+                "targets",
+                "incoming.targets_type",
+                actual=type_name(value),
+                shown=show(value),
+                suggestion=f'targets = "{value if isinstance(value, int) else "1001,1002"}"',
             )
             return None
         targets: list[str] = []

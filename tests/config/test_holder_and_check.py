@@ -36,7 +36,11 @@ def test_reload_increments_version_and_swaps_snapshot(write: Writer) -> None:
     assert Extension("1004") in second.tenants[TenantId("acme")].users
     assert Extension("1004") not in first.tenants[TenantId("acme")].users  # old snapshot untouched
     assert second.digest != first.digest
-    assert holder.reload().version == 3  # defaults to the current pbx.toml
+    # Defaults to the current pbx.toml; the same files are not a new version (issue 19).
+    assert holder.reload() is second
+    assert holder.current.version == 2
+    (path.parent / "tenants" / "acme.toml").write_text(tenant(), encoding="utf-8")
+    assert holder.reload().version == 3
 
 
 def test_failed_reload_keeps_the_old_snapshot(write: Writer) -> None:
@@ -51,8 +55,11 @@ def test_failed_reload_keeps_the_old_snapshot(write: Writer) -> None:
     assert holder.current is before
     assert holder.current.version == 4
     assert info.value.problems[0].entity == "user 9003"
-    # Fixed files load as the next version after the one in force.
+    # Fixed back to the files in force: that version stays (issue 19); new files load as the
+    # next version after it.
     (path.parent / "tenants" / "acme.toml").write_text(tenant(), encoding="utf-8")
+    assert holder.reload(path) is before
+    (path.parent / "tenants" / "acme.toml").write_text(tenant() + "\n", encoding="utf-8")
     assert holder.reload(path).version == 5
 
 
@@ -138,8 +145,8 @@ def test_demo_configuration_matches_the_manual_and_design() -> None:
     snapshot = load_config(DEMO)
     server = snapshot.server
     assert [(s.transport, s.host, s.port) for s in server.sip.listen] == [
-        ("udp", "0.0.0.0", 5060),
-        ("tcp", "0.0.0.0", 5060),
+        ("udp", "127.0.0.1", 5060),
+        ("tcp", "127.0.0.1", 5060),
     ]
     assert (server.admin.host, server.admin.port) == ("127.0.0.1", 8088)
     assert server.storage.data_dir == (REPO / "data").resolve()

@@ -124,6 +124,7 @@ CASES: dict[str, Case] = {
     "file.unreadable": missing_pbx_toml,
     "file.not_utf8": not_utf8,
     "file.invalid_toml": files(acme="[tenant\n"),
+    "file.invalid_toml_quote": first_rule(start="8:00"),  # issue 19: a time without quotes
     "file.missing": server('[panel]\ntls_certificate = "a.pem"\ntls_key = "b.pem"\n'),
     "tenants_dir.not_directory": files('tenants_dir = "nowhere"\n' + SERVER),
     "tenants_dir.empty": empty_tenants_dir,

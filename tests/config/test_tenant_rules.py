@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pbx.config.messages import render_message
 from pbx.config.model import Extension, PhoneNumber, TenantId
 from tests.config.conftest import (
     ALL_WEEK,
@@ -484,7 +485,23 @@ def test_window_crossing_midnight_is_refused(write: Writer) -> None:
     problem = only_problem(write(acme=tenant(incoming=incoming)))
     assert (problem.entity, problem.field) == ("incoming rule #1 (number 0312345678)", "end")
     assert "crosses midnight" in problem.message
-    assert "18:00:00-23:59:59 and 00:00:00-09:00:59" in problem.message
+    # The manual's split of a window ending at 9:00 (issue 19): through 8:59:59, not 09:00:59.
+    assert "18:00:00-23:59:59 and 0:00:00-8:59:59" in problem.message
+    assert "0:00:00-8:59:59 の2つ" in render_message(problem.code, problem.params, "ja")
+
+
+@pytest.mark.parametrize(
+    ("end", "morning"),
+    [("9:00:00", "0:00:00-9:00:00"), ("8:30", "0:00:00-8:29:59"), ("0:00", "0:00:00-0:00:59")],
+)
+def test_midnight_hint_reads_an_end_with_seconds_as_inclusive(
+    write: Writer, end: str, morning: str
+) -> None:
+    incoming = rule("0312345678", "009608", ALL_WEEK, "18:00", end) + rule(
+        "0612345678", "1003", ALL_WEEK, "0:00", "23:59"
+    )
+    problem = only_problem(write(acme=tenant(incoming=incoming)))
+    assert f"18:00:00-23:59:59 and {morning}" in problem.message
 
 
 def test_overlapping_windows_name_both_rules(write: Writer) -> None:
@@ -555,3 +572,35 @@ def test_bad_forward_of_a_user_with_a_bad_extension_is_still_reported(write: Wri
         ("user 9004", "extension"),
         ("user 9004", "forward.busy"),
     ]
+
+
+# --- issue 19: a time or target written without quotes gets a hint to quote it -----------------
+
+
+@pytest.mark.parametrize(
+    ("key", "written", "suggestion"),
+    [
+        ("start", "8:00", 'start = "8:00"'),
+        ("end", "9:59:59", 'end = "9:59:59"'),
+        ("targets", "1001,1002", 'targets = "1001,1002"'),
+    ],
+)
+def test_an_unquoted_time_or_target_list_gets_a_hint_to_quote_it(
+    write: Writer, key: str, written: str, suggestion: str
+) -> None:
+    values = {"targets": '"1001"', "start": '"8:00"', "end": '"19:59"', key: written}
+    body = "".join(f"{name} = {value}\n" for name, value in values.items())
+    incoming = f'[[incoming]]\nnumber = "0312345678"\ndays = {ALL_WEEK}\n{body}'
+    problem = only_problem(write(acme=tenant(incoming=incoming)))
+    assert problem.code == "file.invalid_toml_quote"
+    assert problem.message.endswith(f"write the value in quotes: {suggestion}")
+    assert suggestion in render_message(problem.code, problem.params, "ja")
+
+
+def test_a_target_written_as_a_bare_number_gets_a_hint_to_quote_it(write: Writer) -> None:
+    incoming = rule("0312345678", "1001", ALL_WEEK, "8:00", "19:59").replace(
+        'targets = "1001"', "targets = 1001"
+    )
+    problem = only_problem(write(acme=tenant(incoming=incoming)))
+    assert problem.code == "incoming.targets_type"
+    assert 'in quotes, e.g. targets = "1001"' in problem.message

@@ -750,7 +750,7 @@ def test_no_rtp_for_inactivity_seconds_hangs_up_both_sides(tmp_path: Path, sipps
         assert record["ended_at"] - record["started_at"] >= 2
         assert record["ended_at"] - record["answered_at"] < 10
         _, metrics = server.admin_request("GET", "/metrics")
-        assert re.search(r"^pbx_media_ports_in_use 0(\.0)?$", metrics, re.M), metrics
+        assert re.search(r"^pbx_rtp_ports_in_use 0(\.0)?$", metrics, re.M), metrics
 
 
 # --- a phone over TCP (raw socket: SIPp cannot register and take calls on one connection) ----

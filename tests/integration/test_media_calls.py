@@ -416,7 +416,7 @@ def closed_record(root: Path, called: str, after: int) -> dict[str, Any]:
 def ports_in_use(server: RunningServer) -> int:
     status, metrics = server.admin_request("GET", "/metrics")
     assert status == 200
-    match = re.search(r"^pbx_media_ports_in_use (\d+)(?:\.0)?$", metrics, re.M)
+    match = re.search(r"^pbx_rtp_ports_in_use (\d+)(?:\.0)?$", metrics, re.M)
     assert match, metrics
     return int(match.group(1))
 
@@ -790,7 +790,7 @@ def test_metrics_count_the_call_its_sip_messages_and_its_relayed_rtp(
         assert metrics['pbx_sip_messages_in_total{method="INVITE"}'] == 2
         assert metrics['pbx_sip_messages_out_total{method="INVITE"}'] == 1
         assert metrics['pbx_sip_messages_in_total{method="BYE"}'] == 1
-        assert metrics["pbx_media_ports_in_use"] == 0
+        assert metrics["pbx_rtp_ports_in_use"] == 0
         assert metrics["pbx_config_version"] == 1
         assert metrics["pbx_reloads_total"] == 0
         assert metrics["pbx_event_loop_lag_seconds"] >= 0
