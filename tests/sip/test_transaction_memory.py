@@ -14,7 +14,7 @@ import tracemalloc
 
 from pbx.sip.build import build_response
 from pbx.sip.limits import MessageCaps, check_caps
-from pbx.sip.message import SipResponse
+from pbx.sip.message import SipRequest, SipResponse
 from pbx.sip.parse import parse_message
 from pbx.sip.transaction import RequestReceived, TransactionTable
 
@@ -67,6 +67,7 @@ def retained_per_transaction(count: int = 50) -> tuple[int, float]:
         before = tracemalloc.get_traced_memory()[0]
         for raw in messages:
             request = parse_message(raw, source=SOURCE)
+            assert isinstance(request, SipRequest)
             [event] = table.receive(request, SOURCE, 0.0)
             assert isinstance(event, RequestReceived)
             table.respond(event.key, build_response(request, 200, to_tag="t"), 0.0)
@@ -95,6 +96,7 @@ def test_a_server_transaction_keeps_a_few_kb_not_the_parsed_request() -> None:
 def test_a_retransmitted_request_still_gets_the_last_response() -> None:
     table = TransactionTable()
     request = parse_message(largest_options(1), source=SOURCE)
+    assert isinstance(request, SipRequest)
     [event] = table.receive(request, SOURCE, 0.0)
     assert isinstance(event, RequestReceived)
     answer = build_response(request, 200, to_tag="t")
