@@ -23,7 +23,13 @@ from typing import Any, Protocol
 
 import structlog
 
-from pbx.call.admission import NeedsAuthentication, Refused, admit_invite, tenant_of
+from pbx.call.admission import (
+    NeedsAuthentication,
+    Refused,
+    admit_invite,
+    dialled_number,
+    tenant_of,
+)
 from pbx.clock import Clock, Instant
 from pbx.config.holder import ConfigHolder
 from pbx.config.model import ConfigSnapshot, Extension, TenantConfig
@@ -446,6 +452,13 @@ class SipService:
             self.respond(key, build_response(req, 200, to_tag=_tag_for(key)))
             if self.calls is not None:
                 self.calls.on_cancel(invite.key, req, now)
+        elif self.calls is not None and (realm := self._no_tenant_realm(req, packet)):
+            # harden (issue 17 item 7): credentials for a domain no tenant serves fail like a
+            # wrong password does at a tenant (401, counted), not 404 from the call engine.
+            auth = self.digest.verify(
+                "INVITE", authorization_values(req.headers), realm, _no_users, now.wall
+            )
+            self._challenge(key, req, packet, realm, auth, now.wall)
         elif self.calls is not None:
             self.calls.on_request(key, req, packet, now)
         elif method == "INVITE":
@@ -632,6 +645,23 @@ class SipService:
         challenges = self.digest.challenge(realm, wall, algorithms=algorithms)
         headers = tuple(("WWW-Authenticate", value) for value in challenges)
         self.respond(key, build_response(req, 401, to_tag=key.tag, headers=headers))
+
+    def _no_tenant_realm(self, req: SipRequest, packet: Inbound) -> str | None:
+        """The realm (the From host) of a phone's new INVITE that names no tenant and that the
+        call engine would refuse with 404 for that reason alone; None otherwise."""
+        if req.method != "INVITE" or req.to.tag is not None:
+            return None
+        snapshot = self.holder.current
+        admission = admit_invite(snapshot, req, packet.source[0])
+        if (
+            isinstance(admission, Refused)
+            and admission.status == 404
+            and dialled_number(req) is not None
+            and tenant_of(snapshot, req) is None
+            and isinstance(req.from_.uri, SipUri)
+        ):
+            return req.from_.uri.host
+        return None
 
     def _trust_connection(self, packet: Inbound) -> None:
         """A request authenticated over TCP: its connection is a phone's, keep it (issue 17,

@@ -39,7 +39,7 @@ LAYERS: dict[str, tuple[set[str], tuple[str, ...]]] = {
         {"datetime", "zoneinfo", "holidays"},
         ("pbx.routing.", "pbx.config.model", "pbx.numbers", "pbx.errors", "pbx.immutable"),
     ),
-    "media": ({"array", "sys", "io", "wave", "pathlib"}, ("pbx.media.", "pbx.errors")),
+    "media": ({"array", "sys", "io", "wave", "pathlib", "ipaddress"}, ("pbx.media.", "pbx.errors")),
     "call": (
         set(),
         (

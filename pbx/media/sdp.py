@@ -12,8 +12,10 @@ unchanged, since the relay forwards packets without rewriting them), and drops t
 Rules applied (RFC 3264):
 - §6: "the answer MUST contain exactly the same number of "m=" lines as the offer"; a stream we
   do not relay (video, a second audio stream, SRTP) is kept with port 0, i.e. rejected. An audio
-  stream with no codec in common is rejected the same way, and ``AudioStream.active`` is False:
-  the call engine answers 488 if the offer had nothing else.
+  stream with no codec in common, or whose address is not an IP literal, is rejected the same
+  way and skipped by ``audio_stream``: the call engine answers 488 if the offer had nothing else.
+- Unreadable SDP raises RemoteProtocolError (the engine answers 400): see ``parse_sdp`` for what
+  is checked (issue 17 item 8, docs/design.md 9.1).
 - §6.1: the answer lists only formats present in the offer; ``rewrite_sdp(answer, offer=...)``
   enforces it.
 - §8.4 (hold): direction comes from a=sendrecv/sendonly/recvonly/inactive, media level first,
@@ -27,6 +29,8 @@ Rules applied (RFC 3264):
 from __future__ import annotations
 
 import enum
+import ipaddress
+import re
 from dataclasses import dataclass, replace
 
 from pbx.errors import RemoteProtocolError
@@ -39,6 +43,9 @@ HOLD_ADDRESS = "0.0.0.0"
 _KEPT_ATTRIBUTES = frozenset({"rtpmap", "fmtp", "ptime", "maxptime"})
 _RTP_PROFILES = frozenset({"RTP/AVP", "RTP/AVPF"})
 _STATIC_NAMES = {0: "PCMU", 8: "PCMA"}
+# One SDP line at most, like one SIP header line (``MessageCaps.max_header_line_bytes``).
+MAX_LINE_CHARS = 4_096
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class Direction(enum.Enum):
@@ -207,8 +214,28 @@ def _bad(message: str) -> RemoteProtocolError:
 def _parse_connection(value: str) -> Connection:
     parts = value.split()
     if len(parts) != 3:
-        raise _bad(f"malformed c= line {value!r}")
+        raise _bad(f"malformed c= line {value[:40]!r}")
     return Connection(parts[2], parts[0], parts[1])
+
+
+def usable_connection(conn: Connection) -> bool:
+    """True for ``IN IP4 <IPv4 literal>`` or ``IN IP6 <IPv6 literal>``, unicast or the hold
+    address. Host names are not resolved (a name would make every relayed packet wait for DNS
+    in the event loop) and multicast is not relayed: such a stream is unusable (488)."""
+    if conn.network_type != "IN":
+        return False
+    try:
+        if conn.address_type == "IP4":
+            address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address(
+                conn.address
+            )
+        elif conn.address_type == "IP6":
+            address = ipaddress.IPv6Address(conn.address)
+        else:
+            return False
+    except ValueError:
+        return False
+    return not address.is_multicast
 
 
 def _parse_attribute(value: str) -> Attribute:
@@ -216,14 +243,64 @@ def _parse_attribute(value: str) -> Attribute:
     return Attribute(name, rest if sep else None)
 
 
+def _check_line(line: str) -> None:
+    if len(line) > MAX_LINE_CHARS:
+        raise _bad(f"a line of {len(line)} characters (at most {MAX_LINE_CHARS})")
+    if _CONTROL.search(line):
+        raise _bad("a control character in a line")  # RFC 4566 9: text excludes NUL, CR, LF
+    if len(line) < 2 or line[1] != "=":
+        raise _bad(f"malformed line {line[:40]!r}")
+
+
+def _number(text: str, what: str, line: str) -> int:
+    # RFC 4566 §5.2, §5.9: sess-id, sess-version and times are digits; 20 of them hold 2**64.
+    if not text.isascii() or not text.isdigit() or len(text) > 20:
+        raise _bad(f"bad {what} in {line[:40]!r}")
+    return int(text)
+
+
+def _parse_media_line(value: str) -> dict[str, object]:
+    parts = value.split()
+    if len(parts) < 4:
+        raise _bad(f"malformed m= line {value[:40]!r}")  # RFC 4566 §5.14: at least one fmt
+    port_text, _, count_text = parts[1].partition("/")
+    if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5):
+        raise _bad(f"bad port in m= line {value[:40]!r}")
+    port = int(port_text)
+    if port > 65535:
+        raise _bad(f"port out of range in m= line {value[:40]!r}")
+    port_count = None
+    if count_text:
+        if not (count_text.isascii() and count_text.isdigit() and len(count_text) <= 5):
+            raise _bad(f"bad port count in m= line {value[:40]!r}")
+        port_count = int(count_text)
+    return {
+        "media": parts[0],
+        "port": port,
+        "proto": parts[2],
+        "formats": tuple(parts[3:]),
+        "port_count": port_count,
+        "connection": None,
+        "attributes": [],
+        "other_lines": [],
+    }
+
+
 def parse_sdp(body: bytes | str) -> SessionDescription:
-    """Parse an SDP body; raise RemoteProtocolError if it is not valid SDP."""
+    """Parse an SDP body; raise RemoteProtocolError (status hint 400) if it is not valid SDP.
+
+    Checked here (harden, issue 17 item 8): v=0 first, one o= with six fields and numeric
+    session id and version, t= with two numeric times, c= with three fields, m= with a numeric
+    port (0-65535) and at least one format, lines of at most ``MAX_LINE_CHARS`` characters, no
+    control characters. Whether a readable description is *usable* (an IP address to send to,
+    a codec we carry) is ``audio_stream``'s question; the call engine answers 488 when not.
+    """
     if isinstance(body, bytes):
         try:
             body = body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise _bad("body is not UTF-8") from exc
-    lines = [line.rstrip("\r") for line in body.split("\n")]
+    lines = [line[:-1] if line.endswith("\r") else line for line in body.split("\n")]
     while lines and not lines[-1]:
         lines.pop()
     if not lines or lines[0] != "v=0":
@@ -238,50 +315,29 @@ def parse_sdp(body: bytes | str) -> SessionDescription:
 
     def finish(section: dict[str, object] | None) -> None:
         if section is not None:
+            section["attributes"] = tuple(section["attributes"])  # type: ignore[arg-type]
+            section["other_lines"] = tuple(section["other_lines"])  # type: ignore[arg-type]
             media.append(MediaDescription(**section))  # type: ignore[arg-type]
 
     for line in lines[1:]:
-        if len(line) < 2 or line[1] != "=":
-            raise _bad(f"malformed line {line!r}")
+        _check_line(line)
         kind, value = line[0], line[2:]
         if kind == "m":
             finish(current)
-            parts = value.split()
-            if len(parts) < 4:
-                raise _bad(f"malformed m= line {value!r}")
-            port_text, _, count_text = parts[1].partition("/")
-            try:
-                port = int(port_text)
-                port_count = int(count_text) if count_text else None
-            except ValueError as exc:
-                raise _bad(f"bad port in m= line {value!r}") from exc
-            if not 0 <= port <= 65535:
-                raise _bad(f"port out of range in m= line {value!r}")
-            current = {
-                "media": parts[0],
-                "port": port,
-                "proto": parts[2],
-                "formats": tuple(parts[3:]),
-                "port_count": port_count,
-                "connection": None,
-                "attributes": (),
-                "other_lines": (),
-            }
+            current = _parse_media_line(value)
         elif current is not None:
             if kind == "c":
                 current["connection"] = _parse_connection(value)
             elif kind == "a":
-                current["attributes"] = (*current["attributes"], _parse_attribute(value))  # type: ignore[misc]
+                current["attributes"].append(_parse_attribute(value))  # type: ignore[attr-defined]
             else:
-                current["other_lines"] = (*current["other_lines"], (kind, value))  # type: ignore[misc]
+                current["other_lines"].append((kind, value))  # type: ignore[attr-defined]
         elif kind == "o":
             parts = value.split()
-            if len(parts) != 6:
-                raise _bad(f"malformed o= line {value!r}")
-            try:
-                version = int(parts[2])
-            except ValueError as exc:
-                raise _bad(f"bad session version in o= line {value!r}") from exc
+            if len(parts) != 6 or origin is not None:
+                raise _bad(f"malformed o= line {value[:40]!r}")
+            _number(parts[1], "session id", value)
+            version = _number(parts[2], "session version", value)
             origin = Origin(parts[0], parts[1], version, parts[5], parts[3], parts[4])
         elif kind == "s":
             session_name = value
@@ -290,13 +346,19 @@ def parse_sdp(body: bytes | str) -> SessionDescription:
         elif kind == "a":
             attributes.append(_parse_attribute(value))
         else:
+            if kind == "t":
+                times = value.split()
+                if len(times) != 2:
+                    raise _bad(f"malformed t= line {value[:40]!r}")
+                for t in times:
+                    _number(t, "time", value)
             other.append((kind, value))
     finish(current)
     if origin is None:
         raise _bad("no o= line")
     for m in media:
         if m.connection is None and connection is None and m.port != 0:
-            raise _bad(f"no c= line for the {m.media} stream")  # RFC 4566 §5.7
+            raise _bad(f"no c= line for the {m.media[:40]} stream")  # RFC 4566 §5.7
     return SessionDescription(
         origin=origin,
         session_name=session_name,
@@ -406,9 +468,14 @@ def _formats_we_carry(m: MediaDescription) -> tuple[list[Codec], int | None]:
 
 
 def _audio_index(sd: SessionDescription) -> int | None:
-    """Index of the first audio stream we could relay (RTP/AVP, port not 0)."""
+    """Index of the first audio stream we could relay: RTP/AVP(F), port not 0, an IP address
+    (``usable_connection``) and a G.711 codec. Streams before it are rejected, so an offer of a
+    G.729-only or host-named stream and a usable one gets the usable one (issue 17 item 8)."""
     for i, m in enumerate(sd.media):
-        if m.media == "audio" and m.proto in _RTP_PROFILES and m.port != 0:
+        if m.media != "audio" or m.proto not in _RTP_PROFILES or m.port == 0:
+            continue
+        conn = m.connection or sd.connection
+        if conn is not None and usable_connection(conn) and _formats_we_carry(m)[0]:
             return i
     return None
 

@@ -53,6 +53,7 @@ from pbx.sip.message import (
     SipResponse,
     Via,
 )
+from pbx.sip.parse import parse_message
 
 # Transports on which the transaction layer does not retransmit (RFC 3261 17.1.1.2, 18).
 RELIABLE_TRANSPORTS: Final = frozenset({"TCP", "TLS", "SCTP", "TLS-SCTP", "WS", "WSS"})
@@ -466,10 +467,7 @@ class _Transaction:
 
     key: TransactionKey
 
-    def __init__(
-        self, request: SipRequest, peer: Address, timers: SipTimers, reliable: bool
-    ) -> None:
-        self.request = request
+    def __init__(self, peer: Address, timers: SipTimers, reliable: bool) -> None:
         self.peer = peer
         self.timers = timers
         self.reliable = reliable
@@ -620,7 +618,8 @@ class _ClientTransaction(_Transaction):
         reliable: bool,
         initial: TransactionState,
     ) -> None:
-        super().__init__(request, destination, timers, reliable)
+        super().__init__(destination, timers, reliable)
+        self.request = request  # sent again on timers A and E
         self.key = client_transaction_key(request)
         if not self.key.branch:
             raise LocalProtocolError("a client transaction's request needs a Via branch")
@@ -716,9 +715,19 @@ class _ServerTransaction(_Transaction):
         reliable: bool,
         initial: TransactionState,
     ) -> None:
-        super().__init__(request, source, timers, reliable)
+        super().__init__(source, timers, reliable)
+        # What answering retransmissions needs: the key, the CSeq (to check the TU's response)
+        # and the last response. The request itself goes to the TU in RequestReceived and is
+        # not kept: a server transaction lives 32 s over UDP (timers J, H), and the parsed
+        # request was most of what it held (harden, issue 17 item 2; tests/sip/
+        # test_transaction_memory.py measures it).
         self.key = server_transaction_key(request, source)
-        self.last_response: SipResponse | None = None
+        self.cseq = request.cseq
+        # The last response as sent (bytes) and its To tag (RFC 2543 ACK matching): a parsed
+        # response echoing 64 Via values held ~6 times its size. A retransmission parses the
+        # bytes again, which only a retransmitted request or timer G asks for.
+        self._last_bytes: bytes | None = None
+        self.last_to_tag: str | None = None
         self._events.append(RequestReceived(self.key, request, source))
         self._start(initial, 0.0)
 
@@ -729,16 +738,30 @@ class _ServerTransaction(_Transaction):
 
     def respond(self, resp: SipResponse, now: float) -> None:
         """Send the TU's response to the request (RFC 3261 17.2.1, 17.2.2)."""
-        if resp.cseq != self.request.cseq:
-            raise LocalProtocolError(f"response CSeq {resp.cseq} is not {self.request.cseq}")
+        if resp.cseq != self.cseq:
+            raise LocalProtocolError(f"response CSeq {resp.cseq} is not {self.cseq}")
         self._input(_response_input(resp.status, from_tu=True), now, message=resp)
+
+    @property
+    def last_response(self) -> SipResponse | None:
+        """The last response sent, parsed again from the bytes kept."""
+        if self._last_bytes is None:
+            return None
+        parsed = parse_message(self._last_bytes)
+        if not isinstance(parsed, SipResponse):  # pragma: no cover - we wrote a response
+            raise LocalProtocolError("a server transaction kept a request")
+        return parsed
+
+    def _keep(self, response: SipResponse) -> None:
+        self._last_bytes = response.to_bytes()
+        self.last_to_tag = response.to.tag
 
     def _act_side(
         self, action: Action, now: float, message: SipMessage | None, timer: TransactionTimer | None
     ) -> None:
         match action:
             case Action.SEND_RESPONSE if isinstance(message, SipResponse):
-                self.last_response = message
+                self._keep(message)
                 self._send(message)
             case Action.RESEND_RESPONSE if self.last_response is not None:
                 self._send(self.last_response)
@@ -780,7 +803,7 @@ class InviteServerTransaction(_ServerTransaction):
         # 17.2.1: "MUST generate a 100 (Trying) response unless it knows that the TU will
         # generate a provisional or final response within 200 ms": sent at once, always.
         trying = build_response(request, 100)
-        self.last_response = trying
+        self._keep(trying)
         self.trying: SipResponse | None = trying  # until the TU's first response
         self._send(trying)
 
@@ -1014,5 +1037,4 @@ def _ack_matches(tx: InviteServerTransaction, ack: SipRequest) -> bool:
     """17.2.3: an RFC 2543 ACK matches only if its To tag is that of the response we sent."""
     if isinstance(tx.key, BranchServerKey):
         return True
-    sent = tx.last_response
-    return sent is not None and sent.to.tag == ack.to.tag
+    return tx.last_to_tag is not None and tx.last_to_tag == ack.to.tag

@@ -174,7 +174,7 @@ class TransactionPair:
 
     def respond(self, status: int, now: float) -> SipResponse:
         assert self.server is not None
-        resp = build_response(self.server.request, status, to_tag="srv")
+        resp = build_response(self.client.request, status, to_tag="srv")  # the server keeps none
         self.server.respond(resp, now)
         return resp
 
@@ -800,7 +800,7 @@ def test_table_finds_the_invite_a_cancel_targets() -> None:
     assert event.key != server_transaction_key(invite, PHONE)
     found = table.find_invite_for_cancel(cancel, PHONE)
     assert found is not None
-    assert found.request is invite
+    assert found.key == server_transaction_key(invite, PHONE)
     assert (
         table.find_invite_for_cancel(build_cancel(make_request(branch="z9hG4bKx")), PHONE) is None
     )
