@@ -149,7 +149,7 @@ class CallEngine:
             admission.dialled,
             key,
             req,
-            Peer(inbound.source, inbound.transport == "TCP"),
+            Peer(inbound.source, inbound.transport != "UDP", inbound.transport == "TLS"),
             new_tag(),
             locator=self.sip,
             sip_timers=self.sip.timers,
@@ -261,6 +261,8 @@ class CallEngine:
         """Where requests to a registered contact go: its source address (symmetric, NAT), over
         its TCP connection while that is open; a TCP contact whose connection is gone is
         reached by a new connection to its Contact address."""
+        if binding.transport == "TLS":  # never a new connection toward a phone (issue #18)
+            return Peer(binding.source, True, True)
         if binding.transport != "TCP":
             return Peer(binding.source, False)
         uri = binding.uri

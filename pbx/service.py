@@ -52,7 +52,7 @@ from pbx.sip.transaction import (
     TxEvent,
     UnmatchedResponseReceived,
 )
-from pbx.sip.transport import Inbound, SipTransport, TransportName
+from pbx.sip.transport import STREAM_TRANSPORTS, Inbound, SipTransport, TransportName
 from pbx.sip.validate import ACCEPT_HEADER, ALLOW_HEADER, SUPPORTED_HEADER, validate_request
 from pbx.store import Store
 from pbx.system_clock import SystemClock
@@ -240,7 +240,9 @@ class SipService:
             self.m_dropped.inc(reason="keepalive")
             return
         try:
-            msg = parse_message(packet.data, stream=packet.transport == "TCP", source=packet.source)
+            msg = parse_message(
+                packet.data, stream=packet.transport in STREAM_TRANSPORTS, source=packet.source
+            )
         except SipParseError as exc:
             self._answer_unparseable(packet, exc)
             return
@@ -257,7 +259,7 @@ class SipService:
         else:
             self.m_in.inc(status=str(msg.status))
         events = self.table.receive(
-            msg, packet.source, now.monotonic, reliable=packet.transport == "TCP"
+            msg, packet.source, now.monotonic, reliable=packet.transport in STREAM_TRANSPORTS
         )
         for event in events:
             self._on_event(event, packet, now)
@@ -474,12 +476,14 @@ class SipService:
         """T1, T2 and T4 of this service's transactions."""
         return self.table.timers
 
-    def local_address(self, dest_host: str, reliable: bool) -> tuple[str, int]:
+    def local_address(
+        self, dest_host: str, reliable: bool, secure: bool = False
+    ) -> tuple[str, int]:
         """Our address and port for Via/Contact/SDP towards ``dest_host``: the listening
-        socket of that transport, ``[sip] advertise`` when set, else (a wildcard listener) the
-        address the kernel routes ``dest_host`` from."""
+        socket of that transport (TLS when ``secure``), ``[sip] advertise`` when set, else (a
+        wildcard listener) the address the kernel routes ``dest_host`` from."""
         transport = self.transport
-        wanted = "TCP" if reliable else "UDP"
+        wanted = "TLS" if secure else "TCP" if reliable else "UDP"
         host, port = "127.0.0.1", 5060
         if transport is not None:
             for listen in transport.listening:
@@ -556,11 +560,9 @@ class SipService:
         for msg, destination in self.table.messages_to_send():
             # A request we originate over TCP (Via says so) opens a connection when none is
             # open to its destination; everything else follows the transport's default.
-            kind: TransportName | None = (
-                "TCP"
-                if isinstance(msg, SipRequest) and msg.via and msg.via[0].transport == "TCP"
-                else None
-            )
+            kind: TransportName | None = None
+            if isinstance(msg, SipRequest) and msg.via and msg.via[0].transport in ("TCP", "TLS"):
+                kind = "TLS" if msg.via[0].transport == "TLS" else "TCP"
             transport.send(msg.to_bytes(), destination, kind)
             if isinstance(msg, SipResponse):
                 self.m_out.inc(status=str(msg.status))
@@ -653,6 +655,7 @@ class SipService:
                 "contact": b.contact,
                 "source": f"{b.source_host}:{b.source_port}",
                 "transport": b.transport,
+                "encrypted": b.transport == "TLS",
                 "user_agent": b.user_agent,
                 "registered_at": b.registered_at,
                 "expires_in": b.expires_in(wall),

@@ -91,6 +91,7 @@ LAYERS: dict[str, tuple[set[str], tuple[str, ...]]] = {
 # The asyncio edge: these may do I/O (and are not checked here).
 ADAPTERS = {
     "sip/transport.py",
+    "sip/tls.py",
     "media/relay.py",
     "media/recorder.py",
     "media/player.py",

@@ -110,6 +110,7 @@ class Peer:
 
     address: Address
     reliable: bool
+    secure: bool = False  # over TLS (issue #18): Via/Contact say so; implies reliable
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +125,9 @@ class Locator(Protocol):
     """Our own address and port for Via/Contact/SDP towards a host (the listening sockets and
     ``[sip] advertise``): the one question the core asks of the server."""
 
-    def local_address(self, dest_host: str, reliable: bool) -> tuple[str, int]: ...
+    def local_address(
+        self, dest_host: str, reliable: bool, secure: bool = False
+    ) -> tuple[str, int]: ...
 
 
 # --- events (in) -------------------------------------------------------------------------------
@@ -1161,13 +1164,14 @@ class CallCore:
         return anchored.body
 
     def _via(self, peer: Peer) -> Via:
-        host, port = self._locator.local_address(peer.address[0], peer.reliable)
-        return Via("TCP" if peer.reliable else "UDP", host, port, (("rport", None),))
+        host, port = self._locator.local_address(peer.address[0], peer.reliable, peer.secure)
+        kind = "TLS" if peer.secure else "TCP" if peer.reliable else "UDP"
+        return Via(kind, host, port, (("rport", None),))
 
     def _contact(self, peer: Peer) -> NameAddress:
-        host, port = self._locator.local_address(peer.address[0], peer.reliable)
+        host, port = self._locator.local_address(peer.address[0], peer.reliable, peer.secure)
         params: tuple[tuple[str, str | None], ...] = (
-            (("transport", "tcp"),) if peer.reliable else ()
+            (("transport", "tls" if peer.secure else "tcp"),) if peer.reliable else ()
         )
         return NameAddress(SipUri("sip", host, "pbx", port=port, params=params))
 

@@ -142,10 +142,15 @@ CATALOG: Mapping[str, Message] = MappingProxyType(
             '待ち受けアドレスを1つ以上指定してください(例: "udp:0.0.0.0:5060")',
         ),
         "sip.listen_transport": _m(
-            '"{value}" must be "udp:HOST:PORT" or "tcp:HOST:PORT" '
-            '(e.g. "udp:0.0.0.0:5060", "tcp:[::]:5060")',
-            "「{value}」は「udp:アドレス:ポート」か「tcp:アドレス:ポート」の形で書いてください"
-            '(例: "udp:0.0.0.0:5060"、"tcp:[::]:5060")',
+            '"{value}" must be "udp:HOST:PORT", "tcp:HOST:PORT" or "tls:HOST:PORT" '
+            '(e.g. "udp:0.0.0.0:5060", "tcp:[::]:5060", "tls:0.0.0.0:5061")',
+            "「{value}」は「udp:アドレス:ポート」「tcp:アドレス:ポート」「tls:アドレス:ポート」"
+            'のいずれかの形で書いてください(例: "udp:0.0.0.0:5060"、"tls:0.0.0.0:5061")',
+        ),
+        # issue #18 (SIP over TLS)
+        "sip.tls_needs_certificate": _m(
+            'a "tls:" entry needs [sip] tls_certificate and tls_key (PEM files)',
+            "「tls:」の待ち受けには [sip] tls_certificate と tls_key(PEM ファイル)が必要です",
         ),
         "sip.listen_duplicate": _m('"{value}" is listed twice', "「{value}」が2回書かれています"),
         "sip.advertise_invalid": _m(

@@ -152,6 +152,9 @@ CASES: dict[str, Case] = {
     "sip.listen_duplicate": files(
         SERVER.replace('"udp:127.0.0.1:5060"', '"udp:127.0.0.1:5060", "UDP:127.0.0.1:5060"')
     ),
+    "sip.tls_needs_certificate": files(
+        SERVER.replace('"udp:127.0.0.1:5060"', '"udp:127.0.0.1:5060", "tls:127.0.0.1:5061"')
+    ),
     "sip.advertise_invalid": files(SERVER.replace("[sip]\n", '[sip]\nadvertise = "a_b"\n')),
     "auth.algorithm_unknown": server('[auth]\nalgorithms = ["SHA-512"]\n'),
     "auth.algorithm_duplicate": server('[auth]\nalgorithms = ["MD5", "md5"]\n'),
