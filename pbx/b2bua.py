@@ -23,6 +23,7 @@ import structlog
 from pbx.call import core as callcore
 from pbx.call.admission import NeedsAuthentication, Refused, admit_invite, identify
 from pbx.call.core import CallCore, Peer
+from pbx.call.encryption import call_refusal
 from pbx.call.ports import CallRecords, ConfigSource, LineDirectory, SipPort
 from pbx.clock import Clock, Instant
 from pbx.config.model import Extension, TenantConfig, TenantId
@@ -130,6 +131,11 @@ class CallEngine:
         snapshot = self.config.current  # taken once: the call keeps it
         admission = admit_invite(snapshot, req, inbound.source[0])
         if isinstance(admission, NeedsAuthentication):
+            refusal = call_refusal(admission.tenant, inbound.transport, req.body)  # issue #18
+            if refusal is not None:
+                log.info("call_refused_unencrypted", status=refusal.status, source=inbound.source)
+                self._refuse(key, req, refusal)
+                return
             username = self.sip.authenticate(key, req, inbound, admission.tenant, now.wall)
             if username is None:
                 return  # 401 sent
@@ -321,7 +327,9 @@ class CallEngine:
         if core.ended:
             self.media.release(core.id)
             return
-        ready = callcore.MediaReady(*ports, session_id=secrets.randbelow(2**31))
+        ready = callcore.MediaReady(
+            *ports, session_id=secrets.randbelow(2**31), keys=self.media.srtp_keys(core.id)
+        )
         self._run(core, ready, self.clock.now(), flush=True)
 
     async def _record(self, core: CallCore, path: Path) -> None:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from pbx.call.encryption import register_refusal
 from pbx.clock import Clock, Instant
 from pbx.config.holder import ConfigHolder
 from pbx.config.model import ConfigSnapshot, Extension, TenantConfig
@@ -357,6 +358,13 @@ class SipService:
             self.respond(key, build_response(req, exc.status_hint, to_tag=_tag_for(key)))
             return
         tenant = snapshot.tenants[aor.tenant]
+        refusal = register_refusal(tenant, packet.transport)  # issue #18: before any challenge
+        if refusal is not None:
+            log.info("register_refused_unencrypted", aor=str(aor), source=packet.source)
+            self.respond(
+                key, build_response(req, refusal.status, refusal.reason, to_tag=_tag_for(key))
+            )
+            return
         auth = self.digest.verify(
             "REGISTER", authorization_values(req.headers), aor.domain, ha1_lookup(tenant), wall
         )

@@ -39,7 +39,10 @@ LAYERS: dict[str, tuple[set[str], tuple[str, ...]]] = {
         {"datetime", "zoneinfo", "holidays"},
         ("pbx.routing.", "pbx.config.model", "pbx.numbers", "pbx.errors", "pbx.immutable"),
     ),
-    "media": ({"array", "sys", "io", "wave", "pathlib"}, ("pbx.media.", "pbx.errors")),
+    "media": (
+        {"array", "sys", "io", "wave", "pathlib", "base64", "binascii"},
+        ("pbx.media.", "pbx.errors"),
+    ),
     "call": (
         set(),
         (
@@ -93,6 +96,7 @@ ADAPTERS = {
     "sip/transport.py",
     "sip/tls.py",
     "media/relay.py",
+    "media/srtp.py",
     "media/recorder.py",
     "media/player.py",
     "media/calls.py",

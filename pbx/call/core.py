@@ -145,6 +145,7 @@ class MediaReady:
     a_port: int
     b_port: int
     session_id: int
+    keys: tuple[bytes, bytes] = (b"", b"")  # our SRTP keys for sides A and B (issue #18)
 
 
 @dataclass(frozen=True, slots=True)
@@ -601,7 +602,7 @@ class CallCore:
             self._emit(CloseMedia())
             return
         self.anchor = MediaAnchor(
-            offer, self.media_host, event.a_port, event.b_port, event.session_id
+            offer, self.media_host, event.a_port, event.b_port, event.session_id, event.keys
         )
         stream = audio_stream(offer)
         if stream is not None:
@@ -753,7 +754,7 @@ class CallCore:
     ) -> None:
         content_type: str | None = SDP
         if self.anchor is not None:
-            body = self.anchor.offer_to_callee()
+            body = self.anchor.offer_to_callee(secure=peer.secure)
         else:
             body = self.a_invite.body
             content_type = self.a_invite.header("Content-Type") if body else None

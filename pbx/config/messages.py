@@ -239,6 +239,10 @@ CATALOG: Mapping[str, Message] = MappingProxyType(
             '"{value}" must be "original" or "user"',
             '「{value}」は使えません。"original" か "user" を指定してください',
         ),
+        "tenant.encryption_invalid": _m(
+            '"{value}" must be "allow" or "require"',
+            '「{value}」は使えません。"allow" か "require" を指定してください',
+        ),
         "tenant.no_numbers": _m(
             "the tenant has no phone numbers ([[numbers]])",
             "電話番号([[numbers]])が1つもありません",
@@ -641,6 +645,7 @@ _FIELDS_JA: Mapping[str, str] = MappingProxyType(
         "default": "既定のテナント",
         "qualify_seconds": "死活監視の間隔(秒)",
         "forward_caller_id": "転送時の発信者番号",
+        "encryption": "暗号化通信",
         "limits.max_users": "最大ご利用内線ユーザーID数",
         "limits.recording_users": "通話録音利用ユーザー数",
         "limits.international_calls": "国際電話利用可否",

@@ -197,6 +197,8 @@ class TenantConfig:
     default: bool = False
     qualify_seconds: int = 0
     forward_caller_id: ForwardCallerId = "original"
+    # issue #18: "require" refuses REGISTER/calls not over TLS (403) and media without SRTP (488).
+    encryption: Literal["allow", "require"] = "allow"
     limits: TenantLimits = field(default_factory=lambda: TenantLimits(max_users=0))
     numbers: tuple[PhoneNumber, ...] = ()
     users: Mapping[Extension, UserConfig] = field(default_factory=_frozen_map)

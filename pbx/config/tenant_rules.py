@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import time
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from pbx.config.cycles import simple_cycles
 from pbx.config.model import (
@@ -52,7 +52,14 @@ _MAX_CYCLES_REPORTED = 50
 
 
 _TENANT_TOP_KEYS = ("tenant", "limits", "numbers", "users", "incoming")
-_TENANT_KEYS = ("domain", "timezone", "default", "qualify_seconds", "forward_caller_id")
+_TENANT_KEYS = (
+    "domain",
+    "timezone",
+    "default",
+    "qualify_seconds",
+    "forward_caller_id",
+    "encryption",
+)
 _LIMIT_KEYS = ("max_users", "recording_users", "international_calls")
 _USER_KEYS = (
     "extension",
@@ -204,6 +211,10 @@ class TenantLoader:
         if fcid not in ("original", "user"):
             ten.error("forward_caller_id", "tenant.forward_caller_id_invalid", value=fcid)
             fcid = "original"
+        encryption = ten.text("encryption") or "allow"
+        if encryption not in ("allow", "require"):
+            ten.error("encryption", "tenant.encryption_invalid", value=encryption)
+            encryption = "allow"
 
         lim = TableReader(
             self.sink, self.file, self.entity, top.table_("limits"), _LIMIT_KEYS, "limits."
@@ -233,6 +244,7 @@ class TenantLoader:
             default=default,
             qualify_seconds=qualify,
             forward_caller_id=cast(ForwardCallerId, fcid),
+            encryption=cast(Literal["allow", "require"], encryption),
             limits=limits,
             numbers=tuple(self.numbers),
             users=MappingProxyType(users),

@@ -174,6 +174,7 @@ CASES: dict[str, Case] = {
     # [tenant], numbers
     "tenant.domain_invalid": head('"acme.example"', '"acme example"'),
     "tenant.timezone_unknown": head("default = true", 'default = true\ntimezone = "Asia/Tokio"'),
+    "tenant.encryption_invalid": head("default = true", 'default = true\nencryption = "maybe"'),
     "tenant.forward_caller_id_invalid": head(
         "default = true", 'default = true\nforward_caller_id = "both"'
     ),
