@@ -4,7 +4,7 @@
 # cores' coverage). The browser tests drive Debian's chromium through Playwright by its path:
 # Playwright downloads no browser.
 source "$(dirname "$0")/_env.sh"
-apt_install sip-tester espeak-ng sox chromium
+apt_install sip-tester espeak-ng sox chromium baresip-core openssl
 ensure_venv ".[test]"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 .venv/bin/ruff check pbx tests loadtests

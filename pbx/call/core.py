@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Protocol
 
+from pbx.call.encryption import encryption_note
 from pbx.call.record import CallRecord, Disposition, Json
 from pbx.clock import Instant
 from pbx.config.model import ConfigSnapshot, TenantId
@@ -931,6 +932,12 @@ class CallCore:
         if self.anchor is not None:
             anchored = self.anchor.answer_to_caller(resp.body)
             body = self._apply(anchored) if anchored is not None else None
+            secured = self.anchor.secured
+            self.trace.append(  # issue #18: the record says whether the call was encrypted
+                encryption_note(
+                    self.a_peer.secure, secured(Side.A), leg.peer.secure, secured(Side.B)
+                )
+            )
         out = relay_response(resp, self.a_invite, self.a_dialog, body=body)
         self._emit(Respond(self.a_key, out))
         self._start_retransmitter(out, self.a_peer, initial=True)

@@ -40,3 +40,16 @@ def call_refusal(tenant: TenantConfig, transport: str, body: bytes) -> Refused |
     if stream is None or stream.crypto is None:
         return Refused(488, SRTP_REQUIRED)
     return None
+
+
+def encryption_note(
+    caller_tls: bool, caller_srtp: bool, callee_tls: bool, callee_srtp: bool
+) -> str:
+    """The call record's trace line saying how each leg was protected, once answered."""
+
+    def leg(tls: bool, srtp: bool) -> str:
+        return f"{'TLS' if tls else 'clear'} signalling, {'SRTP' if srtp else 'RTP'} media"
+
+    return (
+        f"encryption: caller {leg(caller_tls, caller_srtp)}; callee {leg(callee_tls, callee_srtp)}"
+    )
