@@ -24,6 +24,7 @@ import structlog
 from pbx.call import core as callcore
 from pbx.call.admission import NeedsAuthentication, Refused, admit_invite, identify
 from pbx.call.core import CallCore, Peer
+from pbx.call.encryption import admit_encrypted
 from pbx.call.lines import LiveLines
 from pbx.call.ports import CallRecords, ConfigSource, LineDirectory, SipPort
 from pbx.clock import Clock, Instant
@@ -126,7 +127,8 @@ class CallEngine:
             self.sip.respond(key, response)
             return
         snapshot = self.config.current  # taken once: the call keeps it
-        admission = admit_invite(snapshot, req, inbound.source[0])
+        admitted = admit_invite(snapshot, req, inbound.source[0])
+        admission = admit_encrypted(admitted, inbound.transport, req.body)  # issue #18
         if isinstance(admission, NeedsAuthentication):
             username = self.sip.authenticate(key, req, inbound, admission.tenant, now.wall)
             if username is None:
@@ -147,7 +149,7 @@ class CallEngine:
             admission.dialled,
             key,
             req,
-            Peer(inbound.source, inbound.transport == "TCP"),
+            Peer(inbound.source, inbound.transport != "UDP", inbound.transport == "TLS"),
             new_tag(),
             locator=self.sip,
             sip_timers=self.sip.timers,
@@ -317,7 +319,9 @@ class CallEngine:
         if core.ended:
             self.media.release(core.id)
             return
-        ready = callcore.MediaReady(*ports, session_id=secrets.randbelow(2**31))
+        ready = callcore.MediaReady(
+            *ports, session_id=secrets.randbelow(2**31), keys=self.media.srtp_keys(core.id)
+        )
         self._run(core, ready, self.clock.now(), flush=True)
 
     async def _record(self, core: CallCore, path: Path) -> None:
@@ -381,17 +385,7 @@ _CARRY_OUT: dict[type, Callable[[CallEngine, CallCore, Any, Instant], object]] =
         engine.records.record_call if act.opened else engine.records.close_call
     )(act.record),
     callcore.CallEnded: CallEngine._ended,
-    **dict.fromkeys(
-        (
-            callcore.OpenMedia,
-            callcore.SetRemote,
-            callcore.RestartSilence,
-            callcore.StartRecording,
-            callcore.PlayPrompt,
-            callcore.CloseMedia,
-        ),
-        CallEngine._media_action,
-    ),
+    **dict.fromkeys(callcore.MEDIA_ACTIONS, CallEngine._media_action),
 }
 
 

@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import structlog
 
@@ -35,7 +35,8 @@ from pbx.panel.runner import PanelRunner
 from pbx.panel.status import ActiveCall, ActiveLeg, TenantBindings
 from pbx.routing.model import RingExtension
 from pbx.service import SipService
-from pbx.sip.transport import SipTransport, TcpLimits
+from pbx.sip.tls import CertificateProblem, TlsCredentials
+from pbx.sip.transport import SipTransport, TcpLimits, TlsSettings
 from pbx.store import Store
 from pbx.system_clock import SystemClock
 
@@ -71,6 +72,7 @@ class PbxServer:
         self.service: SipService | None = None
         self.engine: CallEngine | None = None
         self.transport: SipTransport | None = None
+        self.tls: TlsCredentials | None = None
         self.admin_app = build_admin_app(
             reload=self.reload,
             status=self.status_view,
@@ -111,7 +113,8 @@ class PbxServer:
             idle_seconds=float(sip.tcp_idle_seconds),
             message_seconds=float(sip.tcp_message_seconds),
         )
-        self.transport = SipTransport(self.service.on_inbound, limits)
+        tls = self._start_tls(snapshot)
+        self.transport = SipTransport(self.service.on_inbound, limits, tls)
         # harden (issue 17, item 5): raise the open-file limit, keep a reserve for the rest.
         before, after, hard = raise_open_file_limit()
         self.transport.max_connections = tcp_connection_budget(limits.max_connections, after)
@@ -205,6 +208,31 @@ class PbxServer:
             await self.store.close()
         log.info("server_stopped")
 
+    # -- SIP over TLS (issue #18): the listeners' certificate, loaded at start and on reload
+    def _start_tls(self, snapshot: ConfigSnapshot) -> TlsSettings | None:
+        sip = snapshot.server.sip
+        if not any(spec.transport == "tls" for spec in sip.listen):
+            return None
+        assert sip.tls_certificate is not None  # checked by the config loader
+        assert sip.tls_key is not None
+        # A certificate that cannot be used stops the start with the reason (CertificateProblem).
+        self.tls = TlsCredentials(sip.tls_certificate, sip.tls_key, time.time())
+        log.info("tls_certificate_loaded", subject=self.tls.info.subject)
+        return TlsSettings(self.tls.context, float(sip.tls_handshake_seconds))
+
+    def _reload_tls(self, new: ConfigSnapshot) -> str | None:
+        """Load the certificate and key named by the new snapshot into the live context; the
+        reason when they cannot be used (the old ones then stay in use)."""
+        sip = new.server.sip
+        if self.tls is None or sip.tls_certificate is None or sip.tls_key is None:
+            return None
+        try:
+            self.tls.reload(sip.tls_certificate, sip.tls_key, time.time())
+        except CertificateProblem as exc:
+            return f"[sip] tls_certificate: {exc}"
+        log.info("tls_certificate_loaded", subject=self.tls.info.subject)
+        return None
+
     # -- reload (SIGHUP and POST /reload)
     async def reload(self) -> tuple[int, dict[str, Any]]:
         """Reload the configuration: (200, new version) or (409, the errors; old one stays)."""
@@ -220,6 +248,14 @@ class PbxServer:
             log.error("config_reload_refused", version=old.version, errors=[str(exc)])
             self._reloads.inc(result="refused")
             return 409, {"version": old.version, "digest": old.digest, "errors": [str(exc)]}
+        # The certificate is read again even when the configuration files are unchanged: a
+        # renewed certificate under the same path is the common case (issue 18).
+        tls_refused = self._reload_tls(new)
+        if tls_refused is not None:
+            self.holder.current = old  # nothing awaited since the swap: no one saw ``new``
+            log.error("config_reload_refused", version=old.version, errors=[tls_refused])
+            self._reloads.inc(result="refused")
+            return 409, {"version": old.version, "digest": old.digest, "errors": [tls_refused]}
         if new is old:
             # The same files as in force: nothing to swap, the version stays (issue 19).
             self._reloads.inc(result="unchanged")
@@ -302,7 +338,7 @@ class PbxServer:
         if self.transport is None:
             return []
         return [
-            ListenSpec("udp" if a.transport == "UDP" else "tcp", a.host, a.port)
+            ListenSpec(cast(Literal["udp", "tcp", "tls"], a.transport.lower()), a.host, a.port)
             for a in self.transport.listening
         ]
 
@@ -403,7 +439,7 @@ async def serve(config_path: Path, snapshot: ConfigSnapshot) -> int:
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
     try:
         await server.start()
-    except OSError as exc:
+    except (OSError, CertificateProblem) as exc:
         log.error("server_start_failed", error=str(exc))
         await server.stop()
         return 1

@@ -30,6 +30,7 @@ from pbx.call.admission import (
     dialled_number,
     tenant_of,
 )
+from pbx.call.encryption import admit_encrypted, register_refusal
 from pbx.clock import Clock, Instant
 from pbx.config.holder import ConfigHolder
 from pbx.config.model import ConfigSnapshot, Extension, TenantConfig
@@ -76,7 +77,7 @@ from pbx.sip.transaction import (
     TxEvent,
     UnmatchedResponseReceived,
 )
-from pbx.sip.transport import Inbound, SipTransport, TransportName
+from pbx.sip.transport import STREAM_TRANSPORTS, Inbound, SipTransport, TransportName
 from pbx.sip.validate import ACCEPT_HEADER, ALLOW_HEADER, SUPPORTED_HEADER, validate_request
 from pbx.store import Store
 from pbx.system_clock import SystemClock
@@ -311,7 +312,9 @@ class SipService:
             self._answer_over_cap(packet, exceeded, now)
             return
         try:
-            msg = parse_message(packet.data, stream=packet.transport == "TCP", source=packet.source)
+            msg = parse_message(
+                packet.data, stream=packet.transport in STREAM_TRANSPORTS, source=packet.source
+            )
         except SipParseError as exc:
             self._answer_unparseable(packet, exc, now)
             return
@@ -336,7 +339,7 @@ class SipService:
         else:
             self.m_in.inc(status=status_label(msg.status))
         events = self.table.receive(
-            msg, packet.source, now.monotonic, reliable=packet.transport == "TCP"
+            msg, packet.source, now.monotonic, reliable=packet.transport in STREAM_TRANSPORTS
         )
         for event in events:
             self._on_event(event, packet, now)
@@ -489,6 +492,13 @@ class SipService:
             self.respond(key, build_response(req, exc.status_hint, to_tag=_tag_for(key)))
             return
         tenant = snapshot.tenants[aor.tenant]
+        refusal = register_refusal(tenant, packet.transport)  # issue #18: before any challenge
+        if refusal is not None:
+            log.info("register_refused_unencrypted", aor=str(aor), source=packet.source)
+            self.respond(
+                key, build_response(req, refusal.status, refusal.reason, to_tag=_tag_for(key))
+            )
+            return
         algorithms = tenant.digest_algorithms(snapshot.server.auth)
         auth = self.digest.verify(
             "REGISTER",
@@ -631,7 +641,8 @@ class SipService:
         self, key: Stateless, req: SipRequest, packet: Inbound, wall: float
     ) -> None:
         snapshot = self.holder.current
-        admission = admit_invite(snapshot, req, packet.source[0])
+        admitted = admit_invite(snapshot, req, packet.source[0])
+        admission = admit_encrypted(admitted, packet.transport, req.body)  # issue #18
         algorithms = None
         if isinstance(admission, NeedsAuthentication):
             realm = admission.tenant.domain
@@ -639,8 +650,8 @@ class SipService:
         elif tenant_of(snapshot, req) is None and isinstance(req.from_.uri, SipUri):
             realm = req.from_.uri.host  # no tenant: challenged alike, as REGISTER is
         else:
-            status = admission.status if isinstance(admission, Refused) else 400
-            self.respond(key, build_response(req, status, to_tag=key.tag))
+            refused = admission if isinstance(admission, Refused) else Refused(400)
+            self.respond(key, build_response(req, refused.status, refused.reason, to_tag=key.tag))
             return
         challenges = self.digest.challenge(realm, wall, algorithms=algorithms)
         headers = tuple(("WWW-Authenticate", value) for value in challenges)
@@ -675,12 +686,14 @@ class SipService:
         """T1, T2 and T4 of this service's transactions."""
         return self.table.timers
 
-    def local_address(self, dest_host: str, reliable: bool) -> tuple[str, int]:
+    def local_address(
+        self, dest_host: str, reliable: bool, secure: bool = False
+    ) -> tuple[str, int]:
         """Our address and port for Via/Contact/SDP towards ``dest_host``: the listening
-        socket of that transport, ``[sip] advertise`` when set, else (a wildcard listener) the
-        address the kernel routes ``dest_host`` from."""
+        socket of that transport (TLS when ``secure``), ``[sip] advertise`` when set, else (a
+        wildcard listener) the address the kernel routes ``dest_host`` from."""
         transport = self.transport
-        wanted = "TCP" if reliable else "UDP"
+        wanted = "TLS" if secure else "TCP" if reliable else "UDP"
         host, port = "127.0.0.1", 5060
         if transport is not None:
             for listen in transport.listening:
@@ -757,11 +770,9 @@ class SipService:
         for msg, destination in self.table.messages_to_send():
             # A request we originate over TCP (Via says so) opens a connection when none is
             # open to its destination; everything else follows the transport's default.
-            kind: TransportName | None = (
-                "TCP"
-                if isinstance(msg, SipRequest) and msg.via and msg.via[0].transport == "TCP"
-                else None
-            )
+            kind: TransportName | None = None
+            if isinstance(msg, SipRequest) and msg.via and msg.via[0].transport in ("TCP", "TLS"):
+                kind = "TLS" if msg.via[0].transport == "TLS" else "TCP"
             transport.send(msg.to_bytes(), destination, kind)
             if isinstance(msg, SipResponse):
                 self.m_out.inc(status=status_label(msg.status))
@@ -972,6 +983,7 @@ class SipService:
                 "contact": b.contact,
                 "source": f"{b.source_host}:{b.source_port}",
                 "transport": b.transport,
+                "encrypted": b.transport == "TLS",
                 "user_agent": b.user_agent,
                 "registered_at": b.registered_at,
                 "expires_in": b.expires_in(wall),

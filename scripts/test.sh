@@ -5,9 +5,10 @@
 # cores' coverage). The browser tests drive Debian's chromium through Playwright by its path:
 # Playwright downloads no browser.
 source "$(dirname "$0")/_env.sh"
-# baresip, linphone-cli: the interop and getting-started tests (tests/interop, tests/deploy);
-# systemd: the unit file is checked by systemd-analyze verify.
-apt_install sip-tester espeak-ng sox chromium baresip linphone-cli systemd
+# baresip, linphone-cli: the interop, getting-started and TLS/SRTP tests (tests/interop,
+# tests/deploy, tests/integration/test_tls_baresip.py); systemd: the unit file is checked by
+# systemd-analyze verify; openssl: the TLS tests make their certificates with it.
+apt_install sip-tester espeak-ng sox chromium baresip linphone-cli systemd openssl
 ensure_venv ".[test]"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 .venv/bin/ruff check pbx tests loadtests

@@ -39,7 +39,10 @@ LAYERS: dict[str, tuple[set[str], tuple[str, ...]]] = {
         {"datetime", "zoneinfo", "holidays"},
         ("pbx.routing.", "pbx.config.model", "pbx.numbers", "pbx.errors", "pbx.immutable"),
     ),
-    "media": ({"array", "sys", "io", "wave", "pathlib", "ipaddress"}, ("pbx.media.", "pbx.errors")),
+    "media": (
+        {"array", "sys", "io", "wave", "pathlib", "ipaddress", "base64", "binascii"},
+        ("pbx.media.", "pbx.errors"),
+    ),
     "call": (
         set(),
         (
@@ -93,7 +96,9 @@ LAYERS: dict[str, tuple[set[str], tuple[str, ...]]] = {
 # The asyncio edge: these may do I/O (and are not checked here).
 ADAPTERS = {
     "sip/transport.py",
+    "sip/tls.py",
     "media/relay.py",
+    "media/srtp.py",
     "media/recorder.py",
     "media/player.py",
     "media/calls.py",

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Protocol
 
+from pbx.call.encryption import encryption_note
 from pbx.call.record import CallRecord, Disposition, Json
 from pbx.clock import Instant
 from pbx.config.model import ConfigSnapshot, TenantId
@@ -111,6 +112,7 @@ class Peer:
 
     address: Address
     reliable: bool
+    secure: bool = False  # over TLS (issue #18): Via/Contact say so; implies reliable
 
 
 @immutable
@@ -125,7 +127,9 @@ class Locator(Protocol):
     """Our own address and port for Via/Contact/SDP towards a host (the listening sockets and
     ``[sip] advertise``): the one question the core asks of the server."""
 
-    def local_address(self, dest_host: str, reliable: bool) -> tuple[str, int]: ...
+    def local_address(
+        self, dest_host: str, reliable: bool, secure: bool = False
+    ) -> tuple[str, int]: ...
 
 
 # --- events (in) -------------------------------------------------------------------------------
@@ -143,6 +147,7 @@ class MediaReady:
     a_port: int
     b_port: int
     session_id: int
+    keys: tuple[bytes, bytes] = (b"", b"")  # our SRTP keys for sides A and B (issue #18)
 
 
 @immutable
@@ -361,6 +366,8 @@ CallAction = (
     | WriteRecord
     | CallEnded
 )
+# The actions the media side of the engine carries out.
+MEDIA_ACTIONS = (OpenMedia, SetRemote, RestartSilence, StartRecording, PlayPrompt, CloseMedia)
 
 # --- the call ------------------------------------------------------------------------------------
 
@@ -631,7 +638,7 @@ class CallCore:
             self._emit(CloseMedia())
             return
         self.anchor = MediaAnchor(
-            offer, self.media_host, event.a_port, event.b_port, event.session_id
+            offer, self.media_host, event.a_port, event.b_port, event.session_id, event.keys
         )
         stream = audio_stream(offer)
         if stream is not None:
@@ -783,7 +790,7 @@ class CallCore:
     ) -> None:
         content_type: str | None = SDP
         if self.anchor is not None:
-            body = self.anchor.offer_to_callee()
+            body = self.anchor.offer_to_callee(secure=peer.secure)
         else:
             body = self.a_invite.body
             content_type = self.a_invite.header("Content-Type") if body else None
@@ -961,6 +968,12 @@ class CallCore:
         if self.anchor is not None:
             anchored = self.anchor.answer_to_caller(resp.body)
             body = self._apply(anchored) if anchored is not None else None
+            secured = self.anchor.secured
+            self.trace.append(  # issue #18: the record says whether the call was encrypted
+                encryption_note(
+                    self.a_peer.secure, secured(Side.A), leg.peer.secure, secured(Side.B)
+                )
+            )
         out = relay_response(resp, self.a_invite, self.a_dialog, body=body)
         self._emit(Respond(self.a_key, out))
         self._start_retransmitter(out, self.a_peer, initial=True)
@@ -1197,10 +1210,11 @@ class CallCore:
 
     def _via_contact(self, peer: Peer) -> tuple[Via, NameAddress]:
         """Our Via and Contact towards ``peer`` (one question to the locator for both)."""
-        host, port = self._locator.local_address(peer.address[0], peer.reliable)
-        via = Via("TCP" if peer.reliable else "UDP", host, port, (("rport", None),))
+        host, port = self._locator.local_address(peer.address[0], peer.reliable, peer.secure)
+        kind = "TLS" if peer.secure else "TCP" if peer.reliable else "UDP"
+        via = Via(kind, host, port, (("rport", None),))
         params: tuple[tuple[str, str | None], ...] = (
-            (("transport", "tcp"),) if peer.reliable else ()
+            (("transport", "tls" if peer.secure else "tcp"),) if peer.reliable else ()
         )
         return via, NameAddress(SipUri("sip", host, "pbx", port=port, params=params))
 

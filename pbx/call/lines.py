@@ -56,6 +56,8 @@ class LiveLines:
         """Where requests to a registered contact go: its source address (symmetric, NAT), over
         its TCP connection while that is open; a TCP contact whose connection is gone is
         reached by a new connection to its Contact address."""
+        if binding.transport == "TLS":  # never a new connection toward a phone (issue #18)
+            return Peer(binding.source, True, True)
         if binding.transport != "TCP":
             return Peer(binding.source, False)
         uri = binding.uri

@@ -148,10 +148,15 @@ CATALOG: Mapping[str, Message] = MappingProxyType(
             '待ち受けアドレスを1つ以上指定してください(例: "udp:0.0.0.0:5060")',
         ),
         "sip.listen_transport": _m(
-            '"{value}" must be "udp:HOST:PORT" or "tcp:HOST:PORT" '
-            '(e.g. "udp:0.0.0.0:5060", "tcp:[::]:5060")',
-            "「{value}」は「udp:アドレス:ポート」か「tcp:アドレス:ポート」の形で書いてください"
-            '(例: "udp:0.0.0.0:5060"、"tcp:[::]:5060")',
+            '"{value}" must be "udp:HOST:PORT", "tcp:HOST:PORT" or "tls:HOST:PORT" '
+            '(e.g. "udp:0.0.0.0:5060", "tcp:[::]:5060", "tls:0.0.0.0:5061")',
+            "「{value}」は「udp:アドレス:ポート」「tcp:アドレス:ポート」「tls:アドレス:ポート」"
+            'のいずれかの形で書いてください(例: "udp:0.0.0.0:5060"、"tls:0.0.0.0:5061")',
+        ),
+        # issue #18 (SIP over TLS)
+        "sip.tls_needs_certificate": _m(
+            'a "tls:" entry needs [sip] tls_certificate and tls_key (PEM files)',
+            "「tls:」の待ち受けには [sip] tls_certificate と tls_key(PEM ファイル)が必要です",
         ),
         "sip.listen_duplicate": _m('"{value}" is listed twice', "「{value}」が2回書かれています"),
         "sip.advertise_invalid": _m(
@@ -239,6 +244,10 @@ CATALOG: Mapping[str, Message] = MappingProxyType(
         "tenant.forward_caller_id_invalid": _m(
             '"{value}" must be "original" or "user"',
             '「{value}」は使えません。"original" か "user" を指定してください',
+        ),
+        "tenant.encryption_invalid": _m(
+            '"{value}" must be "allow" or "require"',
+            '「{value}」は使えません。"allow" か "require" を指定してください',
         ),
         "tenant.no_numbers": _m(
             "the tenant has no phone numbers ([[numbers]])",
@@ -643,6 +652,7 @@ _FIELDS_JA: Mapping[str, str] = MappingProxyType(
         "qualify_seconds": "死活監視の間隔(秒)",
         "auth_algorithms": "認証方式(ダイジェスト)",
         "forward_caller_id": "転送時の発信者番号",
+        "encryption": "暗号化通信",
         "limits.max_users": "最大ご利用内線ユーザーID数",
         "limits.recording_users": "通話録音利用ユーザー数",
         "limits.international_calls": "国際電話利用可否",

@@ -39,9 +39,9 @@ def _frozen_map(items: Mapping[K, V] | None = None) -> Mapping[K, V]:
 
 @dataclass(frozen=True, slots=True)
 class ListenSpec:
-    """One ``[sip] listen`` entry, e.g. ``udp:0.0.0.0:5060`` or ``tcp:[::1]:5060``."""
+    """One ``[sip] listen`` entry: ``udp:0.0.0.0:5060``, ``tcp:[::1]:5060``, ``tls:[::]:5061``."""
 
-    transport: Literal["udp", "tcp"]
+    transport: Literal["udp", "tcp", "tls"]
     host: str  # literal IP address, without brackets
     port: int
 
@@ -55,6 +55,10 @@ class SipSettings:
     tcp_max_connections_per_source: int = 200
     tcp_idle_seconds: int = 600  # a connection with no traffic this long is closed
     tcp_message_seconds: int = 32  # a started message must be complete within this (64*T1)
+    # SIP over TLS (issue #18): PEM files for ``tls:`` listeners, absolute; both or neither.
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None
+    tls_handshake_seconds: int = 10  # a client that has not finished its handshake is dropped
 
 
 # Keep-alive OPTIONS to registered contacts, every this many seconds (0 = off). On by default:
@@ -205,6 +209,8 @@ class TenantConfig:
     # Digest algorithms offered to this tenant's phones, in offer order; () = [auth] algorithms.
     auth_algorithms: tuple[Literal["MD5", "SHA-256"], ...] = ()
     forward_caller_id: ForwardCallerId = "original"
+    # issue #18: "require" refuses REGISTER/calls not over TLS (403) and media without SRTP (488).
+    encryption: Literal["allow", "require"] = "allow"
     limits: TenantLimits = field(default_factory=lambda: TenantLimits(max_users=0))
     numbers: tuple[PhoneNumber, ...] = ()
     users: Mapping[Extension, UserConfig] = field(default_factory=_frozen_map)

@@ -92,6 +92,9 @@ def load_server(
             "tcp_max_connections_per_source",
             "tcp_idle_seconds",
             "tcp_message_seconds",
+            "tls_certificate",
+            "tls_key",
+            "tls_handshake_seconds",
         ),
     )
     listen: list[ListenSpec] = []
@@ -104,7 +107,7 @@ def load_server(
     for entry in entries:
         transport, sep, address = sip.fold("listen", entry).partition(":")
         transport = transport.lower()
-        if not sep or transport not in ("udp", "tcp"):
+        if not sep or transport not in ("udp", "tcp", "tls"):
             sip.error("listen", "sip.listen_transport", value=entry)
             continue
         try:
@@ -117,7 +120,8 @@ def load_server(
             sip.error("listen", "sip.listen_duplicate", value=entry)
             continue
         seen.add(key)
-        listen.append(ListenSpec(cast(Literal["udp", "tcp"], transport), host, port))
+        listen.append(ListenSpec(cast(Literal["udp", "tcp", "tls"], transport), host, port))
+    sip_tls = _sip_tls_files(sip, base, named, any(s.transport == "tls" for s in listen))
     advertise = sip.text("advertise")
     if advertise is not None:
         bare = (
@@ -335,6 +339,14 @@ def load_server(
             tcp_message_seconds=sip.integer(
                 "tcp_message_seconds", _SIP_DEFAULTS.tcp_message_seconds, minimum=1
             ),
+            tls_certificate=sip_tls[0],
+            tls_key=sip_tls[1],
+            tls_handshake_seconds=sip.integer(
+                "tls_handshake_seconds",
+                _SIP_DEFAULTS.tls_handshake_seconds,
+                minimum=1,
+                maximum=120,
+            ),
         ),
         auth=auth,
         registrar=registrar,
@@ -361,6 +373,30 @@ def check_named_files(sink: Sink, named: Iterable[NamedFile], present: Container
                 value=entry.written,
                 path=entry.path,
             )
+
+
+def _sip_tls_files(
+    sip: TableReader, base: Path, named: list[NamedFile], has_tls_listener: bool
+) -> tuple[Path | None, Path | None]:
+    """``[sip] tls_certificate`` / ``tls_key`` (issue #18): both or neither; required by a
+    ``tls:`` listen entry. The files' contents are checked when the server loads them."""
+    paths: dict[str, Path] = {}
+    for key in ("tls_certificate", "tls_key"):
+        text = sip.string(key)
+        if text == "":
+            sip.error(key, "value.empty")
+        elif text is not None:
+            paths[key] = (base / text).resolve()
+            named.append(NamedFile(sip.file, "[sip]", key, text, paths[key]))
+    for key, other in (("tls_certificate", "tls_key"), ("tls_key", "tls_certificate")):
+        if sip.has(key) and not sip.has(other):
+            sip.error(other, "panel.tls_pair", other=key)
+    certificate, key_file = paths.get("tls_certificate"), paths.get("tls_key")
+    if certificate is None or key_file is None:
+        if has_tls_listener and not (sip.has("tls_certificate") or sip.has("tls_key")):
+            sip.error("listen", "sip.tls_needs_certificate")
+        return None, None
+    return certificate, key_file
 
 
 _PANEL_KEYS = (

@@ -61,6 +61,7 @@ _TENANT_KEYS = (
     "qualify_seconds",
     "forward_caller_id",
     "auth_algorithms",  # issue 15: SHA-256 per tenant (absent: [auth] algorithms)
+    "encryption",  # issue 18: "allow" or "require" SIP over TLS and SRTP
 )
 _LIMIT_KEYS = ("max_users", "recording_users", "international_calls")
 _USER_KEYS = (
@@ -228,6 +229,10 @@ class TenantLoader:
         if fcid not in ("original", "user"):
             ten.error("forward_caller_id", "tenant.forward_caller_id_invalid", value=fcid)
             fcid = "original"
+        encryption = ten.text("encryption") or "allow"
+        if encryption not in ("allow", "require"):
+            ten.error("encryption", "tenant.encryption_invalid", value=encryption)
+            encryption = "allow"
 
         lim = TableReader(
             self.sink, self.file, self.entity, top.table_("limits"), _LIMIT_KEYS, "limits."
@@ -258,6 +263,7 @@ class TenantLoader:
             qualify_seconds=qualify,
             auth_algorithms=self.auth_algorithms,
             forward_caller_id=cast(ForwardCallerId, fcid),
+            encryption=cast(Literal["allow", "require"], encryption),
             limits=limits,
             numbers=tuple(self.numbers),
             users=MappingProxyType(users),

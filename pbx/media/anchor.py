@@ -7,6 +7,13 @@ the relay's port on each side, the o= line we present to each side (its version 
 every new description we send that side, RFC 3264 section 8), the caller's initial offer, and a
 mid-call offer waiting for its answer. An unreadable body gives None; the caller of these
 methods decides what that means (a provisional without SDP, a failed call).
+
+SRTP (issue #18, RFC 4568): each side is secured on its own. The caller's side is SRTP when its
+offer is ``RTP/SAVP`` with a usable key; a callee's side when the call engine says so for that
+leg (``offer_to_callee(secure=...)``: a phone on TLS). What we send a secured side carries our
+own key for it (``keys``, fresh per call and side, drawn by the adapter); what we send a plain
+side is ``RTP/AVP`` without a=crypto. The relay decrypts and encrypts per side, so the two sides
+never share a key and a plain side (the carrier) gets plain RTP.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from dataclasses import dataclass
 from pbx.errors import RemoteProtocolError
 from pbx.media.g711 import Codec
 from pbx.media.latch import Side
+from pbx.media.sdes import KEY_SALT_LENGTH, SUITES, Crypto
 from pbx.media.sdp import (
     AudioStream,
     Origin,
@@ -26,6 +34,7 @@ from pbx.media.sdp import (
     make_origin,
     parse_sdp,
     rewrite_sdp,
+    with_security,
 )
 
 
@@ -56,7 +65,7 @@ class PromptAnswer:
 class MediaAnchor:
     """The rewriting state of one call's media (see the module docstring)."""
 
-    __slots__ = ("caller_offer", "host", "origins", "pending_offer", "ports")
+    __slots__ = ("caller_offer", "host", "keys", "origins", "pending_offer", "ports", "secure")
 
     def __init__(
         self,
@@ -65,8 +74,16 @@ class MediaAnchor:
         a_port: int,
         b_port: int,
         session_id: int,
+        keys: tuple[bytes, bytes] = (b"", b""),
     ) -> None:
         self.caller_offer = caller_offer
+        # Our SRTP master key and salt for each side (what we send that side is encrypted with).
+        self.keys = {Side.A: keys[0], Side.B: keys[1]}
+        caller = audio_stream(caller_offer)
+        self.secure = {
+            Side.A: caller is not None and caller.crypto is not None,
+            Side.B: False,
+        }
         self.host = host
         self.ports = {Side.A: a_port, Side.B: b_port}
         self.origins = {
@@ -75,16 +92,45 @@ class MediaAnchor:
         }
         self.pending_offer: SessionDescription | None = None
 
-    def offer_to_callee(self) -> bytes:
-        """The caller's offer as every B leg gets it (our address, the B port)."""
-        return build_sdp(
-            rewrite_sdp(
-                self.caller_offer,
-                address=self.host,
-                port=self.ports[Side.B],
-                origin=self.origins[Side.B],
-            )
+    def offer_to_callee(self, secure: bool = False) -> bytes:
+        """The caller's offer as a B leg gets it (our address, the B port), as SRTP with our
+        B key when ``secure`` (the callee is on TLS), else as plain RTP."""
+        self.secure[Side.B] = self.secure[Side.B] or secure
+        rewritten = rewrite_sdp(
+            self.caller_offer,
+            address=self.host,
+            port=self.ports[Side.B],
+            origin=self.origins[Side.B],
         )
+        return build_sdp(with_security(rewritten, self._ours(Side.B, None) if secure else None))
+
+    def secured(self, side: Side) -> bool:
+        """Whether the party on ``side`` is sent SRTP (for the call record)."""
+        return self.secure[side]
+
+    def caller_stream(self) -> AudioStream | None:
+        """The caller's stream as the relay must treat it (its key, if SRTP)."""
+        return audio_stream(self.caller_offer)
+
+    def _ours(self, side: Side, theirs: Crypto | None) -> Crypto | None:
+        """Our crypto line toward ``side``: the tag and suite of the line it chose (an answer)
+        or of our offer (tag 1, the _80 suite), with our key for that side."""
+        key = self.keys[side]
+        if len(key) != KEY_SALT_LENGTH:
+            return None  # no keys handed in: SRTP cannot be offered
+        if theirs is None:
+            return Crypto(1, SUITES[0], key)
+        return Crypto(theirs.tag, theirs.suite, key)
+
+    def _secure_answer(
+        self, side: Side, rewritten: SessionDescription, offer: SessionDescription
+    ) -> SessionDescription:
+        """An answer for ``side`` to its ``offer``: SRTP (echoing its chosen line) if the offer
+        was, else plain."""
+        stream = audio_stream(offer)
+        theirs = stream.crypto if stream is not None else None
+        self.secure[side] = theirs is not None
+        return with_security(rewritten, self._ours(side, theirs) if theirs else None)
 
     def answer_to_caller(self, body: bytes) -> Anchored | None:
         """A callee's answer (in a 183 or the 2xx) to the caller's offer, for the caller."""
@@ -98,7 +144,10 @@ class MediaAnchor:
             origin=self.origins[Side.A],
             offer=self.caller_offer,
         )
-        return Anchored(build_sdp(rewritten), _remote(Side.B, answer))
+        rewritten = self._secure_answer(Side.A, rewritten, self.caller_offer)
+        remote = _remote(Side.B, answer)
+        self.secure[Side.B] = remote is not None and remote.stream.crypto is not None
+        return Anchored(build_sdp(rewritten), remote)
 
     def offer_across(self, from_side: Side, body: bytes) -> Anchored | None:
         """A mid-call offer (re-INVITE, UPDATE) from ``from_side`` for the other side."""
@@ -109,6 +158,8 @@ class MediaAnchor:
         rewritten = rewrite_sdp(
             offer, address=self.host, port=self.ports[to], origin=self._bump(to)
         )
+        # The other side stays as it was: SRTP with our (same) key, or plain.
+        rewritten = with_security(rewritten, self._ours(to, None) if self.secure[to] else None)
         self.pending_offer = offer
         return Anchored(build_sdp(rewritten), _remote(from_side, offer))
 
@@ -127,6 +178,7 @@ class MediaAnchor:
             origin=self._bump(to_side),
             offer=offer,
         )
+        rewritten = self._secure_answer(to_side, rewritten, offer)
         return Anchored(build_sdp(rewritten), _remote(to_side.other, answer))
 
     def answer_ourselves(self) -> PromptAnswer | None:
@@ -141,6 +193,7 @@ class MediaAnchor:
         codec = stream.codec if stream is not None else None
         if codec is None:
             return None
+        answer = self._secure_answer(Side.A, answer, self.caller_offer)
         return PromptAnswer(build_sdp(answer), codec)
 
     def _bump(self, side: Side) -> Origin:

@@ -73,6 +73,14 @@ class CallMedia:
     def set_remote(self, call_id: str, side: Side, stream: AudioStream) -> None:
         if (session := self._sessions.get(call_id)) is not None:
             session.set_remote(side, stream.address, stream.port, stream.direction)
+            session.set_crypto(side, stream.crypto)
+
+    def srtp_keys(self, call_id: str) -> tuple[bytes, bytes]:
+        """Our SRTP keys for the call's A and B sides (issue #18; written into each SDP)."""
+        session = self._sessions.get(call_id)
+        if session is None:
+            return (b"", b"")
+        return session.srtp_keys[Side.A], session.srtp_keys[Side.B]
 
     def restart_silence(self, call_id: str, side: Side) -> None:
         if (session := self._sessions.get(call_id)) is not None:

@@ -38,6 +38,12 @@ Inactivity: a party that is expected to send (its direction is sendrecv or sendo
 which neither RTP nor RTCP has arrived for ``inactivity_seconds`` triggers ``on_inactive(side)``
 once; it is armed again by the next packet. RTCP counts, since a held phone often sends only RTCP.
 
+SRTP (issue #18): a leg whose party declared an SDES key (``set_crypto``) decrypts what the party
+sends (checked before a new source may latch: a forged packet cannot take the leg) and encrypts
+what is sent to it, with our own key for that leg (``srtp_keys``, fresh per session and side).
+A plain leg relays as before, so an SRTP phone and a plain-RTP carrier talk through the relay.
+The recorder's tap sees decrypted packets; prompts are encrypted like relayed packets.
+
 The hot path is ``datagram_received``: one tuple comparison, two counter increments, one
 reference kept (the latest packet, for the loss count) and one ``sendto``; nothing is parsed,
 allocated or logged per packet. The optional tap (for the recorder) is a sink called with
@@ -63,7 +69,9 @@ from pbx.errors import PbxError
 from pbx.media.latch import Address, Channel, Party, SourceVerdict
 from pbx.media.latch import Side as Side
 from pbx.media.rtp import rtcp_port
+from pbx.media.sdes import Crypto
 from pbx.media.sdp import AudioStream, Direction
+from pbx.media.srtp import SrtpError, SrtpLeg, new_key
 from pbx.metrics import Registry
 
 log = structlog.get_logger("pbx.media.relay")
@@ -153,17 +161,28 @@ class LegStats:
 class _RelayProtocol(asyncio.DatagramProtocol):
     """Receives a party's datagrams on one local socket and forwards them to the other party."""
 
-    __slots__ = ("channel", "leg", "out", "tap")
+    __slots__ = ("channel", "leg", "out", "protect", "tap", "unprotect")
 
     def __init__(self, leg: RelayLeg, channel: Channel, out: Channel) -> None:
         self.leg = leg
         self.channel = channel
         self.out = out  # the other leg's channel of the same kind
         self.tap: PacketSink | None = None
+        # SRTP: this party's decryption, and the other party's encryption (None: plain).
+        self.unprotect: Callable[[bytes], bytes] | None = None
+        self.protect: Callable[[bytes], bytes] | None = None
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         # The hot path: keep it to a comparison, counters and one sendto (module docstring).
         channel = self.channel
+        unprotect = self.unprotect
+        if unprotect is not None:
+            try:
+                data = unprotect(data)
+            except SrtpError:
+                channel.dropped += 1
+                channel.rejected += 1
+                return
         if addr != channel.source and not self.leg._accept_source(channel, addr, data):
             channel.dropped += 1
             channel.rejected += 1
@@ -179,6 +198,13 @@ class _RelayProtocol(asyncio.DatagramProtocol):
         if dest is None or transport is None:
             channel.dropped += 1
             return
+        protect = self.protect
+        if protect is not None:
+            try:
+                data = protect(data)
+            except SrtpError:
+                channel.dropped += 1
+                return
         transport.sendto(data, dest)
         channel.relayed += 1
 
@@ -200,6 +226,7 @@ class RelayLeg(Party):
     ) -> None:
         super().__init__(side, port, clock(), relatch_seconds)
         self.clock = clock
+        self.srtp: SrtpLeg | None = None  # set by MediaSession.set_crypto
 
     def set_remote(
         self,
@@ -240,6 +267,11 @@ class RelayLeg(Party):
         dest, transport = self.rtp.dest, self.rtp.transport
         if dest is None or transport is None:
             return False
+        if self.srtp is not None:
+            try:
+                data = self.srtp.protect(data)
+            except SrtpError:
+                return False
         transport.sendto(data, dest)
         return True
 
@@ -400,6 +432,9 @@ class MediaSession:
         self._counters = counters
         if counters is not None:
             counters.live.add(self)
+        # Our SRTP master key and salt for each side: what we send that party is encrypted
+        # with it, if the party speaks SRTP (the call engine writes it into that side's SDP).
+        self.srtp_keys: dict[Side, bytes] = {Side.A: new_key(), Side.B: new_key()}
 
     @classmethod
     async def open(
@@ -541,6 +576,29 @@ class MediaSession:
         if stream.rtcp_port is not None and stream.address is not None:
             rtcp = (stream.rtcp_address or stream.address, stream.rtcp_port)
         self.set_remote(side, stream.address, stream.port, stream.direction, rtcp=rtcp)
+
+    def set_crypto(self, side: Side, crypto: Crypto | None) -> None:
+        """The SDES key the party on ``side`` sends with (None: plain RTP). The same key again
+        keeps the libsrtp sessions (and their rollover counters)."""
+        leg = self._legs.get(side)
+        if leg is None:
+            return
+        current = leg.srtp.theirs if leg.srtp is not None else None
+        if crypto == current:
+            return
+        leg.srtp = SrtpLeg(crypto, self.srtp_keys[side]) if crypto is not None else None
+        srtp = leg.srtp
+        for is_rtcp in (False, True):
+            inbound = self._protocols.get((side, is_rtcp))
+            if inbound is not None:
+                inbound.unprotect = (
+                    None if srtp is None else srtp.unprotect_rtcp if is_rtcp else srtp.unprotect
+                )
+            towards = self._protocols.get((side.other, is_rtcp))
+            if towards is not None:
+                towards.protect = (
+                    None if srtp is None else srtp.protect_rtcp if is_rtcp else srtp.protect
+                )
 
     def set_tap(self, side: Side, sink: PacketSink | None) -> None:
         """Copy every RTP packet this party sends to sink(arrival_time, datagram), or stop."""

@@ -11,9 +11,10 @@ unchanged, since the relay forwards packets without rewriting them), and drops t
 
 Rules applied (RFC 3264):
 - §6: "the answer MUST contain exactly the same number of "m=" lines as the offer"; a stream we
-  do not relay (video, a second audio stream, SRTP) is kept with port 0, i.e. rejected. An audio
+  do not relay (video, a second audio stream) is kept with port 0, i.e. rejected. An audio
   stream with no codec in common, or whose address is not an IP literal, is rejected the same
   way and skipped by ``audio_stream``: the call engine answers 488 if the offer had nothing else.
+  RTP/SAVP with usable ``a=crypto`` lines is relayed as SRTP (``pbx.media.sdes``, issue 18).
 - Unreadable SDP raises RemoteProtocolError (the engine answers 400): see ``parse_sdp`` for what
   is checked (issue 17 item 8, docs/design.md 9.1).
 - §6.1: the answer lists only formats present in the offer; ``rewrite_sdp(answer, offer=...)``
@@ -24,6 +25,11 @@ Rules applied (RFC 3264):
   becomes sendonly, recvonly becomes inactive) with our real address, as §8.4 recommends.
 - §8 (session version): each leg's o= line belongs to us; the caller passes an ``Origin`` and
   bumps its version (``Origin.next_version``) whenever the SDP it sends changes.
+
+SRTP (issue #18): an ``RTP/SAVP`` audio stream is relayed too; ``AudioStream.crypto`` is the
+party's first usable ``a=crypto`` key (``pbx.media.sdes``) and a SAVP stream without one is not
+``active`` (488). ``with_security`` sets the profile and our own ``a=crypto`` line of a rewritten
+description: each leg is secured (or not) on its own.
 """
 
 from __future__ import annotations
@@ -35,13 +41,14 @@ from dataclasses import dataclass, replace
 
 from pbx.errors import RemoteProtocolError
 from pbx.media.g711 import Codec
+from pbx.media.sdes import SAVP_PROFILES, Crypto, format_crypto, usable_crypto
 
 TELEPHONE_EVENT = "telephone-event"
 HOLD_ADDRESS = "0.0.0.0"
 # Attributes kept on a rewritten audio stream; everything else (ICE, a=rtcp, rtcp-mux, crypto,
 # ssrc, …) describes the far end's transport, which the relay replaces.
 _KEPT_ATTRIBUTES = frozenset({"rtpmap", "fmtp", "ptime", "maxptime"})
-_RTP_PROFILES = frozenset({"RTP/AVP", "RTP/AVPF"})
+_RTP_PROFILES = frozenset({"RTP/AVP", "RTP/AVPF"}) | SAVP_PROFILES
 _STATIC_NAMES = {0: "PCMU", 8: "PCMA"}
 # One SDP line at most, like one SIP header line (``MessageCaps.max_header_line_bytes``).
 MAX_LINE_CHARS = 4_096
@@ -413,11 +420,15 @@ class AudioStream:
     # RFC 3605 a=rtcp: the port (and address) RTCP should go to, when not RTP port + 1.
     rtcp_port: int | None = None
     rtcp_address: str | None = None
+    # SRTP (RTP/SAVP): the key this party sends with, when one of its a=crypto lines is usable.
+    secure: bool = False
+    crypto: Crypto | None = None
 
     @property
     def active(self) -> bool:
-        """False when the stream is rejected (port 0) or has no codec we carry."""
-        return self.port != 0 and bool(self.codecs)
+        """False when the stream is rejected (port 0), has no codec we carry, or is SRTP
+        without a key we can use."""
+        return self.port != 0 and bool(self.codecs) and (not self.secure or self.crypto is not None)
 
     @property
     def on_hold(self) -> bool:
@@ -503,6 +514,12 @@ def audio_stream(sd: SessionDescription) -> AudioStream | None:
         ptime=ptime,
         rtcp_port=rtcp_port,
         rtcp_address=rtcp_address,
+        secure=m.proto in SAVP_PROFILES,
+        crypto=(
+            usable_crypto([a.value or "" for a in m.attributes if a.name == "crypto"])
+            if m.proto in SAVP_PROFILES
+            else None
+        ),
     )
 
 
@@ -651,6 +668,25 @@ def answer_sdp(
         other_lines=tuple((k, v) for k, v in offer.other_lines if k == "t") or (("t", "0 0"),),
         media=tuple(media),
     )
+
+
+def with_security(sd: SessionDescription, crypto: Crypto | None) -> SessionDescription:
+    """``sd`` (rewritten by us) with its relayed audio stream as SRTP carrying our ``crypto``
+    line, or, with None, as plain RTP; other streams are left as they are."""
+    index = _audio_index(sd)
+    if index is None:
+        return sd
+    m = sd.media[index]
+    feedback = m.proto.endswith("F")
+    attributes = tuple(a for a in m.attributes if a.name != "crypto")
+    if crypto is None:
+        proto = "RTP/AVPF" if feedback else "RTP/AVP"
+    else:
+        proto = "RTP/SAVPF" if feedback else "RTP/SAVP"
+        attributes = (Attribute("crypto", format_crypto(crypto)), *attributes)
+    media = list(sd.media)
+    media[index] = replace(m, proto=proto, attributes=attributes)
+    return replace(sd, media=tuple(media))
 
 
 def make_origin(session_id: int, address: str, username: str = "pbx") -> Origin:

@@ -14,6 +14,12 @@ Against exhaustion (issue 17, item 5): a connection that has sent no message yet
 ``silent_seconds`` (keep-alive pings do not count), and when the total cap is reached the oldest
 connection not trusted yet (no request authenticated over it: ``trust``) is closed to make room,
 so that a new phone can still connect while idle attackers hold the cap.
+
+TLS (RFC 3261 section 26, issue #18) is a TCP listener with an ``ssl.SSLContext``: the same
+connection class, caps, time-outs, framing and keep-alives; asyncio runs the handshake (with
+``TlsSettings.handshake_seconds`` as its time-out) before the connection is handed over, and
+``Inbound.transport`` says "TLS". The server never opens a TLS connection itself: a phone is
+reached over the connection it opened (``send`` to a TLS peer without one fails).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
+import ssl
 from collections.abc import Callable, Sequence
 from typing import Literal, cast
 
@@ -33,7 +40,8 @@ from pbx.sip.message import Address
 
 log = structlog.get_logger("pbx.sip.transport")
 
-TransportName = Literal["UDP", "TCP"]
+TransportName = Literal["UDP", "TCP", "TLS"]
+STREAM_TRANSPORTS: frozenset[str] = frozenset({"TCP", "TLS"})
 
 # RFC 5626 3.5.1: a CRLFCRLF "ping" is answered with a single CRLF "pong".
 PONG = b"\r\n"
@@ -47,7 +55,7 @@ class Inbound:
     source: Address
     local: Address
     transport: TransportName
-    connection_id: int | None = None  # TCP only
+    connection_id: int | None = None  # TCP and TLS only
 
 
 @immutable
@@ -104,10 +112,19 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         log.debug("udp_error", local=self.local, error=str(exc))
 
 
+@immutable
+class TlsSettings:
+    """The server context of ``tls:`` listeners (``pbx.sip.tls.server_context``)."""
+
+    context: ssl.SSLContext
+    handshake_seconds: float = 10.0
+
+
 class _TcpConnection(asyncio.Protocol):
-    def __init__(self, owner: SipTransport, local: Address) -> None:
+    def __init__(self, owner: SipTransport, local: Address, kind: TransportName = "TCP") -> None:
         self.owner = owner
         self.local = local
+        self.kind = kind
         self.id = next(owner._connection_ids)
         self.peer: Address = ("", 0)
         self.transport: asyncio.Transport | None = None
@@ -148,7 +165,7 @@ class _TcpConnection(asyncio.Protocol):
                 if not self.spoke:
                     self.spoke = True
                     self._arm_idle()
-                self.owner.deliver(Inbound(frame, self.peer, self.local, "TCP", self.id))
+                self.owner.deliver(Inbound(frame, self.peer, self.local, self.kind, self.id))
         self._arm_message_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -198,9 +215,15 @@ class _TcpConnection(asyncio.Protocol):
 class SipTransport:
     """All SIP sockets of the server; ``deliver`` is called for every message received."""
 
-    def __init__(self, handler: InboundHandler, limits: TcpLimits | None = None) -> None:
+    def __init__(
+        self,
+        handler: InboundHandler,
+        limits: TcpLimits | None = None,
+        tls: TlsSettings | None = None,
+    ) -> None:
         self.handler = handler
         self.limits = limits or TcpLimits()
+        self.tls = tls
         self.listening: list[ListenAddress] = []
         self._udp: dict[Address, _UdpProtocol] = {}
         self._servers: list[asyncio.Server] = []
@@ -237,19 +260,26 @@ class SipTransport:
                 self._udp[local] = proto
                 self.listening.append(ListenAddress("UDP", host, local[1]))
             else:
+                kind: TransportName = "TLS" if transport.upper() == "TLS" else "TCP"
+                if kind == "TLS" and self.tls is None:
+                    raise ValueError("a tls: listener needs TlsSettings")
                 # The local address is known only once bound (port 0 in tests).
                 local_box: list[Address] = [(host, port)]
                 server = await loop.create_server(
-                    lambda box=local_box: _TcpConnection(self, box[0]),  # type: ignore[misc]
+                    lambda box=local_box, kind=kind: _TcpConnection(self, box[0], kind),
                     host=host,
                     port=port,
                     reuse_address=True,
                     backlog=1024,
+                    ssl=self.tls.context if kind == "TLS" and self.tls else None,
+                    ssl_handshake_timeout=(
+                        self.tls.handshake_seconds if kind == "TLS" and self.tls else None
+                    ),
                 )
                 bound = int(server.sockets[0].getsockname()[1])
                 local_box[0] = (host, bound)
                 self._servers.append(server)
-                self.listening.append(ListenAddress("TCP", host, bound))
+                self.listening.append(ListenAddress(kind, host, bound))
 
     def deliver(self, packet: Inbound) -> None:
         self.handler(packet)
@@ -326,6 +356,10 @@ class SipTransport:
         if conn is not None:
             conn.write(data)
             return True
+        if transport == "TLS":
+            # Phones behind NAT are reached only over the connection they opened.
+            log.info("tls_no_connection", dest=dest)
+            return False
         if transport == "TCP":
             task = asyncio.get_running_loop().create_task(self._connect_and_send(data, dest))
             self._tasks.add(task)

@@ -93,7 +93,9 @@ def invite(dialled: str, *, caller: str = "09011112222", body: bytes = b"") -> S
 
 
 class Locator:
-    def local_address(self, dest_host: str, reliable: bool) -> tuple[str, int]:
+    def local_address(
+        self, dest_host: str, reliable: bool, secure: bool = False
+    ) -> tuple[str, int]:
         return ("203.0.113.1", 5060)
 
 

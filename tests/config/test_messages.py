@@ -153,6 +153,9 @@ CASES: dict[str, Case] = {
     "sip.listen_duplicate": files(
         SERVER.replace('"udp:127.0.0.1:5060"', '"udp:127.0.0.1:5060", "UDP:127.0.0.1:5060"')
     ),
+    "sip.tls_needs_certificate": files(
+        SERVER.replace('"udp:127.0.0.1:5060"', '"udp:127.0.0.1:5060", "tls:127.0.0.1:5061"')
+    ),
     "sip.advertise_invalid": files(SERVER.replace("[sip]\n", '[sip]\nadvertise = "a_b"\n')),
     "auth.algorithm_unknown": server('[auth]\nalgorithms = ["SHA-512"]\n'),
     "auth.algorithm_duplicate": server('[auth]\nalgorithms = ["MD5", "md5"]\n'),
@@ -172,6 +175,7 @@ CASES: dict[str, Case] = {
     # [tenant], numbers
     "tenant.domain_invalid": head('"acme.example"', '"acme example"'),
     "tenant.timezone_unknown": head("default = true", 'default = true\ntimezone = "Asia/Tokio"'),
+    "tenant.encryption_invalid": head("default = true", 'default = true\nencryption = "maybe"'),
     "tenant.forward_caller_id_invalid": head(
         "default = true", 'default = true\nforward_caller_id = "both"'
     ),

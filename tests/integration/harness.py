@@ -140,6 +140,7 @@ class RunningServer:
     tcp: tuple[str, int]
     admin: tuple[str, int]
     panel: tuple[str, int] = ("", 0)
+    tls: tuple[str, int] = ("", 0)  # a tls: listener (issue #18)
     log_lines: list[dict[str, Any]] = field(default_factory=list)
 
     def admin_request(self, method: str, path: str) -> tuple[int, Any]:
@@ -221,6 +222,8 @@ def running_server(
             address = (entry["host"], int(entry["port"]))
             if entry["transport"] == "UDP":
                 server.udp = address
+            elif entry["transport"] == "TLS":
+                server.tls = address
             else:
                 server.tcp = address
         server.admin = (info["admin"]["host"], int(info["admin"]["port"]))

@@ -111,9 +111,16 @@ def test_no_common_codec_rejects_the_stream_with_port_zero() -> None:
     assert audio_stream(parse_sdp(body)) is None
 
 
-def test_srtp_streams_are_rejected() -> None:
+def test_srtp_without_a_usable_key_is_not_active() -> None:
+    # Issue #18: SAVP streams are relayed; one whose a=crypto cannot be used gets 488.
     body = sdp(*HEAD, "t=0 0", "m=audio 4000 RTP/SAVP 0", "a=crypto:1 AES_CM_128_HMAC_SHA1_80 x")
-    assert "m=audio 0 RTP/SAVP 0" in rewritten_lines(body)
+    assert "m=audio 20000 RTP/SAVP 0" in rewritten_lines(body)
+    assert not any(line.startswith("a=crypto") for line in rewritten_lines(body))
+    stream = audio_stream(parse_sdp(body))
+    assert stream is not None
+    assert stream.secure
+    assert stream.crypto is None
+    assert not stream.active
 
 
 def test_only_the_first_audio_stream_is_relayed() -> None:
