@@ -220,6 +220,7 @@ class SipService:
         self.transport = transport
         transport.on_connection_closed = self._on_connection_closed
         transport.on_connection_activity = self._on_connection_activity
+        transport.on_send_failed = self._on_send_failed
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -906,6 +907,21 @@ class SipService:
     def _on_connection_activity(self, connection_id: int) -> None:
         self.keepalive.heard_on_connection(str(connection_id), self.clock.monotonic())
         self._drain_keepalive()
+
+    def _on_send_failed(self, destination: Address) -> None:
+        """A message to ``destination`` could not leave (a TCP connect refused, a closing
+        connection): its transactions fail now (17.1.4), not after Timer B, so a fork to it
+        ends at once; the TCP contacts registered at that address are unreachable."""
+        for event in self.table.transport_failed(destination, self.clock.monotonic()):
+            self._on_client_event(event)
+        for binding in self.registrations:
+            if binding.transport == "TCP" and destination in (
+                binding.source,
+                (binding.uri.host.strip("[]"), binding.uri.port or 5060),
+            ):
+                self.contact_failed(binding.key, "tcp connect or send failed")
+        self._flush()
+        self._rearm()
 
     def contact_failed(self, key: BindingKey, reason: str) -> None:
         """A transport error reaching a registered contact (the call engine's hook): that
