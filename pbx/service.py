@@ -284,7 +284,17 @@ class SipService:
         self._rearm()
 
     def _receive(self, packet: Inbound, now: Instant) -> None:
-        verdict = self.guard.admit(packet.source[0], now.wall, cost_of(len(packet.data)))
+        if packet.data.startswith(b"SIP/2.0 "):
+            # A response: not charged here (issue 15: the keep-alive answers of 1,500 phones
+            # behind one NAT address would use up its rate); only one that answers nothing we
+            # sent is charged, in ``_on_event``. A banned source is still dropped.
+            verdict = (
+                Verdict.BANNED
+                if self.guard.is_banned(packet.source[0], now.wall)
+                else Verdict.ALLOWED
+            )
+        else:
+            verdict = self.guard.admit(packet.source[0], now.wall, cost_of(len(packet.data)))
         if verdict is not Verdict.ALLOWED:
             self.m_dropped.inc(reason=verdict.value)
             self._drain_guard_events()
@@ -395,6 +405,8 @@ class SipService:
                 self._drain_keepalive()
                 return
             self.m_dropped.inc(reason="stray_response")
+            self.guard.admit(packet.source[0], now.wall, cost_of(len(packet.data)))
+            self._drain_guard_events()
             log.debug("stray_response", source=packet.source, status=event.response.status)
         else:
             self._on_client_event(event)
