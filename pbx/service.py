@@ -233,6 +233,7 @@ class SipService:
         self.transport = transport
         transport.on_connection_closed = self._on_connection_closed
         transport.on_connection_activity = self._on_connection_activity
+        transport.on_send_failed = self._on_send_failed
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -296,7 +297,17 @@ class SipService:
         self._rearm()
 
     def _receive(self, packet: Inbound, now: Instant) -> None:
-        verdict = self.guard.admit(packet.source[0], now.wall, cost_of(len(packet.data)))
+        if packet.data.startswith(b"SIP/2.0 "):
+            # A response: not charged here (issue 15: the keep-alive answers of 1,500 phones
+            # behind one NAT address would use up its rate); only one that answers nothing we
+            # sent is charged, in ``_on_event``. A banned source is still dropped.
+            verdict = (
+                Verdict.BANNED
+                if self.guard.is_banned(packet.source[0], now.wall)
+                else Verdict.ALLOWED
+            )
+        else:
+            verdict = self.guard.admit(packet.source[0], now.wall, cost_of(len(packet.data)))
         if verdict is not Verdict.ALLOWED:
             self.m_dropped.inc(reason=verdict.value)
             self._drain_guard_events()
@@ -409,6 +420,8 @@ class SipService:
                 self._drain_keepalive()
                 return
             self.m_dropped.inc(reason="stray_response")
+            self.guard.admit(packet.source[0], now.wall, cost_of(len(packet.data)))
+            self._drain_guard_events()
             log.debug("stray_response", source=packet.source, status=event.response.status)
         else:
             self._on_client_event(event)
@@ -953,6 +966,21 @@ class SipService:
     def _on_connection_activity(self, connection_id: int) -> None:
         self.keepalive.heard_on_connection(str(connection_id), self.clock.monotonic())
         self._drain_keepalive()
+
+    def _on_send_failed(self, destination: Address) -> None:
+        """A message to ``destination`` could not leave (a TCP connect refused, a closing
+        connection): its transactions fail now (17.1.4), not after Timer B, so a fork to it
+        ends at once; the TCP contacts registered at that address are unreachable."""
+        for event in self.table.transport_failed(destination, self.clock.monotonic()):
+            self._on_client_event(event)
+        for binding in self.registrations:
+            if binding.transport == "TCP" and destination in (
+                binding.source,
+                (binding.uri.host.strip("[]"), binding.uri.port or 5060),
+            ):
+                self.contact_failed(binding.key, "tcp connect or send failed")
+        self._flush()
+        self._rearm()
 
     def contact_failed(self, key: BindingKey, reason: str) -> None:
         """A transport error reaching a registered contact (the call engine's hook): that

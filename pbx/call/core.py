@@ -69,7 +69,7 @@ from pbx.routing.model import (
     TimerExpired,
     TimerKind,
 )
-from pbx.sip.build import build_cancel, build_response
+from pbx.sip.build import ANSWERED_ELSEWHERE, build_cancel, build_response
 from pbx.sip.dialog import (
     AckTimedOut,
     Dialog,
@@ -386,6 +386,7 @@ class ForkLeg:
     dialog: Dialog | None = None
     cancel_wanted: bool = False
     cancel_sent: bool = False
+    cancel_reason: str | None = None  # the CANCEL's Reason (RFC 3326): answered elsewhere
     answered_dialog: DialogId | None = None  # the dialog of the 2xx taken on this leg
 
 
@@ -682,10 +683,11 @@ class CallCore:
         if decision.progress.tenant is not None:
             self.tenant = decision.progress.tenant
         self.trace.extend(decision.trace)
+        elsewhere = ANSWERED_ELSEWHERE if decision.answered is not None else None
         for fork_id in decision.cancel:
             for leg in self.legs:
                 if leg.fork_id == fork_id:
-                    self._cancel_leg(leg)
+                    self._cancel_leg(leg, elsewhere)
         if decision.final is not None and self.state is CallState.RINGING:
             self._fail_call(decision.final, self._disposition(decision.final))
             return
@@ -811,10 +813,11 @@ class CallCore:
         self.legs.append(leg)
         self._emit(SendRequest(invite.request, peer, leg.ref))
 
-    def _cancel_leg(self, leg: ForkLeg) -> None:
+    def _cancel_leg(self, leg: ForkLeg, reason: str | None = None) -> None:
         if leg.state in (LegState.ENDED, LegState.ANSWERED) or leg.cancel_wanted:
             return
         leg.cancel_wanted = True
+        leg.cancel_reason = reason
         if leg.state is LegState.PROCEEDING:
             self._send_cancel(leg)
 
@@ -823,7 +826,7 @@ class CallCore:
         if leg.cancel_sent:
             return
         leg.cancel_sent = True
-        self._emit(SendRequest(build_cancel(leg.invite.request), leg.peer))
+        self._emit(SendRequest(build_cancel(leg.invite.request, leg.cancel_reason), leg.peer))
 
     # -- the announcement (we answer) ------------------------------------------------------------
     def _announcement_failed(self, fork_id: ForkId) -> None:
@@ -954,7 +957,7 @@ class CallCore:
             self._hold_line((live.fork.tenant, live.fork.extension))
         for other in self.legs:
             if other is not leg:
-                self._cancel_leg(other)
+                self._cancel_leg(other, ANSWERED_ELSEWHERE)
         self._ask(ForkAnswered(leg.fork_id, leg.contact))
         self._ring_timers.clear()
         self._restart_silence()

@@ -52,6 +52,11 @@ from pbx.routing.model import (
 )
 
 BUSY_STATUSES = frozenset({486, 600})  # a contact's answer that means "busy here"
+# A contact's failure that means nobody could be offered the call there (docs/design.md 3,
+# "A fork whose contacts all fail"): no answer at all (408, our Timer B), a transport error or
+# an overloaded phone (503, ours for a failed connect or send), not logged in or gone (480, 404,
+# 410), a gateway in between that failed (502, 504). Asterisk's DIALSTATUS CHANUNAVAIL, not BUSY.
+UNREACHABLE_STATUSES = frozenset({404, 408, 410, 480, 502, 503, 504})
 
 # Per-outcome: the status a branch ends with when there is no forward, and the Diversion reason.
 _DROP_STATUS = {
@@ -475,14 +480,14 @@ class _Planner:
         if len(failed) < len(fork.contacts):
             self.replace_live(replace(live, failed=failed))
             return
-        # Every contact has answered: the extension is busy only if all of them said so.
+        # Every contact has answered: offline when none could be offered the call, busy when
+        # every one that could said busy, else failed (a refusal: no forward).
         self.remove(fork.fork_id)
         tenant = self.cfg.tenants[fork.tenant]
         self.tenant = tenant
         user = tenant.users[fork.extension]
         statuses = ", ".join(str(status) for _, status in failed)
-        busy = all(status in BUSY_STATUSES for _, status in failed)
-        outcome = Outcome.BUSY if busy else Outcome.FAILED
+        outcome = _contacts_outcome(tuple(status for _, status in failed))
         self.tried[_extension_key(tenant, fork.extension)] = outcome
         self.forward(user, outcome, _Path(fork.hops, fork.diversions), detail=f" ({statuses})")
 
@@ -639,3 +644,13 @@ def _network_number(number: str | None) -> str | None:
         return None
     classified = classify_number(number)
     return classified.digits if classified.kind in _EXTERNAL else number
+
+
+def _contacts_outcome(statuses: tuple[int, ...]) -> Outcome:
+    """How an extension ended when every contact failed with ``statuses``: OFFLINE when all
+    were unreachable, BUSY when the rest said busy, else FAILED."""
+    if all(status in UNREACHABLE_STATUSES for status in statuses):
+        return Outcome.OFFLINE
+    if all(status in BUSY_STATUSES or status in UNREACHABLE_STATUSES for status in statuses):
+        return Outcome.BUSY
+    return Outcome.FAILED

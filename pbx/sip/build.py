@@ -205,12 +205,17 @@ def build_ack_for_non2xx(invite: SipRequest, response: SipResponse) -> SipReques
     )
 
 
-def build_cancel(invite: SipRequest) -> SipRequest:
+# RFC 3326 (and RFC 3261 9.1's use of it by forking proxies): the CANCEL of a fork that lost to
+# another answer, so that the phone does not show the call as missed.
+ANSWERED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'
+
+
+def build_cancel(invite: SipRequest, reason: str | None = None) -> SipRequest:
     """A CANCEL for a pending INVITE (RFC 3261 9.1).
 
     Request-URI, Call-ID, To, From and the CSeq number are the INVITE's (method CANCEL); Via is
     the INVITE's top Via only, so the CANCEL carries the INVITE's branch; Route headers are
-    copied. No body.
+    copied. No body. ``reason``: a Reason header value (RFC 3326), e.g. ``ANSWERED_ELSEWHERE``.
     """
     if invite.method != "INVITE":
         raise LocalProtocolError(f"only INVITE can be cancelled, not {invite.method}")
@@ -223,5 +228,5 @@ def build_cancel(invite: SipRequest) -> SipRequest:
         call_id=invite.call_id,
         cseq=CSeq(invite.cseq.number, "CANCEL"),
         max_forwards=70,
-        headers=_route_headers(invite),
+        headers=(*_route_headers(invite), *((("Reason", reason),) if reason else ())),
     )

@@ -240,6 +240,9 @@ class SipTransport:
         self.on_connection_closed: Callable[[int], None] | None = None
         # Told the id of a TCP connection whenever bytes arrive on it (keep-alive checks).
         self.on_connection_activity: Callable[[int], None] | None = None
+        # Told (soon after, never from inside ``send``) the destination of a message that could
+        # not leave: a TCP connect refused or timed out, a write to a closing connection.
+        self.on_send_failed: Callable[[Address], None] | None = None
 
     async def start(self, listens: Sequence[tuple[str, str, int]]) -> None:
         """Bind every ``(transport, host, port)``; port 0 picks a free port (tests)."""
@@ -354,6 +357,9 @@ class SipTransport:
         if conn is None and transport != "UDP":
             conn = self._by_peer.get(dest)
         if conn is not None:
+            if conn.transport is None or conn.transport.is_closing():
+                self._send_failed(dest)
+                return False
             conn.write(data)
             return True
         if transport == "TLS":
@@ -381,11 +387,16 @@ class SipTransport:
             )
         except (OSError, TimeoutError) as exc:
             log.info("tcp_connect_failed", dest=dest, error=str(exc))
+            self._send_failed(dest)
             return
         # Our own connection (to a trunk or a phone): not an attacker's to be evicted.
         proto.trusted = proto.spoke = True
         proto._arm_idle()
         proto.write(data)
+
+    def _send_failed(self, dest: Address) -> None:
+        if self.on_send_failed is not None:
+            asyncio.get_running_loop().call_soon(self.on_send_failed, dest)
 
     def _udp_for(self, dest: Address) -> _UdpProtocol | None:
         want_v6 = ":" in dest[0]

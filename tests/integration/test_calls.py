@@ -415,7 +415,8 @@ def no_active_calls(pbx: Pbx) -> None:
 
 
 def test_number_rings_both_extensions_and_the_first_answer_wins(pbx: Pbx, sipps: Sipps) -> None:
-    phone(pbx, sipps, "1001", "phone_ring_cancelled.xml")  # must see CANCEL
+    # 1001 must see a CANCEL with RFC 3326 Reason cause=200 (not a missed call).
+    phone(pbx, sipps, "1001", "phone_ring_cancelled_elsewhere.xml")
     phone(pbx, sipps, "1002", "phone_answer.xml")
     carrier_call(pbx, sipps, "0312345678")
     sipps.wait_all()
@@ -433,8 +434,9 @@ def test_number_rings_both_extensions_and_the_first_answer_wins(pbx: Pbx, sipps:
 
 
 def test_caller_cancel_cancels_every_fork_and_gets_487(pbx: Pbx, sipps: Sipps) -> None:
-    phone(pbx, sipps, "1001", "phone_ring_cancelled.xml")
-    phone(pbx, sipps, "1002", "phone_ring_cancelled.xml")
+    # Their CANCELs must not say "completed elsewhere": the phones show a missed call.
+    phone(pbx, sipps, "1001", "phone_ring_cancelled_by_caller.xml")
+    phone(pbx, sipps, "1002", "phone_ring_cancelled_by_caller.xml")
     before = len(calls_to(pbx, "0312345678"))
     carrier_call(pbx, sipps, "0312345678", scenario="carrier_cancel.xml")
     sipps.wait_all()

@@ -245,9 +245,9 @@ def test_extension_is_busy_only_when_all_its_contacts_say_busy() -> None:
 
 def test_contacts_failing_without_all_being_busy_is_not_busy() -> None:
     call = drive(inbound(PLAIN, state=lines({"1001": 2})), PLAIN)
-    decision = call.fail_contacts("1001", 486, 408)
+    decision = call.fail_contacts("1001", 486, 603)  # 603 Decline: a refusal, not busy
     assert decision.final == 480
-    assert "1001 failed (486, 408), no forward -> dropped (480)" in decision.trace
+    assert "1001 failed (486, 603), no forward -> dropped (480)" in decision.trace
 
 
 def test_busy_by_contacts_follows_the_busy_forward() -> None:
