@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 import socket
 import ssl
 from collections.abc import Callable, Sequence
@@ -230,7 +231,10 @@ class SipTransport:
         self._connections: dict[int, _TcpConnection] = {}
         self._by_peer: dict[Address, _TcpConnection] = {}
         self._per_source: dict[str, int] = {}
-        self._connection_ids = itertools.count(1)
+        # Connection ids are stored with registrations, which outlive the process: each process
+        # starts at a random point of a 52-bit space, so an id left by an earlier run never names
+        # a connection of this one (``connection_alive`` would otherwise say yes for it).
+        self._connection_ids = itertools.count(1 + secrets.randbits(52))
         self._route_cache: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # The connection cap in force: the configured one within the open-file budget.
