@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from pbx.sip.transport import Inbound, SipTransport
 
 OPTIONS = (
@@ -40,6 +42,7 @@ async def _first_connection_id() -> int:
         await transport.close()
 
 
+@pytest.mark.asyncio
 async def test_two_processes_number_their_connections_apart() -> None:
     first, second = await _first_connection_id(), await _first_connection_id()
     assert first != 1
