@@ -2,8 +2,9 @@
 
 The filters and the query are the call-history panel's own (``pbx.panel.history_query``: the same
 parsing of dates, numbers, extensions and results, the same keyset pages over the same indexes),
-run here on a read-only connection to ``<data_dir>/pbx.sqlite3``, so the command can run next to
-the server. Newest first; ``--limit 0`` lists every match (read in pages, never all at once).
+run here on a read-only connection to ``<data_dir>/pbx.sqlite3`` (or, with ``[storage] database``,
+a read-only transaction in PostgreSQL), so the command can run next to the server. Newest
+first; ``--limit 0`` lists every match (read in pages, never all at once).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import csv
 import json
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 from zoneinfo import ZoneInfo
 
 from pbx.call.record import CallRecord
@@ -79,24 +80,55 @@ def records(
     """The tenant's matching records, newest first, at most ``limit`` (0: all)."""
     connection = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
     try:
-        after: Cursor | None = None
-        left = limit or None
-        while True:
-            size = min(MAX_PAGE_SIZE, left) if left is not None else MAX_PAGE_SIZE
-            query = page_query(tenant.id, flt, tenant.timezone, after, size)
-            rows = connection.execute(query.sql, query.params).fetchall()
-            for row in rows:
-                yield record_from_row(row)
-            if left is not None:
-                left -= len(rows)
-                if left <= 0:
-                    return
-            if len(rows) < size:
-                return
-            last = record_from_row(rows[-1])
-            after = Cursor(last.started_at, last.id)
+
+        def query(sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+            return connection.execute(sql, params).fetchall()
+
+        yield from _pages(query, "sqlite", tenant, flt, limit)
     finally:
         connection.close()
+
+
+def records_postgres(
+    url: str, tenant: TenantConfig, flt: HistoryFilter, limit: int
+) -> Iterator[CallRecord]:
+    """``records`` from the shared PostgreSQL store (``[storage] database``)."""
+    import psycopg
+
+    from pbx.store_pg import CONNECT_TIMEOUT_SECONDS, to_pyformat
+
+    with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_SECONDS) as connection:
+        connection.read_only = True
+
+        def query(sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+            return connection.execute(to_pyformat(sql), params).fetchall()
+
+        yield from _pages(query, "postgresql", tenant, flt, limit)
+
+
+def _pages(
+    query: Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]],
+    dialect: Literal["sqlite", "postgresql"],
+    tenant: TenantConfig,
+    flt: HistoryFilter,
+    limit: int,
+) -> Iterator[CallRecord]:
+    after: Cursor | None = None
+    left = limit or None
+    while True:
+        size = min(MAX_PAGE_SIZE, left) if left is not None else MAX_PAGE_SIZE
+        page = page_query(tenant.id, flt, tenant.timezone, after, size, dialect)
+        rows = query(page.sql, page.params)
+        for row in rows:
+            yield record_from_row(row)
+        if left is not None:
+            left -= len(rows)
+            if left <= 0:
+                return
+        if len(rows) < size:
+            return
+        last = record_from_row(rows[-1])
+        after = Cursor(last.started_at, last.id)
 
 
 def as_fields(record: CallRecord, zone: ZoneInfo, recordings: Path) -> dict[str, Any]:
@@ -168,12 +200,26 @@ def main(args: argparse.Namespace) -> int:
             print("pbx calls: --limit: 0 or more", file=sys.stderr)
         return 2
     data_dir = snapshot.server.storage.data_dir
+    zone = ZoneInfo(tenant.timezone)
+    recordings = data_dir / RECORDINGS_FOLDER
+    url = snapshot.server.storage.database
+    if url is not None:  # issue #20: the shared PostgreSQL store
+        import psycopg
+
+        from pbx.store import describe_url
+
+        found = records_postgres(url, tenant, flt, args.limit)
+        try:
+            write((as_fields(r, zone, recordings) for r in found), args.format, sys.stdout)
+            sys.stdout.flush()
+        except psycopg.Error as exc:
+            print(f"pbx calls: {describe_url(url)}: {exc}", file=sys.stderr)
+            return 1
+        return 0
     database = data_dir / DATABASE_NAME
     if not database.exists():
         print(f"pbx calls: no database yet at {database}", file=sys.stderr)
         return 1
-    zone = ZoneInfo(tenant.timezone)
-    recordings = data_dir / RECORDINGS_FOLDER
     rows = (as_fields(r, zone, recordings) for r in records(database, tenant, flt, args.limit))
     try:
         write(rows, args.format, sys.stdout)

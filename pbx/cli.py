@@ -25,6 +25,8 @@ COMMANDS = {
     # issue 19 (deploy): call records without SQL, a backup of the data folder
     "calls": "pbx.calls_cli",
     "backup": "pbx.backup",
+    # issue 20: the shared PostgreSQL store
+    "storage": "pbx.storage_cli",
 }
 
 
@@ -68,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_calls_arguments(add("calls", "list and filter call records (JSON lines or CSV)"))
     backup = add("backup", "copy the database (online backup), recordings and configuration")
     backup.add_argument("dest", type=Path, help="a new or empty folder")
+    # issue 20: pbx storage migrate-to postgresql://...
+    from pbx.storage_cli import add_arguments as add_storage_arguments
+
+    add_storage_arguments(sub.add_parser("storage", help="move the database to PostgreSQL"))
     panel = sub.add_parser("panel", help="the control panel's accounts")
     panel_sub = panel.add_subparsers(dest="panel_command", required=True)
 

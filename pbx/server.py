@@ -100,7 +100,8 @@ class PbxServer:
         snapshot = self.holder.current
         data_dir = snapshot.server.storage.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = await Store.open(data_dir / DATABASE_NAME, clock=self.clock)
+        storage = snapshot.server.storage
+        self.store = await Store.open_storage(data_dir, storage.database, clock=self.clock)
         self.service = SipService(self.holder, self.store, self.metrics, self.clock)
         self.engine = CallEngine(
             self.service, self.service, self.store, self.holder, self.metrics, self.clock

@@ -79,7 +79,7 @@ from pbx.sip.transaction import (
 )
 from pbx.sip.transport import STREAM_TRANSPORTS, Inbound, SipTransport, TransportName
 from pbx.sip.validate import ACCEPT_HEADER, ALLOW_HEADER, SUPPORTED_HEADER, validate_request
-from pbx.store import Store
+from pbx.store import Store, StoreUnavailable
 from pbx.system_clock import SystemClock
 
 log = structlog.get_logger("pbx.service")
@@ -90,6 +90,7 @@ HOUSEKEEPING_SECONDS = 1.0
 # RFC 3261 timers are 0.5 s and longer, so 20 ms late is well inside their tolerance.
 TIMER_SLOT_SECONDS = 0.02
 PURGE_SECONDS = 60.0
+STORE_RETRY_AFTER_SECONDS = 10  # issue #20: a REGISTER refused while the database is away
 # Keep-alive probes fire on a 100 ms grid: with 10,000 contacts every 30 s, about 33 OPTIONS
 # leave per wake-up instead of one wake-up per probe (the spread over the interval stays even).
 KEEPALIVE_SLOT_SECONDS = 0.1
@@ -201,6 +202,10 @@ class SipService:
             "pbx_auth_failures_total", "Failed digest authentications"
         )
         self.m_bans = metrics.counter("pbx_bans_total", "Sources banned")
+        self.m_register_unstored = metrics.counter(
+            "pbx_register_store_unavailable_total",
+            "REGISTERs refused (503) because the database could not be reached",
+        )
         metrics.gauge(
             "pbx_registrations",
             "Registered contacts (unexpired bindings)",
@@ -525,6 +530,10 @@ class SipService:
             self._challenge(key, req, packet, tenant.domain, auth, wall, algorithms)
             return
         self._trust_connection(packet)
+        if not self.store.available:
+            # issue #20: the shared database is unreachable; calls go on, bindings wait.
+            self._refuse_unstored(key, req, aor)
+            return
         source = Source(
             packet.source[0],
             packet.source[1],
@@ -572,20 +581,30 @@ class SipService:
         committed = self.store.write_bindings(result.saved, result.removed)
         committed.add_done_callback(partial(self._respond_when_stored, key, response))
 
+    def _refuse_unstored(self, key: ReplyKey, req: SipRequest, aor: object) -> None:
+        """503 with Retry-After: the binding cannot be stored now (issue #20)."""
+        self.m_register_unstored.inc()
+        log.warning("register_refused_store_unavailable", aor=str(aor))
+        retry = (("Retry-After", str(STORE_RETRY_AFTER_SECONDS)),)
+        self.respond(key, build_response(req, 503, to_tag=_tag_for(key), headers=retry))
+
     def _respond_when_stored(
         self, key: ReplyKey, response: SipResponse, committed: asyncio.Future[int]
     ) -> None:
         if committed.cancelled() or committed.exception() is not None:
             # A storage failure: tell the phone instead of pretending.
-            log.error("registration_not_stored", error=repr(committed.exception()))
+            error = None if committed.cancelled() else committed.exception()
+            log.error("registration_not_stored", error=repr(error))
+            unreachable = isinstance(error, StoreUnavailable)  # issue #20: come back later
             response = SipResponse(
-                500,
-                "Server Internal Error",
+                503 if unreachable else 500,
+                "Service Unavailable" if unreachable else "Server Internal Error",
                 response.via,
                 response.from_,
                 response.to,
                 response.call_id,
                 response.cseq,
+                headers=((("Retry-After", str(STORE_RETRY_AFTER_SECONDS)),) if unreachable else ()),
             )
         if isinstance(key, Stateless) or key in self.table:
             self.respond(key, response)

@@ -202,6 +202,25 @@ CATALOG: Mapping[str, Message] = MappingProxyType(
             "「{value}」はループバックアドレスではありません。"
             "このアドレスに届く人は誰でもサーバーの設定を再読み込みできます",
         ),
+        # -- [storage] database (issue #20: the shared PostgreSQL store) ---------------------
+        "storage.database_scheme": _m(
+            '"{value}" is not a PostgreSQL URL: write postgresql://USER@HOST:PORT/DATABASE'
+            " (or leave database out to keep SQLite in data_dir)",
+            "「{value}」は PostgreSQL の URL ではありません。postgresql://ユーザー@ホスト:ポート/"
+            "データベース名 の形で書いてください(SQLite を data_dir で使い続ける場合は"
+            " database を書かないでください)",
+        ),
+        "storage.database_name": _m(
+            '"{value}" names no database: end the URL with /DATABASE',
+            "「{value}」にデータベース名がありません。"
+            "URL の最後に /データベース名 を付けてください",
+        ),
+        "storage.database_password": _m(
+            "holds a password: anyone who can read pbx.toml can read it; prefer ~/.pgpass or"
+            " PGPASSWORD in the service's environment",
+            "パスワードが書かれています。pbx.toml を読める人には見えてしまいます。"
+            "~/.pgpass またはサービスの環境変数 PGPASSWORD を使ってください",
+        ),
         "panel.listen_same_as_admin": _m(
             '"{value}" is also the address of [admin] listen: the panel needs a port of its own',
             "「{value}」は [admin] listen と同じアドレスです。"

@@ -131,6 +131,8 @@ class PanelSettings:
 @dataclass(frozen=True, slots=True)
 class StorageSettings:
     data_dir: Path  # absolute (resolved against the folder of pbx.toml)
+    # issue #20: "postgresql://..." keeps the shared state in PostgreSQL; None: SQLite in data_dir
+    database: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
+from urllib.parse import urlsplit
 
 from pbx.config.model import (
     AdminSettings,
@@ -275,13 +276,13 @@ def load_server(
     panel = _load_panel(sink, file, top.table_("panel"), base, admin, named)
 
     # [storage]
-    sto = TableReader(sink, file, "[storage]", top.table_("storage"), ("data_dir",))
+    sto = TableReader(sink, file, "[storage]", top.table_("storage"), ("data_dir", "database"))
     data_dir_text = sto.string("data_dir")
     if data_dir_text == "":
         sto.error("data_dir", "value.empty")
         data_dir_text = None
     data_dir = (base / (data_dir_text or "../data")).resolve()
-    storage = StorageSettings(data_dir)
+    storage = StorageSettings(data_dir, _database_url(sto))
 
     # [[trunks]]
     trunks: list[Trunk] = []
@@ -493,3 +494,23 @@ def read_algorithms(reader: TableReader, key: str) -> tuple[Literal["MD5", "SHA-
     if not names:
         reader.error(key, "auth.algorithms_empty")
     return tuple(algorithms)
+
+
+def _database_url(sto: TableReader) -> str | None:
+    """``[storage] database`` (issue #20): a PostgreSQL URL naming its database, or None."""
+    text = sto.string("database")
+    if text is None:
+        return None
+    if text == "":
+        sto.error("database", "value.empty")
+        return None
+    url = urlsplit(text)
+    if url.scheme not in ("postgresql", "postgres") or any(c.isspace() for c in text):
+        sto.error("database", "storage.database_scheme", value=text)
+        return None
+    if url.path.strip("/") == "":
+        sto.error("database", "storage.database_name", value=text)
+        return None
+    if url.password:
+        sto.warn("database", "storage.database_password")
+    return text

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from pbx.config.load import ConfigError, load_config
-from pbx.config.model import ConfigSnapshot
+from pbx.config.model import ConfigSnapshot, StorageSettings
 from pbx.panel.accounts import (
     Account,
     AccountExists,
@@ -31,7 +31,7 @@ from pbx.panel.accounts import (
     account_name_problem,
 )
 from pbx.panel.passwords import hash_password, password_problem
-from pbx.store import Store
+from pbx.store import Store, describe_url
 
 
 class _Refused(Exception):
@@ -62,23 +62,24 @@ def _add(args: argparse.Namespace, role: Role) -> int:
         if tenant not in snapshot.tenants:
             known = ", ".join(sorted(snapshot.tenants)) or "none"
             raise _Refused(f"no tenant {tenant!r} in the configuration (tenants: {known})")
-    data_dir = snapshot.server.storage.data_dir
+    storage = snapshot.server.storage
     # Refuse a taken name before asking for a password.
-    if asyncio.run(_find(data_dir, name)) is not None:
+    if asyncio.run(_find(storage, name)) is not None:
         raise _Refused(f"an account named {name!r} already exists")
     password = _read_password(name, sys.stdin)
     problem = password_problem(password, name)
     if problem is not None:
         raise _Refused(problem)
-    account = asyncio.run(_create(data_dir, name, hash_password(password), role, tenant))
+    account = asyncio.run(_create(storage, name, hash_password(password), role, tenant))
     what = "operator" if role == "operator" else f"tenant admin of {tenant}"
-    sys.stdout.write(f"created {what} {account.name!r} (account {account.id}) in {data_dir}\n")
+    where = storage.data_dir if storage.database is None else describe_url(storage.database)
+    sys.stdout.write(f"created {what} {account.name!r} (account {account.id}) in {where}\n")
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
     snapshot = _load(args.config)
-    accounts = asyncio.run(_accounts(snapshot.server.storage.data_dir, args.tenant))
+    accounts = asyncio.run(_accounts(snapshot.server.storage, args.tenant))
     out = sys.stdout
     if not accounts:
         out.write("no panel accounts\n")
@@ -123,13 +124,13 @@ def _cli_actor() -> str:
         return "cli"
 
 
-async def _open(data_dir: Path) -> Store:
+async def _open(storage: StorageSettings) -> Store:
     # Beside a running server: its open call records are calls in progress, not a crash's.
-    return await Store.open_in(data_dir, recover_calls=False)
+    return await Store.open_storage(storage.data_dir, storage.database, recover_calls=False)
 
 
-async def _find(data_dir: Path, name: str) -> Account | None:
-    store = await _open(data_dir)
+async def _find(storage: StorageSettings, name: str) -> Account | None:
+    store = await _open(storage)
     try:
         found = await PanelStore(store).find_account(name)
     finally:
@@ -138,9 +139,9 @@ async def _find(data_dir: Path, name: str) -> Account | None:
 
 
 async def _create(
-    data_dir: Path, name: str, password_hash: str, role: Role, tenant: str | None
+    storage: StorageSettings, name: str, password_hash: str, role: Role, tenant: str | None
 ) -> Account:
-    store = await _open(data_dir)
+    store = await _open(storage)
     try:
         panel = PanelStore(store)
         now = time.time()
@@ -156,8 +157,8 @@ async def _create(
     return account
 
 
-async def _accounts(data_dir: Path, tenant: str | None) -> list[Account]:
-    store = await _open(data_dir)
+async def _accounts(storage: StorageSettings, tenant: str | None) -> list[Account]:
+    store = await _open(storage)
     try:
         return await PanelStore(store).accounts(tenant)
     finally:

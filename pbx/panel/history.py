@@ -77,7 +77,7 @@ class CallHistory:
         limit: int = PAGE_SIZE,
     ) -> list[CallRecord]:
         """The ``limit`` newest records matching ``flt`` below ``after``, newest first."""
-        query = page_query(tenant, flt, timezone, after, limit)
+        query = page_query(tenant, flt, timezone, after, limit, self.store.dialect)
         return [record_from_row(row) for row in await self.store.fetch(query.sql, query.params)]
 
     async def call(self, tenant: str, call_id: str) -> CallRecord | None:

@@ -4,8 +4,10 @@ A page is the newest ``limit`` call records of one tenant that match the filters
 keyset: ordered by ``(started_at, id)`` descending, the next page starts strictly below the last
 row of this one (``Cursor``), so a deep page costs what the first one does (no ``OFFSET``).
 
-Every query names the index it reads (``INDEXED BY``, schema migration 3 in ``pbx.store``): if
-SQLite could not use it the statement fails instead of scanning the table. Which index:
+On SQLite every query names the index it reads (``INDEXED BY``, schema migration 3 in
+``pbx.store``): if SQLite could not use it the statement fails instead of scanning the table.
+PostgreSQL has no such clause (``dialect="postgresql"`` leaves it out): its planner picks the same
+indexes from the same shapes (``tests/test_store_postgres.py`` reads the plan). Which index:
 
 - a party filter (a number or an extension, matched against ``caller``, ``called`` and
   ``answered_by``): the three party indexes, each read for at most ``limit`` rows, merged;
@@ -169,8 +171,13 @@ def page_query(
     timezone: str,
     after: Cursor | None = None,
     limit: int = PAGE_SIZE,
+    dialect: Literal["sqlite", "postgresql"] = "sqlite",
 ) -> PageQuery:
     """The SQL of one page: the ``limit`` newest matching rows below ``after``."""
+
+    def indexed_by(index: str) -> str:
+        return f" INDEXED BY {index}" if dialect == "sqlite" else ""
+
     if not 1 <= limit <= MAX_PAGE_SIZE + 1:
         raise ValueError("limit out of range")
     start, end = time_range(flt, timezone)
@@ -198,7 +205,7 @@ def page_query(
             params.append(flt.disposition)
             index = INDEX_DISPOSITION
         sql = (
-            f"SELECT {COLUMNS} FROM call_records INDEXED BY {index}"
+            f"SELECT {COLUMNS} FROM call_records{indexed_by(index)}"
             f" WHERE {' AND '.join(where + common)} {order}"
         )
         return PageQuery(sql, (*params, *common_params, limit), index)
@@ -217,11 +224,11 @@ def page_query(
     for column in PARTY_COLUMNS:
         where = [f"tenant = ? AND {column} = ?", *common, *residual]
         parts.append(
-            f"SELECT * FROM (SELECT {COLUMNS} FROM call_records INDEXED BY {INDEX_PARTY[column]}"
-            f" WHERE {' AND '.join(where)} {order})"
+            f"SELECT * FROM (SELECT {COLUMNS} FROM call_records{indexed_by(INDEX_PARTY[column])}"
+            f" WHERE {' AND '.join(where)} {order}) AS by_{column}"
         )
         params += [tenant, first, *common_params, *residual_params, limit]
-    sql = f"SELECT {COLUMNS} FROM ({' UNION '.join(parts)}) {order}"
+    sql = f"SELECT {COLUMNS} FROM ({' UNION '.join(parts)}) AS parties {order}"
     return PageQuery(sql, (*params, limit), INDEX_PARTY["caller"])
 
 

@@ -166,6 +166,18 @@ CASES: dict[str, Case] = {
     "media.rtp_ports_format": server('[media]\nrtp_ports = "20000"\n'),
     "media.rtp_ports_range": server('[media]\nrtp_ports = "29999-20000"\n'),
     "admin.listen_public": server('[admin]\nlisten = "0.0.0.0:8088"\n'),
+    # [storage] database (issue #20)
+    "storage.database_scheme": files(
+        SERVER.replace('data_dir = "data"', 'data_dir = "data"\ndatabase = "mysql://db/pbx"')
+    ),
+    "storage.database_name": files(
+        SERVER.replace('data_dir = "data"', 'data_dir = "data"\ndatabase = "postgresql://db:5432"')
+    ),
+    "storage.database_password": files(
+        SERVER.replace(
+            'data_dir = "data"', 'data_dir = "data"\ndatabase = "postgresql://u:pw@db/pbx"'
+        )
+    ),
     "panel.listen_same_as_admin": server('[panel]\nlisten = "127.0.0.1:8088"\n'),
     "panel.tls_pair": server('[panel]\ntls_key = "k.pem"\n'),
     "panel.listen_public_without_tls": server('[panel]\nlisten = "0.0.0.0:8089"\n'),
