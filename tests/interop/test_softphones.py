@@ -4,7 +4,8 @@
 - A baresip phone killed without unregistering is offline to routing within the keep-alive
   interval plus one retry, and a call to it then takes its offline forward.
 - A baresip phone registered over TCP whose process ends is offline at once.
-- linphone 5.1 (linphonec) registers, and calls with baresip, each hearing the other.
+- linphone 5.1 (linphonec) registers (MD5), calls a baresip phone and is called by another,
+  each side hearing the other's tone.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from tests.integration.harness import (
     running_server,
     write_config,
 )
-from tests.interop.phones import Baresip
+from tests.interop.phones import Baresip, Linphone
 
 pytestmark = pytest.mark.integration
 
@@ -207,4 +208,66 @@ def simulate_live(server: RunningServer) -> dict[str, Any]:
 def _answered(server: RunningServer, extension: str) -> bool:
     return any(
         r["extension"] == extension and r["keepalive_answered"] for r in registrations(server)
+    )
+
+
+def test_linphone_registers_with_md5_and_calls_baresip_both_ways_each_hearing_the_other(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """linphone 5.1 (linphonec) as 1004 calls baresip 1002, then baresip 1003 calls linphone."""
+    linphone = Linphone(
+        tmp_path / "linphone-1004",
+        "1004",
+        PASSWORDS["1004"],
+        server.udp,
+        tone=TONES["1004"],
+        sip_port=free_port(),
+        rtp_port=free_port(),
+    )
+    callee, caller = phone(server, tmp_path, "1002"), phone(server, tmp_path, "1003")
+    try:
+        linphone.start(auto_answer=True)
+        callee.start()
+        wait_until("1004 (linphonec)", lambda: _agent(server, "1004").startswith("Linphonec/5.1"))
+        wait_until("1002 registered", lambda: registered(server, "1002"))
+        # The shipped default [auth] challenges with MD5 only, and linphone answers it.
+        log = linphone.debug_log().splitlines()
+        challenges = [line for line in log if line.startswith("WWW-Authenticate:")]
+        answers = [line for line in log if line.startswith("Authorization:")]
+        assert challenges
+        assert answers
+        assert all("algorithm=MD5" in line for line in challenges + answers)
+
+        linphone.dial("1002")
+        linphone.wait_for("connected.")
+        callee.wait_for("Call established")
+        time.sleep(4)  # the tones flow for a few seconds (the condition under test)
+        linphone.hang_up()
+        linphone.wait_for("ended")
+        callee.stop()
+        heard_by_linphone, level = linphone.heard(CANDIDATES)
+        assert (heard_by_linphone, level > 1000) == (TONES["1002"], True)
+        heard_by_callee, level = callee.heard(CANDIDATES)
+        assert (heard_by_callee, level > 1000) == (TONES["1004"], True)
+
+        linphone.record()  # the next call to a file of its own
+        caller.dial("1004")
+        caller.wait_for("Call established")
+        linphone.wait_for("connected.", count=2)
+        time.sleep(4)
+        caller.stop()
+        linphone.stop()
+        heard_by_caller, level = caller.heard(CANDIDATES)
+        assert (heard_by_caller, level > 1000) == (TONES["1004"], True)
+        heard_by_linphone, level = linphone.heard(CANDIDATES)
+        assert (heard_by_linphone, level > 1000) == (TONES["1003"], True)
+    finally:
+        linphone.stop()
+        callee.stop()
+        caller.stop()
+
+
+def _agent(server: RunningServer, extension: str) -> str:
+    return next(
+        (str(r["user_agent"]) for r in registrations(server) if r["extension"] == extension), ""
     )
