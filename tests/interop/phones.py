@@ -9,9 +9,9 @@ linphonec headless, what it takes (found with ``-d 6`` logs, linphone-cli 5.1.65
 - Its database folder must exist. linphonec opens ``$HOME/.local/share/linphone/linphone.db``;
   when the folder is missing it logs ``Unable to open linphone database with uri ...`` and the
   core never gets as far as opening its SIP listening point (no ``Creating listening point``
-  line follows), so every REGISTER and INVITE fails with ``No listening point matching for
-  [udp://127.0.0.1:PORT]`` and the local contact is ``sip:linphone@:-1``. Each phone here gets
-  a HOME of its own with that folder made.
+  line follows, no REGISTER is sent), and a call fails with ``Unable to set contact address
+  ... as it is not valid`` then ``No listening point matching for [udp://127.0.0.1:PORT]``.
+  Each phone here gets a HOME of its own with that folder made.
 - A taken ``[sip] sip_port`` fails the same way (``udp bind() failed ... Address already in
   use``, then ``No listening point matching``): the ports come from ``free_port``.
 - ``[sip] bind_address`` and ``[rtp] bind_address`` keep SIP, RTP and the SDP's ``c=`` on
@@ -169,7 +169,9 @@ class Linphone:
         tone: int,
         sip_port: int,
         rtp_port: int,
+        domain: str | None = None,
     ) -> None:
+        """``domain``: the tenant's, in the identity (default: the server's address)."""
         self.folder = folder
         self.extension = extension
         self.server = server
@@ -200,7 +202,7 @@ class Linphone:
                     "enabled=0",
                     "[proxy_0]",
                     f"reg_proxy=<sip:{host}:{port};transport=udp>",
-                    f"reg_identity=sip:{extension}@{host}:{port}",
+                    f"reg_identity=sip:{extension}@{domain or f'{host}:{port}'}",
                     "reg_expires=600",
                     "reg_sendregister=1",
                     "[auth_info_0]",

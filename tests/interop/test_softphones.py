@@ -5,7 +5,7 @@
   interval plus one retry, and a call to it then takes its offline forward.
 - A baresip phone registered over TCP whose process ends is offline at once.
 - linphone 5.1 (linphonec) registers (MD5), calls a baresip phone and is called by another,
-  each side hearing the other's tone.
+  each side hearing the other's tone; at a tenant offering SHA-256 first it answers SHA-256.
 """
 
 from __future__ import annotations
@@ -41,6 +41,25 @@ TONES = {"1001": 440, "1002": 1000, "1003": 700, "1004": 1300}
 CANDIDATES = tuple(float(t) for t in TONES.values())
 
 
+# A tenant that turns SHA-256 on for itself (design.md 9.2): linphone 5.1 answers SHA-256.
+SHA_TENANT = """
+[tenant]
+domain = "sha.example"
+timezone = "Asia/Tokyo"
+qualify_seconds = 0
+auth_algorithms = ["SHA-256", "MD5"]
+
+[limits]
+max_users = 2
+recording_users = 0
+international_calls = false
+
+[[users]]
+extension = "2001"
+password = "secret2001"
+"""
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     root = tmp_path_factory.mktemp("interop")
@@ -48,7 +67,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     # No [auth] in pbx.toml: the shipped default is what these phones meet.
     # A fixed admin port: pbx simulate --live finds the server through pbx.toml.
     admin = free_port(socket.SOCK_STREAM)
-    config = write_config(root / "pbx", tenants={"acme": tenant}, admin_port=admin)
+    config = write_config(
+        root / "pbx", tenants={"acme": tenant, "sha": SHA_TENANT}, admin_port=admin
+    )
     assert "[auth]" not in config.read_text()
     with running_server(config) as running:
         yield running
@@ -271,3 +292,37 @@ def _agent(server: RunningServer, extension: str) -> str:
     return next(
         (str(r["user_agent"]) for r in registrations(server) if r["extension"] == extension), ""
     )
+
+
+def test_linphone_answers_sha256_where_a_tenant_offers_it_first(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    linphone = Linphone(
+        tmp_path / "linphone-2001",
+        "2001",
+        "secret2001",
+        server.udp,
+        tone=TONES["1004"],
+        sip_port=free_port(),
+        rtp_port=free_port(),
+        domain="sha.example",
+    )
+    try:
+        linphone.start()
+        wait_until(
+            "2001@sha.example",
+            lambda: any(
+                r["tenant"] == "sha" and r["extension"] == "2001" for r in registrations(server)
+            ),
+        )
+        log = linphone.debug_log().splitlines()
+        challenges = [line for line in log if line.startswith("WWW-Authenticate:")]
+        answers = [line for line in log if line.startswith("Authorization:")]
+        assert ["algorithm=SHA-256" in challenges[0], "algorithm=MD5" in challenges[1]] == [
+            True,
+            True,
+        ]
+        assert answers
+        assert all("algorithm=SHA-256" in line for line in answers)
+    finally:
+        linphone.stop()
