@@ -23,6 +23,7 @@ linphonec headless, what it takes (found with ``-d 6`` logs, linphone-cli 5.1.65
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -277,16 +278,30 @@ class Linphone:
     def stop(self) -> None:
         """``quit`` (it unregisters), then SIGTERM/SIGKILL by pid if it lingers."""
         process = self.process
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        try:
-            self.command("quit")
-            process.wait(5)
-        except (BrokenPipeError, subprocess.TimeoutExpired):
-            pass
-        stop_process(process, timeout=5)
-        if process.stdin is not None:
-            process.stdin.close()
+        if process.poll() is None:
+            try:
+                self.command("quit")
+                process.wait(5)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                pass
+            stop_process(process, timeout=5)
+        if process.stdin is not None and not process.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                process.stdin.close()
+
+    def digest_lines(self, timeout: float = 5.0) -> tuple[list[str], list[str]]:
+        """The WWW-Authenticate lines it received and the Authorization lines it sent (once it has
+        sent one), from its debug log."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.debug_log().splitlines()
+            answers = [line for line in log if line.startswith("Authorization:")]
+            if answers or time.monotonic() > deadline:
+                challenges = [line for line in log if line.startswith("WWW-Authenticate:")]
+                return challenges, answers
+            time.sleep(0.1)
 
     def heard(self, candidates: tuple[float, ...], seconds: float = 2.0) -> tuple[float, float]:
         """(dominant frequency, rms) of the last ``seconds`` of the last call it recorded."""
