@@ -4,7 +4,8 @@
 - A baresip phone killed without unregistering is offline to routing within the keep-alive
   interval plus one retry, and a call to it then takes its offline forward.
 - A baresip phone registered over TCP whose process ends is offline at once.
-- linphone 5.1 (linphonec) registers, and calls with baresip, each hearing the other.
+- linphone 5.1 (linphonec) registers (MD5), calls a baresip phone and is called by another,
+  each side hearing the other's tone; at a tenant offering SHA-256 first it answers SHA-256.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from tests.integration.harness import (
     running_server,
     write_config,
 )
-from tests.interop.phones import Baresip
+from tests.interop.phones import Baresip, Linphone
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +41,25 @@ TONES = {"1001": 440, "1002": 1000, "1003": 700, "1004": 1300}
 CANDIDATES = tuple(float(t) for t in TONES.values())
 
 
+# A tenant that turns SHA-256 on for itself (design.md 9.2): linphone 5.1 answers SHA-256.
+SHA_TENANT = """
+[tenant]
+domain = "sha.example"
+timezone = "Asia/Tokyo"
+qualify_seconds = 0
+auth_algorithms = ["SHA-256", "MD5"]
+
+[limits]
+max_users = 2
+recording_users = 0
+international_calls = false
+
+[[users]]
+extension = "2001"
+password = "secret2001"
+"""
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     root = tmp_path_factory.mktemp("interop")
@@ -47,7 +67,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     # No [auth] in pbx.toml: the shipped default is what these phones meet.
     # A fixed admin port: pbx simulate --live finds the server through pbx.toml.
     admin = free_port(socket.SOCK_STREAM)
-    config = write_config(root / "pbx", tenants={"acme": tenant}, admin_port=admin)
+    config = write_config(
+        root / "pbx", tenants={"acme": tenant, "sha": SHA_TENANT}, admin_port=admin
+    )
     assert "[auth]" not in config.read_text()
     with running_server(config) as running:
         yield running
@@ -208,3 +230,94 @@ def _answered(server: RunningServer, extension: str) -> bool:
     return any(
         r["extension"] == extension and r["keepalive_answered"] for r in registrations(server)
     )
+
+
+def test_linphone_registers_with_md5_and_calls_baresip_both_ways_each_hearing_the_other(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """linphone 5.1 (linphonec) as 1004 calls baresip 1002, then baresip 1003 calls linphone."""
+    linphone = Linphone(
+        tmp_path / "linphone-1004",
+        "1004",
+        PASSWORDS["1004"],
+        server.udp,
+        tone=TONES["1004"],
+        sip_port=free_port(),
+        rtp_port=free_port(),
+    )
+    callee, caller = phone(server, tmp_path, "1002"), phone(server, tmp_path, "1003")
+    try:
+        linphone.start(auto_answer=True)
+        callee.start()
+        wait_until("1004 (linphonec)", lambda: _agent(server, "1004").startswith("Linphonec/5.1"))
+        wait_until("1002 registered", lambda: registered(server, "1002"))
+        # The shipped default [auth] challenges with MD5 only, and linphone answers it.
+        challenges, answers = linphone.digest_lines()
+        assert challenges
+        assert answers
+        assert all("algorithm=MD5" in line for line in challenges + answers)
+
+        linphone.dial("1002")
+        linphone.wait_for("connected.")
+        callee.wait_for("Call established")
+        time.sleep(4)  # the tones flow for a few seconds (the condition under test)
+        linphone.hang_up()
+        linphone.wait_for("ended")
+        callee.stop()
+        heard_by_linphone, level = linphone.heard(CANDIDATES)
+        assert (heard_by_linphone, level > 1000) == (TONES["1002"], True)
+        heard_by_callee, level = callee.heard(CANDIDATES)
+        assert (heard_by_callee, level > 1000) == (TONES["1004"], True)
+
+        linphone.record()  # the next call to a file of its own
+        caller.dial("1004")
+        caller.wait_for("Call established")
+        linphone.wait_for("connected.", count=2)
+        time.sleep(4)
+        caller.stop()
+        linphone.stop()
+        heard_by_caller, level = caller.heard(CANDIDATES)
+        assert (heard_by_caller, level > 1000) == (TONES["1004"], True)
+        heard_by_linphone, level = linphone.heard(CANDIDATES)
+        assert (heard_by_linphone, level > 1000) == (TONES["1003"], True)
+    finally:
+        linphone.stop()
+        callee.stop()
+        caller.stop()
+
+
+def _agent(server: RunningServer, extension: str) -> str:
+    return next(
+        (str(r["user_agent"]) for r in registrations(server) if r["extension"] == extension), ""
+    )
+
+
+def test_linphone_answers_sha256_where_a_tenant_offers_it_first(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    linphone = Linphone(
+        tmp_path / "linphone-2001",
+        "2001",
+        "secret2001",
+        server.udp,
+        tone=TONES["1004"],
+        sip_port=free_port(),
+        rtp_port=free_port(),
+        domain="sha.example",
+    )
+    try:
+        linphone.start()
+        wait_until(
+            "2001@sha.example",
+            lambda: any(
+                r["tenant"] == "sha" and r["extension"] == "2001" for r in registrations(server)
+            ),
+        )
+        challenges, answers = linphone.digest_lines()
+        # One 401 with two challenges, SHA-256 first (the tenant's order).
+        assert ["algorithm=SHA-256" in c for c in challenges[:2]] == [True, False]
+        assert "algorithm=MD5" in challenges[1]
+        assert answers
+        assert all("algorithm=SHA-256" in line for line in answers)
+    finally:
+        linphone.stop()
