@@ -21,7 +21,8 @@ and decrypts what comes back with the relay's key for that leg (libsrtp through 
 as the relay), so the relay decrypts and re-encrypts every packet, through real sockets.
 A packet counts as lost if it never arrives or arrives more than 50 ms after it was sent (it
 would miss a phone's jitter buffer). Latency is one-way (send to receive; CLOCK_MONOTONIC is
-shared by processes); "added" is the relay's mean latency minus the direct mean at the same call count. Jitter is the RFC 3550 §6.4.1 interarrival jitter
+shared by processes); "added" is the relay's mean latency minus the direct mean at the same
+call count. Jitter is the RFC 3550 §6.4.1 interarrival jitter
 estimate, averaged over streams. "relay" and "gen" are the CPU each process used (1.0 = one
 core; the relay is one asyncio thread plus the recorder's short writes), "other" what the rest
 of the machine used meanwhile, "lag" the generator's worst lateness against its schedule.
