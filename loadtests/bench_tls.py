@@ -14,9 +14,18 @@
    packets/s each way per call): an upper bound beside ``bench_relay``'s measured figure.
 
 Measured on the shared 2-CPU development VM (2026-12-07, others' tests running): REGISTERs/s
-UDP 841, TLS reused 696, TLS new connection each 20 (about 50 ms per new connection: not yet
-explained, see the issue); relay CPU per packet RTP->RTP 0.20 µs, SRTP<->SRTP 4.76 µs (~2,100
-calls/core by CPU), SRTP->RTP 3.37 µs (~2,970 calls/core).
+UDP 841, TLS reused 696, TLS new connection each 20; relay CPU per packet RTP->RTP 0.20 µs,
+SRTP<->SRTP 4.76 µs (~2,100 calls/core by CPU), SRTP->RTP 3.37 µs (~2,970 calls/core).
+
+The 50 ms per new TLS connection was the client's, not the server's. Timed per phase (200
+connections, medians): making the client's context 31.7 ms, TCP connect 0.6 ms, TLS handshake
+2.1 ms, REGISTER challenge + answer 4.4 ms. ``ssl.create_default_context()`` loads the system's
+CA store on every call, and the test client made one per connection (without verifying with
+it). The client now builds a bare ``SSLContext`` (0.25 ms). TCP_NODELAY was not the cause: both
+asyncio and uvloop set it on accepted sockets, and the TLS listener sets it itself now that it
+accepts its own sockets. After the fix, same run: UDP 1,089/s, TLS reused 534/s, TLS new
+connection each 159/s (before, same day: 826, 746 and 26/s; the VM is shared, so the ratios
+move from run to run).
 """
 
 from __future__ import annotations

@@ -441,6 +441,31 @@ OPENAPI: dict[str, Any] = {
                     "answered_at": {"type": ["number", "null"]},
                     "answered_by": _NULLABLE_STRING,
                     "legs": {"type": "array", "items": _ref("Leg")},
+                    # issue #18 (optional, so older clients still validate)
+                    "encryption": {
+                        "type": "object",
+                        "required": ["caller", "callee"],
+                        "properties": {
+                            "caller": _ref("Protection"),
+                            "callee": {
+                                "oneOf": [_ref("Protection"), {"type": "null"}],
+                                "description": "The answered side; null while ringing or "
+                                "while the PBX itself answers (009608)",
+                            },
+                        },
+                        "additionalProperties": False,
+                    },
+                },
+                "additionalProperties": False,
+            },
+            "Protection": {
+                "type": "object",
+                "description": "How one side of a call is protected (issue #18)",
+                "required": ["tls", "srtp", "encrypted"],
+                "properties": {
+                    "tls": {"type": "boolean", "description": "Signalling over TLS"},
+                    "srtp": {"type": "boolean", "description": "Media as SRTP"},
+                    "encrypted": {"type": "boolean", "description": "Both"},
                 },
                 "additionalProperties": False,
             },

@@ -20,7 +20,8 @@ import structlog
 from pbx import __version__
 from pbx.admin import build_admin_app
 from pbx.b2bua import CallEngine
-from pbx.call.core import CallState
+from pbx.call.core import CallCore, CallState
+from pbx.call.encryption import call_encryption
 from pbx.clock import Clock
 from pbx.config.demo import demo_password_refusal, demo_password_users
 from pbx.config.holder import ConfigHolder
@@ -30,6 +31,7 @@ from pbx.config.problems import ConfigError
 from pbx.fdlimit import raise_open_file_limit, tcp_connection_budget
 from pbx.http import HttpListener
 from pbx.log import configure_logging
+from pbx.media.latch import Side
 from pbx.metrics import Registry
 from pbx.panel.runner import PanelRunner
 from pbx.panel.status import ActiveCall, ActiveLeg, TenantBindings
@@ -321,7 +323,13 @@ class PbxServer:
 
     def calls_view(self) -> list[dict[str, Any]]:
         assert self.engine is not None
-        return self.engine.calls_view()
+        views = self.engine.calls_view()
+        # issue #18: how each side of each call is protected (pbx.call.encryption)
+        for view in views:
+            core = self.engine.calls.get(str(view["id"]))
+            if core is not None:
+                view["encryption"] = _call_encryption(core)
+        return views
 
     # -- the panel's live status (登録状況 / 通話中): one tenant's state as plain values
     def panel_bindings(self, tenant: TenantId) -> TenantBindings:
@@ -376,6 +384,16 @@ class PbxServer:
                 )
             )
         return calls
+
+
+def _call_encryption(core: CallCore) -> dict[str, object]:
+    """The ``encryption`` field of ``GET /calls`` for one call (issue #18)."""
+    anchor, winner = core.anchor, core.winner
+    caller_srtp = anchor is not None and anchor.secured(Side.A)
+    callee = None
+    if winner is not None:
+        callee = (winner.peer.secure, anchor is not None and anchor.secured(Side.B))
+    return call_encryption(core.a_peer.secure, caller_srtp, callee)
 
 
 async def _gc_policy() -> None:

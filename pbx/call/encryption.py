@@ -63,3 +63,20 @@ def encryption_note(
     return (
         f"encryption: caller {leg(caller_tls, caller_srtp)}; callee {leg(callee_tls, callee_srtp)}"
     )
+
+
+def call_encryption(
+    caller_tls: bool, caller_srtp: bool, callee: tuple[bool, bool] | None
+) -> dict[str, object]:
+    """``GET /calls``'s ``encryption`` field: how each side of a call in progress is protected.
+
+    ``callee`` is ``(tls, srtp)`` of the answered leg, ``None`` while the call rings (or plays
+    the 009608 announcement: the other side is the PBX itself)."""
+
+    def side(tls: bool, srtp: bool) -> dict[str, object]:
+        return {"tls": tls, "srtp": srtp, "encrypted": tls and srtp}
+
+    return {
+        "caller": side(caller_tls, caller_srtp),
+        "callee": side(*callee) if callee is not None else None,
+    }

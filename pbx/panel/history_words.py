@@ -187,6 +187,18 @@ _SENTENCES: dict[str, tuple[str, str]] = {
     "cancelled": ("発信者が呼び出し中にキャンセル", "The caller cancelled while it rang"),
     "shutdown": ("サーバーの停止により終了", "Ended by a server shutdown"),
     "raw": ("{line}", "{line}"),
+    # issue #18: how each leg of an answered call was protected (pbx.call.encryption)
+    "encryption": (
+        "暗号化: 発信者 {caller}、着信者 {callee}",
+        "Encryption: caller {caller}; callee {callee}",
+    ),
+}
+# One leg's protection: signalling, media, and the verdict (issue #18).
+_LEG_VERDICT = {
+    (True, True): ("暗号化", "encrypted"),
+    (False, False): ("暗号化なし", "not encrypted"),
+    (True, False): ("一部のみ暗号化", "partly encrypted"),
+    (False, True): ("一部のみ暗号化", "partly encrypted"),
 }
 _DAYS = {
     "Mon": ("月曜日", "a Monday"),
@@ -346,6 +358,11 @@ _PATTERNS: tuple[_Pattern, ...] = (
     _p("silence", r"no RTP from the (?P<who>caller|callee) for (?P<seconds>\d+)s: hang up"),
     _p("cancelled", r"the caller cancelled"),
     _p("shutdown", r"ended by server shutdown"),
+    _p(
+        "encryption",
+        r"encryption: caller (?P<caller_sig>TLS|clear) signalling, (?P<caller_media>SRTP|RTP) "
+        r"media; callee (?P<callee_sig>TLS|clear) signalling, (?P<callee_media>SRTP|RTP) media",
+    ),
 )
 
 
@@ -390,9 +407,20 @@ def _localise(params: dict[str, str], lang: Lang) -> dict[str, str]:
         out["who"] = _PARTIES[params["who"]][index]
     if "targets" in params:
         out["targets"] = ("、" if lang == "ja" else ", ").join(params["targets"].split(","))
+    for party in ("caller", "callee"):
+        if f"{party}_sig" in params:
+            out[party] = _leg_words(params[f"{party}_sig"], params[f"{party}_media"], index)
     out.setdefault("seconds", "?")
     out.setdefault("detail", "")
     return out
+
+
+def _leg_words(signalling: str, media: str, index: int) -> str:
+    tls, srtp = signalling == "TLS", media == "SRTP"
+    verdict = _LEG_VERDICT[(tls, srtp)][index]
+    if index == 0:
+        return f"信号 {'TLS' if tls else '平文'}・音声 {media}({verdict})"
+    return f"{'TLS' if tls else 'clear'} signalling, {media} media ({verdict})"
 
 
 def _say(key: str, lang: Lang, params: Mapping[str, str]) -> str:

@@ -583,6 +583,14 @@ _PAIRS: dict[str, tuple[str, str]] = {
     "history.play": ("録音を再生", "Play the recording"),
     "history.download": ("録音をダウンロード(WAV)", "Download the recording (WAV)"),
     "history.back": ("通話履歴に戻る", "Back to the call history"),
+    # --- issue #18: encrypted phones (tls2) ---
+    "tls.device_encrypted": ("暗号化(TLS)", "Encrypted (TLS)"),
+    "tls.device_encrypted_title": (
+        "この端末の登録と通話の信号は TLS で暗号化されています",
+        "This device's registration and call signalling are encrypted with TLS",
+    ),
+    "tls.device_clear": ("暗号化なし", "Not encrypted"),
+    # --- end issue #18 ---
 }
 
 WORDS: Mapping[Lang, Mapping[str, str]] = MappingProxyType(

@@ -90,11 +90,12 @@ class DeviceRow:
 
     user_agent: str
     address: str  # where its REGISTER came from, host:port ([v6]:port)
-    transport: str  # "UDP" / "TCP"
+    transport: str  # "UDP" / "TCP" / "TLS"
     contact: str
     registered_at: str  # local time of the last REGISTER
     expires_at: str  # local time the registration runs out unless renewed
     reachable: bool  # False: keep-alive checks on and it stopped answering
+    encrypted: bool = False  # registered over TLS (issue #18): its signalling is encrypted
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +242,7 @@ def _device(binding: Binding, zone: zoneinfo.ZoneInfo, *, reachable: bool) -> De
         registered_at=_local(binding.registered_at, zone),
         expires_at=_local(binding.expires_at, zone),
         reachable=reachable,
+        encrypted=binding.transport == "TLS",
     )
 
 

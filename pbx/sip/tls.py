@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+
 __all__ = ["CIPHERS", "CertificateProblem", "TlsCredentials", "check_files", "server_context"]
 
 # TLS 1.2 suites (TLS 1.3's are fixed by OpenSSL): ECDHE with AES-GCM or ChaCha20-Poly1305.
@@ -49,13 +51,13 @@ def _utc(seconds: float) -> str:
 
 
 def _describe(certificate: Path) -> CertificateInfo:
-    # The stdlib's own PEM decoder (used by its test suite; there is no public one).
-    decoded = ssl._ssl._test_decode_cert(str(certificate))  # type: ignore[attr-defined]
-    subject = ", ".join("=".join(part) for rdn in decoded.get("subject", ()) for part in rdn)
+    # The first certificate of the file is the server's (a chain follows it). The stdlib has no
+    # public x509 parser, so ``cryptography`` reads it (issue #18; design.md 9.3).
+    leaf = x509.load_pem_x509_certificate(certificate.read_bytes())
     return CertificateInfo(
-        ssl.cert_time_to_seconds(decoded["notBefore"]),
-        ssl.cert_time_to_seconds(decoded["notAfter"]),
-        subject,
+        leaf.not_valid_before_utc.timestamp(),
+        leaf.not_valid_after_utc.timestamp(),
+        leaf.subject.rfc4514_string(),
     )
 
 
@@ -74,7 +76,7 @@ def check_files(certificate: Path, key: Path, now: float) -> tuple[ssl.SSLContex
         raise CertificateProblem(f"{certificate} / {key}: {exc}") from exc
     try:
         info = _describe(certificate)
-    except (ssl.SSLError, KeyError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         raise CertificateProblem(f"{certificate}: unreadable certificate ({exc})") from exc
     if info.not_after <= now:
         raise CertificateProblem(f"{certificate}: expired on {_utc(info.not_after)}")

@@ -16,15 +16,21 @@ connection not trusted yet (no request authenticated over it: ``trust``) is clos
 so that a new phone can still connect while idle attackers hold the cap.
 
 TLS (RFC 3261 section 26, issue #18) is a TCP listener with an ``ssl.SSLContext``: the same
-connection class, caps, time-outs, framing and keep-alives; asyncio runs the handshake (with
-``TlsSettings.handshake_seconds`` as its time-out) before the connection is handed over, and
-``Inbound.transport`` says "TLS". The server never opens a TLS connection itself: a phone is
-reached over the connection it opened (``send`` to a TLS peer without one fails).
+connection class, caps, time-outs, framing and keep-alives, and ``Inbound.transport`` says "TLS".
+The TLS listener accepts sockets itself and admits each connection (counted toward the total
+and per-source caps, evictable while untrusted) *before* its handshake, which
+``loop.connect_accepted_socket`` then runs with ``TlsSettings.handshake_seconds`` as its
+time-out: half-open handshakes cannot exceed the caps. (``create_server(ssl=...)`` hands the
+connection over only after the handshake and says nothing when one fails; ``start_tls`` on an
+accepted transport reads the ClientHello in clear under uvloop, which restarts reading after
+``connection_made``.) The server never opens a TLS connection itself: a phone is reached over
+the connection it opened (``send`` to a TLS peer without one fails).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import secrets
 import socket
@@ -132,6 +138,8 @@ class _TcpConnection(asyncio.Protocol):
         self.framer = StreamFramer()
         self.spoke = False  # has delivered a message (not only keep-alives)
         self.trusted = False  # a request authenticated over it, or a trunk's
+        self.admitted = False  # counted by the owner (TLS: before its handshake)
+        self.socket: socket.socket | None = None  # TLS: the accepted socket, until handed over
         self._idle: asyncio.TimerHandle | None = None
         self._message_deadline: asyncio.TimerHandle | None = None
 
@@ -140,6 +148,10 @@ class _TcpConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = (str(peer[0]), int(peer[1]))
+        self.socket = None
+        if self.admitted:  # TLS: counted when accepted, the handshake is done
+            self._arm_idle()
+            return
         if not self.owner._admit(self):
             log.warning("tcp_connection_refused", source=self.peer, reason="connection cap")
             self.transport.abort()
@@ -209,8 +221,16 @@ class _TcpConnection(asyncio.Protocol):
         (log.debug if why == "silent" else log.info)(
             "tcp_connection_timed_out", source=self.peer, reason=why
         )
+        self.abort()
+
+    def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+        elif self.socket is not None:
+            # Handshake in progress: the loop owns the socket; shutting it down makes the
+            # handshake fail (the descriptor is closed by its transport).
+            with contextlib.suppress(OSError):
+                self.socket.shutdown(socket.SHUT_RDWR)
 
 
 class SipTransport:
@@ -237,6 +257,7 @@ class SipTransport:
         self._connection_ids = itertools.count(1 + secrets.randbits(52))
         self._route_cache: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._accepting: list[tuple[socket.socket, asyncio.Task[None]]] = []
         # The connection cap in force: the configured one within the open-file budget.
         self.max_connections = self.limits.max_connections
         self.evicted = 0  # untrusted connections closed to make room for new ones
@@ -267,26 +288,80 @@ class SipTransport:
                 self._udp[local] = proto
                 self.listening.append(ListenAddress("UDP", host, local[1]))
             else:
-                kind: TransportName = "TLS" if transport.upper() == "TLS" else "TCP"
-                if kind == "TLS" and self.tls is None:
-                    raise ValueError("a tls: listener needs TlsSettings")
+                if transport.upper() == "TLS":
+                    if self.tls is None:
+                        raise ValueError("a tls: listener needs TlsSettings")
+                    self._listen_tls(host, port)
+                    continue
                 # The local address is known only once bound (port 0 in tests).
                 local_box: list[Address] = [(host, port)]
+
+                def accepted(box: list[Address] = local_box) -> _TcpConnection:
+                    return _TcpConnection(self, box[0])
+
                 server = await loop.create_server(
-                    lambda box=local_box, kind=kind: _TcpConnection(self, box[0], kind),
+                    accepted,
                     host=host,
                     port=port,
                     reuse_address=True,
                     backlog=1024,
-                    ssl=self.tls.context if kind == "TLS" and self.tls else None,
-                    ssl_handshake_timeout=(
-                        self.tls.handshake_seconds if kind == "TLS" and self.tls else None
-                    ),
                 )
                 bound = int(server.sockets[0].getsockname()[1])
                 local_box[0] = (host, bound)
                 self._servers.append(server)
-                self.listening.append(ListenAddress(kind, host, bound))
+                self.listening.append(ListenAddress("TCP", host, bound))
+
+    def _listen_tls(self, host: str, port: int) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+        local = (host, int(sock.getsockname()[1]))
+        task = asyncio.get_running_loop().create_task(self._accept_tls(sock, local))
+        self._accepting.append((sock, task))
+        self.listening.append(ListenAddress("TLS", host, local[1]))
+
+    async def _accept_tls(self, listener: socket.socket, local: Address) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, peer = await loop.sock_accept(listener)
+            except OSError as exc:  # out of descriptors: let the others finish first
+                log.warning("tls_accept_failed", error=str(exc))
+                await asyncio.sleep(0.1)
+                continue
+            conn = _TcpConnection(self, local, "TLS")
+            conn.peer = (str(peer[0]), int(peer[1]))
+            if not self._admit(conn):
+                log.warning("tcp_connection_refused", source=conn.peer, reason="connection cap")
+                sock.close()
+                continue
+            conn.admitted = True
+            conn.socket = sock
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = loop.create_task(self._handshake(conn, sock))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _handshake(self, conn: _TcpConnection, sock: socket.socket) -> None:
+        assert self.tls is not None
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: conn,
+                sock,
+                ssl=self.tls.context,
+                ssl_handshake_timeout=self.tls.handshake_seconds,
+            )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            log.debug("tls_handshake_failed", source=conn.peer, error=str(exc)[:160])
+            conn.socket = None
+            with contextlib.suppress(OSError):
+                sock.close()  # a no-op when its transport closed it
+            self._forget(conn)
 
     def deliver(self, packet: Inbound) -> None:
         self.handler(packet)
@@ -325,8 +400,7 @@ class SipTransport:
         log.debug("tcp_connection_evicted", source=victim.peer, spoke=victim.spoke)
         self.evicted += 1
         self._forget(victim)
-        if victim.transport is not None:
-            victim.transport.abort()
+        victim.abort()
         return True
 
     def trust(self, connection_id: int) -> None:
@@ -431,7 +505,15 @@ class SipTransport:
     async def close(self) -> None:
         for server in self._servers:
             server.close()
+        for listener, task in self._accepting:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            listener.close()
+        self._accepting.clear()
         for conn in list(self._connections.values()):
+            if conn.transport is None:
+                conn.abort()
             conn.close()
         for proto in self._udp.values():
             if proto.transport is not None:

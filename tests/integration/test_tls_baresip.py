@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -250,6 +251,18 @@ def wait_registered(server: RunningServer, extension: str, transport: str) -> No
     raise AssertionError(f"{extension} did not register over {transport}")
 
 
+def answered_call(server: RunningServer, timeout: float = 10.0) -> dict[str, Any]:
+    """The one call in progress once answered, as ``GET /calls`` shows it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _, calls = server.admin_request("GET", "/calls")
+        answered = [c for c in calls if c["state"] == "answered"]
+        if answered:
+            return cast(dict[str, Any], answered[0])
+        assert time.monotonic() < deadline, calls
+        time.sleep(0.1)
+
+
 def wait_ended(server: RunningServer, count: int, timeout: float = 30.0) -> None:
     server.wait_for_events("call_ended", count, timeout)
 
@@ -299,7 +312,13 @@ def test_tls_srtp_call_between_two_baresips_each_hears_the_other_and_nothing_is_
                 CALLER_RTP,
                 command="/dial sip:2002@secure.example",
             ):
-                time.sleep(6)  # the call is up for a few seconds of tone
+                started = time.monotonic()
+                # GET /calls says both sides are TLS + SRTP once the call is answered.
+                assert answered_call(server)["encryption"] == {
+                    "caller": {"tls": True, "srtp": True, "encrypted": True},
+                    "callee": {"tls": True, "srtp": True, "encrypted": True},
+                }
+                time.sleep(max(0.0, 6 - (time.monotonic() - started)))  # seconds of tone
         wait_ended(server, before + 1)
     assert abs(heard_frequency(tmp_path / "caller") - 880) < 60
     assert abs(heard_frequency(tmp_path / "callee") - 440) < 60
