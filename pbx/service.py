@@ -52,6 +52,7 @@ from pbx.registrar import (
 from pbx.security import SourceGuard, Verdict, cost_of
 from pbx.sip.build import build_response, new_tag, reason_phrase
 from pbx.sip.digest import Algorithm, AuthResult, DigestAuthenticator, authorization_values
+from pbx.sip.edge import first_hop, path_echo, path_of, request_origin
 from pbx.sip.limits import CapExceeded, MessageCaps, check_caps, method_label, status_label
 from pbx.sip.message import (
     MAGIC_COOKIE,
@@ -163,7 +164,7 @@ class SipService:
         self.store = store
         self.metrics = metrics
         self.table = TransactionTable(SipTimers())
-        self.guard = SourceGuard(snapshot.server.security, _trunk_hosts(snapshot))
+        self.guard = SourceGuard(snapshot.server.security, _guard_exempt(snapshot))
         self._secret = secrets.token_bytes(32)
         self.digest = _authenticator(self._secret, snapshot)
         self.registrations = Registrations()
@@ -260,7 +261,7 @@ class SipService:
 
     async def config_changed(self, old: ConfigSnapshot, new: ConfigSnapshot) -> None:
         """A reload: new settings for the guard and auth; bindings of removed users dropped."""
-        self.guard.update(new.server.security, _trunk_hosts(new))
+        self.guard.update(new.server.security, _guard_exempt(new))
         if new.server.auth != old.server.auth:
             # Changed in place: a new authenticator would forget the nonces already used, and
             # their Authorization headers could be replayed.
@@ -320,6 +321,8 @@ class SipService:
             return
         if isinstance(msg, SipRequest):
             self.m_in.inc(method=method_label(msg.method))
+            if not self._admit_behind_edge(msg, packet, now):
+                return
             if msg.method == "REGISTER" and msg.header("Authorization") is None:
                 # Nothing to authenticate: the answer is a challenge (or a 400/404), given
                 # statelessly as RFC 3261 8.2.7 describes. No transaction is kept for it; a
@@ -512,11 +515,14 @@ class SipService:
             self._challenge(key, req, packet, tenant.domain, auth, wall, algorithms)
             return
         self._trust_connection(packet)
+        edges = snapshot.server.sip.edge
+        origin = request_origin(req, packet.source, edges)  # issue #20: behind an edge
         source = Source(
-            packet.source[0],
-            packet.source[1],
+            origin[0],
+            origin[1],
             packet.transport,
             str(packet.connection_id) if packet.connection_id is not None else None,
+            path=path_of(req, packet.source, edges),
         )
         result = process_register(
             req,
@@ -533,7 +539,7 @@ class SipService:
             result.reason,
             to_tag=_tag_for(key),
             contact=result.contacts,
-            headers=result.headers,
+            headers=(*result.headers, *path_echo(req, source.path)),
         )
         if not result.ok:
             self.respond(key, response)
@@ -592,7 +598,7 @@ class SipService:
         """A 401 in ``realm`` offering ``algorithms`` (a tenant's own list; None: the server's)."""
         if auth.failed:
             self.m_auth_failures.inc()
-            host = packet.source[0]
+            host = self.origin(req, packet)[0]
             log.warning(
                 "auth_failed",
                 source=packet.source,
@@ -634,14 +640,14 @@ class SipService:
             and req.to.tag is None
             and self.calls is not None
             and req.header("Authorization") is None
-            and self.holder.current.trunk_for_host(packet.source[0]) is None
+            and self.holder.current.trunk_for_host(self.origin(req, packet)[0]) is None
         )
 
     def _challenge_invite(
         self, key: Stateless, req: SipRequest, packet: Inbound, wall: float
     ) -> None:
         snapshot = self.holder.current
-        admitted = admit_invite(snapshot, req, packet.source[0])
+        admitted = admit_invite(snapshot, req, self.origin(req, packet)[0])
         admission = admit_encrypted(admitted, packet.transport, req.body)  # issue #18
         algorithms = None
         if isinstance(admission, NeedsAuthentication):
@@ -663,7 +669,7 @@ class SipService:
         if req.method != "INVITE" or req.to.tag is not None:
             return None
         snapshot = self.holder.current
-        admission = admit_invite(snapshot, req, packet.source[0])
+        admission = admit_invite(snapshot, req, self.origin(req, packet)[0])
         if (
             isinstance(admission, Refused)
             and admission.status == 404
@@ -673,6 +679,25 @@ class SipService:
         ):
             return req.from_.uri.host
         return None
+
+    # -- issue #20: requests through a trusted SIP edge (pbx.sip.edge) ----------------------
+    def origin(self, req: SipRequest, packet: Inbound) -> Address:
+        """Where ``req`` really came from: the edge's Via received/rport when ``packet`` came
+        from a configured edge, else the packet's source."""
+        return request_origin(req, packet.source, self.holder.current.server.sip.edge)
+
+    def _admit_behind_edge(self, req: SipRequest, packet: Inbound, now: Instant) -> bool:
+        """The abuse guard for a request relayed by an edge (the edge itself is exempt): bans
+        and rate limits apply to the phone or carrier it came from."""
+        origin = self.origin(req, packet)
+        if origin == packet.source:
+            return True
+        verdict = self.guard.admit(origin[0], now.wall, cost_of(len(packet.data)))
+        if verdict is Verdict.ALLOWED:
+            return True
+        self.m_dropped.inc(reason=verdict.value)
+        self._drain_guard_events()
+        return False
 
     def _trust_connection(self, packet: Inbound) -> None:
         """A request authenticated over TCP: its connection is a phone's, keep it (issue 17,
@@ -940,11 +965,14 @@ class SipService:
             connection = int(binding.connection_id or 0)
         tenant = self.holder.current.tenants.get(binding.tenant)
         domain = tenant.domain if tenant is not None else binding.source_host
-        local = self.local_address(binding.source_host, reliable)
+        destination = binding.source
+        if binding.path:  # issue #20: through the edge that holds the phone's NAT binding
+            destination, _ = first_hop(binding.path)
+        local = self.local_address(destination[0], reliable)
         request = _probe_request(probe.token, binding, local, domain)
         transport.send(
             request.to_bytes(),
-            binding.source,
+            destination,
             "TCP" if reliable else "UDP",
             connection_id=connection,
         )
@@ -995,6 +1023,12 @@ class SipService:
         ]
 
 
+def _guard_exempt(snapshot: ConfigSnapshot) -> set[str]:
+    """Hosts the abuse guard never limits: the trunks, and the edges (issue #20), whose relayed
+    requests are judged by their real source instead (``_admit_behind_edge``)."""
+    return {*_trunk_hosts(snapshot), *snapshot.server.sip.edge}
+
+
 def _probe_request(token: str, binding: Binding, local: tuple[str, int], domain: str) -> SipRequest:
     """The keep-alive OPTIONS for ``binding`` (RFC 3261 11.1). Branch and From tag derive from
     the token, so the retry is a retransmission of the same request."""
@@ -1018,7 +1052,7 @@ def _probe_request(token: str, binding: Binding, local: tuple[str, int], domain:
         call_id=CallId(token),
         cseq=CSeq(1, "OPTIONS"),
         max_forwards=70,
-        headers=(("Accept", "application/sdp"),),
+        headers=(*(("Route", hop) for hop in binding.path), ("Accept", "application/sdp")),
     )
 
 

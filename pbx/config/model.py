@@ -59,6 +59,10 @@ class SipSettings:
     tls_certificate: Path | None = None
     tls_key: Path | None = None
     tls_handshake_seconds: int = 10  # a client that has not finished its handshake is dropped
+    # issue #20 (edge): the IP addresses of SIP edges (Kamailio) in front of this node. A request
+    # from one of them is taken as from the phone or carrier named by the edge's Via received/
+    # rport (pbx.sip.edge); a REGISTER's Path is stored and used as the binding's route set.
+    edge: frozenset[str] = frozenset()
 
 
 # Keep-alive OPTIONS to registered contacts, every this many seconds (0 = off). On by default:
@@ -107,6 +111,10 @@ class MediaSettings:
     rtp_port_min: int = 20000
     rtp_port_max: int = 29999
     inactivity_seconds: int = 60
+    # issue #20 (rtpengine): "builtin" relays RTP in this process; "rtpengine" hands the media
+    # of every call to rtpengine over its ng control protocol at ``rtpengine`` (udp:HOST:PORT).
+    engine: Literal["builtin", "rtpengine"] = "builtin"
+    rtpengine: tuple[str, int] = ("127.0.0.1", 2223)
 
 
 @dataclass(frozen=True, slots=True)
