@@ -18,7 +18,7 @@ import math
 import secrets
 from collections.abc import Callable, Sequence
 from functools import partial
-from hashlib import blake2s
+from hashlib import blake2s, sha256
 from typing import Any, Protocol
 
 import structlog
@@ -165,7 +165,7 @@ class SipService:
         self.metrics = metrics
         self.table = TransactionTable(SipTimers())
         self.guard = SourceGuard(snapshot.server.security, _guard_exempt(snapshot))
-        self._secret = secrets.token_bytes(32)
+        self._secret = _nonce_secret(snapshot)
         self.digest = _authenticator(self._secret, snapshot)
         self.registrations = Registrations()
         # Keep-alive checks of the contacts (pbx.keepalive): the Call-IDs of its OPTIONS start
@@ -1021,6 +1021,18 @@ class SipService:
             for b in self.registrations
             if b.is_active(wall)
         ]
+
+
+def _nonce_secret(snapshot: ConfigSnapshot) -> bytes:
+    """The key of nonces and stateless tags: ``[auth] nonce_secret_file`` (issue #20: the
+    nodes behind one edge share it), else random for this process."""
+    path = snapshot.server.auth.nonce_secret_file
+    if path is None:
+        return secrets.token_bytes(32)
+    secret = path.read_bytes().strip()
+    if len(secret) < 16:
+        raise ValueError(f"{path}: a nonce secret needs at least 16 bytes")
+    return sha256(secret).digest()  # 32 bytes, as the random key (blake2s keys at most 32)
 
 
 def _guard_exempt(snapshot: ConfigSnapshot) -> set[str]:

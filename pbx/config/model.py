@@ -77,6 +77,9 @@ class AuthSettings:
     # [auth] algorithms, or per tenant with [tenant] auth_algorithms (docs/design.md 3).
     algorithms: tuple[Literal["MD5", "SHA-256"], ...] = ("MD5",)
     nonce_seconds: int = 300  # how long a digest nonce is accepted; older ones get stale=true
+    # issue #20: a file whose bytes key the nonces, shared by the nodes behind one edge so a
+    # nonce one node issued is accepted by the others; None: a random key per process.
+    nonce_secret_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -138,13 +138,22 @@ def load_server(
 
     # [auth]
     auth_reader = TableReader(
-        sink, file, "[auth]", top.table_("auth"), ("algorithms", "nonce_seconds")
+        sink,
+        file,
+        "[auth]",
+        top.table_("auth"),
+        ("algorithms", "nonce_seconds", "nonce_secret_file"),
     )
     algorithms = read_algorithms(auth_reader, "algorithms")
     nonce_seconds = auth_reader.integer(
         "nonce_seconds", AuthSettings().nonce_seconds, minimum=1, maximum=86400
     )
-    auth = AuthSettings(algorithms or AuthSettings().algorithms, nonce_seconds)
+    secret_file = auth_reader.string("nonce_secret_file")  # issue #20
+    auth = AuthSettings(
+        algorithms or AuthSettings().algorithms,
+        nonce_seconds,
+        nonce_secret_file=(base / secret_file) if secret_file else None,
+    )
 
     # [registrar]
     reg = TableReader(
