@@ -17,6 +17,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,7 @@ def register_phone(cluster: Cluster, sipps: Sipps) -> None:
     done = subprocess.run(args, cwd=sipps.workdir, capture_output=True, text=True, timeout=40)
     assert done.returncode == 0, done.stdout + done.stderr
     for index in (0, 1):
-        found = wait_for(f"1002 on node{index + 1}", lambda i=index: cluster.registrations(i))
+        found = wait_for(f"1002 on node{index + 1}", partial(cluster.registrations, index))
         # The real source (the edge's Via received/rport), not the edge's address.
         assert found[0]["source"] == f"{PHONE_IP}:{cluster.phone_port}"
 
