@@ -8,7 +8,8 @@ source "$(dirname "$0")/_env.sh"
 # baresip, linphone-cli: the interop, getting-started and TLS/SRTP tests (tests/interop,
 # tests/deploy, tests/integration/test_tls_baresip.py); systemd: the unit file is checked by
 # systemd-analyze verify; openssl: the TLS tests make their certificates with it.
-apt_install sip-tester espeak-ng sox chromium baresip linphone-cli systemd openssl
+# kamailio, rtpengine-daemon: the SIP edge and media plane of scripts/cluster.sh (issue #20).
+apt_install sip-tester espeak-ng sox chromium baresip linphone-cli systemd openssl kamailio rtpengine-daemon
 ensure_venv ".[test]"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 .venv/bin/ruff check pbx tests loadtests
