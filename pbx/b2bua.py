@@ -36,6 +36,7 @@ from pbx.routing.model import CallRequest, LineKey, LineLookup, LineState
 from pbx.routing.router import next_step, start_call
 from pbx.sip.build import build_response, new_tag
 from pbx.sip.dialog import DialogId
+from pbx.sip.edge import request_origin
 from pbx.sip.message import SipRequest
 from pbx.sip.transaction import ServerKey, TransactionTerminated, TxEvent
 from pbx.sip.transport import Inbound
@@ -127,7 +128,8 @@ class CallEngine:
             self.sip.respond(key, response)
             return
         snapshot = self.config.current  # taken once: the call keeps it
-        admitted = admit_invite(snapshot, req, inbound.source[0])
+        origin = request_origin(req, inbound.source, snapshot.server.sip.edge)  # issue #20
+        admitted = admit_invite(snapshot, req, origin[0])
         admission = admit_encrypted(admitted, inbound.transport, req.body)  # issue #18
         if isinstance(admission, NeedsAuthentication):
             username = self.sip.authenticate(key, req, inbound, admission.tenant, now.wall)

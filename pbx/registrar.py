@@ -75,6 +75,8 @@ class Source:
     port: int
     transport: str  # "UDP" or "TCP"
     connection_id: str | None = None  # the TCP connection, so calls go back over it
+    # issue #20: the Path (RFC 3327) an edge added, when the REGISTER came from a trusted edge.
+    path: tuple[str, ...] = ()
 
 
 @immutable
@@ -96,6 +98,9 @@ class Binding:
     # Contact header params other than expires (q, +sip.instance, reg-id, unknown ones): kept
     # apart from the URI (RFC 4475 cparam01) and given back in the 200 OK.
     contact_params: Params = ()
+    # issue #20: the REGISTER's Path (RFC 3327), from a trusted edge: the route set of every
+    # request to this binding, sent to its first hop (pbx.sip.edge).
+    path: tuple[str, ...] = ()
     # The comparison key of ``uri`` (``contact_key``), made once: a REGISTER uses it many times.
     contact_key: str = field(init=False, repr=False, compare=False)
 
@@ -306,6 +311,7 @@ def process_register(
             expires_at=now + expires,
             user_agent=user_agent,
             contact_params=tuple((k, v) for k, v in contact.params if k.lower() != "expires"),
+            path=source.path,
         )
 
     # max_contacts: the least recently refreshed bindings are dropped. ``work`` is ordered from

@@ -18,7 +18,7 @@ import math
 import secrets
 from collections.abc import Callable, Sequence
 from functools import partial
-from hashlib import blake2s
+from hashlib import blake2s, sha256
 from typing import Any, Protocol
 
 import structlog
@@ -52,6 +52,7 @@ from pbx.registrar import (
 from pbx.security import SourceGuard, Verdict, cost_of
 from pbx.sip.build import build_response, new_tag, reason_phrase
 from pbx.sip.digest import Algorithm, AuthResult, DigestAuthenticator, authorization_values
+from pbx.sip.edge import first_hop, path_echo, path_of, request_origin
 from pbx.sip.limits import CapExceeded, MessageCaps, check_caps, method_label, status_label
 from pbx.sip.message import (
     MAGIC_COOKIE,
@@ -164,8 +165,8 @@ class SipService:
         self.store = store
         self.metrics = metrics
         self.table = TransactionTable(SipTimers())
-        self.guard = SourceGuard(snapshot.server.security, _trunk_hosts(snapshot))
-        self._secret = secrets.token_bytes(32)
+        self.guard = SourceGuard(snapshot.server.security, _guard_exempt(snapshot))
+        self._secret = _nonce_secret(snapshot)
         self.digest = _authenticator(self._secret, snapshot)
         self.registrations = Registrations()
         # Keep-alive checks of the contacts (pbx.keepalive): the Call-IDs of its OPTIONS start
@@ -266,7 +267,7 @@ class SipService:
 
     async def config_changed(self, old: ConfigSnapshot, new: ConfigSnapshot) -> None:
         """A reload: new settings for the guard and auth; bindings of removed users dropped."""
-        self.guard.update(new.server.security, _trunk_hosts(new))
+        self.guard.update(new.server.security, _guard_exempt(new))
         if new.server.auth != old.server.auth:
             # Changed in place: a new authenticator would forget the nonces already used, and
             # their Authorization headers could be replayed.
@@ -336,6 +337,8 @@ class SipService:
             return
         if isinstance(msg, SipRequest):
             self.m_in.inc(method=method_label(msg.method))
+            if not self._admit_behind_edge(msg, packet, now):
+                return
             if msg.method == "REGISTER" and msg.header("Authorization") is None:
                 # Nothing to authenticate: the answer is a challenge (or a 400/404), given
                 # statelessly as RFC 3261 8.2.7 describes. No transaction is kept for it; a
@@ -534,11 +537,14 @@ class SipService:
             # issue #20: the shared database is unreachable; calls go on, bindings wait.
             self._refuse_unstored(key, req, aor)
             return
+        edges = snapshot.server.sip.edge
+        origin = request_origin(req, packet.source, edges)  # issue #20: behind an edge
         source = Source(
-            packet.source[0],
-            packet.source[1],
+            origin[0],
+            origin[1],
             packet.transport,
             str(packet.connection_id) if packet.connection_id is not None else None,
+            path=path_of(req, packet.source, edges),
         )
         result = process_register(
             req,
@@ -555,7 +561,7 @@ class SipService:
             result.reason,
             to_tag=_tag_for(key),
             contact=result.contacts,
-            headers=result.headers,
+            headers=(*result.headers, *path_echo(req, source.path)),
         )
         if not result.ok:
             self.respond(key, response)
@@ -624,7 +630,7 @@ class SipService:
         """A 401 in ``realm`` offering ``algorithms`` (a tenant's own list; None: the server's)."""
         if auth.failed:
             self.m_auth_failures.inc()
-            host = packet.source[0]
+            host = self.origin(req, packet)[0]
             log.warning(
                 "auth_failed",
                 source=packet.source,
@@ -666,14 +672,14 @@ class SipService:
             and req.to.tag is None
             and self.calls is not None
             and req.header("Authorization") is None
-            and self.holder.current.trunk_for_host(packet.source[0]) is None
+            and self.holder.current.trunk_for_host(self.origin(req, packet)[0]) is None
         )
 
     def _challenge_invite(
         self, key: Stateless, req: SipRequest, packet: Inbound, wall: float
     ) -> None:
         snapshot = self.holder.current
-        admitted = admit_invite(snapshot, req, packet.source[0])
+        admitted = admit_invite(snapshot, req, self.origin(req, packet)[0])
         admission = admit_encrypted(admitted, packet.transport, req.body)  # issue #18
         algorithms = None
         if isinstance(admission, NeedsAuthentication):
@@ -695,7 +701,7 @@ class SipService:
         if req.method != "INVITE" or req.to.tag is not None:
             return None
         snapshot = self.holder.current
-        admission = admit_invite(snapshot, req, packet.source[0])
+        admission = admit_invite(snapshot, req, self.origin(req, packet)[0])
         if (
             isinstance(admission, Refused)
             and admission.status == 404
@@ -705,6 +711,25 @@ class SipService:
         ):
             return req.from_.uri.host
         return None
+
+    # -- issue #20: requests through a trusted SIP edge (pbx.sip.edge) ----------------------
+    def origin(self, req: SipRequest, packet: Inbound) -> Address:
+        """Where ``req`` really came from: the edge's Via received/rport when ``packet`` came
+        from a configured edge, else the packet's source."""
+        return request_origin(req, packet.source, self.holder.current.server.sip.edge)
+
+    def _admit_behind_edge(self, req: SipRequest, packet: Inbound, now: Instant) -> bool:
+        """The abuse guard for a request relayed by an edge (the edge itself is exempt): bans
+        and rate limits apply to the phone or carrier it came from."""
+        origin = self.origin(req, packet)
+        if origin == packet.source:
+            return True
+        verdict = self.guard.admit(origin[0], now.wall, cost_of(len(packet.data)))
+        if verdict is Verdict.ALLOWED:
+            return True
+        self.m_dropped.inc(reason=verdict.value)
+        self._drain_guard_events()
+        return False
 
     def _trust_connection(self, packet: Inbound) -> None:
         """A request authenticated over TCP: its connection is a phone's, keep it (issue 17,
@@ -972,11 +997,14 @@ class SipService:
             connection = int(binding.connection_id or 0)
         tenant = self.holder.current.tenants.get(binding.tenant)
         domain = tenant.domain if tenant is not None else binding.source_host
-        local = self.local_address(binding.source_host, reliable)
+        destination = binding.source
+        if binding.path:  # issue #20: through the edge that holds the phone's NAT binding
+            destination, _ = first_hop(binding.path)
+        local = self.local_address(destination[0], reliable)
         request = _probe_request(probe.token, binding, local, domain)
         transport.send(
             request.to_bytes(),
-            binding.source,
+            destination,
             "TCP" if reliable else "UDP",
             connection_id=connection,
         )
@@ -1042,6 +1070,24 @@ class SipService:
         ]
 
 
+def _nonce_secret(snapshot: ConfigSnapshot) -> bytes:
+    """The key of nonces and stateless tags: ``[auth] nonce_secret_file`` (issue #20: the
+    nodes behind one edge share it), else random for this process."""
+    path = snapshot.server.auth.nonce_secret_file
+    if path is None:
+        return secrets.token_bytes(32)
+    secret = path.read_bytes().strip()
+    if len(secret) < 16:
+        raise ValueError(f"{path}: a nonce secret needs at least 16 bytes")
+    return sha256(secret).digest()  # 32 bytes, as the random key (blake2s keys at most 32)
+
+
+def _guard_exempt(snapshot: ConfigSnapshot) -> set[str]:
+    """Hosts the abuse guard never limits: the trunks, and the edges (issue #20), whose relayed
+    requests are judged by their real source instead (``_admit_behind_edge``)."""
+    return {*_trunk_hosts(snapshot), *snapshot.server.sip.edge}
+
+
 def _probe_request(token: str, binding: Binding, local: tuple[str, int], domain: str) -> SipRequest:
     """The keep-alive OPTIONS for ``binding`` (RFC 3261 11.1). Branch and From tag derive from
     the token, so the retry is a retransmission of the same request."""
@@ -1065,7 +1111,7 @@ def _probe_request(token: str, binding: Binding, local: tuple[str, int], domain:
         call_id=CallId(token),
         cseq=CSeq(1, "OPTIONS"),
         max_forwards=70,
-        headers=(("Accept", "application/sdp"),),
+        headers=(*(("Route", hop) for hop in binding.path), ("Accept", "application/sdp")),
     )
 
 

@@ -51,7 +51,7 @@ from pbx.sip.parse import parse_uri
 from pbx.system_clock import SystemClock
 
 DATABASE_NAME = "pbx.sqlite3"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SLOW_COMMIT_SECONDS = 0.1  # a commit this slow is logged
 MAX_HELD_CALL_RECORDS = 10_000  # call records kept in memory while the database is unreachable
 Dialect = Literal["sqlite", "postgresql"]
@@ -163,6 +163,10 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX call_records_by_tenant_answered_by
         ON call_records (tenant, answered_by, started_at DESC, id DESC)
         WHERE answered_by IS NOT NULL;
+    """,
+    # 4 (issue #20): a binding's Path (RFC 3327) from a trusted edge, as a JSON array.
+    """
+    ALTER TABLE registrations ADD COLUMN path TEXT NOT NULL DEFAULT '[]'
     """,
 )
 
@@ -322,21 +326,22 @@ class _Queue:
 
 _UPSERT_BINDING = """
 INSERT INTO registrations (tenant, extension, contact_key, contact, contact_params, source_host,
-    source_port, transport, connection_id, call_id, cseq, registered_at, expires_at, user_agent)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    source_port, transport, connection_id, call_id, cseq, registered_at, expires_at, user_agent,
+    path)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (tenant, extension, contact_key) DO UPDATE SET
     contact = excluded.contact, contact_params = excluded.contact_params,
     source_host = excluded.source_host, source_port = excluded.source_port,
     transport = excluded.transport, connection_id = excluded.connection_id,
     call_id = excluded.call_id, cseq = excluded.cseq, registered_at = excluded.registered_at,
-    expires_at = excluded.expires_at, user_agent = excluded.user_agent
+    expires_at = excluded.expires_at, user_agent = excluded.user_agent, path = excluded.path
 """
 _DELETE_BINDING = """
 DELETE FROM registrations WHERE tenant = ? AND extension = ? AND contact_key = ?
 """
 _BINDING_COLUMNS = """
 tenant, extension, contact, contact_params, source_host, source_port, transport, connection_id,
-call_id, cseq, registered_at, expires_at, user_agent
+call_id, cseq, registered_at, expires_at, user_agent, path
 """
 _UPSERT_CALL = """
 INSERT INTO call_records (id, tenant, started_at, answered_at, ended_at, last_event_at, caller,
@@ -825,6 +830,7 @@ def _binding_params(binding: Binding) -> tuple[Any, ...]:
         binding.registered_at,
         binding.expires_at,
         binding.user_agent,
+        json.dumps(list(binding.path)),
     )
 
 
@@ -873,6 +879,7 @@ def _binding_from_row(row: tuple[Any, ...]) -> Binding | None:
         params: Params = tuple(
             (str(k), None if v is None else str(v)) for k, v in json.loads(row[3])
         )
+        path = tuple(str(hop) for hop in json.loads(row[13]))
     except (PbxError, ValueError, TypeError):
         return None
     if not isinstance(uri, SipUri):
@@ -891,4 +898,5 @@ def _binding_from_row(row: tuple[Any, ...]) -> Binding | None:
         registered_at=row[10],
         expires_at=row[11],
         user_agent=row[12],
+        path=path,
     )

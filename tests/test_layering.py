@@ -60,6 +60,7 @@ LAYERS: dict[str, tuple[set[str], tuple[str, ...]]] = {
             "pbx.routing.",
             "pbx.sip.build",
             "pbx.sip.dialog",
+            "pbx.sip.edge",  # issue #20: a binding's Path, its first hop
             "pbx.sip.message",
             "pbx.sip.parse",
             "pbx.sip.transaction",

@@ -121,6 +121,7 @@ class Reach:
 
     uri: Uri
     peer: Peer
+    route: tuple[str, ...] = ()  # issue #20: the binding's Path, sent as Route headers
 
 
 class Locator(Protocol):
@@ -740,6 +741,7 @@ class CallCore:
         number = fork.caller.number or "anonymous"
         display = f'"{fork.caller.name}"' if fork.caller.name else None
         headers = [("Allow", ALLOW), *_diversion_headers(fork.diversions, tenant.domain)]
+        headers[:0] = [("Route", hop) for hop in reach.route]  # RFC 3327: the Path, in order
         self._send_invite(
             fork.fork_id,
             contact,

@@ -15,6 +15,7 @@ from pbx.call.ports import LineDirectory
 from pbx.config.model import Extension, TenantConfig, TenantId
 from pbx.registrar import Binding
 from pbx.routing.model import ContactId, LineKey
+from pbx.sip.edge import first_hop
 from pbx.sip.message import SipUri
 
 
@@ -45,7 +46,7 @@ class LiveLines:
         ids = []
         for binding in presence.contacts:
             contact = ContactId(binding.contact_key)
-            self.reach[contact] = Reach(binding.uri, self.peer_of(binding))
+            self.reach[contact] = Reach(binding.uri, self.peer_of(binding), binding.path)
             ids.append(contact)
         return tuple(ids)
 
@@ -55,7 +56,11 @@ class LiveLines:
     def peer_of(self, binding: Binding) -> Peer:
         """Where requests to a registered contact go: its source address (symmetric, NAT), over
         its TCP connection while that is open; a TCP contact whose connection is gone is
-        reached by a new connection to its Contact address."""
+        reached by a new connection to its Contact address. A binding registered through an
+        edge (issue #20) is reached through the first hop of its Path."""
+        if binding.path:
+            address, reliable = first_hop(binding.path)
+            return Peer(address, reliable)
         if binding.transport == "TLS":  # never a new connection toward a phone (issue #18)
             return Peer(binding.source, True, True)
         if binding.transport != "TCP":

@@ -163,6 +163,19 @@ CATALOG: Mapping[str, Message] = MappingProxyType(
             '"{value}" is not an IP address or host name',
             "「{value}」は IP アドレスでもホスト名でもありません",
         ),
+        # issue #20 (edge, rtpengine)
+        "sip.edge_invalid": _m(
+            '"{value}" is not an IP address (the edge\'s address, e.g. "127.0.0.1")',
+            '「{value}」は IP アドレスではありません(エッジのアドレス。例: "127.0.0.1")',
+        ),
+        "media.engine_unknown": _m(
+            '"{value}" is not one of "builtin", "rtpengine"',
+            '「{value}」は使えません。"builtin" か "rtpengine" を指定してください',
+        ),
+        "media.rtpengine_format": _m(
+            '"{value}" must be "udp:HOST:PORT" (e.g. "udp:127.0.0.1:2223")',
+            '「{value}」は「udp:アドレス:ポート」の形で書いてください(例: "udp:127.0.0.1:2223")',
+        ),
         "auth.algorithm_unknown": _m(
             '"{value}" is not one of "MD5", "SHA-256"',
             '「{value}」は使えません。"MD5" か "SHA-256" を指定してください',

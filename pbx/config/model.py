@@ -59,6 +59,10 @@ class SipSettings:
     tls_certificate: Path | None = None
     tls_key: Path | None = None
     tls_handshake_seconds: int = 10  # a client that has not finished its handshake is dropped
+    # issue #20 (edge): the IP addresses of SIP edges (Kamailio) in front of this node. A request
+    # from one of them is taken as from the phone or carrier named by the edge's Via received/
+    # rport (pbx.sip.edge); a REGISTER's Path is stored and used as the binding's route set.
+    edge: frozenset[str] = frozenset()
 
 
 # Keep-alive OPTIONS to registered contacts, every this many seconds (0 = off). On by default:
@@ -73,6 +77,9 @@ class AuthSettings:
     # [auth] algorithms, or per tenant with [tenant] auth_algorithms (docs/design.md 3).
     algorithms: tuple[Literal["MD5", "SHA-256"], ...] = ("MD5",)
     nonce_seconds: int = 300  # how long a digest nonce is accepted; older ones get stale=true
+    # issue #20: a file whose bytes key the nonces, shared by the nodes behind one edge so a
+    # nonce one node issued is accepted by the others; None: a random key per process.
+    nonce_secret_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +114,10 @@ class MediaSettings:
     rtp_port_min: int = 20000
     rtp_port_max: int = 29999
     inactivity_seconds: int = 60
+    # issue #20 (rtpengine): "builtin" relays RTP in this process; "rtpengine" hands the media
+    # of every call to rtpengine over its ng control protocol at ``rtpengine`` (udp:HOST:PORT).
+    engine: Literal["builtin", "rtpengine"] = "builtin"
+    rtpengine: tuple[str, int] = ("127.0.0.1", 2223)
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,6 +96,7 @@ def load_server(
             "tls_certificate",
             "tls_key",
             "tls_handshake_seconds",
+            "edge",
         ),
     )
     listen: list[ListenSpec] = []
@@ -134,15 +135,26 @@ def load_server(
         else:
             advertise = bare
 
+    edge = _edge_addresses(sip)  # issue #20
+
     # [auth]
     auth_reader = TableReader(
-        sink, file, "[auth]", top.table_("auth"), ("algorithms", "nonce_seconds")
+        sink,
+        file,
+        "[auth]",
+        top.table_("auth"),
+        ("algorithms", "nonce_seconds", "nonce_secret_file"),
     )
     algorithms = read_algorithms(auth_reader, "algorithms")
     nonce_seconds = auth_reader.integer(
         "nonce_seconds", AuthSettings().nonce_seconds, minimum=1, maximum=86400
     )
-    auth = AuthSettings(algorithms or AuthSettings().algorithms, nonce_seconds)
+    secret_file = auth_reader.string("nonce_secret_file")  # issue #20
+    auth = AuthSettings(
+        algorithms or AuthSettings().algorithms,
+        nonce_seconds,
+        nonce_secret_file=(base / secret_file) if secret_file else None,
+    )
 
     # [registrar]
     reg = TableReader(
@@ -238,7 +250,11 @@ def load_server(
 
     # [media]
     med = TableReader(
-        sink, file, "[media]", top.table_("media"), ("rtp_ports", "inactivity_seconds")
+        sink,
+        file,
+        "[media]",
+        top.table_("media"),
+        ("rtp_ports", "inactivity_seconds", "engine", "rtpengine"),
     )
     md = MediaSettings()
     port_min, port_max = md.rtp_port_min, md.rtp_port_max
@@ -257,6 +273,7 @@ def load_server(
         rtp_port_min=port_min,
         rtp_port_max=port_max,
         inactivity_seconds=med.integer("inactivity_seconds", md.inactivity_seconds, minimum=1),
+        **_media_engine(med),  # issue #20
     )
 
     # [admin]
@@ -342,6 +359,7 @@ def load_server(
             ),
             tls_certificate=sip_tls[0],
             tls_key=sip_tls[1],
+            edge=edge,
             tls_handshake_seconds=sip.integer(
                 "tls_handshake_seconds",
                 _SIP_DEFAULTS.tls_handshake_seconds,
@@ -514,3 +532,37 @@ def _database_url(sto: TableReader) -> str | None:
     if url.password:
         sto.warn("database", "storage.database_password")
     return text
+
+
+# -- issue #20: the SIP edge and the media engine ---------------------------------------------
+def _edge_addresses(sip: TableReader) -> frozenset[str]:
+    """``[sip] edge``: IP addresses (no port) of the SIP edges trusted to name a request's real
+    source."""
+    out: set[str] = set()
+    for entry in sip.strings("edge") or []:
+        try:
+            out.add(str(ipaddress.ip_address(entry.strip().strip("[]"))))
+        except ValueError:
+            sip.error("edge", "sip.edge_invalid", value=entry)
+    return frozenset(out)
+
+
+def _media_engine(med: TableReader) -> dict[str, Any]:
+    """``[media] engine`` ("builtin" | "rtpengine") and ``[media] rtpengine`` (udp:HOST:PORT)."""
+    out: dict[str, Any] = {}
+    engine = med.text("engine")
+    if engine is not None:
+        if engine not in ("builtin", "rtpengine"):
+            med.error("engine", "media.engine_unknown", value=engine)
+        else:
+            out["engine"] = engine
+    control = med.text("rtpengine")
+    if control is not None:
+        kind, sep, address = control.partition(":")
+        try:
+            if not sep or kind.lower() != "udp":
+                raise AddressError("media.rtpengine_format")
+            out["rtpengine"] = split_host_port(address, default_port=2223)
+        except AddressError:
+            med.error("rtpengine", "media.rtpengine_format", value=control)
+    return out

@@ -157,6 +157,10 @@ CASES: dict[str, Case] = {
         SERVER.replace('"udp:127.0.0.1:5060"', '"udp:127.0.0.1:5060", "tls:127.0.0.1:5061"')
     ),
     "sip.advertise_invalid": files(SERVER.replace("[sip]\n", '[sip]\nadvertise = "a_b"\n')),
+    # issue #20 (edge, rtpengine)
+    "sip.edge_invalid": files(SERVER.replace("[sip]\n", '[sip]\nedge = ["edge.example"]\n')),
+    "media.engine_unknown": server('[media]\nengine = "asterisk"\n'),
+    "media.rtpengine_format": server('[media]\nrtpengine = "127.0.0.1:2223"\n'),
     "auth.algorithm_unknown": server('[auth]\nalgorithms = ["SHA-512"]\n'),
     "auth.algorithm_duplicate": server('[auth]\nalgorithms = ["MD5", "md5"]\n'),
     "auth.algorithms_empty": server("[auth]\nalgorithms = []\n"),

@@ -243,17 +243,23 @@ def run(args: list[str], workdir: Path, timeout: float = SIPP_TIMEOUT + 15) -> s
     return done.stdout
 
 
-def register(server: RunningServer, ext: str, port: int, workdir: Path) -> None:
-    args = sipp_args(
+def register_args(
+    target: tuple[str, int], local_ip: str, port: int, ext: str, password: str
+) -> list[str]:
+    """SIPp registering ``ext`` from ``local_ip:port`` to ``target`` (digest)."""
+    return sipp_args(
         SIPP_DIR / "register.xml",
-        server.udp,
-        local_ip=PHONE_IP,
+        target,
+        local_ip=local_ip,
         port=port,
         service=ext,
-        extra=["-au", ext, "-ap", PASSWORDS[ext]],
+        extra=["-au", ext, "-ap", password],
         timeout=15,
     )
-    run(args, workdir)
+
+
+def register(server: RunningServer, ext: str, port: int, workdir: Path) -> None:
+    run(register_args(server.udp, PHONE_IP, port, ext, PASSWORDS[ext]), workdir)
 
 
 def wait_bound(host: str, port: int, deadline: float) -> None:
