@@ -116,7 +116,10 @@ def test_a_64_kb_attribute_line_is_refused_before_the_sdp_is_read(server: Runnin
     with socket.create_connection(server.tcp, timeout=10, source_address=(CARRIER, 0)) as conn:
         data, _, _ = invite(conn.getsockname()[1], body, transport="TCP")
         conn.sendall(data)
-        closed = conn.recv(65536) == b""
+        try:
+            closed = conn.recv(65536) == b""
+        except ConnectionResetError:  # closed with our unread bytes in its buffer: a reset
+            closed = True
     body = offer(media=("m=audio 40000 RTP/AVP 0", "a=x-junk:" + "A" * 60_000))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((CARRIER, 0))
