@@ -254,7 +254,7 @@ def load_server(
         file,
         "[media]",
         top.table_("media"),
-        ("rtp_ports", "inactivity_seconds", "engine", "rtpengine"),
+        ("rtp_ports", "inactivity_seconds", "engine", "rtpengine", "rtpengine_recording_dir"),
     )
     md = MediaSettings()
     port_min, port_max = md.rtp_port_min, md.rtp_port_max
@@ -565,4 +565,7 @@ def _media_engine(med: TableReader) -> dict[str, Any]:
             out["rtpengine"] = split_host_port(address, default_port=2223)
         except AddressError:
             med.error("rtpengine", "media.rtpengine_format", value=control)
+    recordings = med.text("rtpengine_recording_dir")
+    if recordings is not None:
+        out["rtpengine_recording_dir"] = Path(recordings)
     return out
