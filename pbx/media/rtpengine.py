@@ -20,9 +20,14 @@ tells it what to do over the ng protocol (``pbx.media.ng``):
   call core chose (``pbx.media.pcap_wav``: caller left, callee right), then deletes the pcap.
 - ``release``: ``delete`` (no delay, so the pcap is complete at once).
 
-Not carried over from the built-in relay: SRTP (the SDP offered is plain RTP) and the
-inactivity hang-up (rtpengine's own ``--timeout`` frees its ports, the call stays up until a
-party hangs up or the session timer ends it). See docs/design.md 10.7.
+- inactivity: every ``inactivity_seconds / 4`` (0.25 to 5 s) a ``query`` reads how many packets
+  (RTP and RTCP) rtpengine has received from each party; a party expected to send (its SDP says
+  sendrecv or sendonly) whose count has not moved for ``inactivity_seconds`` triggers
+  ``on_inactive(side)`` once, as with the built-in relay (``restart_silence`` starts the count
+  again, a new packet re-arms it).
+
+Not carried over from the built-in relay: SRTP (the SDP offered is plain RTP). See
+docs/design.md 10.7.
 """
 
 from __future__ import annotations
@@ -66,6 +71,9 @@ class _Call:
     recording: Path | None = None
     player: asyncio.TimerHandle | None = None
     streams: dict[Side, AudioStream] = field(default_factory=dict)
+    watcher: asyncio.Task[None] | None = None
+    heard: dict[Side, tuple[int, float]] = field(default_factory=dict)  # packets, since when
+    silent: set[Side] = field(default_factory=set)  # on_inactive already called
 
 
 class RtpengineMedia:
@@ -114,6 +122,10 @@ class RtpengineMedia:
         call.host, call.ports = host, (a_port, b_port)
         if self._calls.get(call_id) is not call:  # released meanwhile
             self._delete(call)
+        else:
+            call.watcher = asyncio.get_running_loop().create_task(
+                self._watch(call, settings.inactivity_seconds, on_inactive)
+            )
         return call.ports
 
     def media_host(self, call_id: str) -> str:
@@ -132,7 +144,25 @@ class RtpengineMedia:
         return (b"", b"")  # plain RTP toward both parties (see the module docstring)
 
     def restart_silence(self, call_id: str, side: Side) -> None:
-        pass
+        if (call := self._calls.get(call_id)) is not None and side in call.heard:
+            call.heard[side] = (call.heard[side][0], self.clock())
+            call.silent.discard(side)
+
+    async def _watch(
+        self, call: _Call, inactivity: float, on_inactive: Callable[[Side], None]
+    ) -> None:
+        """Poll rtpengine's packet counts; report a party silent for ``inactivity`` seconds."""
+        interval = min(5.0, max(0.25, inactivity / 4))
+        query: dict[str, Value] = {"command": "query", "call-id": call.ng_id}
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                reply = await self.client.request(query)
+            except NgError as exc:
+                log.warning("rtpengine_query_failed", call=call.ng_id, error=str(exc))
+                continue
+            for side in inactive_sides(call, reply, self.clock(), inactivity):
+                on_inactive(side)
 
     async def record(self, call_id: str, path: Path) -> bool:
         """Have rtpengine record the call; its WAV is written at ``path`` when it ends."""
@@ -182,6 +212,8 @@ class RtpengineMedia:
             return
         if call.player is not None:
             call.player.cancel()
+        if call.watcher is not None:
+            call.watcher.cancel()
         if call.ports != (0, 0):  # otherwise ``open`` deletes it when its answer comes
             self._delete(call)
 
@@ -247,6 +279,42 @@ class RtpengineMedia:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+# -- inactivity (pure) ----------------------------------------------------------------------------
+
+
+def received_packets(reply: Reply, tag: str) -> int:
+    """Packets (RTP and RTCP) rtpengine received from the party ``tag``, from a query reply."""
+    tags = reply.get(b"tags")
+    party = tags.get(tag.encode()) if isinstance(tags, dict) else None
+    medias = party.get(b"medias") if isinstance(party, dict) else None
+    total = 0
+    for media in medias if isinstance(medias, list) else []:
+        streams = media.get(b"streams") if isinstance(media, dict) else None
+        for stream in streams if isinstance(streams, list) else []:
+            stats = stream.get(b"stats") if isinstance(stream, dict) else None
+            packets = stats.get(b"packets") if isinstance(stats, dict) else None
+            total += packets if isinstance(packets, int) else 0
+    return total
+
+
+def inactive_sides(call: _Call, reply: Reply, now: float, inactivity: float) -> list[Side]:
+    """The sides to report silent now (each once until it sends again); updates ``call``."""
+    out = []
+    for side, tag in TAGS.items():
+        packets = received_packets(reply, tag)
+        before, since = call.heard.get(side, (-1, now))
+        if packets != before:  # it sent (or counting starts): silence is measured from now
+            call.heard[side] = (packets, now)
+            call.silent.discard(side)
+            continue
+        stream = call.streams.get(side)
+        sends = stream is not None and stream.direction in (Direction.SENDRECV, Direction.SENDONLY)
+        if sends and side not in call.silent and now - since >= inactivity:
+            call.silent.add(side)
+            out.append(side)
+    return out
 
 
 # -- SDP for rtpengine (pure) -------------------------------------------------------------------

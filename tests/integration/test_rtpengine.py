@@ -6,7 +6,9 @@ method into the test's folder; it is started here and ended by its pid. Two pyVo
 helpers of test_media_calls) then show, through rtpengine and not the node:
 1. a recorded call: each phone hears the other's tone, and the call's WAV (made by the node from
    rtpengine's pcap) is stereo with each party's tone on its own channel;
-2. the 009608 announcement, played by rtpengine (``play media``), heard by the caller.
+2. the 009608 announcement, played by rtpengine (``play media``), heard by the caller;
+3. a caller that stops sending is hung up after ``inactivity_seconds`` (read from rtpengine's
+   packet counts with ``query``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from tests.integration.test_media_calls import (
     TONE_RMS,
     TONE_SECONDS,
     Phone,
+    _Muted,
     assert_hears,
     client_of,
     closed_record,
@@ -47,6 +50,7 @@ from tests.integration.test_media_calls import (
     rms,
     talk,
     tone_packets,
+    unsigned_tone,
     wait_until,
 )
 
@@ -56,6 +60,7 @@ phones = test_media_calls.phones
 rtp_capture = test_media_calls.rtp_capture
 
 RTPENGINE_PORTS = (35000, 35999)
+INACTIVITY = 2  # seconds; the phones send all the time (silence too) until muted
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +123,7 @@ def node(
     text = config.read_text(encoding="utf-8")
     engine = (
         'rtp_ports = "32000-32999"\n'
+        f"inactivity_seconds = {INACTIVITY}\n"
         'engine = "rtpengine"\n'
         f'rtpengine = "udp:127.0.0.1:{ng_port}"\n'
         f'rtpengine_recording_dir = "{recordings}"\n'
@@ -213,3 +219,29 @@ def test_announcement_played_by_rtpengine_is_heard(
     record = closed_record(root, "0612345678", 0)
     assert record["answered_by"] == "009608"
     assert any("009608 played" in line for line in record["trace"]), record["trace"]
+
+
+def test_caller_that_stops_sending_is_hung_up(
+    node: tuple[RunningServer, Path], phones: Any
+) -> None:
+    from pyVoIP.VoIP import CallState
+
+    server, root = node
+    callee: Phone = phones(server, "1001")
+    caller: Phone = phones(server, "1002")
+    callee.answer_tone = unsigned_tone(CALLEE_HZ, 30)  # talks for longer than the test
+    call = caller.call("1001")
+    wait_until("media from the callee", lambda: received_packets(call), SETUP_TIMEOUT)
+    (incoming,) = callee.incoming
+    client_of(call).sout = _Muted()  # the caller stops sending, keeps receiving
+    muted_at = time.monotonic()
+    wait_until(
+        "BYE to both phones",
+        lambda: call.state is CallState.ENDED and incoming.state is CallState.ENDED,
+        INACTIVITY + 8,
+    )
+    elapsed = time.monotonic() - muted_at
+    print(f"rtpengine inactivity: BYE {elapsed:.2f}s after the caller went quiet")
+    assert INACTIVITY - 0.1 <= elapsed <= INACTIVITY + 3, elapsed
+    record = closed_record(root, "1001", 0)
+    assert any(f"no RTP from the caller for {INACTIVITY}s" in line for line in record["trace"])

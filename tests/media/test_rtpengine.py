@@ -9,6 +9,7 @@ import socket
 import struct
 import wave
 from array import array
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,15 @@ from pbx.media.g711 import Codec, encode_ulaw
 from pbx.media.latch import Side
 from pbx.media.ng import NgClient, NgError, Reply, checked, ng_reply, ng_request
 from pbx.media.pcap_wav import pcap_to_stereo_wav
-from pbx.media.rtpengine import RtpengineMedia, party_sdp, placeholder_sdp, sdp_address
+from pbx.media.rtpengine import (
+    RtpengineMedia,
+    _Call,
+    inactive_sides,
+    party_sdp,
+    placeholder_sdp,
+    received_packets,
+    sdp_address,
+)
 from pbx.media.sdp import AudioStream, Direction
 
 # -- messages ------------------------------------------------------------------------------------
@@ -246,3 +255,66 @@ def test_pcap_becomes_stereo_with_each_party_on_its_channel_and_pauses_kept() ->
 def test_not_a_raw_ip_pcap(data: bytes) -> None:
     with pytest.raises(ValueError, match="pcap"):
         pcap_to_stereo_wav(data, 1, 2)
+
+
+# -- inactivity from rtpengine's packet counts ----------------------------------------------------
+
+
+def query_reply(a: int, b: int) -> Reply:
+    def party(packets: int) -> dict[bytes, Any]:
+        rtp = {b"stats": {b"packets": packets}}
+        rtcp = {b"stats": {b"packets": 0}}
+        return {b"medias": [{b"streams": [rtp, rtcp]}]}
+
+    return {b"result": b"ok", b"tags": {b"a": party(a), b"b": party(b)}}
+
+
+def test_received_packets_of_a_query_reply() -> None:
+    assert received_packets(query_reply(7, 3), "a") == 7
+    assert received_packets(query_reply(7, 3), "b") == 3
+    assert received_packets({b"result": b"ok"}, "a") == 0
+    assert received_packets({b"tags": {b"a": {b"medias": [b"junk"]}}}, "a") == 0
+
+
+def test_a_party_silent_for_the_inactivity_time_is_reported_once_then_rearmed() -> None:
+    call = _Call("n-c1")
+    sending = AudioStream("192.0.2.7", 4000, Direction.SENDRECV, (Codec.PCMU,), None)
+    call.streams = {Side.A: sending, Side.B: replace(sending, direction=Direction.RECVONLY)}
+    assert inactive_sides(call, query_reply(0, 0), 0.0, 10) == []  # counting starts
+    assert inactive_sides(call, query_reply(50, 0), 5.0, 10) == []
+    # B does not send (recvonly): never reported; A silent from 5 s on.
+    assert inactive_sides(call, query_reply(50, 0), 14.0, 10) == []
+    assert inactive_sides(call, query_reply(50, 0), 15.0, 10) == [Side.A]
+    assert inactive_sides(call, query_reply(50, 0), 30.0, 10) == []  # once
+    assert inactive_sides(call, query_reply(51, 0), 31.0, 10) == []  # sends again: re-armed
+    assert inactive_sides(call, query_reply(51, 0), 41.0, 10) == [Side.A]
+
+
+@pytest.mark.asyncio
+async def test_the_watcher_calls_on_inactive_and_stops_at_release() -> None:
+    now = [0.0]
+    media = RtpengineMedia(lambda: now[0], ("127.0.0.1", 1))
+    client = ScriptedClient()
+
+    async def request(command: dict[str, Value]) -> Reply:
+        if command["command"] == "query":
+            now[0] += 1.0
+            return query_reply(0, 0)
+        return await ScriptedClient.request(client, command)
+
+    media.client.request = request  # type: ignore[method-assign]
+    silent: list[Side] = []
+    reported = asyncio.Event()
+
+    def on_inactive(side: Side) -> None:
+        silent.append(side)
+        reported.set()
+
+    await media.open("c1", MediaSettings(inactivity_seconds=1), "127.0.0.1", on_inactive)
+    stream = AudioStream("192.0.2.7", 4000, Direction.SENDRECV, (Codec.PCMU,), None)
+    media.set_remote("c1", Side.A, stream)
+    await asyncio.wait_for(reported.wait(), 5)
+    assert silent == [Side.A]
+    media.release("c1")
+    await asyncio.gather(*media._tasks)
+    await asyncio.sleep(0)
