@@ -37,6 +37,18 @@ both held with 0 % loss; relay CPU 31 % plain (~809 calls per fully used core) a
 SRTP<->SRTP (~442 calls per core); mean one-way latency 0.7 ms plain, 1.4 ms SRTP. A first
 SRTP try at 250 lost 12 % while the machine was busy with others' work ("other" 71 %) and held
 on the retry.
+
+rtpengine (issue #20, ``--modes relay,rtpengine``): a private userspace rtpengine
+(``--table=-1``: no kernel forwarding here) relays the same generated calls, set up through
+``pbx.media.rtpengine.RtpengineMedia`` over ng; its CPU is all its threads' (procfs). Measured
+2026-12-07 02:26-02:35 UTC while three other sessions kept both CPUs busy ("other" 120-170 %),
+so the loss columns are the machine's, not the relays' (both lost packets at 100-250 calls in
+some tries and held in others); the CPU per call is the usable figure: at 100 calls the
+built-in relay used 14-16 % of one core (~650-700 calls per fully used core), rtpengine
+17-20 % (~500-590); at 150 calls rtpengine 22 % (~680), at 250 calls 34-44 % (~570-735).
+Userspace rtpengine costs about what the built-in relay does per packet; its gains are that
+it is multi-threaded (it can use every core, the node's relay one) and that the nodes no
+longer relay at all. Kernel forwarding (the xt_RTPENGINE module) could not be measured here.
 """
 
 from __future__ import annotations
