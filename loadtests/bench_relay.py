@@ -37,6 +37,18 @@ both held with 0 % loss; relay CPU 31 % plain (~809 calls per fully used core) a
 SRTP<->SRTP (~442 calls per core); mean one-way latency 0.7 ms plain, 1.4 ms SRTP. A first
 SRTP try at 250 lost 12 % while the machine was busy with others' work ("other" 71 %) and held
 on the retry.
+
+rtpengine (issue #20, ``--modes relay,rtpengine``): a private userspace rtpengine
+(``--table=-1``: no kernel forwarding here) relays the same generated calls, set up through
+``pbx.media.rtpengine.RtpengineMedia`` over ng; its CPU is all its threads' (procfs). Measured
+2026-12-07 02:26-02:35 UTC while three other sessions kept both CPUs busy ("other" 120-170 %),
+so the loss columns are the machine's, not the relays' (both lost packets at 100-250 calls in
+some tries and held in others); the CPU per call is the usable figure: at 100 calls the
+built-in relay used 14-16 % of one core (~650-700 calls per fully used core), rtpengine
+17-20 % (~500-590); at 150 calls rtpengine 22 % (~680), at 250 calls 34-44 % (~570-735).
+Userspace rtpengine costs about what the built-in relay does per packet; its gains are that
+it is multi-threaded (it can use every core, the node's relay one) and that the nodes no
+longer relay at all. Kernel forwarding (the xt_RTPENGINE module) could not be measured here.
 """
 
 from __future__ import annotations
@@ -61,6 +73,7 @@ from typing import Any
 
 HOST = "127.0.0.1"
 RELAY_PORTS = (20000, 29999)
+RTPENGINE_PORTS = (30000, 39999)  # the rtpengine mode's relay (4 ports a call: RTP and RTCP)
 PACKET_INTERVAL = 0.020  # 50 packets/s per direction
 PHASES = 20  # phase groups, one every millisecond
 LOSS_LIMIT = 0.001  # 0.1 %
@@ -218,6 +231,7 @@ def relay_process(conn: multiprocessing.connection.Connection) -> None:
         result["late_recorded"] = late
         return result
 
+    ng = _rtpengine_handlers()
     try:
         _serve(
             conn,
@@ -226,10 +240,108 @@ def relay_process(conn: multiprocessing.connection.Connection) -> None:
                 "remote": set_remotes,
                 "counters": counters,
                 "close": close_calls,
+                **ng,
             },
         )
     finally:
         shutil.rmtree(record_dir, ignore_errors=True)
+
+
+# --- rtpengine (issue #20): the same calls through rtpengine, set up over ng -----------------
+
+
+def start_rtpengine(pin: bool) -> tuple[Any, int]:
+    """A private userspace rtpengine for the ``rtpengine`` mode: (process, ng port)."""
+    import socket
+    import subprocess
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind((HOST, 0))
+        port = int(probe.getsockname()[1])
+    binary = shutil.which("rtpengine")
+    if binary is None:
+        raise SystemExit("rtpengine mode: rtpengine-daemon is not installed (scripts/test.sh)")
+    process = subprocess.Popen(
+        [
+            binary,
+            "--table=-1",
+            f"--interface={HOST}",
+            f"--listen-ng={HOST}:{port}",
+            "--foreground",
+            "--log-stderr",
+            "--log-level=3",
+            f"--port-min={RTPENGINE_PORTS[0]}",
+            f"--port-max={RTPENGINE_PORTS[1]}",
+            "--delete-delay=0",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=(lambda: os.sched_setaffinity(0, {0})) if pin else None,
+    )
+    return process, port
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU-seconds (user + system, every thread) a process has used, from procfs."""
+    stat = Path(f"/proc/{pid}/stat").read_bytes().decode("ascii")
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rtpengine_handlers() -> dict[str, Any]:
+    """The relay child's ``ng_*`` commands: the calls are ``RtpengineMedia`` calls (the module
+    the node uses), rtpengine's CPU is read from /proc (all its threads)."""
+    target = os.environ.get("BENCH_RTPENGINE", "")
+    if not target:
+        return {}
+    pid, port = (int(x) for x in target.split(":"))
+    from pbx.config.model import MediaSettings
+    from pbx.media.g711 import Codec
+    from pbx.media.relay import Side
+    from pbx.media.rtpengine import RtpengineMedia
+    from pbx.media.sdp import AudioStream, Direction
+
+    media = RtpengineMedia(time.monotonic, (HOST, port))
+    calls: list[str] = []
+
+    async def open_calls(count: int, *_: Any) -> list[Any]:
+        async def one(i: int) -> tuple[int, int]:
+            ports = await media.open(f"c{i}", MediaSettings(), HOST, lambda side: None)
+            calls.append(f"c{i}")
+            return ports
+
+        out: list[Any] = []
+        for first in range(0, count, 100):  # bounded: the ng client's max_pending
+            out += await asyncio.gather(*(one(i) for i in range(first, min(count, first + 100))))
+        return out
+
+    async def set_remotes(addresses: list[tuple[tuple[str, int], tuple[str, int]]]) -> None:
+        for call, (a, b) in zip(calls, addresses, strict=True):
+            for side, (host, rtp) in ((Side.A, a), (Side.B, b)):
+                stream = AudioStream(host, rtp, Direction.SENDRECV, (Codec.PCMU,), None)
+                media.set_remote(call, side, stream)
+        await asyncio.gather(*media._tasks)
+
+    async def counters() -> dict[str, float]:
+        return {"relayed": 0, "dropped": 0, "cpu": _process_cpu(pid)}
+
+    async def close_calls() -> dict[str, float]:
+        result = await counters()
+        for call in calls:
+            media.release(call)
+        calls.clear()
+        await asyncio.gather(*media._tasks)
+        result["in_use_after_close"] = media.ports_in_use
+        result["late_recorded"] = 0
+        return result
+
+    return {
+        "ng_open": open_calls,
+        "ng_remote": set_remotes,
+        "ng_counters": counters,
+        "ng_close": close_calls,
+    }
 
 
 # --- the load generator process ---------------------------------------------------------------
@@ -480,26 +592,28 @@ def run_level(
     relay: _Child, gen: _Child, mode: str, calls: int, warmup: float, measure: float
 ) -> Result:
     relay_cpu = None
+    ng = "ng_" if mode == "rtpengine" else ""  # the same steps, through rtpengine
     if mode == "direct":
         gen.call("setup", calls)
     else:
-        ports = relay.call("open", calls, mode == "relay+rec", mode == "relay+srtp", timeout=120)
+        rec, srtp = mode == "relay+rec", mode == "relay+srtp"
+        ports = relay.call(ng + "open", calls, rec, srtp, timeout=120)
         addresses = gen.call("setup", ports, timeout=120)
-        relay.call("remote", addresses)
+        relay.call(ng + "remote", addresses, timeout=120)
     try:
-        before = relay.call("counters") if mode != "direct" else None
+        before = relay.call(ng + "counters") if mode != "direct" else None
         busy = _machine_busy()
         wall = time.monotonic()
         report = gen.call("run", warmup, measure, timeout=warmup + measure + 30)
         wall = time.monotonic() - wall
         machine = (_machine_busy() - busy) / wall
         if before is not None:
-            after = relay.call("counters")
+            after = relay.call(ng + "counters")
             relay_cpu = (after["cpu"] - before["cpu"]) / wall
     finally:
         gen.call("teardown", timeout=60)
         if mode != "direct":
-            closed = relay.call("close", timeout=120)
+            closed = relay.call(ng + "close", timeout=120)
             assert closed["in_use_after_close"] == 0, "relay leaked ports"
     # Everything else the machine ran meanwhile (it may be shared): a noise indicator.
     others = max(0.0, machine - (relay_cpu or 0.0) - report["cpu"])
@@ -561,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", default="250,350,500,600,700,800")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--measure", type=float, default=3.0)
-    parser.add_argument("--modes", default="direct,relay,relay+srtp,relay+rec")
+    parser.add_argument("--modes", default="direct,relay,rtpengine,relay+srtp,relay+rec")
     parser.add_argument(
         "--retries",
         type=int,
@@ -606,6 +720,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{'mode':<10} {'calls':>6} {'pkt/s':>8} {'loss%':>8} {'mean ms':>8} {'added':>7}"
         f" {'p50':>7} {'p99':>7} {'jitter':>7} {'relay':>6} {'gen':>6} {'other':>6} {'lag ms':>7}"
     )
+    rtpengine = start_rtpengine(args.pin) if "rtpengine" in modes else None
+    if rtpengine is not None:  # read by the relay child, which drives it over ng
+        os.environ["BENCH_RTPENGINE"] = f"{rtpengine[0].pid}:{rtpengine[1]}"
+        time.sleep(0.5)  # its control socket is up well within this
     relay = _Child(relay_process, "bench-relay")
     gen = _Child(generator_process, "bench-generator")
     results: list[Result] = []
@@ -634,6 +752,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         gen.stop()
         relay.stop()
+        if rtpengine is not None:  # ended by its pid
+            rtpengine[0].terminate()
+            try:
+                rtpengine[0].wait(10)
+            except Exception:
+                rtpengine[0].kill()
+                rtpengine[0].wait()
     print()
     for mode in modes:
         held = [r for r in results if r.mode == mode and r.ok]

@@ -29,7 +29,7 @@ from pbx.call.lines import LiveLines
 from pbx.call.ports import CallRecords, ConfigSource, LineDirectory, SipPort
 from pbx.clock import Clock, Instant
 from pbx.errors import PbxError, RemoteProtocolError
-from pbx.media.calls import CallMedia
+from pbx.media.calls import CallMedia, MediaPlane
 from pbx.media.relay import Side
 from pbx.metrics import Registry
 from pbx.routing.model import CallRequest, LineKey, LineLookup, LineState
@@ -59,6 +59,7 @@ class CallEngine:
         config: ConfigSource,
         metrics: Registry,
         clock: Clock,
+        media: MediaPlane | None = None,  # the built-in relay unless given (rtpengine, issue #20)
     ) -> None:
         self.sip, self.lines, self.records, self.config = sip, lines, records, config
         self.clock = clock
@@ -69,7 +70,7 @@ class CallEngine:
         self.dialogs: dict[DialogId, CallCore] = {}
         self.line_calls: Counter[LineKey] = Counter()
         self._timers: dict[str, tuple[float, asyncio.TimerHandle]] = {}
-        self.media = CallMedia(clock.monotonic)
+        self.media: MediaPlane = media or CallMedia(clock.monotonic)
         self._prompt_names = frozenset(self.media.prompts)
         metrics.gauge(
             "pbx_rtp_ports_in_use",
@@ -322,7 +323,10 @@ class CallEngine:
             self.media.release(core.id)
             return
         ready = callcore.MediaReady(
-            *ports, session_id=secrets.randbelow(2**31), keys=self.media.srtp_keys(core.id)
+            *ports,
+            session_id=secrets.randbelow(2**31),
+            keys=self.media.srtp_keys(core.id),
+            host=self.media.media_host(core.id),
         )
         self._run(core, ready, self.clock.now(), flush=True)
 

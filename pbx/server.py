@@ -26,12 +26,14 @@ from pbx.clock import Clock
 from pbx.config.demo import demo_password_refusal, demo_password_users
 from pbx.config.holder import ConfigHolder
 from pbx.config.load import load_config
-from pbx.config.model import ConfigSnapshot, ListenSpec, TenantId
+from pbx.config.model import ConfigSnapshot, ListenSpec, MediaSettings, TenantId
 from pbx.config.problems import ConfigError
 from pbx.fdlimit import raise_open_file_limit, tcp_connection_budget
 from pbx.http import HttpListener
 from pbx.log import configure_logging
+from pbx.media.calls import MediaPlane
 from pbx.media.latch import Side
+from pbx.media.rtpengine import RtpengineMedia
 from pbx.metrics import Registry
 from pbx.panel.runner import PanelRunner
 from pbx.panel.status import ActiveCall, ActiveLeg, TenantBindings
@@ -106,7 +108,8 @@ class PbxServer:
         self.store = await Store.open_storage(data_dir, storage.database, clock=self.clock)
         self.service = SipService(self.holder, self.store, self.metrics, self.clock)
         self.engine = CallEngine(
-            self.service, self.service, self.store, self.holder, self.metrics, self.clock
+            *(self.service, self.service, self.store, self.holder, self.metrics, self.clock),
+            media=_media_plane(snapshot.server.media, self.clock),
         )
         self.service.calls = self.engine
         sip = snapshot.server.sip
@@ -492,3 +495,13 @@ def main(args: argparse.Namespace) -> int:
     import uvloop
 
     return uvloop.run(serve(config_path, snapshot))
+
+
+# issue #20: ``[media] engine`` chooses the media plane at start-up (a reload does not switch it).
+def _media_plane(settings: MediaSettings, clock: Clock) -> MediaPlane | None:
+    if settings.engine != "rtpengine":
+        return None  # the call engine's built-in relay
+    log.info("media_engine", engine="rtpengine", control=settings.rtpengine)
+    return RtpengineMedia(
+        clock.monotonic, settings.rtpengine, recording_dir=settings.rtpengine_recording_dir
+    )

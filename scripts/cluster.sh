@@ -75,9 +75,12 @@ up() {
     local media='engine = "builtin"'
     if [ "$rtpengine" = 1 ]; then
         media="engine = \"rtpengine\"
-rtpengine = \"udp:$RTPENGINE_NG\""
+rtpengine = \"udp:$RTPENGINE_NG\"
+rtpengine_recording_dir = \"$RUN/rtpengine-rec\""
+        mkdir -p "$RUN/rtpengine-rec"
         rtpengine --table=-1 --interface=127.0.0.1 --listen-ng="$RTPENGINE_NG" \
             --port-min=40000 --port-max=44999 --foreground --log-stderr \
+            --recording-dir="$RUN/rtpengine-rec" --recording-method=pcap --delete-delay=0 \
             >"$RUN/rtpengine.log" 2>&1 &
         echo $! >"$RUN/rtpengine.pid"
     fi

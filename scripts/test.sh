@@ -10,7 +10,7 @@ source "$(dirname "$0")/_env.sh"
 # systemd-analyze verify; openssl: the TLS tests make their certificates with it; postgresql:
 # the shared store's tests start a private server (pbx/pg_local.py); kamailio: the SIP edge of
 # scripts/cluster.sh (tests/integration/test_cluster.py).
-apt_install sip-tester espeak-ng sox chromium baresip linphone-cli systemd openssl postgresql kamailio
+apt_install sip-tester espeak-ng sox chromium baresip linphone-cli systemd openssl postgresql kamailio rtpengine-daemon
 ensure_venv ".[test]"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 .venv/bin/ruff check pbx tests loadtests

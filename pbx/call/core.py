@@ -149,6 +149,7 @@ class MediaReady:
     b_port: int
     session_id: int
     keys: tuple[bytes, bytes] = (b"", b"")  # our SRTP keys for sides A and B (issue #18)
+    host: str = ""  # the relay's address when it is not this node's (rtpengine, issue #20)
 
 
 @immutable
@@ -639,6 +640,7 @@ class CallCore:
         if self.ended or offer is None:
             self._emit(CloseMedia())
             return
+        self.media_host = event.host or self.media_host
         self.anchor = MediaAnchor(
             offer, self.media_host, event.a_port, event.b_port, event.session_id, event.keys
         )

@@ -118,6 +118,8 @@ class MediaSettings:
     # of every call to rtpengine over its ng control protocol at ``rtpengine`` (udp:HOST:PORT).
     engine: Literal["builtin", "rtpengine"] = "builtin"
     rtpengine: tuple[str, int] = ("127.0.0.1", 2223)
+    # rtpengine's --recording-dir, on this machine: its pcaps become the calls' WAVs (10.7).
+    rtpengine_recording_dir: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

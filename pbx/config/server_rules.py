@@ -254,7 +254,7 @@ def load_server(
         file,
         "[media]",
         top.table_("media"),
-        ("rtp_ports", "inactivity_seconds", "engine", "rtpengine"),
+        ("rtp_ports", "inactivity_seconds", "engine", "rtpengine", "rtpengine_recording_dir"),
     )
     md = MediaSettings()
     port_min, port_max = md.rtp_port_min, md.rtp_port_max
@@ -273,7 +273,7 @@ def load_server(
         rtp_port_min=port_min,
         rtp_port_max=port_max,
         inactivity_seconds=med.integer("inactivity_seconds", md.inactivity_seconds, minimum=1),
-        **_media_engine(med),  # issue #20
+        **_media_engine(med, base),  # issue #20
     )
 
     # [admin]
@@ -547,8 +547,9 @@ def _edge_addresses(sip: TableReader) -> frozenset[str]:
     return frozenset(out)
 
 
-def _media_engine(med: TableReader) -> dict[str, Any]:
-    """``[media] engine`` ("builtin" | "rtpengine") and ``[media] rtpengine`` (udp:HOST:PORT)."""
+def _media_engine(med: TableReader, base: Path) -> dict[str, Any]:
+    """``[media] engine`` ("builtin" | "rtpengine"), ``[media] rtpengine`` (udp:HOST:PORT) and
+    ``[media] rtpengine_recording_dir`` (relative to the config folder, like data_dir)."""
     out: dict[str, Any] = {}
     engine = med.text("engine")
     if engine is not None:
@@ -565,4 +566,9 @@ def _media_engine(med: TableReader) -> dict[str, Any]:
             out["rtpengine"] = split_host_port(address, default_port=2223)
         except AddressError:
             med.error("rtpengine", "media.rtpengine_format", value=control)
+    recordings = med.text("rtpengine_recording_dir")
+    if recordings == "":
+        med.error("rtpengine_recording_dir", "value.empty")
+    elif recordings is not None:
+        out["rtpengine_recording_dir"] = (base / recordings).resolve()
     return out

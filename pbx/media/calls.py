@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -29,6 +29,34 @@ log = structlog.get_logger("pbx.media.calls")
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 PROMPT_NAMES = ("009608",)
+
+
+class MediaPlane(Protocol):
+    """What the call engine needs of its media: ``CallMedia`` (the built-in relay) or
+    ``pbx.media.rtpengine.RtpengineMedia`` (``[media] engine = "rtpengine"``, issue #20)."""
+
+    counters: RelayCounters
+    prompts: dict[str, WavAudio]
+
+    @property
+    def ports_in_use(self) -> int: ...
+    async def open(
+        self,
+        call_id: str,
+        settings: MediaSettings,
+        bind_host: str,
+        on_inactive: Callable[[Side], None],
+    ) -> tuple[int, int]: ...
+    def media_host(self, call_id: str) -> str: ...
+    def set_remote(self, call_id: str, side: Side, stream: AudioStream) -> None: ...
+    def srtp_keys(self, call_id: str) -> tuple[bytes, bytes]: ...
+    def restart_silence(self, call_id: str, side: Side) -> None: ...
+    async def record(self, call_id: str, path: Path) -> bool: ...
+    def play(
+        self, call_id: str, prompt: str, codec: Codec, on_done: Callable[[int], None]
+    ) -> None: ...
+    def release(self, call_id: str) -> None: ...
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
 
 
 class CallMedia:
@@ -69,6 +97,9 @@ class CallMedia:
         )
         self._sessions[call_id] = session
         return session.a.port, session.b.port
+
+    def media_host(self, call_id: str) -> str:
+        return ""  # this node's own address: the call core's choice
 
     def set_remote(self, call_id: str, side: Side, stream: AudioStream) -> None:
         if (session := self._sessions.get(call_id)) is not None:

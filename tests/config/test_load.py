@@ -561,3 +561,16 @@ def test_targets_as_array_japanese_commas_and_duplicates(write: Writer) -> None:
         ["targets", 'Japanese commas "、" read as ","'],
         ["targets", "1003 is listed twice"],
     ]
+
+
+def test_rtpengine_media_settings(write: Writer) -> None:  # issue #20
+    extra = (
+        '\n[media]\nengine = "rtpengine"\nrtpengine = "udp:127.0.0.9:2300"\n'
+        'rtpengine_recording_dir = "rec"\n'
+    )
+    path = write(server=SERVER + extra)
+    media = loads(path).server.media
+    assert media.engine == "rtpengine"
+    assert media.rtpengine == ("127.0.0.9", 2300)
+    assert media.rtpengine_recording_dir == (path.parent / "rec").resolve()
+    assert loads(write()).server.media.rtpengine_recording_dir is None
