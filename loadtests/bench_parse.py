@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pbx.media.sdp import parse_sdp
 from pbx.sip.parse import parse_message
 
 INVITE = (
@@ -123,7 +124,28 @@ def main(argv: list[str] | None = None) -> int:
     target = 30_000
     verdict = "meets" if invite_parse >= target else "MISSES"
     print(f"INVITE parse rate {invite_parse:,.0f}/s {verdict} the target of {target:,}/s")
+    # SDP parsing must stay linear in its lines (a tuple rebuilt per a= line made it quadratic:
+    # 3,000 lines took 26 ms). Four times the lines should take about four times as long.
+    small, large = (_sdp_seconds(lines) for lines in (3_000, 12_000))
+    print(
+        f"SDP with 3,000 a= lines {small * 1000:.1f} ms, 12,000 {large * 1000:.1f} ms: "
+        f"x{large / small:.1f} for x4 the lines (linear: about x4)"
+    )
     return 0
+
+
+def _sdp_seconds(lines: int) -> float:
+    """The best of five parses of an offer with ``lines`` attribute lines."""
+    body = (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        "m=audio 40000 RTP/AVP 0\r\n" + "a=x\r\n" * lines
+    ).encode()
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        parse_sdp(body)
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 if __name__ == "__main__":
