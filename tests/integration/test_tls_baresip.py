@@ -19,6 +19,7 @@ import struct
 import subprocess
 import threading
 import time
+import wave
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,21 +27,34 @@ from typing import Any, cast
 
 import pytest
 
+from pbx.media.g711 import decode_ulaw
 from tests.integration.harness import (
     DEFAULT_TENANT,
+    SIPP_DIR,
     RunningServer,
+    free_port,
     running_server,
+    sipp_binary,
     stop_process,
     write_config,
 )
 from tests.integration.sip_client import SipUdpClient
+from tests.integration.test_calls import wait_bound
+from tests.integration.test_media_calls import (
+    PROMPT,
+    call_records,
+    closed_record,
+    envelope_correlation,
+)
 from tests.integration.test_tls import SipTlsClient
+from tests.media.audio import goertzel_power, split_stereo
 from tests.tlscerts import make_certificate
 
 pytestmark = pytest.mark.integration
 
 RELAY_PORTS = range(32000, 33000)  # write_config's [media] rtp_ports
-SECURE_TENANT = """
+EVERY_DAY = 'days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun", "holiday"]'
+SECURE_TENANT = f"""
 [tenant]
 domain = "secure.example"
 timezone = "Asia/Tokyo"
@@ -48,9 +62,13 @@ encryption = "require"
 
 [limits]
 max_users = 10
+recording_users = 1
 
 [[numbers]]
 number = "0399999999"
+
+[[numbers]]
+number = "0399999998"
 
 [[users]]
 extension = "2001"
@@ -61,6 +79,23 @@ caller_id = "0399999999"
 extension = "2002"
 password = "secret2002"
 caller_id = "0399999999"
+recording = true
+
+# The carrier's calls to the tenant's number ring 2001.
+[[incoming]]
+number = "0399999999"
+targets = "2001"
+{EVERY_DAY}
+start = "0:00"
+end = "23:59:59"
+
+# The other number is after hours all week: the announcement, at any time the test runs.
+[[incoming]]
+number = "0399999998"
+targets = "009608"
+{EVERY_DAY}
+start = "0:00"
+end = "23:59:59"
 """
 
 
@@ -267,6 +302,111 @@ def wait_ended(server: RunningServer, count: int, timeout: float = 30.0) -> None
     server.wait_for_events("call_ended", count, timeout)
 
 
+# --- SIPp, the plain-RTP side ----------------------------------------------------------------
+
+
+def ulaw_tone(folder: Path, hertz: int) -> Path:
+    """``tone.ulaw`` in ``folder``: raw u-law at 8 kHz, what SIPp's ``rtp_stream`` plays."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tone.ulaw"
+    subprocess.run(
+        [
+            *(shutil.which("sox") or "sox", "-n", "-r", "8000", "-c", "1", "-e", "u-law"),
+            *("-t", "raw", str(path), "synth", "20", "sine", str(hertz)),
+        ],
+        check=True,
+        timeout=30,
+    )
+    return path
+
+
+def sipp_args(scenario: str, target: tuple[str, int], local_ip: str, port: int) -> list[str]:
+    return [
+        sipp_binary(),
+        f"{target[0]}:{target[1]}",
+        "-sf",
+        str(SIPP_DIR / scenario),
+        "-t",
+        "u1",
+        "-i",
+        local_ip,
+        "-mi",
+        local_ip,
+        "-p",
+        str(port),
+        "-m",
+        "1",
+        "-nostdin",
+        "-timeout",
+        "30s",
+        "-timeout_error",
+    ]
+
+
+@contextlib.contextmanager
+def sipp(folder: Path, args: list[str]) -> Iterator[subprocess.Popen[bytes]]:
+    """SIPp in ``folder`` (where its ``tone.ulaw`` is), output in ``folder/sipp.log``; ended by
+    its pid if still running."""
+    with (folder / "sipp.log").open("wb") as out:
+        process = subprocess.Popen(
+            args, cwd=folder, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        yield process
+    finally:
+        stop_process(process, timeout=5)
+
+
+def sipp_succeeded(process: subprocess.Popen[bytes], folder: Path, timeout: float = 15) -> None:
+    assert process.wait(timeout) == 0, (folder / "sipp.log").read_text(errors="replace")[-3000:]
+
+
+def plain_audio(capture: LoopbackCapture) -> tuple[set[int], bytes]:
+    """What the relay sent to the plain-RTP side (any port outside the baresips' ranges): the
+    phone's RTP port(s), and the PCMU decoded to 16-bit PCM."""
+    ports: set[int] = set()
+    pcm = bytearray()
+    for p in capture.packets:
+        payload = p.payload
+        if p.protocol != 17 or p.sport not in RELAY_PORTS or p.dport in RELAY_PORTS:
+            continue
+        if p.dport in CALLER_RTP or p.dport in CALLEE_RTP or len(payload) < 12:
+            continue
+        if payload[0] >> 6 != 2 or payload[1] & 0x7F != 0:
+            continue
+        header = 12 + 4 * (payload[0] & 0x0F)
+        if payload[0] & 0x10:  # a header extension
+            header += 4 + 4 * struct.unpack("!H", payload[header + 2 : header + 4])[0]
+        ports.add(p.dport)
+        pcm += decode_ulaw(payload[header:])
+    return ports, bytes(pcm)
+
+
+def assert_tone(pcm: bytes, expected: int, other: int) -> float:
+    """``expected`` Hz is there, far above ``other`` (no crossed streams); the ratio."""
+    assert len(pcm) >= 2 * 8000, f"{len(pcm) // 2} samples"
+    ratio = goertzel_power(pcm, expected) / max(goertzel_power(pcm, other), 1e-9)
+    assert ratio > 100, (expected, ratio)
+    return ratio
+
+
+def heard_pcm(folder: Path) -> bytes:
+    """What a baresip heard (sndfile's *-dec.wav), 16-bit PCM at 8 kHz mono."""
+    [path] = folder.glob("dump-*-dec.wav")
+    with wave.open(str(path), "rb") as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (8000, 1, 2)
+        return wav.readframes(wav.getnframes())
+
+
+def recording_of(root: Path, called: str, before: int) -> tuple[dict[str, Any], Path]:
+    """The first closed call record to ``called`` after the ``before`` already there, and its
+    recording's path."""
+    record = closed_record(root, called, before)
+    assert record["recording_path"], record
+    path = Path(record["recording_path"])
+    return record, path if path.is_absolute() else root / "data" / "recordings" / path
+
+
 # --- the tests ---------------------------------------------------------------------------------
 
 
@@ -295,6 +435,7 @@ def test_tls_srtp_call_between_two_baresips_each_hears_the_other_and_nothing_is_
     server, cert = setup
     root = cert.parent
     before = len(server.events("call_ended"))
+    recorded_before = len(call_records(root, "2002"))
     with capture_loopback() as capture:
         with baresip(
             tmp_path / "callee",
@@ -336,44 +477,151 @@ def test_tls_srtp_call_between_two_baresips_each_hears_the_other_and_nothing_is_
         assert min(sizes) >= 182, sizes
     record = server.wait_for_events("call_ended", before + 1)[-1]
     assert record["disposition"] == "answered"
+    # 2002 records: the stereo WAV has the caller's tone on the left, the callee's on the right,
+    # decrypted from each leg's SRTP.
+    call, path = recording_of(root, "2002", recorded_before)
+    assert call["answered_by"] == "2002"
+    with wave.open(str(path), "rb") as wav:
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (2, 2, 8000)
+        frames = wav.readframes(wav.getnframes())
+    seconds = len(frames) / 4 / 8000
+    talk = call["ended_at"] - call["answered_at"]
+    assert talk - 1.0 <= seconds <= talk + 0.5, (seconds, talk)
+    left, right = split_stereo(frames)
+    ratios = (assert_tone(left, 440, 880), assert_tone(right, 880, 440))
+    print(
+        f"recording {seconds:.1f} s; 440/880 power ratio left {ratios[0]:.0f}, "
+        f"880/440 right {ratios[1]:.0f}"
+    )
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the loopback capture needs root")
-def test_tls_srtp_baresip_calls_a_plain_rtp_phone_and_audio_flows_both_ways(
+def test_tls_srtp_baresip_calls_a_plain_rtp_sipp_phone_and_audio_flows_both_ways(
     setup: tuple[RunningServer, Path], tmp_path: Path
 ) -> None:
+    """The plain phone is SIPp over UDP (extension 1003 of the tenant that allows plain RTP):
+    it plays an 880 Hz tone; what it is sent is read off the wire (plain RTP: the test can)."""
     server, cert = setup
     root = cert.parent
     before = len(server.events("call_ended"))
-    with capture_loopback() as capture:
+    plain = tmp_path / "plain"
+    ulaw_tone(plain, 880)
+    port = free_port()
+    register = sipp_args("register.xml", server.udp, "127.0.0.1", port)
+    registered = subprocess.run(
+        [*register, "-s", "1003", "-au", "1003", "-ap", "secret1003"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert registered.returncode == 0, registered.stdout + registered.stderr
+    answer = [*sipp_args("phone_answer_tone.xml", server.udp, "127.0.0.1", port), "-s", "1003"]
+    with capture_loopback() as capture, sipp(plain, answer) as phone:
+        wait_bound("127.0.0.1", port, time.monotonic() + 10)
         with baresip(
-            tmp_path / "callee",
-            udp_account("1003", "acme.example", server, answermode="auto"),
-            root / "t880.wav",
+            tmp_path / "caller",
+            tls_account("1004", "acme.example", server),
+            root / "t440.wav",
             cert,
-            CALLEE_RTP,
+            CALLER_RTP,
+            command="/dial sip:1003@acme.example",
         ):
-            wait_registered(server, "1003", "UDP")
-            with baresip(
-                tmp_path / "caller",
-                tls_account("1004", "acme.example", server),
-                root / "t440.wav",
-                cert,
-                CALLER_RTP,
-                command="/dial sip:1003@acme.example",
-            ):
-                time.sleep(6)
+            assert answered_call(server)["encryption"]["caller"]["encrypted"] is True
+            time.sleep(5)
+        sipp_succeeded(phone, plain)  # it took the BYE baresip sent as it stopped
         wait_ended(server, before + 1)
-    assert abs(heard_frequency(tmp_path / "caller") - 880) < 60
-    assert abs(heard_frequency(tmp_path / "callee") - 440) < 60
+    # Audio both ways: baresip heard SIPp's 880 Hz; SIPp was sent baresip's 440 Hz.
+    assert_tone(heard_pcm(tmp_path / "caller"), 880, 440)
+    ports, sent_to_plain = plain_audio(capture)
+    assert len(ports) == 1, ports
+    assert_tone(sent_to_plain, 440, 880)
     # The plain phone's leg is plain RTP; the TLS phone's leg is SRTP; its SIP is not in clear.
-    assert rtp_sizes(capture, CALLEE_RTP) == {172}
+    assert rtp_sizes(capture, range(min(ports), min(ports) + 1)) == {172}
     secure = rtp_sizes(capture, CALLER_RTP)
     assert 182 in secure, secure
     assert min(secure) >= 182, secure
     clear_sip = [p for p in capture.packets if p.protocol == 17 and b"SIP/2.0" in p.payload]
     assert clear_sip  # the capture works: the UDP phone's signalling is readable
-    assert not any(b"sip:1004@" in p.payload and b"REGISTER" in p.payload for p in clear_sip)
+    assert not any(b"sip:1004@" in p.payload for p in clear_sip if b"REGISTER" in p.payload)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the loopback capture needs root")
+def test_carrier_call_with_plain_rtp_reaches_a_phone_of_a_tenant_requiring_encryption(
+    setup: tuple[RunningServer, Path], tmp_path: Path
+) -> None:
+    """SIPp on the trunk's address (127.0.0.2) calls the tenant's number with plain RTP (a
+    440 Hz tone); 2001 answers over TLS + SRTP with 880 Hz: the relay bridges SRTP to RTP."""
+    server, cert = setup
+    root = cert.parent
+    before = len(server.events("call_ended"))
+    carrier = tmp_path / "carrier"
+    ulaw_tone(carrier, 440)
+    call = [
+        *sipp_args("carrier_call_tone.xml", server.udp, "127.0.0.2", free_port(host="127.0.0.2")),
+        *("-s", "0399999999", "-d", "5000"),
+    ]
+    with (
+        capture_loopback() as capture,
+        baresip(
+            tmp_path / "callee",
+            tls_account("2001", "secure.example", server, answermode="auto"),
+            root / "t880.wav",
+            cert,
+            CALLEE_RTP,
+        ),
+    ):
+        wait_registered(server, "2001", "TLS")
+        with sipp(carrier, call) as process:
+            encryption = answered_call(server)["encryption"]
+            assert encryption["callee"] == {"tls": True, "srtp": True, "encrypted": True}
+            assert encryption["caller"]["srtp"] is False, encryption
+            sipp_succeeded(process, carrier)  # it hung up after 5 s of tone
+        wait_ended(server, before + 1)
+    assert_tone(heard_pcm(tmp_path / "callee"), 440, 880)
+    ports, sent_to_carrier = plain_audio(capture)
+    assert len(ports) == 1, ports
+    assert_tone(sent_to_carrier, 880, 440)
+    assert rtp_sizes(capture, range(min(ports), min(ports) + 1)) == {172}
+    secure = rtp_sizes(capture, CALLEE_RTP)
+    assert 182 in secure, secure
+    assert min(secure) >= 182, secure
+    record = closed_record(root, "0399999999", len(call_records(root, "0399999999")) - 1)
+    assert (record["disposition"], record["answered_by"]) == ("answered", "2001")
+
+
+def test_tls_srtp_baresip_hears_the_announcement(
+    setup: tuple[RunningServer, Path], tmp_path: Path
+) -> None:
+    """2001 (TLS + SRTP) calls the tenant's number routed to 009608: the prompt is played over
+    SRTP, baresip's dump of what it heard follows the prompt's envelope, then the BYE comes."""
+    server, cert = setup
+    root = cert.parent
+    before = len(server.events("call_ended"))
+    with wave.open(str(PROMPT), "rb") as prompt_file:
+        prompt = prompt_file.readframes(prompt_file.getnframes())
+    prompt_seconds = len(prompt) / 2 / 8000
+    with baresip(
+        tmp_path / "caller",
+        tls_account("2001", "secure.example", server),
+        root / "t440.wav",
+        cert,
+        CALLER_RTP,
+        command="/dial sip:0399999998@secure.example",
+    ):
+        assert answered_call(server)["encryption"]["caller"]["srtp"] is True
+        wait_ended(server, before + 1, timeout=prompt_seconds + 10)  # the server hung up
+    record = closed_record(root, "0399999998", len(call_records(root, "0399999998")) - 1)
+    assert (record["disposition"], record["answered_by"]) == ("answered", "009608")
+    assert any("009608 played" in line for line in record["trace"]), record["trace"]
+    heard = heard_pcm(tmp_path / "caller")
+    lag, r = envelope_correlation(heard, prompt, max_lag=100)
+    print(
+        f"announcement over SRTP: {len(heard) / 16000:.2f} s heard of {prompt_seconds:.2f} s, "
+        f"envelope r={r:.4f} at lag {lag:+.2f} s"
+    )
+    assert r > 0.8, r
+    assert len(heard) / 16000 >= prompt_seconds - 0.5
 
 
 def test_a_tenant_requiring_encryption_refuses_udp_register_and_rtp_only_offers(
