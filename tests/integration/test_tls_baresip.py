@@ -1,12 +1,16 @@
 """End to end with real softphones (issue #18): baresip over TLS + SRTP through pbx run.
 
 Each baresip (Debian ``baresip-core``) plays a sine tone from a WAV file sox made (440 Hz for
-the caller, 880 Hz for the callee) and its ``sndfile`` filter writes what it heard; sox reads the
-frequency back. A raw AF_PACKET socket on the loopback interface (the tests run as root)
-captures the calls: the TLS port carries no clear-text SIP, and the RTP on an encrypted leg is
-SRTP (the authentication tag makes each 20 ms PCMU packet 182 octets instead of 172), while the
-leg to a plain-RTP phone stays plain. A tenant that requires encryption refuses a UDP REGISTER
-(403) and an RTP-only offer over TLS (488).
+the caller, 880 Hz for the callee) and its ``sndfile`` filter writes what it heard; sox or a
+Goertzel filter reads the frequency back. The plain-RTP side is SIPp (the phone of the mixed
+call, and the carrier on the trunk's address 127.0.0.2): its ``rtp_stream`` plays a raw u-law
+tone, and what the relay sent it is read off the wire and decoded here. A raw AF_PACKET socket
+on the loopback interface (the tests run as root) captures the calls: the TLS port carries no
+clear-text SIP, and the RTP on an encrypted leg is SRTP (the authentication tag makes each 20 ms
+PCMU packet 182 octets instead of 172), while the leg to a plain-RTP party stays plain. A
+recorded callee's stereo WAV has each party's tone on its own channel; a TLS + SRTP caller hears
+the 009608 announcement (its envelope follows the prompt's). A tenant that requires encryption
+refuses a UDP REGISTER (403) and an RTP-only offer over TLS (488).
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from tests.integration.test_media_calls import (
     call_records,
     closed_record,
     envelope_correlation,
+    ports_in_use,
+    wait_until,
 )
 from tests.integration.test_tls import SipTlsClient
 from tests.media.audio import goertzel_power, split_stereo
@@ -429,7 +435,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningSer
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the loopback capture needs root")
-def test_tls_srtp_call_between_two_baresips_each_hears_the_other_and_nothing_is_clear(
+def test_tls_srtp_call_between_two_baresips_each_hears_the_other_nothing_is_clear_and_recorded(
     setup: tuple[RunningServer, Path], tmp_path: Path
 ) -> None:
     server, cert = setup
@@ -481,6 +487,8 @@ def test_tls_srtp_call_between_two_baresips_each_hears_the_other_and_nothing_is_
     # decrypted from each leg's SRTP.
     call, path = recording_of(root, "2002", recorded_before)
     assert call["answered_by"] == "2002"
+    # The recorder finishes after the call (its last flush); the port gauge drops after that.
+    wait_until("the recording to be closed", lambda: ports_in_use(server) == 0, 10)
     with wave.open(str(path), "rb") as wav:
         assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (2, 2, 8000)
         frames = wav.readframes(wav.getnframes())
@@ -621,6 +629,7 @@ def test_tls_srtp_baresip_hears_the_announcement(
         f"envelope r={r:.4f} at lag {lag:+.2f} s"
     )
     assert r > 0.8, r
+    assert -0.5 <= lag <= 0.0, lag  # from the prompt's start, at most its first packets missed
     assert len(heard) / 16000 >= prompt_seconds - 0.5
 
 
