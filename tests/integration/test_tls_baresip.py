@@ -58,7 +58,9 @@ from tests.tlscerts import make_certificate
 
 pytestmark = pytest.mark.integration
 
-RELAY_PORTS = range(32000, 33000)  # write_config's [media] rtp_ports
+# This server's [media] rtp_ports, not write_config's 32000-32999: the capture sees the whole
+# loopback, where other tests' servers relay in that range.
+RELAY_PORTS = range(36000, 36200)
 EVERY_DAY = 'days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun", "holiday"]'
 SECURE_TENANT = f"""
 [tenant]
@@ -274,14 +276,6 @@ def tls_account(user: str, domain: str, server: RunningServer, **extra: str) -> 
     )
 
 
-def udp_account(user: str, domain: str, server: RunningServer, **extra: str) -> str:
-    params = "".join(f";{k}={v}" for k, v in extra.items())
-    return (
-        f"<sip:{user}@{domain}>;auth_pass=secret{user};"
-        f'outbound="sip:127.0.0.1:{server.udp[1]}";regint=600{params}'
-    )
-
-
 def wait_registered(server: RunningServer, extension: str, transport: str) -> None:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -305,7 +299,8 @@ def answered_call(server: RunningServer, timeout: float = 10.0) -> dict[str, Any
 
 
 def wait_ended(server: RunningServer, count: int, timeout: float = 30.0) -> None:
-    server.wait_for_events("call_ended", count, timeout)
+    ended = server.wait_for_events("call_ended", count, timeout)
+    assert len(ended) >= count, f"{len(ended)} calls ended, not {count}"
 
 
 # --- SIPp, the plain-RTP side ----------------------------------------------------------------
@@ -367,25 +362,33 @@ def sipp_succeeded(process: subprocess.Popen[bytes], folder: Path, timeout: floa
     assert process.wait(timeout) == 0, (folder / "sipp.log").read_text(errors="replace")[-3000:]
 
 
-def plain_audio(capture: LoopbackCapture) -> tuple[set[int], bytes]:
-    """What the relay sent to the plain-RTP side (any port outside the baresips' ranges): the
-    phone's RTP port(s), and the PCMU decoded to 16-bit PCM."""
-    ports: set[int] = set()
+def sdp_audio_port(capture: LoopbackCapture, sport: int, dport: int) -> int:
+    """The m=audio port in an SDP body sent over UDP from ``sport`` to ``dport``."""
+    for p in capture.packets:
+        if p.protocol == 17 and (p.sport, p.dport) == (sport, dport) and b"m=audio " in p.payload:
+            return int(p.payload.split(b"m=audio ", 1)[1].split(b" ", 1)[0])
+    raise AssertionError(f"no SDP from port {sport} to {dport}")
+
+
+def plain_leg(capture: LoopbackCapture, relay: int, phone: int) -> tuple[set[int], bytes]:
+    """The RTP between our relay's port and a plain-RTP party's port (other tests' relays share
+    the loopback and the port range): the datagram sizes both ways, and what the relay sent the
+    party, its PCMU decoded to 16-bit PCM."""
+    sizes: set[int] = set()
     pcm = bytearray()
     for p in capture.packets:
         payload = p.payload
-        if p.protocol != 17 or p.sport not in RELAY_PORTS or p.dport in RELAY_PORTS:
-            continue
-        if p.dport in CALLER_RTP or p.dport in CALLEE_RTP or len(payload) < 12:
+        if p.protocol != 17 or {p.sport, p.dport} != {relay, phone} or len(payload) < 12:
             continue
         if payload[0] >> 6 != 2 or payload[1] & 0x7F != 0:
             continue
-        header = 12 + 4 * (payload[0] & 0x0F)
-        if payload[0] & 0x10:  # a header extension
-            header += 4 + 4 * struct.unpack("!H", payload[header + 2 : header + 4])[0]
-        ports.add(p.dport)
-        pcm += decode_ulaw(payload[header:])
-    return ports, bytes(pcm)
+        sizes.add(len(payload))
+        if p.dport == phone:
+            header = 12 + 4 * (payload[0] & 0x0F)
+            if payload[0] & 0x10:  # a header extension
+                header += 4 + 4 * struct.unpack("!H", payload[header + 2 : header + 4])[0]
+            pcm += decode_ulaw(payload[header:])
+    return sizes, bytes(pcm)
 
 
 def assert_tone(pcm: bytes, expected: int, other: int) -> float:
@@ -430,6 +433,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningSer
         # baresip 1.0 (libre 1.1) answers only MD5 challenges.
         server_extra='[auth]\nalgorithms = ["MD5"]\n',
     )
+    text = config.read_text(encoding="utf-8")
+    ours = f'rtp_ports = "{RELAY_PORTS.start}-{RELAY_PORTS.stop - 1}"'
+    config.write_text(text.replace('rtp_ports = "32000-32999"', ours), encoding="utf-8")
     with running_server(config) as server:
         yield server, cert
 
@@ -503,6 +509,7 @@ def test_tls_srtp_call_between_two_baresips_each_hears_the_other_nothing_is_clea
     )
 
 
+@pytest.mark.sipp
 @pytest.mark.skipif(os.geteuid() != 0, reason="the loopback capture needs root")
 def test_tls_srtp_baresip_calls_a_plain_rtp_sipp_phone_and_audio_flows_both_ways(
     setup: tuple[RunningServer, Path], tmp_path: Path
@@ -541,19 +548,25 @@ def test_tls_srtp_baresip_calls_a_plain_rtp_sipp_phone_and_audio_flows_both_ways
         wait_ended(server, before + 1)
     # Audio both ways: baresip heard SIPp's 880 Hz; SIPp was sent baresip's 440 Hz.
     assert_tone(heard_pcm(tmp_path / "caller"), 880, 440)
-    ports, sent_to_plain = plain_audio(capture)
-    assert len(ports) == 1, ports
+    # The plain phone's leg (the ports in the SDP each side sent the other) is plain RTP.
+    relay = sdp_audio_port(capture, server.udp[1], port)  # our INVITE to the phone
+    sizes, sent_to_plain = plain_leg(capture, relay, sdp_audio_port(capture, port, server.udp[1]))
     assert_tone(sent_to_plain, 440, 880)
-    # The plain phone's leg is plain RTP; the TLS phone's leg is SRTP; its SIP is not in clear.
-    assert rtp_sizes(capture, range(min(ports), min(ports) + 1)) == {172}
+    assert sizes == {172}
+    # The TLS phone's leg is SRTP; its SIP is not in clear.
     secure = rtp_sizes(capture, CALLER_RTP)
     assert 182 in secure, secure
     assert min(secure) >= 182, secure
     clear_sip = [p for p in capture.packets if p.protocol == 17 and b"SIP/2.0" in p.payload]
     assert clear_sip  # the capture works: the UDP phone's signalling is readable
-    assert not any(b"sip:1004@" in p.payload for p in clear_sip if b"REGISTER" in p.payload)
+    assert not any(
+        b"sip:1004@" in p.payload
+        for p in clear_sip
+        if b"REGISTER" in p.payload and server.udp[1] in (p.sport, p.dport)
+    )
 
 
+@pytest.mark.sipp
 @pytest.mark.skipif(os.geteuid() != 0, reason="the loopback capture needs root")
 def test_carrier_call_with_plain_rtp_reaches_a_phone_of_a_tenant_requiring_encryption(
     setup: tuple[RunningServer, Path], tmp_path: Path
@@ -563,10 +576,12 @@ def test_carrier_call_with_plain_rtp_reaches_a_phone_of_a_tenant_requiring_encry
     server, cert = setup
     root = cert.parent
     before = len(server.events("call_ended"))
+    records_before = len(call_records(root, "0399999999"))
     carrier = tmp_path / "carrier"
     ulaw_tone(carrier, 440)
+    sip_port = free_port(host="127.0.0.2")
     call = [
-        *sipp_args("carrier_call_tone.xml", server.udp, "127.0.0.2", free_port(host="127.0.0.2")),
+        *sipp_args("carrier_call_tone.xml", server.udp, "127.0.0.2", sip_port),
         *("-s", "0399999999", "-d", "5000"),
     ]
     with (
@@ -587,14 +602,16 @@ def test_carrier_call_with_plain_rtp_reaches_a_phone_of_a_tenant_requiring_encry
             sipp_succeeded(process, carrier)  # it hung up after 5 s of tone
         wait_ended(server, before + 1)
     assert_tone(heard_pcm(tmp_path / "callee"), 440, 880)
-    ports, sent_to_carrier = plain_audio(capture)
-    assert len(ports) == 1, ports
+    relay = sdp_audio_port(capture, server.udp[1], sip_port)  # our 200 to the carrier
+    sizes, sent_to_carrier = plain_leg(
+        capture, relay, sdp_audio_port(capture, sip_port, server.udp[1])
+    )
     assert_tone(sent_to_carrier, 880, 440)
-    assert rtp_sizes(capture, range(min(ports), min(ports) + 1)) == {172}
+    assert sizes == {172}  # no SRTP packet slipped through to the carrier (see the relay)
     secure = rtp_sizes(capture, CALLEE_RTP)
     assert 182 in secure, secure
     assert min(secure) >= 182, secure
-    record = closed_record(root, "0399999999", len(call_records(root, "0399999999")) - 1)
+    record = closed_record(root, "0399999999", records_before)
     assert (record["disposition"], record["answered_by"]) == ("answered", "2001")
 
 
@@ -609,6 +626,7 @@ def test_tls_srtp_baresip_hears_the_announcement(
     with wave.open(str(PROMPT), "rb") as prompt_file:
         prompt = prompt_file.readframes(prompt_file.getnframes())
     prompt_seconds = len(prompt) / 2 / 8000
+    records_before = len(call_records(root, "0399999998"))
     with baresip(
         tmp_path / "caller",
         tls_account("2001", "secure.example", server),
@@ -619,7 +637,7 @@ def test_tls_srtp_baresip_hears_the_announcement(
     ):
         assert answered_call(server)["encryption"]["caller"]["srtp"] is True
         wait_ended(server, before + 1, timeout=prompt_seconds + 10)  # the server hung up
-    record = closed_record(root, "0399999998", len(call_records(root, "0399999998")) - 1)
+    record = closed_record(root, "0399999998", records_before)
     assert (record["disposition"], record["answered_by"]) == ("answered", "009608")
     assert any("009608 played" in line for line in record["trace"]), record["trace"]
     heard = heard_pcm(tmp_path / "caller")
