@@ -94,6 +94,7 @@ class CallMedia:
             on_inactive=on_inactive,
             counters=self.counters,
             clock=self.clock,
+            await_sdp=True,  # an SRTP party's first packets may come before its SDP (issue #18)
         )
         self._sessions[call_id] = session
         return session.a.port, session.b.port

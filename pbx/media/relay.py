@@ -42,6 +42,11 @@ SRTP (issue #18): a leg whose party declared an SDES key (``set_crypto``) decryp
 sends (checked before a new source may latch: a forged packet cannot take the leg) and encrypts
 what is sent to it, with our own key for that leg (``srtp_keys``, fresh per session and side).
 A plain leg relays as before, so an SRTP phone and a plain-RTP carrier talk through the relay.
+Until a party's SDP has been applied (``set_remote``) we cannot tell whether it speaks SRTP, so
+in the call engine's sessions (``await_sdp``) what it sends is dropped (counted as received and
+dropped, no destination): an SRTP callee sends as soon as it has sent its 200, and the relay may
+read that packet before the call engine reads the 200, which used to pass the still-encrypted
+packet on to a plain carrier.
 The recorder's tap sees decrypted packets; prompts are encrypted like relayed packets.
 
 The hot path is ``datagram_received``: one tuple comparison, two counter increments, one
@@ -158,6 +163,11 @@ class LegStats:
     rtp_lost: int = 0
 
 
+def _awaiting_sdp(data: bytes) -> bytes:
+    """A party's ``unprotect`` until its SDP is applied: RTP or SRTP is not known yet."""
+    raise SrtpError("no SDP from this party yet")
+
+
 class _RelayProtocol(asyncio.DatagramProtocol):
     """Receives a party's datagrams on one local socket and forwards them to the other party."""
 
@@ -181,7 +191,10 @@ class _RelayProtocol(asyncio.DatagramProtocol):
                 data = unprotect(data)
             except SrtpError:
                 channel.dropped += 1
-                channel.rejected += 1
+                if unprotect is _awaiting_sdp:
+                    channel.received += 1  # not the party's fault: its SDP is not here yet
+                else:
+                    channel.rejected += 1
                 return
         if addr != channel.source and not self.leg._accept_source(channel, addr, data):
             channel.dropped += 1
@@ -451,6 +464,7 @@ class MediaSession:
         sides: tuple[Side, ...] = (Side.A, Side.B),
         counters: RelayCounters | None = None,
         clock: Callable[[], float] | None = None,
+        await_sdp: bool = False,
     ) -> MediaSession:
         """Allocate and bind the legs' RTP and RTCP sockets; raise PortPoolExhausted or OSError.
 
@@ -459,6 +473,8 @@ class MediaSession:
         (the announcement): its packets are counted and tapped, and dropped.
         ``counters``, when given, sums this session's packet counts with the others' it has.
         ``clock`` is the monotonic clock (``Clock.monotonic``; the loop's time by default).
+        ``await_sdp``: drop what a party sends until its SDP is applied (the call engine's
+        sessions; see the module docstring).
         """
         loop = asyncio.get_running_loop()
         session = cls(
@@ -489,6 +505,8 @@ class MediaSession:
                     (rtcp_sock, leg.rtcp, rtcp_out, True),
                 ):
                     protocol = _RelayProtocol(leg, channel, out)
+                    if await_sdp:
+                        protocol.unprotect = _awaiting_sdp
                     transport, _ = await loop.create_datagram_endpoint(
                         lambda p=protocol: p,  # type: ignore[misc]
                         sock=sock,
@@ -568,6 +586,10 @@ class MediaSession:
     ) -> None:
         """Apply one party's SDP (its address, RTP port and direction); resets its latch."""
         self._legs[side].set_remote(address, port, direction, rtcp=rtcp)
+        for is_rtcp in (False, True):
+            protocol = self._protocols.get((side, is_rtcp))
+            if protocol is not None and protocol.unprotect is _awaiting_sdp:
+                protocol.unprotect = None  # plain until set_crypto says otherwise
         self._inactive_reported.discard(side)
 
     def apply_sdp(self, side: Side, stream: AudioStream) -> None:

@@ -1,12 +1,16 @@
 """End to end with real softphones (issue #18): baresip over TLS + SRTP through pbx run.
 
 Each baresip (Debian ``baresip-core``) plays a sine tone from a WAV file sox made (440 Hz for
-the caller, 880 Hz for the callee) and its ``sndfile`` filter writes what it heard; sox reads the
-frequency back. A raw AF_PACKET socket on the loopback interface (the tests run as root)
-captures the calls: the TLS port carries no clear-text SIP, and the RTP on an encrypted leg is
-SRTP (the authentication tag makes each 20 ms PCMU packet 182 octets instead of 172), while the
-leg to a plain-RTP phone stays plain. A tenant that requires encryption refuses a UDP REGISTER
-(403) and an RTP-only offer over TLS (488).
+the caller, 880 Hz for the callee) and its ``sndfile`` filter writes what it heard; sox or a
+Goertzel filter reads the frequency back. The plain-RTP side is SIPp (the phone of the mixed
+call, and the carrier on the trunk's address 127.0.0.2): its ``rtp_stream`` plays a raw u-law
+tone, and what the relay sent it is read off the wire and decoded here. A raw AF_PACKET socket
+on the loopback interface (the tests run as root) captures the calls: the TLS port carries no
+clear-text SIP, and the RTP on an encrypted leg is SRTP (the authentication tag makes each 20 ms
+PCMU packet 182 octets instead of 172), while the leg to a plain-RTP party stays plain. A
+recorded callee's stereo WAV has each party's tone on its own channel; a TLS + SRTP caller hears
+the 009608 announcement (its envelope follows the prompt's). A tenant that requires encryption
+refuses a UDP REGISTER (403) and an RTP-only offer over TLS (488).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import struct
 import subprocess
 import threading
 import time
+import wave
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,21 +31,38 @@ from typing import Any, cast
 
 import pytest
 
+from pbx.media.g711 import decode_ulaw
 from tests.integration.harness import (
     DEFAULT_TENANT,
+    SIPP_DIR,
     RunningServer,
+    free_port,
     running_server,
+    sipp_binary,
     stop_process,
     write_config,
 )
 from tests.integration.sip_client import SipUdpClient
+from tests.integration.test_calls import wait_bound
+from tests.integration.test_media_calls import (
+    PROMPT,
+    call_records,
+    closed_record,
+    envelope_correlation,
+    ports_in_use,
+    wait_until,
+)
 from tests.integration.test_tls import SipTlsClient
+from tests.media.audio import goertzel_power, split_stereo
 from tests.tlscerts import make_certificate
 
 pytestmark = pytest.mark.integration
 
-RELAY_PORTS = range(32000, 33000)  # write_config's [media] rtp_ports
-SECURE_TENANT = """
+# This server's [media] rtp_ports, not write_config's 32000-32999: the capture sees the whole
+# loopback, where other tests' servers relay in that range.
+RELAY_PORTS = range(36000, 36200)
+EVERY_DAY = 'days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun", "holiday"]'
+SECURE_TENANT = f"""
 [tenant]
 domain = "secure.example"
 timezone = "Asia/Tokyo"
@@ -48,9 +70,13 @@ encryption = "require"
 
 [limits]
 max_users = 10
+recording_users = 1
 
 [[numbers]]
 number = "0399999999"
+
+[[numbers]]
+number = "0399999998"
 
 [[users]]
 extension = "2001"
@@ -61,6 +87,23 @@ caller_id = "0399999999"
 extension = "2002"
 password = "secret2002"
 caller_id = "0399999999"
+recording = true
+
+# The carrier's calls to the tenant's number ring 2001.
+[[incoming]]
+number = "0399999999"
+targets = "2001"
+{EVERY_DAY}
+start = "0:00"
+end = "23:59:59"
+
+# The other number is after hours all week: the announcement, at any time the test runs.
+[[incoming]]
+number = "0399999998"
+targets = "009608"
+{EVERY_DAY}
+start = "0:00"
+end = "23:59:59"
 """
 
 
@@ -233,14 +276,6 @@ def tls_account(user: str, domain: str, server: RunningServer, **extra: str) -> 
     )
 
 
-def udp_account(user: str, domain: str, server: RunningServer, **extra: str) -> str:
-    params = "".join(f";{k}={v}" for k, v in extra.items())
-    return (
-        f"<sip:{user}@{domain}>;auth_pass=secret{user};"
-        f'outbound="sip:127.0.0.1:{server.udp[1]}";regint=600{params}'
-    )
-
-
 def wait_registered(server: RunningServer, extension: str, transport: str) -> None:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -264,7 +299,121 @@ def answered_call(server: RunningServer, timeout: float = 10.0) -> dict[str, Any
 
 
 def wait_ended(server: RunningServer, count: int, timeout: float = 30.0) -> None:
-    server.wait_for_events("call_ended", count, timeout)
+    ended = server.wait_for_events("call_ended", count, timeout)
+    assert len(ended) >= count, f"{len(ended)} calls ended, not {count}"
+
+
+# --- SIPp, the plain-RTP side ----------------------------------------------------------------
+
+
+def ulaw_tone(folder: Path, hertz: int) -> Path:
+    """``tone.ulaw`` in ``folder``: raw u-law at 8 kHz, what SIPp's ``rtp_stream`` plays."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tone.ulaw"
+    subprocess.run(
+        [
+            *(shutil.which("sox") or "sox", "-n", "-r", "8000", "-c", "1", "-e", "u-law"),
+            *("-t", "raw", str(path), "synth", "20", "sine", str(hertz)),
+        ],
+        check=True,
+        timeout=30,
+    )
+    return path
+
+
+def sipp_args(scenario: str, target: tuple[str, int], local_ip: str, port: int) -> list[str]:
+    return [
+        sipp_binary(),
+        f"{target[0]}:{target[1]}",
+        "-sf",
+        str(SIPP_DIR / scenario),
+        "-t",
+        "u1",
+        "-i",
+        local_ip,
+        "-mi",
+        local_ip,
+        "-p",
+        str(port),
+        "-m",
+        "1",
+        "-nostdin",
+        "-timeout",
+        "30s",
+        "-timeout_error",
+    ]
+
+
+@contextlib.contextmanager
+def sipp(folder: Path, args: list[str]) -> Iterator[subprocess.Popen[bytes]]:
+    """SIPp in ``folder`` (where its ``tone.ulaw`` is), output in ``folder/sipp.log``; ended by
+    its pid if still running."""
+    with (folder / "sipp.log").open("wb") as out:
+        process = subprocess.Popen(
+            args, cwd=folder, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        yield process
+    finally:
+        stop_process(process, timeout=5)
+
+
+def sipp_succeeded(process: subprocess.Popen[bytes], folder: Path, timeout: float = 15) -> None:
+    assert process.wait(timeout) == 0, (folder / "sipp.log").read_text(errors="replace")[-3000:]
+
+
+def sdp_audio_port(capture: LoopbackCapture, sport: int, dport: int) -> int:
+    """The m=audio port in an SDP body sent over UDP from ``sport`` to ``dport``."""
+    for p in capture.packets:
+        if p.protocol == 17 and (p.sport, p.dport) == (sport, dport) and b"m=audio " in p.payload:
+            return int(p.payload.split(b"m=audio ", 1)[1].split(b" ", 1)[0])
+    raise AssertionError(f"no SDP from port {sport} to {dport}")
+
+
+def plain_leg(capture: LoopbackCapture, relay: int, phone: int) -> tuple[set[int], bytes]:
+    """The RTP between our relay's port and a plain-RTP party's port (other tests' relays share
+    the loopback and the port range): the datagram sizes both ways, and what the relay sent the
+    party, its PCMU decoded to 16-bit PCM."""
+    sizes: set[int] = set()
+    pcm = bytearray()
+    for p in capture.packets:
+        payload = p.payload
+        if p.protocol != 17 or {p.sport, p.dport} != {relay, phone} or len(payload) < 12:
+            continue
+        if payload[0] >> 6 != 2 or payload[1] & 0x7F != 0:
+            continue
+        sizes.add(len(payload))
+        if p.dport == phone:
+            header = 12 + 4 * (payload[0] & 0x0F)
+            if payload[0] & 0x10:  # a header extension
+                header += 4 + 4 * struct.unpack("!H", payload[header + 2 : header + 4])[0]
+            pcm += decode_ulaw(payload[header:])
+    return sizes, bytes(pcm)
+
+
+def assert_tone(pcm: bytes, expected: int, other: int) -> float:
+    """``expected`` Hz is there, far above ``other`` (no crossed streams); the ratio."""
+    assert len(pcm) >= 2 * 8000, f"{len(pcm) // 2} samples"
+    ratio = goertzel_power(pcm, expected) / max(goertzel_power(pcm, other), 1e-9)
+    assert ratio > 100, (expected, ratio)
+    return ratio
+
+
+def heard_pcm(folder: Path) -> bytes:
+    """What a baresip heard (sndfile's *-dec.wav), 16-bit PCM at 8 kHz mono."""
+    [path] = folder.glob("dump-*-dec.wav")
+    with wave.open(str(path), "rb") as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (8000, 1, 2)
+        return wav.readframes(wav.getnframes())
+
+
+def recording_of(root: Path, called: str, before: int) -> tuple[dict[str, Any], Path]:
+    """The first closed call record to ``called`` after the ``before`` already there, and its
+    recording's path."""
+    record = closed_record(root, called, before)
+    assert record["recording_path"], record
+    path = Path(record["recording_path"])
+    return record, path if path.is_absolute() else root / "data" / "recordings" / path
 
 
 # --- the tests ---------------------------------------------------------------------------------
@@ -284,17 +433,21 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningSer
         # baresip 1.0 (libre 1.1) answers only MD5 challenges.
         server_extra='[auth]\nalgorithms = ["MD5"]\n',
     )
+    text = config.read_text(encoding="utf-8")
+    ours = f'rtp_ports = "{RELAY_PORTS.start}-{RELAY_PORTS.stop - 1}"'
+    config.write_text(text.replace('rtp_ports = "32000-32999"', ours), encoding="utf-8")
     with running_server(config) as server:
         yield server, cert
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the loopback capture needs root")
-def test_tls_srtp_call_between_two_baresips_each_hears_the_other_and_nothing_is_clear(
+def test_tls_srtp_call_between_two_baresips_each_hears_the_other_nothing_is_clear_and_recorded(
     setup: tuple[RunningServer, Path], tmp_path: Path
 ) -> None:
     server, cert = setup
     root = cert.parent
     before = len(server.events("call_ended"))
+    recorded_before = len(call_records(root, "2002"))
     with capture_loopback() as capture:
         with baresip(
             tmp_path / "callee",
@@ -336,38 +489,71 @@ def test_tls_srtp_call_between_two_baresips_each_hears_the_other_and_nothing_is_
         assert min(sizes) >= 182, sizes
     record = server.wait_for_events("call_ended", before + 1)[-1]
     assert record["disposition"] == "answered"
+    # 2002 records: the stereo WAV has the caller's tone on the left, the callee's on the right,
+    # decrypted from each leg's SRTP.
+    call, path = recording_of(root, "2002", recorded_before)
+    assert call["answered_by"] == "2002"
+    # The recorder finishes after the call (its last flush); the port gauge drops after that.
+    wait_until("the recording to be closed", lambda: ports_in_use(server) == 0, 10)
+    with wave.open(str(path), "rb") as wav:
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (2, 2, 8000)
+        frames = wav.readframes(wav.getnframes())
+    seconds = len(frames) / 4 / 8000
+    talk = call["ended_at"] - call["answered_at"]
+    assert talk - 1.0 <= seconds <= talk + 0.5, (seconds, talk)
+    left, right = split_stereo(frames)
+    ratios = (assert_tone(left, 440, 880), assert_tone(right, 880, 440))
+    print(
+        f"recording {seconds:.1f} s; 440/880 power ratio left {ratios[0]:.0f}, "
+        f"880/440 right {ratios[1]:.0f}"
+    )
 
 
+@pytest.mark.sipp
 @pytest.mark.skipif(os.geteuid() != 0, reason="the loopback capture needs root")
-def test_tls_srtp_baresip_calls_a_plain_rtp_phone_and_audio_flows_both_ways(
+def test_tls_srtp_baresip_calls_a_plain_rtp_sipp_phone_and_audio_flows_both_ways(
     setup: tuple[RunningServer, Path], tmp_path: Path
 ) -> None:
+    """The plain phone is SIPp over UDP (extension 1003 of the tenant that allows plain RTP):
+    it plays an 880 Hz tone; what it is sent is read off the wire (plain RTP: the test can)."""
     server, cert = setup
     root = cert.parent
     before = len(server.events("call_ended"))
-    with capture_loopback() as capture:
+    plain = tmp_path / "plain"
+    ulaw_tone(plain, 880)
+    port = free_port()
+    register = sipp_args("register.xml", server.udp, "127.0.0.1", port)
+    registered = subprocess.run(
+        [*register, "-s", "1003", "-au", "1003", "-ap", "secret1003"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert registered.returncode == 0, registered.stdout + registered.stderr
+    answer = [*sipp_args("phone_answer_tone.xml", server.udp, "127.0.0.1", port), "-s", "1003"]
+    with capture_loopback() as capture, sipp(plain, answer) as phone:
+        wait_bound("127.0.0.1", port, time.monotonic() + 10)
         with baresip(
-            tmp_path / "callee",
-            udp_account("1003", "acme.example", server, answermode="auto"),
-            root / "t880.wav",
+            tmp_path / "caller",
+            tls_account("1004", "acme.example", server),
+            root / "t440.wav",
             cert,
-            CALLEE_RTP,
+            CALLER_RTP,
+            command="/dial sip:1003@acme.example",
         ):
-            wait_registered(server, "1003", "UDP")
-            with baresip(
-                tmp_path / "caller",
-                tls_account("1004", "acme.example", server),
-                root / "t440.wav",
-                cert,
-                CALLER_RTP,
-                command="/dial sip:1003@acme.example",
-            ):
-                time.sleep(6)
+            assert answered_call(server)["encryption"]["caller"]["encrypted"] is True
+            time.sleep(5)
+        sipp_succeeded(phone, plain)  # it took the BYE baresip sent as it stopped
         wait_ended(server, before + 1)
-    assert abs(heard_frequency(tmp_path / "caller") - 880) < 60
-    assert abs(heard_frequency(tmp_path / "callee") - 440) < 60
-    # The plain phone's leg is plain RTP; the TLS phone's leg is SRTP; its SIP is not in clear.
-    assert rtp_sizes(capture, CALLEE_RTP) == {172}
+    # Audio both ways: baresip heard SIPp's 880 Hz; SIPp was sent baresip's 440 Hz.
+    assert_tone(heard_pcm(tmp_path / "caller"), 880, 440)
+    # The plain phone's leg (the ports in the SDP each side sent the other) is plain RTP.
+    relay = sdp_audio_port(capture, server.udp[1], port)  # our INVITE to the phone
+    sizes, sent_to_plain = plain_leg(capture, relay, sdp_audio_port(capture, port, server.udp[1]))
+    assert_tone(sent_to_plain, 440, 880)
+    assert sizes == {172}
+    # The TLS phone's leg is SRTP; its SIP is not in clear.
     secure = rtp_sizes(capture, CALLER_RTP)
     assert 182 in secure, secure
     assert min(secure) >= 182, secure
@@ -379,7 +565,96 @@ def test_tls_srtp_baresip_calls_a_plain_rtp_phone_and_audio_flows_both_ways(
         if p.protocol == 17 and b"SIP/2.0" in p.payload and {p.sport, p.dport} & ours
     ]
     assert clear_sip  # the capture works: the UDP phone's signalling is readable
-    assert not any(b"sip:1004@" in p.payload and b"REGISTER" in p.payload for p in clear_sip)
+    assert not any(
+        b"sip:1004@" in p.payload
+        for p in clear_sip
+        if b"REGISTER" in p.payload and server.udp[1] in (p.sport, p.dport)
+    )
+
+
+@pytest.mark.sipp
+@pytest.mark.skipif(os.geteuid() != 0, reason="the loopback capture needs root")
+def test_carrier_call_with_plain_rtp_reaches_a_phone_of_a_tenant_requiring_encryption(
+    setup: tuple[RunningServer, Path], tmp_path: Path
+) -> None:
+    """SIPp on the trunk's address (127.0.0.2) calls the tenant's number with plain RTP (a
+    440 Hz tone); 2001 answers over TLS + SRTP with 880 Hz: the relay bridges SRTP to RTP."""
+    server, cert = setup
+    root = cert.parent
+    before = len(server.events("call_ended"))
+    records_before = len(call_records(root, "0399999999"))
+    carrier = tmp_path / "carrier"
+    ulaw_tone(carrier, 440)
+    sip_port = free_port(host="127.0.0.2")
+    call = [
+        *sipp_args("carrier_call_tone.xml", server.udp, "127.0.0.2", sip_port),
+        *("-s", "0399999999", "-d", "5000"),
+    ]
+    with (
+        capture_loopback() as capture,
+        baresip(
+            tmp_path / "callee",
+            tls_account("2001", "secure.example", server, answermode="auto"),
+            root / "t880.wav",
+            cert,
+            CALLEE_RTP,
+        ),
+    ):
+        wait_registered(server, "2001", "TLS")
+        with sipp(carrier, call) as process:
+            encryption = answered_call(server)["encryption"]
+            assert encryption["callee"] == {"tls": True, "srtp": True, "encrypted": True}
+            assert encryption["caller"]["srtp"] is False, encryption
+            sipp_succeeded(process, carrier)  # it hung up after 5 s of tone
+        wait_ended(server, before + 1)
+    assert_tone(heard_pcm(tmp_path / "callee"), 440, 880)
+    relay = sdp_audio_port(capture, server.udp[1], sip_port)  # our 200 to the carrier
+    sizes, sent_to_carrier = plain_leg(
+        capture, relay, sdp_audio_port(capture, sip_port, server.udp[1])
+    )
+    assert_tone(sent_to_carrier, 880, 440)
+    assert sizes == {172}  # no SRTP packet slipped through to the carrier (see the relay)
+    secure = rtp_sizes(capture, CALLEE_RTP)
+    assert 182 in secure, secure
+    assert min(secure) >= 182, secure
+    record = closed_record(root, "0399999999", records_before)
+    assert (record["disposition"], record["answered_by"]) == ("answered", "2001")
+
+
+def test_tls_srtp_baresip_hears_the_announcement(
+    setup: tuple[RunningServer, Path], tmp_path: Path
+) -> None:
+    """2001 (TLS + SRTP) calls the tenant's number routed to 009608: the prompt is played over
+    SRTP, baresip's dump of what it heard follows the prompt's envelope, then the BYE comes."""
+    server, cert = setup
+    root = cert.parent
+    before = len(server.events("call_ended"))
+    with wave.open(str(PROMPT), "rb") as prompt_file:
+        prompt = prompt_file.readframes(prompt_file.getnframes())
+    prompt_seconds = len(prompt) / 2 / 8000
+    records_before = len(call_records(root, "0399999998"))
+    with baresip(
+        tmp_path / "caller",
+        tls_account("2001", "secure.example", server),
+        root / "t440.wav",
+        cert,
+        CALLER_RTP,
+        command="/dial sip:0399999998@secure.example",
+    ):
+        assert answered_call(server)["encryption"]["caller"]["srtp"] is True
+        wait_ended(server, before + 1, timeout=prompt_seconds + 10)  # the server hung up
+    record = closed_record(root, "0399999998", records_before)
+    assert (record["disposition"], record["answered_by"]) == ("answered", "009608")
+    assert any("009608 played" in line for line in record["trace"]), record["trace"]
+    heard = heard_pcm(tmp_path / "caller")
+    lag, r = envelope_correlation(heard, prompt, max_lag=100)
+    print(
+        f"announcement over SRTP: {len(heard) / 16000:.2f} s heard of {prompt_seconds:.2f} s, "
+        f"envelope r={r:.4f} at lag {lag:+.2f} s"
+    )
+    assert r > 0.8, r
+    assert -0.5 <= lag <= 0.0, lag  # from the prompt's start, at most its first packets missed
+    assert len(heard) / 16000 >= prompt_seconds - 0.5
 
 
 def test_a_tenant_requiring_encryption_refuses_udp_register_and_rtp_only_offers(
