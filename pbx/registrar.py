@@ -433,6 +433,29 @@ class Registrations:
         self.unreachable.add(key)
         return True
 
+    # -- issue #20 (pbx-pg2): bindings shared across nodes ------------------------------------
+    def aors(self) -> list[tuple[TenantId, Extension]]:
+        """Every AOR holding a binding in memory."""
+        return list(self._by_aor)
+
+    def replace_aor(
+        self, tenant: TenantId, extension: Extension, bindings: Iterable[Binding]
+    ) -> tuple[tuple[Binding, ...], tuple[Binding, ...]]:
+        """Make the AOR's bindings exactly ``bindings`` (as the shared database has them);
+        ``(new or changed, gone)``. An unchanged binding keeps its reachability mark."""
+        old = dict(self._by_aor.get((tenant, extension), {}))
+        new = {b.contact_key: b for b in bindings}
+        gone = tuple(b for key, b in old.items() if key not in new)
+        changed = tuple(b for key, b in new.items() if old.get(key) != b)
+        for binding in gone:
+            self._drop(binding)
+        for binding in changed:
+            previous = old.get(binding.contact_key)
+            if previous is not None:
+                self._drop(previous)
+            self._put(binding)
+        return changed, gone
+
     def __iter__(self) -> Iterator[Binding]:
         for per_aor in list(self._by_aor.values()):
             yield from list(per_aor.values())

@@ -43,6 +43,7 @@ from pbx.registrar import (
     Binding,
     BindingKey,
     Presence,
+    RegisterResult,
     Registrations,
     Source,
     ha1_lookup,
@@ -560,7 +561,8 @@ class SipService:
         if not result.ok:
             self.respond(key, response)
             return
-        before = {b.contact_key for b in self.registrations.bindings_of(aor.tenant, aor.extension)}
+        previous = self.registrations.bindings_of(aor.tenant, aor.extension)
+        before = {b.contact_key for b in previous}
         self.registrations.apply(result)
         self._track(tenant, result.saved, result.removed)
         # A new or removed contact is worth an info line; a refresh (most REGISTERs) is debug.
@@ -579,7 +581,42 @@ class SipService:
             return
         # Write-through: the 200 leaves once the change is committed.
         committed = self.store.write_bindings(result.saved, result.removed)
+        committed.add_done_callback(partial(self._undo_unstored, tenant, result, previous))
         committed.add_done_callback(partial(self._respond_when_stored, key, response))
+
+    # -- issue #20 (pbx-pg2): a REGISTER whose write failed leaves nothing in memory ----------
+    def _undo_unstored(
+        self,
+        tenant: TenantConfig,
+        result: RegisterResult,
+        previous: tuple[Binding, ...],
+        committed: asyncio.Future[int],
+    ) -> None:
+        """The write failed (503/500 to the phone): put the AOR back as the database has it,
+        ``previous`` for the contacts this REGISTER touched, unless a later REGISTER has
+        changed them since."""
+        if not committed.cancelled() and committed.exception() is None:
+            return
+        aor = result.aor
+        prior = {b.contact_key: b for b in previous}
+        now = {b.contact_key: b for b in self.registrations.bindings_of(aor.tenant, aor.extension)}
+        for binding in result.saved:
+            if now.get(binding.contact_key) == binding:
+                old = prior.get(binding.contact_key)
+                if old is None:
+                    del now[binding.contact_key]
+                else:
+                    now[binding.contact_key] = old
+        for binding in result.removed:
+            now.setdefault(binding.contact_key, binding)
+        changed, gone = self.registrations.replace_aor(aor.tenant, aor.extension, now.values())
+        self._track(tenant, changed, gone)
+        log.info("registration_undone", aor=str(aor), restored=len(changed), dropped=len(gone))
+
+    def shared_bindings_changed(self, changed: Sequence[Binding], gone: Sequence[Binding]) -> None:
+        """Another node's changes (``pbx.binding_sync``): its contacts are its to probe."""
+        for binding in (*changed, *gone):
+            self.keepalive.forget(binding.key)
 
     def _refuse_unstored(self, key: ReplyKey, req: SipRequest, aor: object) -> None:
         """503 with Retry-After: the binding cannot be stored now (issue #20)."""
