@@ -69,6 +69,8 @@ class BindingSync:
         self._dirty_all = False
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._after_flush: set[Aor] = set()  # AORs to read again once the store has flushed
+        self._flushing: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         self._closed = False
 
@@ -84,6 +86,8 @@ class BindingSync:
 
     async def close(self) -> None:
         self._closed = True
+        if self._flushing is not None:
+            self._tasks.append(self._flushing)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -174,6 +178,14 @@ class BindingSync:
                 self.on_change(changed, gone)
         if unsettled:
             # Read again once this node's own writes of those AORs are committed.
-            await store.flush()
-            self._dirty |= unsettled
+            self._after_flush |= unsettled
+            if self._flushing is None or self._flushing.done():
+                self._flushing = asyncio.get_running_loop().create_task(self._reread())
+
+    async def _reread(self) -> None:
+        while self._after_flush and not self._closed:
+            with contextlib.suppress(StoreError):
+                await self.store.flush()  # failed writes are settled too (undone in memory)
+            self._dirty |= self._after_flush
+            self._after_flush = set()
             self._wake.set()
