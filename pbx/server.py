@@ -172,6 +172,7 @@ class PbxServer:
             "server_started",
             version=__version__,
             config_version=snapshot.version,
+            node=self.node,
             sip=[
                 {"transport": a.transport, "host": a.host, "port": a.port}
                 for a in self.transport.listening
