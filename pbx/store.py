@@ -346,7 +346,7 @@ DELETE FROM registrations WHERE tenant = ? AND extension = ? AND contact_key = ?
 """
 # issue #20: binding changes are announced to every node (payload "<tenant>/<extension>").
 BINDINGS_CHANNEL = "pbx_bindings"
-_NOTIFY_BINDINGS = f"SELECT pg_notify('{BINDINGS_CHANNEL}', ?)"
+_NOTIFY_BINDINGS = f"SELECT pg_notify('{BINDINGS_CHANNEL}', aor) FROM unnest(?::text[]) AS aor"
 _BINDING_COLUMNS = """
 tenant, extension, contact, contact_params, source_host, source_port, transport, connection_id,
 call_id, cseq, registered_at, expires_at, user_agent, node
@@ -581,10 +581,6 @@ class Store:
             nothing.set_result(0)
             return nothing
         aors = {(str(b.tenant), str(b.extension)) for b in (*removed, *saved)}
-        if self.dialect == "postgresql":
-            # issue #20: every node hears of the change once it is committed (pbx.binding_sync);
-            # in the same transaction, so a failed commit tells nobody.
-            ops[:0] = [(_NOTIFY_BINDINGS, (f"{t}/{e}",), ("notify", t, e)) for t, e in aors]
         for sql, params, key in ops[:-1]:
             self._enqueue(sql, params, None, urgent=True, row=key)
         sql, params, key = ops[-1]
@@ -813,11 +809,18 @@ class Store:
         # superseded, reports a row count of -1 (nobody awaits the count of an upsert); one
         # alone reports its own.
         plan = _plan(batch)
+        statements: list[tuple[str | None, Sequence[tuple[Any, ...]]]] = [
+            (sql, [op.params for op in run]) for sql, run in plan
+        ]
+        if self.dialect == "postgresql":
+            # issue #20: every node hears of the AORs whose bindings changed (pbx.binding_sync),
+            # in the same transaction, so a failed commit tells nobody; one statement for all.
+            aors = sorted({aor for op in batch if (aor := _binding_aor(op.row)) is not None})
+            if aors:
+                statements.append((_NOTIFY_BINDINGS, [(aors,)]))
         started = self.clock.monotonic()
         try:
-            results = await self._backend.run(
-                [(sql, [op.params for op in run]) for sql, run in plan]
-            )
+            results = await self._backend.run(statements)
         except Exception as exc:
             # The adapter boundary: a failed commit fails its writers, never the writer task.
             self.stats.failed_commits += 1
@@ -832,7 +835,7 @@ class Store:
                 if op.future is not None and not op.future.done():
                     op.future.set_exception(error)
             return
-        counts = {id(run[0]): count for (_sql, run), count in zip(plan, results, strict=True)}
+        counts = {id(run[0]): count for (_sql, run), count in zip(plan, results, strict=False)}
         self.stats.commits += 1
         self.stats.statements += len(batch)
         took = self.clock.monotonic() - started
@@ -927,6 +930,13 @@ async def _prepare(db: aiosqlite.Connection) -> None:
 def _consume(future: asyncio.Future[int]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+def _binding_aor(row: Hashable | None) -> str | None:
+    """``<tenant>/<extension>`` of a registrations row key (``_binding_row``), else None."""
+    if isinstance(row, tuple) and len(row) == 4 and row[0] == "registrations":
+        return f"{row[1]}/{row[2]}"
+    return None
 
 
 def _binding_row(binding: Binding) -> tuple[str, str, str, str]:
