@@ -96,6 +96,9 @@ class Binding:
     # Contact header params other than expires (q, +sip.instance, reg-id, unknown ones): kept
     # apart from the URI (RFC 4475 cparam01) and given back in the 200 OK.
     contact_params: Params = ()
+    # issue #20: the node that holds this phone's registration when it is another node sharing
+    # the database (pbx.binding_sync); None: this node's own.
+    node: str | None = None
     # The comparison key of ``uri`` (``contact_key``), made once: a REGISTER uses it many times.
     contact_key: str = field(init=False, repr=False, compare=False)
 

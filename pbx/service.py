@@ -581,13 +581,12 @@ class SipService:
             return
         # Write-through: the 200 leaves once the change is committed.
         committed = self.store.write_bindings(result.saved, result.removed)
-        committed.add_done_callback(partial(self._undo_unstored, tenant, result, previous))
+        committed.add_done_callback(partial(self._undo_unstored, result, previous))
         committed.add_done_callback(partial(self._respond_when_stored, key, response))
 
     # -- issue #20 (pbx-pg2): a REGISTER whose write failed leaves nothing in memory ----------
     def _undo_unstored(
         self,
-        tenant: TenantConfig,
         result: RegisterResult,
         previous: tuple[Binding, ...],
         committed: asyncio.Future[int],
@@ -610,13 +609,21 @@ class SipService:
         for binding in result.removed:
             now.setdefault(binding.contact_key, binding)
         changed, gone = self.registrations.replace_aor(aor.tenant, aor.extension, now.values())
-        self._track(tenant, changed, gone)
+        self.shared_bindings_changed(changed, gone)
         log.info("registration_undone", aor=str(aor), restored=len(changed), dropped=len(gone))
 
     def shared_bindings_changed(self, changed: Sequence[Binding], gone: Sequence[Binding]) -> None:
-        """Another node's changes (``pbx.binding_sync``): its contacts are its to probe."""
-        for binding in (*changed, *gone):
+        """Changes read from the shared database (``pbx.binding_sync``): another node's contacts
+        are its to probe; ours (``node`` None) are checked as after a REGISTER."""
+        snapshot = self.holder.current
+        for binding in gone:
             self.keepalive.forget(binding.key)
+        for binding in changed:
+            tenant = snapshot.tenants.get(binding.tenant)
+            if binding.node is not None or tenant is None:
+                self.keepalive.forget(binding.key)
+            else:
+                self._track(tenant, (binding,), ())
 
     def _refuse_unstored(self, key: ReplyKey, req: SipRequest, aor: object) -> None:
         """503 with Retry-After: the binding cannot be stored now (issue #20)."""
@@ -938,6 +945,8 @@ class SipService:
         """Every binding under ``snapshot``'s intervals (start-up, reload). A tenant whose
         checks were turned off loses the marks they made (a closed TCP connection's stay)."""
         for binding in self.registrations:
+            if binding.node is not None:
+                continue  # issue #20: another node's contact, probed by that node
             tenant = snapshot.tenants.get(binding.tenant)
             interval = tenant.qualify_seconds if tenant is not None else 0
             self.keepalive.track(

@@ -575,7 +575,10 @@ class Store:
         for binding in removed:
             row = _binding_row(binding)
             ops.append((_DELETE_BINDING, row[1:], row))
-        ops.extend((_UPSERT_BINDING, _binding_params(b, self.node), _binding_row(b)) for b in saved)
+        ops.extend(
+            (_UPSERT_BINDING, _binding_params(b, b.node or self.node), _binding_row(b))
+            for b in saved
+        )
         if not ops:
             nothing: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             nothing.set_result(0)
@@ -652,16 +655,11 @@ class Store:
                 log.warning("registration_row_unreadable", row=tuple(row))
                 continue
             node = row[13]
-            if (
-                binding.connection_id is not None
-                and node is not None
-                and self.node is not None
-                and node != self.node
-            ):
-                # Another node's TCP/TLS connection: this node cannot send over it. Without an
-                # edge, the phone is reached by a connection of our own to its address; with
-                # the edge (Path), through the edge (docs/design.md 10.6).
-                binding = dataclasses.replace(binding, connection_id=None)
+            if node is not None and self.node is not None and node != self.node:
+                # Another node's: its TCP/TLS connection is not ours to send over. Without an
+                # edge, the phone is reached by its address; with the edge (Path), through the
+                # edge (docs/design.md 10.6).
+                binding = dataclasses.replace(binding, connection_id=None, node=str(node))
             out.append(binding)
         return out
 

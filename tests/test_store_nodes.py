@@ -106,7 +106,7 @@ async def test_a_binding_saved_on_node_a_appears_on_node_b_and_an_unregister_dis
     took = time.monotonic() - started
     (mirrored,) = b.contacts()
     # Node b cannot send over node a's connection: reached by its address (docs/design.md 10.6).
-    assert mirrored.connection_id is None
+    assert (mirrored.connection_id, mirrored.node) == (None, "a")
     assert (mirrored.uri, mirrored.source, mirrored.expires_at, mirrored.contact_params) == (
         phone.uri,
         phone.source,
@@ -114,6 +114,7 @@ async def test_a_binding_saved_on_node_a_appears_on_node_b_and_an_unregister_dis
         phone.contact_params,
     )
     assert a.contacts() == (phone,)  # node a keeps its own connection
+    assert phone.node is None  # ours
     assert took < 1.0
     # A second phone of the same extension on node b: node a sees both.
     desk = binding("192.168.1.11")
@@ -305,6 +306,45 @@ async def test_a_register_refused_503_mid_flight_leaves_memory_as_the_database_h
         assert svc.registrations.bindings_of(ACME, EXT) == (stored,)  # the committed one
         await back()
         assert await store.load_bindings(stored.registered_at) == [stored]
+    finally:
+        await svc.stop()
+        await store.close()
+
+
+# -- keep-alive: a node probes only the phones registered through it (no sockets) ---------------
+
+
+@pytest.mark.asyncio
+async def test_a_node_probes_its_own_contacts_not_those_of_another_node(tmp_path: Path) -> None:
+    import dataclasses
+
+    from pbx.clock import FakeClock
+    from pbx.config.holder import ConfigHolder
+    from pbx.metrics import Registry
+    from pbx.service import SipService
+    from tests.integration.harness import DEFAULT_TENANT
+    from tests.test_service_keepalive import ProbeTransport
+
+    tenant = DEFAULT_TENANT.replace("qualify_seconds = 0\n", "qualify_seconds = 2\n")
+    snapshot = load_config(write_config(tmp_path / "pbx", tenants={"acme": tenant}))
+    store = await Store.open_in(snapshot.server.storage.data_dir)
+    svc = SipService(ConfigHolder(snapshot), store, Registry(), FakeClock())
+    svc.attach(ProbeTransport())  # type: ignore[arg-type]
+    await svc.start()
+    try:
+        theirs = dataclasses.replace(binding("192.168.1.10"), node="b", connection_id=None)
+        ours = binding("192.168.1.11")
+        changed, gone = svc.registrations.replace_aor(ACME, EXT, (theirs, ours))
+        svc.shared_bindings_changed(changed, gone)
+        assert not svc.keepalive.is_tracked(theirs.key)
+        assert svc.keepalive.is_tracked(ours.key)
+        await svc.config_changed(snapshot, snapshot)  # a reload tracks every binding anew
+        assert not svc.keepalive.is_tracked(theirs.key)
+        # The phone moves to this node (its next REGISTER came here): checked from now on.
+        mine_now = dataclasses.replace(theirs, node=None)
+        changed, gone = svc.registrations.replace_aor(ACME, EXT, (mine_now, ours))
+        svc.shared_bindings_changed(changed, gone)
+        assert svc.keepalive.is_tracked(mine_now.key)
     finally:
         await svc.stop()
         await store.close()
