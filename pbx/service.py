@@ -895,8 +895,12 @@ class SipService:
                     expired = self.registrations.expire(wall)
                     for binding in expired:
                         self.keepalive.forget(binding.key)
+                    # issue #20: another node's expired rows are its to delete (a late refresh
+                    # there may have just renewed one); we only forget them.
+                    mine = [b for b in expired if b.node is None]
+                    if mine:
+                        await self.store.apply_bindings((), mine)
                     if expired:
-                        await self.store.apply_bindings((), expired)
                         log.info("registrations_expired", count=len(expired))
             except Exception:
                 log.exception("housekeeping_failed")
