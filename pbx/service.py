@@ -1086,6 +1086,7 @@ class SipService:
                 "expires_in": b.expires_in(wall),
                 "reachable": b.key not in self.registrations.unreachable,
                 "keepalive_answered": self.keepalive.answered_once(b.key),
+                "node": b.node,  # issue #20: None for this node's own
             }
             for b in self.registrations
             if b.is_active(wall)

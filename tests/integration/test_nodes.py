@@ -52,6 +52,7 @@ def test_a_phone_registered_on_node_a_is_known_to_node_b_and_its_unregister_too(
             (on_a,), (on_b,) = registrations(a, "1001"), seen
             for field in ("contact", "source", "transport", "registered_at"):
                 assert on_b[field] == on_a[field], field
+            assert (on_a["node"], on_b["node"]) == (None, "a")
             assert phone.register_with_digest("1001", PASSWORDS["1001"], expires=0).status == 200
             assert wait_for(lambda: not registrations(b, "1001"), timeout=1.0, interval=0.02)
         finally:
