@@ -18,8 +18,9 @@ Everything is written by a single writer task that commits in groups (DESIGN sec
 
 At start-up, the call records a crash left open are closed as ``failed``, ending at the last
 instant known for them (not when another process, such as ``pbx panel``, opens the database
-beside a running server: ``recover_calls=False``). Reads (``load_bindings``, ``calls``) go
-straight to the connection.
+beside a running server: ``recover_calls=False``). On PostgreSQL, shared by several nodes, a
+node closes only the open records of its own name (``node``, issue #20). Reads
+(``load_bindings``, ``calls``) go straight to the connection.
 
 Times are POSIX seconds (``time.time()``), as in the cores.
 """
