@@ -403,6 +403,12 @@ OPENAPI: dict[str, Any] = {
                         "description": "The contact answered a keep-alive check at least once "
                         "(only such contacts are judged by keep-alives)",
                     },
+                    # Issue 20: several nodes on one database (optional, as above).
+                    "node": {
+                        **_NULLABLE_STRING,
+                        "description": "The other node this phone registered through (its "
+                        "[storage] node); null: this node",
+                    },
                 },
                 "additionalProperties": False,
             },

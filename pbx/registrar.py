@@ -101,6 +101,9 @@ class Binding:
     # issue #20: the REGISTER's Path (RFC 3327), from a trusted edge: the route set of every
     # request to this binding, sent to its first hop (pbx.sip.edge).
     path: tuple[str, ...] = ()
+    # issue #20: the node that holds this phone's registration when it is another node sharing
+    # the database (pbx.binding_sync); None: this node's own.
+    node: str | None = None
     # The comparison key of ``uri`` (``contact_key``), made once: a REGISTER uses it many times.
     contact_key: str = field(init=False, repr=False, compare=False)
 
@@ -438,6 +441,29 @@ class Registrations:
             return False
         self.unreachable.add(key)
         return True
+
+    # -- issue #20 (pbx-pg2): bindings shared across nodes ------------------------------------
+    def aors(self) -> list[tuple[TenantId, Extension]]:
+        """Every AOR holding a binding in memory."""
+        return list(self._by_aor)
+
+    def replace_aor(
+        self, tenant: TenantId, extension: Extension, bindings: Iterable[Binding]
+    ) -> tuple[tuple[Binding, ...], tuple[Binding, ...]]:
+        """Make the AOR's bindings exactly ``bindings`` (as the shared database has them);
+        ``(new or changed, gone)``. An unchanged binding keeps its reachability mark."""
+        old = dict(self._by_aor.get((tenant, extension), {}))
+        new = {b.contact_key: b for b in bindings}
+        gone = tuple(b for key, b in old.items() if key not in new)
+        changed = tuple(b for key, b in new.items() if old.get(key) != b)
+        for binding in gone:
+            self._drop(binding)
+        for binding in changed:
+            previous = old.get(binding.contact_key)
+            if previous is not None:
+                self._drop(previous)
+            self._put(binding)
+        return changed, gone
 
     def __iter__(self) -> Iterator[Binding]:
         for per_aor in list(self._by_aor.values()):

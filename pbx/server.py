@@ -20,6 +20,7 @@ import structlog
 from pbx import __version__
 from pbx.admin import build_admin_app
 from pbx.b2bua import CallEngine
+from pbx.binding_sync import BindingSync
 from pbx.call.core import CallCore, CallState
 from pbx.call.encryption import call_encryption
 from pbx.clock import Clock
@@ -35,6 +36,7 @@ from pbx.media.calls import MediaPlane
 from pbx.media.latch import Side
 from pbx.media.rtpengine import RtpengineMedia
 from pbx.metrics import Registry
+from pbx.node import node_identity
 from pbx.panel.runner import PanelRunner
 from pbx.panel.status import ActiveCall, ActiveLeg, TenantBindings
 from pbx.routing.model import RingExtension
@@ -73,6 +75,8 @@ class PbxServer:
         self.metrics = Registry()
         self.started_wall = time.time()
         self.store: Store | None = None
+        self.node: str | None = None
+        self.binding_sync: BindingSync | None = None
         self.service: SipService | None = None
         self.engine: CallEngine | None = None
         self.transport: SipTransport | None = None
@@ -105,7 +109,11 @@ class PbxServer:
         data_dir = snapshot.server.storage.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         storage = snapshot.server.storage
-        self.store = await Store.open_storage(data_dir, storage.database, clock=self.clock)
+        # issue #20 (pbx-pg2): the node's name in its rows; bindings mirrored across nodes.
+        self.node = node_identity(storage)
+        self.store = await Store.open_storage(
+            data_dir, storage.database, clock=self.clock, node=self.node
+        )
         self.service = SipService(self.holder, self.store, self.metrics, self.clock)
         self.engine = CallEngine(
             *(self.service, self.service, self.store, self.holder, self.metrics, self.clock),
@@ -133,6 +141,16 @@ class PbxServer:
         )
         self.service.attach(self.transport)
         await self.service.start()
+        if storage.database:
+            service = self.service
+            self.binding_sync = BindingSync(
+                storage.database,
+                self.store,
+                lambda: service.registrations,
+                self.clock.wall,
+                on_change=service.shared_bindings_changed,
+            )
+            await self.binding_sync.start()
         await self.transport.start(
             [(spec.transport.upper(), spec.host, spec.port) for spec in snapshot.server.sip.listen]
         )
@@ -157,6 +175,7 @@ class PbxServer:
             "server_started",
             version=__version__,
             config_version=snapshot.version,
+            node=self.node,
             sip=[
                 {"transport": a.transport, "host": a.host, "port": a.port}
                 for a in self.transport.listening
@@ -210,6 +229,8 @@ class PbxServer:
             await self.service.stop()
         if self.transport is not None:
             await self.transport.close()
+        if self.binding_sync is not None:
+            await self.binding_sync.close()
         if self.store is not None:
             await self.store.close()
         log.info("server_stopped")

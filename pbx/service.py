@@ -43,6 +43,7 @@ from pbx.registrar import (
     Binding,
     BindingKey,
     Presence,
+    RegisterResult,
     Registrations,
     Source,
     ha1_lookup,
@@ -566,7 +567,8 @@ class SipService:
         if not result.ok:
             self.respond(key, response)
             return
-        before = {b.contact_key for b in self.registrations.bindings_of(aor.tenant, aor.extension)}
+        previous = self.registrations.bindings_of(aor.tenant, aor.extension)
+        before = {b.contact_key for b in previous}
         self.registrations.apply(result)
         self._track(tenant, result.saved, result.removed)
         # A new or removed contact is worth an info line; a refresh (most REGISTERs) is debug.
@@ -585,7 +587,49 @@ class SipService:
             return
         # Write-through: the 200 leaves once the change is committed.
         committed = self.store.write_bindings(result.saved, result.removed)
+        committed.add_done_callback(partial(self._undo_unstored, result, previous))
         committed.add_done_callback(partial(self._respond_when_stored, key, response))
+
+    # -- issue #20 (pbx-pg2): a REGISTER whose write failed leaves nothing in memory ----------
+    def _undo_unstored(
+        self,
+        result: RegisterResult,
+        previous: tuple[Binding, ...],
+        committed: asyncio.Future[int],
+    ) -> None:
+        """The write failed (503/500 to the phone): put the AOR back as the database has it,
+        ``previous`` for the contacts this REGISTER touched, unless a later REGISTER has
+        changed them since."""
+        if not committed.cancelled() and committed.exception() is None:
+            return
+        aor = result.aor
+        prior = {b.contact_key: b for b in previous}
+        now = {b.contact_key: b for b in self.registrations.bindings_of(aor.tenant, aor.extension)}
+        for binding in result.saved:
+            if now.get(binding.contact_key) == binding:
+                old = prior.get(binding.contact_key)
+                if old is None:
+                    del now[binding.contact_key]
+                else:
+                    now[binding.contact_key] = old
+        for binding in result.removed:
+            now.setdefault(binding.contact_key, binding)
+        changed, gone = self.registrations.replace_aor(aor.tenant, aor.extension, now.values())
+        self.shared_bindings_changed(changed, gone)
+        log.info("registration_undone", aor=str(aor), restored=len(changed), dropped=len(gone))
+
+    def shared_bindings_changed(self, changed: Sequence[Binding], gone: Sequence[Binding]) -> None:
+        """Changes read from the shared database (``pbx.binding_sync``): another node's contacts
+        are its to probe; ours (``node`` None) are checked as after a REGISTER."""
+        snapshot = self.holder.current
+        for binding in gone:
+            self.keepalive.forget(binding.key)
+        for binding in changed:
+            tenant = snapshot.tenants.get(binding.tenant)
+            if binding.node is not None or tenant is None:
+                self.keepalive.forget(binding.key)
+            else:
+                self._track(tenant, (binding,), ())
 
     def _refuse_unstored(self, key: ReplyKey, req: SipRequest, aor: object) -> None:
         """503 with Retry-After: the binding cannot be stored now (issue #20)."""
@@ -876,8 +920,12 @@ class SipService:
                     expired = self.registrations.expire(wall)
                     for binding in expired:
                         self.keepalive.forget(binding.key)
+                    # issue #20: another node's expired rows are its to delete (a late refresh
+                    # there may have just renewed one); we only forget them.
+                    mine = [b for b in expired if b.node is None]
+                    if mine:
+                        await self.store.apply_bindings((), mine)
                     if expired:
-                        await self.store.apply_bindings((), expired)
                         log.info("registrations_expired", count=len(expired))
             except Exception:
                 log.exception("housekeeping_failed")
@@ -926,6 +974,8 @@ class SipService:
         """Every binding under ``snapshot``'s intervals (start-up, reload). A tenant whose
         checks were turned off loses the marks they made (a closed TCP connection's stay)."""
         for binding in self.registrations:
+            if binding.node is not None:
+                continue  # issue #20: another node's contact, probed by that node
             tenant = snapshot.tenants.get(binding.tenant)
             interval = tenant.qualify_seconds if tenant is not None else 0
             self.keepalive.track(
@@ -1064,6 +1114,7 @@ class SipService:
                 "expires_in": b.expires_in(wall),
                 "reachable": b.key not in self.registrations.unreachable,
                 "keepalive_answered": self.keepalive.answered_once(b.key),
+                "node": b.node,  # issue #20: None for this node's own
             }
             for b in self.registrations
             if b.is_active(wall)

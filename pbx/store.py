@@ -18,8 +18,9 @@ Everything is written by a single writer task that commits in groups (DESIGN sec
 
 At start-up, the call records a crash left open are closed as ``failed``, ending at the last
 instant known for them (not when another process, such as ``pbx panel``, opens the database
-beside a running server: ``recover_calls=False``). Reads (``load_bindings``, ``calls``) go
-straight to the connection.
+beside a running server: ``recover_calls=False``). On PostgreSQL, shared by several nodes, a
+node closes only the open records of its own name (``node``, issue #20). Reads
+(``load_bindings``, ``calls``) go straight to the connection.
 
 Times are POSIX seconds (``time.time()``), as in the cores.
 """
@@ -27,6 +28,7 @@ Times are POSIX seconds (``time.time()``), as in the cores.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 from collections.abc import Hashable, Sequence
@@ -51,7 +53,7 @@ from pbx.sip.parse import parse_uri
 from pbx.system_clock import SystemClock
 
 DATABASE_NAME = "pbx.sqlite3"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SLOW_COMMIT_SECONDS = 0.1  # a commit this slow is logged
 MAX_HELD_CALL_RECORDS = 10_000  # call records kept in memory while the database is unreachable
 Dialect = Literal["sqlite", "postgresql"]
@@ -167,6 +169,14 @@ _MIGRATIONS: tuple[str, ...] = (
     # 4 (issue #20): a binding's Path (RFC 3327) from a trusted edge, as a JSON array.
     """
     ALTER TABLE registrations ADD COLUMN path TEXT NOT NULL DEFAULT '[]'
+    """,
+    # 5 (issue #20): the node that wrote a binding or a call record. A node closes only its own
+    # open call records at start-up (other nodes' calls share the table); a binding of another
+    # node is read without its TCP connection id (that connection is not ours).
+    """
+    ALTER TABLE registrations ADD COLUMN node TEXT;
+    ALTER TABLE call_records ADD COLUMN node TEXT;
+    CREATE INDEX call_records_open_by_node ON call_records (node) WHERE ended_at IS NULL;
     """,
 )
 
@@ -327,33 +337,37 @@ class _Queue:
 _UPSERT_BINDING = """
 INSERT INTO registrations (tenant, extension, contact_key, contact, contact_params, source_host,
     source_port, transport, connection_id, call_id, cseq, registered_at, expires_at, user_agent,
-    path)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    path, node)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (tenant, extension, contact_key) DO UPDATE SET
     contact = excluded.contact, contact_params = excluded.contact_params,
     source_host = excluded.source_host, source_port = excluded.source_port,
     transport = excluded.transport, connection_id = excluded.connection_id,
     call_id = excluded.call_id, cseq = excluded.cseq, registered_at = excluded.registered_at,
-    expires_at = excluded.expires_at, user_agent = excluded.user_agent, path = excluded.path
+    expires_at = excluded.expires_at, user_agent = excluded.user_agent, path = excluded.path,
+    node = excluded.node
 """
 _DELETE_BINDING = """
 DELETE FROM registrations WHERE tenant = ? AND extension = ? AND contact_key = ?
 """
+# issue #20: binding changes are announced to every node (payload "<tenant>/<extension>").
+BINDINGS_CHANNEL = "pbx_bindings"
+_NOTIFY_BINDINGS = f"SELECT pg_notify('{BINDINGS_CHANNEL}', aor) FROM unnest(?::text[]) AS aor"
 _BINDING_COLUMNS = """
 tenant, extension, contact, contact_params, source_host, source_port, transport, connection_id,
-call_id, cseq, registered_at, expires_at, user_agent, path
+call_id, cseq, registered_at, expires_at, user_agent, path, node
 """
 _UPSERT_CALL = """
 INSERT INTO call_records (id, tenant, started_at, answered_at, ended_at, last_event_at, caller,
-    called, disposition, answered_by, forwarding, trace, recording_path)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    called, disposition, answered_by, forwarding, trace, recording_path, node)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     tenant = excluded.tenant, started_at = excluded.started_at,
     answered_at = excluded.answered_at, ended_at = excluded.ended_at,
     last_event_at = excluded.last_event_at, caller = excluded.caller, called = excluded.called,
     disposition = excluded.disposition, answered_by = excluded.answered_by,
     forwarding = excluded.forwarding, trace = excluded.trace,
-    recording_path = excluded.recording_path
+    recording_path = excluded.recording_path, node = excluded.node
 """
 _CALL_COLUMNS = """
 id, tenant, started_at, answered_at, ended_at, last_event_at, caller, called, disposition,
@@ -363,6 +377,8 @@ answered_by, forwarding, trace, recording_path
 _CLOSE_CRASHED_CALLS = """
 UPDATE call_records SET disposition = 'failed', ended_at = last_event_at WHERE ended_at IS NULL
 """
+# The same on a shared database: only this node's rows (issue #20).
+_CLOSE_CRASHED_CALLS_OF_NODE = _CLOSE_CRASHED_CALLS.rstrip() + " AND node = ?\n"
 
 
 class Store:
@@ -375,8 +391,17 @@ class Store:
         commit_interval: float,
         clock: Clock | None = None,
         retry_interval: float = 1.0,
+        node: str | None = None,
     ) -> None:
         self._backend = backend
+        # issue #20: this node's identity (``[storage] node``), written beside its bindings and
+        # call records; None: a tool beside the server (it writes no rows of its own).
+        self.node = node
+        # Binding writes per AOR (``write_bindings``) in flight now, and the sets watching which
+        # AORs get written: ``pbx.binding_sync`` reads them so a reload never undoes a write that
+        # is in memory but not yet committed.
+        self._bindings_in_flight: dict[tuple[str, str], int] = {}
+        self._binding_watchers: list[set[tuple[str, str]]] = []
         # Monotonic readings must be the loop's (group-commit deadlines go to timeout_at).
         self.clock: Clock = clock or SystemClock()
         self.path = path  # the SQLite file; None for PostgreSQL
@@ -408,6 +433,7 @@ class Store:
         commit_interval: float = 0.2,
         recover_calls: bool = True,
         clock: Clock | None = None,
+        node: str | None = None,
     ) -> Store:
         """Open (creating or upgrading) the SQLite database at ``path`` and start the writer.
 
@@ -416,7 +442,7 @@ class Store:
         """
         _check_interval(commit_interval)
         backend = await SqliteBackend.connect(path)
-        return await cls._start(backend, path, commit_interval, recover_calls, clock)
+        return await cls._start(backend, path, commit_interval, recover_calls, clock, node=node)
 
     @classmethod
     async def open_url(
@@ -426,17 +452,28 @@ class Store:
         commit_interval: float = 0.2,
         clock: Clock | None = None,
         retry_interval: float = 1.0,
+        node: str | None = None,
+        recover_calls: bool = True,
     ) -> Store:
         """Open (creating or upgrading the schema of) the PostgreSQL database at ``url``.
 
-        Open call records are never closed at start-up here: other nodes share the table and
-        theirs are in progress.
+        Other nodes share the call records table and theirs are in progress: at start-up, only
+        the open records of ``node`` are closed (none when ``node`` is None or
+        ``recover_calls`` is False).
         """
         from pbx.store_pg import PostgresBackend  # psycopg is imported only when used
 
         _check_interval(commit_interval)
         backend = await PostgresBackend.connect(url, retry_interval=retry_interval)
-        return await cls._start(backend, None, commit_interval, False, clock, retry_interval)
+        return await cls._start(
+            backend,
+            None,
+            commit_interval,
+            recover_calls and node is not None,
+            clock,
+            retry_interval,
+            node=node,
+        )
 
     @classmethod
     async def open_storage(
@@ -447,15 +484,23 @@ class Store:
         commit_interval: float = 0.2,
         recover_calls: bool = True,
         clock: Clock | None = None,
+        node: str | None = None,
     ) -> Store:
         """The store ``[storage]`` names: ``database`` (PostgreSQL) or SQLite in ``data_dir``."""
         if database:
-            return await cls.open_url(database, commit_interval=commit_interval, clock=clock)
+            return await cls.open_url(
+                database,
+                commit_interval=commit_interval,
+                clock=clock,
+                node=node,
+                recover_calls=recover_calls,
+            )
         return await cls.open(
             data_dir / DATABASE_NAME,
             commit_interval=commit_interval,
             recover_calls=recover_calls,
             clock=clock,
+            node=node,
         )
 
     @classmethod
@@ -467,10 +512,15 @@ class Store:
         recover_calls: bool,
         clock: Clock | None,
         retry_interval: float = 1.0,
+        *,
+        node: str | None = None,
     ) -> Store:
         try:
-            store = cls(backend, path, commit_interval, clock, retry_interval)
-            if recover_calls:
+            store = cls(backend, path, commit_interval, clock, retry_interval, node)
+            if recover_calls and backend.dialect == "postgresql":
+                counts = await backend.run([(_CLOSE_CRASHED_CALLS_OF_NODE, [(node,)])])
+                store.recovered_calls = counts[0]
+            elif recover_calls:
                 counts = await backend.run([(_CLOSE_CRASHED_CALLS, [()])])
                 store.recovered_calls = counts[0]
         except BaseException:
@@ -478,7 +528,9 @@ class Store:
             raise
         store._writer = asyncio.get_running_loop().create_task(store._run(), name="pbx-store")
         if store.recovered_calls:
-            log.warning("call_records_recovered", count=store.recovered_calls, path=str(path))
+            log.warning(
+                "call_records_recovered", count=store.recovered_calls, path=str(path), node=node
+            )
         return store
 
     @classmethod
@@ -529,15 +581,69 @@ class Store:
         for binding in removed:
             row = _binding_row(binding)
             ops.append((_DELETE_BINDING, row[1:], row))
-        ops.extend((_UPSERT_BINDING, _binding_params(b), _binding_row(b)) for b in saved)
+        ops.extend(
+            (_UPSERT_BINDING, _binding_params(b, b.node or self.node), _binding_row(b))
+            for b in saved
+        )
         if not ops:
             nothing: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             nothing.set_result(0)
             return nothing
+        aors = {(str(b.tenant), str(b.extension)) for b in (*removed, *saved)}
         for sql, params, key in ops[:-1]:
             self._enqueue(sql, params, None, urgent=True, row=key)
         sql, params, key = ops[-1]
-        return self._submit(sql, params, urgent=True, row=key)
+        future = self._submit(sql, params, urgent=True, row=key)
+        for aor in aors:
+            self._bindings_in_flight[aor] = self._bindings_in_flight.get(aor, 0) + 1
+        for watcher in self._binding_watchers:
+            watcher.update(aors)
+        future.add_done_callback(lambda _f: self._bindings_settled(aors))
+        return future
+
+    def _bindings_settled(self, aors: set[tuple[str, str]]) -> None:
+        for aor in aors:
+            left = self._bindings_in_flight.get(aor, 0) - 1
+            if left > 0:
+                self._bindings_in_flight[aor] = left
+            else:
+                self._bindings_in_flight.pop(aor, None)
+
+    def bindings_in_flight(self) -> set[tuple[str, str]]:
+        """The AORs whose binding writes are queued or being committed now."""
+        return set(self._bindings_in_flight)
+
+    def watch_binding_writes(self) -> set[tuple[str, str]]:
+        """A set that gathers every AOR written from now on, until ``unwatch_binding_writes``."""
+        watcher: set[tuple[str, str]] = set()
+        self._binding_watchers.append(watcher)
+        return watcher
+
+    def unwatch_binding_writes(self, watcher: set[tuple[str, str]]) -> None:
+        self._binding_watchers = [w for w in self._binding_watchers if w is not watcher]
+
+    @property
+    def writer_session(self) -> int | None:
+        """The PostgreSQL backend pid of the writer's connection (its notifications' sender)."""
+        pid: int | None = getattr(self._backend, "writer_pid", None)
+        return pid
+
+    async def load_aor_bindings(
+        self, aors: Sequence[tuple[str, str]], now: float
+    ) -> dict[tuple[str, str], list[Binding]]:
+        """The unexpired bindings of each AOR in ``aors`` (``pbx.binding_sync``)."""
+        out: dict[tuple[str, str], list[Binding]] = {aor: [] for aor in aors}
+        for start in range(0, len(aors), 500):
+            chunk = aors[start : start + 500]
+            where = " OR ".join("(tenant = ? AND extension = ?)" for _ in chunk)
+            sql = (
+                f"SELECT {_BINDING_COLUMNS} FROM registrations"
+                f" WHERE expires_at > ? AND ({where}) ORDER BY registered_at"
+            )
+            params = (now, *(part for aor in chunk for part in aor))
+            for binding in self._bindings_from_rows(await self._backend.fetch(sql, params)):
+                out.setdefault((binding.tenant, binding.extension), []).append(binding)
+        return out
 
     async def load_bindings(self, now: float) -> list[Binding]:
         """Every unexpired binding (start-up)."""
@@ -545,13 +651,21 @@ class Store:
             f"SELECT {_BINDING_COLUMNS} FROM registrations WHERE expires_at > ?"
             " ORDER BY registered_at"
         )
-        rows = await self._backend.fetch(sql, (now,))
+        return self._bindings_from_rows(await self._backend.fetch(sql, (now,)))
+
+    def _bindings_from_rows(self, rows: Sequence[tuple[Any, ...]]) -> list[Binding]:
         out: list[Binding] = []
         for row in rows:
             binding = _binding_from_row(tuple(row))
             if binding is None:
                 log.warning("registration_row_unreadable", row=tuple(row))
                 continue
+            node = row[14]
+            if node is not None and self.node is not None and node != self.node:
+                # Another node's: its TCP/TLS connection is not ours to send over. Without an
+                # edge, the phone is reached by its address; with the edge (Path), through the
+                # edge (docs/design.md 10.8).
+                binding = dataclasses.replace(binding, connection_id=None, node=str(node))
             out.append(binding)
         return out
 
@@ -568,7 +682,10 @@ class Store:
         The call engine need not await it: it is committed within ``commit_interval``.
         """
         return self._submit(
-            _UPSERT_CALL, _call_params(record), urgent=False, row=("call_records", record.id)
+            _UPSERT_CALL,
+            _call_params(record, self.node),
+            urgent=False,
+            row=("call_records", record.id),
         )
 
     def close_call(self, record: CallRecord) -> asyncio.Future[int]:
@@ -576,7 +693,10 @@ class Store:
         if record.ended_at is None or record.disposition not in DISPOSITIONS:
             raise ValueError("a closed call record needs ended_at and a disposition")
         return self._submit(
-            _UPSERT_CALL, _call_params(record), urgent=False, row=("call_records", record.id)
+            _UPSERT_CALL,
+            _call_params(record, self.node),
+            urgent=False,
+            row=("call_records", record.id),
         )
 
     async def calls(self, *, limit: int = 100, tenant: str | None = None) -> list[CallRecord]:
@@ -693,11 +813,18 @@ class Store:
         # superseded, reports a row count of -1 (nobody awaits the count of an upsert); one
         # alone reports its own.
         plan = _plan(batch)
+        statements: list[tuple[str | None, Sequence[tuple[Any, ...]]]] = [
+            (sql, [op.params for op in run]) for sql, run in plan
+        ]
+        if self.dialect == "postgresql":
+            # issue #20: every node hears of the AORs whose bindings changed (pbx.binding_sync),
+            # in the same transaction, so a failed commit tells nobody; one statement for all.
+            aors = sorted({aor for op in batch if (aor := _binding_aor(op.row)) is not None})
+            if aors:
+                statements.append((_NOTIFY_BINDINGS, [(aors,)]))
         started = self.clock.monotonic()
         try:
-            results = await self._backend.run(
-                [(sql, [op.params for op in run]) for sql, run in plan]
-            )
+            results = await self._backend.run(statements)
         except Exception as exc:
             # The adapter boundary: a failed commit fails its writers, never the writer task.
             self.stats.failed_commits += 1
@@ -712,7 +839,7 @@ class Store:
                 if op.future is not None and not op.future.done():
                     op.future.set_exception(error)
             return
-        counts = {id(run[0]): count for (_sql, run), count in zip(plan, results, strict=True)}
+        counts = {id(run[0]): count for (_sql, run), count in zip(plan, results, strict=False)}
         self.stats.commits += 1
         self.stats.statements += len(batch)
         took = self.clock.monotonic() - started
@@ -809,12 +936,19 @@ def _consume(future: asyncio.Future[int]) -> None:
         future.exception()
 
 
+def _binding_aor(row: Hashable | None) -> str | None:
+    """``<tenant>/<extension>`` of a registrations row key (``_binding_row``), else None."""
+    if isinstance(row, tuple) and len(row) == 4 and row[0] == "registrations":
+        return f"{row[1]}/{row[2]}"
+    return None
+
+
 def _binding_row(binding: Binding) -> tuple[str, str, str, str]:
     """The registrations row of ``binding``: the table, then its primary key."""
     return ("registrations", binding.tenant, binding.extension, binding.contact_key)
 
 
-def _binding_params(binding: Binding) -> tuple[Any, ...]:
+def _binding_params(binding: Binding, node: str | None) -> tuple[Any, ...]:
     return (
         binding.tenant,
         binding.extension,
@@ -831,10 +965,11 @@ def _binding_params(binding: Binding) -> tuple[Any, ...]:
         binding.expires_at,
         binding.user_agent,
         json.dumps(list(binding.path)),
+        node,
     )
 
 
-def _call_params(record: CallRecord) -> tuple[Any, ...]:
+def _call_params(record: CallRecord, node: str | None) -> tuple[Any, ...]:
     known = [t for t in (record.started_at, record.answered_at, record.ended_at) if t is not None]
     last = record.last_event_at if record.last_event_at is not None else max(known)
     return (
@@ -851,6 +986,7 @@ def _call_params(record: CallRecord) -> tuple[Any, ...]:
         json.dumps(list(record.forwarding), ensure_ascii=False),
         json.dumps(list(record.trace), ensure_ascii=False),
         record.recording_path,
+        node,
     )
 
 

@@ -107,6 +107,11 @@ class PostgresBackend:
     def available(self) -> bool:
         return self._writer is not None and self._reader is not None
 
+    @property
+    def writer_pid(self) -> int | None:
+        """The server process of the writer's connection (it sends this node's NOTIFYs)."""
+        return self._writer.info.backend_pid if self._writer is not None else None
+
     async def run(self, plan: Plan) -> list[int]:
         conn = self._writer
         if conn is None:

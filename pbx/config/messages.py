@@ -234,6 +234,13 @@ CATALOG: Mapping[str, Message] = MappingProxyType(
             "パスワードが書かれています。pbx.toml を読める人には見えてしまいます。"
             "~/.pgpass またはサービスの環境変数 PGPASSWORD を使ってください",
         ),
+        # -- [storage] node (issue #20, pbx-pg2: crash recovery per node) -------------------
+        "storage.node_name": _m(
+            '"{value}" is not a node name: use 1-64 letters, digits, ".", "_", "-" or ":"'
+            " (leave node out for a name generated once and kept in data_dir)",
+            "「{value}」はノード名として使えません。英数字と「.」「_」「-」「:」で 1〜64 文字に"
+            "してください(node を書かなければ、自動で作った名前を data_dir に保存して使います)",
+        ),
         "panel.listen_same_as_admin": _m(
             '"{value}" is also the address of [admin] listen: the panel needs a port of its own',
             "「{value}」は [admin] listen と同じアドレスです。"

@@ -48,6 +48,8 @@ _SERVER_KEYS = (
     "trunks",
 )
 
+# issue #20: [storage] node, a node's name in the shared store's rows
+NODE_NAME = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 _SIP_DEFAULTS = SipSettings(listen=())
 
@@ -293,13 +295,15 @@ def load_server(
     panel = _load_panel(sink, file, top.table_("panel"), base, admin, named)
 
     # [storage]
-    sto = TableReader(sink, file, "[storage]", top.table_("storage"), ("data_dir", "database"))
+    sto = TableReader(
+        sink, file, "[storage]", top.table_("storage"), ("data_dir", "database", "node")
+    )
     data_dir_text = sto.string("data_dir")
     if data_dir_text == "":
         sto.error("data_dir", "value.empty")
         data_dir_text = None
     data_dir = (base / (data_dir_text or "../data")).resolve()
-    storage = StorageSettings(data_dir, _database_url(sto))
+    storage = StorageSettings(data_dir, _database_url(sto), _node_name(sto))
 
     # [[trunks]]
     trunks: list[Trunk] = []
@@ -572,3 +576,14 @@ def _media_engine(med: TableReader, base: Path) -> dict[str, Any]:
     elif recordings is not None:
         out["rtpengine_recording_dir"] = (base / recordings).resolve()
     return out
+
+
+def _node_name(sto: TableReader) -> str | None:
+    """``[storage] node`` (issue #20): letters, digits, ``.``, ``_``, ``-``, ``:``; 1-64."""
+    text = sto.string("node")
+    if text is None:
+        return None
+    if not NODE_NAME.fullmatch(text):
+        sto.error("node", "storage.node_name", value=text)
+        return None
+    return text

@@ -182,6 +182,10 @@ CASES: dict[str, Case] = {
             'data_dir = "data"', 'data_dir = "data"\ndatabase = "postgresql://u:pw@db/pbx"'
         )
     ),
+    # issue #20 (pbx-pg2)
+    "storage.node_name": files(
+        SERVER.replace('data_dir = "data"', 'data_dir = "data"\nnode = "a/b"')
+    ),
     "panel.listen_same_as_admin": server('[panel]\nlisten = "127.0.0.1:8088"\n'),
     "panel.tls_pair": server('[panel]\ntls_key = "k.pem"\n'),
     "panel.listen_public_without_tls": server('[panel]\nlisten = "0.0.0.0:8089"\n'),
