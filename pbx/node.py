@@ -1,4 +1,4 @@
-"""This node's identity in the shared store (issue #20, pbx-pg2).
+"""This node's identity in the shared store (issue #20).
 
 ``[storage] node`` when set; otherwise a name made once, ``<hostname>-<8 hex digits>``, and kept
 in ``<data_dir>/node-id`` so the node keeps it across restarts (crash recovery closes the open

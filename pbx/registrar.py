@@ -442,7 +442,7 @@ class Registrations:
         self.unreachable.add(key)
         return True
 
-    # -- issue #20 (pbx-pg2): bindings shared across nodes ------------------------------------
+    # -- issue #20: bindings shared across nodes ------------------------------------
     def aors(self) -> list[tuple[TenantId, Extension]]:
         """Every AOR holding a binding in memory."""
         return list(self._by_aor)

@@ -109,7 +109,7 @@ class PbxServer:
         data_dir = snapshot.server.storage.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         storage = snapshot.server.storage
-        # issue #20 (pbx-pg2): the node's name in its rows; bindings mirrored across nodes.
+        # issue #20: the node's name in its rows; bindings mirrored across nodes.
         self.node = node_identity(storage)
         self.store = await Store.open_storage(
             data_dir, storage.database, clock=self.clock, node=self.node

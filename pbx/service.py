@@ -590,7 +590,7 @@ class SipService:
         committed.add_done_callback(partial(self._undo_unstored, result, previous))
         committed.add_done_callback(partial(self._respond_when_stored, key, response))
 
-    # -- issue #20 (pbx-pg2): a REGISTER whose write failed leaves nothing in memory ----------
+    # -- issue #20: a REGISTER whose write failed leaves nothing in memory ----------
     def _undo_unstored(
         self,
         result: RegisterResult,

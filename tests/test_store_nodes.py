@@ -1,4 +1,4 @@
-"""Several nodes on one PostgreSQL (issue #20, pbx-pg2): shared bindings, crash recovery per node.
+"""Several nodes on one PostgreSQL (issue #20): shared bindings, crash recovery per node.
 
 Two ``Store`` + ``Registrations`` + ``BindingSync`` "nodes" on one database of the session's
 private server (``tests/conftest.py``). Waits are on ``BindingSync.applied`` under a one-second

@@ -234,7 +234,7 @@ CATALOG: Mapping[str, Message] = MappingProxyType(
             "パスワードが書かれています。pbx.toml を読める人には見えてしまいます。"
             "~/.pgpass またはサービスの環境変数 PGPASSWORD を使ってください",
         ),
-        # -- [storage] node (issue #20, pbx-pg2: crash recovery per node) -------------------
+        # -- [storage] node (issue #20: crash recovery per node) -------------------
         "storage.node_name": _m(
             '"{value}" is not a node name: use 1-64 letters, digits, ".", "_", "-" or ":"'
             " (leave node out for a name generated once and kept in data_dir)",

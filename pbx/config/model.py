@@ -146,7 +146,7 @@ class StorageSettings:
     data_dir: Path  # absolute (resolved against the folder of pbx.toml)
     # issue #20: "postgresql://..." keeps the shared state in PostgreSQL; None: SQLite in data_dir
     database: str | None = None
-    # issue #20 (pbx-pg2): this node's name in the shared store; None: a generated one kept in
+    # issue #20: this node's name in the shared store; None: a generated one kept in
     # data_dir (pbx.node.node_identity)
     node: str | None = None
 

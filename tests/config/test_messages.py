@@ -182,7 +182,7 @@ CASES: dict[str, Case] = {
             'data_dir = "data"', 'data_dir = "data"\ndatabase = "postgresql://u:pw@db/pbx"'
         )
     ),
-    # issue #20 (pbx-pg2)
+    # issue #20
     "storage.node_name": files(
         SERVER.replace('data_dir = "data"', 'data_dir = "data"\nnode = "a/b"')
     ),

@@ -1,4 +1,4 @@
-"""Two ``pbx run`` nodes on one PostgreSQL (issue #20, pbx-pg2): a phone registered on one is
+"""Two ``pbx run`` nodes on one PostgreSQL (issue #20): a phone registered on one is
 known to the other within a second, and its unregister too (no edge in front: the nodes share
 only the database)."""
 
