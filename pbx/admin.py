@@ -398,11 +398,12 @@ OPENAPI: dict[str, Any] = {
             },
             "Leg": {
                 "type": "object",
-                "required": ["fork", "to", "state"],
+                "required": ["fork", "to", "state", "call_id"],
                 "properties": {
                     "fork": {"type": "string"},
                     "to": {"type": "string", "description": "Extension or number dialled"},
                     "state": {"enum": ["calling", "proceeding", "answered", "ended"]},
+                    "call_id": {"type": "string", "description": "The leg's SIP Call-ID"},
                 },
                 "additionalProperties": False,
             },
@@ -419,6 +420,7 @@ OPENAPI: dict[str, Any] = {
                     "answered_at",
                     "answered_by",
                     "legs",
+                    "call_id",
                 ],
                 "properties": {
                     "id": {"type": "string"},
@@ -431,6 +433,7 @@ OPENAPI: dict[str, Any] = {
                     "answered_at": {"type": ["number", "null"]},
                     "answered_by": _NULLABLE_STRING,
                     "legs": {"type": "array", "items": _ref("Leg")},
+                    "call_id": {"type": "string", "description": "The caller's SIP Call-ID"},
                 },
                 "additionalProperties": False,
             },

@@ -10,10 +10,11 @@ Everything is written by a single writer task that commits in groups (DESIGN sec
   up to ``commit_interval`` (0.2 s) for company and are committed together, so each is durable
   within a second of the call's end. The returned future resolves when the row is committed.
 
-At start-up, the call records a crash left open are closed as ``failed``, ending at the last
-instant known for them (not when another process, such as ``pbx panel``, opens the database
-beside a running server: ``recover_calls=False``). Reads (``load_bindings``, ``calls``) go
-straight to the connection.
+At start-up, the call records a crash left open are closed with the hang-up cause ``crash``
+(answered calls stay ``answered``, others ``failed``), ending at the last instant known for them
+(the answer or the last heartbeat, ``touch_open_calls``), and their recordings are kept playable
+(not when another process, such as ``pbx panel``, opens the database beside a running server:
+``recover_calls=False``). Reads (``load_bindings``, ``calls``) go straight to the connection.
 
 Times are POSIX seconds (``time.time()``), as in the cores.
 """
@@ -31,20 +32,24 @@ import aiosqlite
 import structlog
 
 from pbx.call.record import DISPOSITIONS as DISPOSITIONS
+from pbx.call.record import ENDED_BY, HANGUP_CAUSES
 from pbx.call.record import CallRecord as CallRecord
 from pbx.call.record import Disposition as Disposition
 from pbx.call.record import Json as Json
 from pbx.clock import Clock
 from pbx.config.model import Extension, TenantId
 from pbx.errors import PbxError
+from pbx.media.wav import repair_wav
 from pbx.registrar import Binding
 from pbx.sip.message import Params, SipUri
 from pbx.sip.parse import parse_uri
 from pbx.system_clock import SystemClock
 
 DATABASE_NAME = "pbx.sqlite3"
-SCHEMA_VERSION = 3
-SLOW_COMMIT_SECONDS = 0.1  # a commit this slow is logged
+SCHEMA_VERSION = 4
+SLOW_COMMIT_SECONDS = 0.1
+# How often the server moves the last instant known of its calls in progress (``touch_open_calls``)
+CALL_HEARTBEAT_SECONDS = 5.0  # a commit this slow is logged
 
 
 log = structlog.get_logger("pbx.store")
@@ -154,6 +159,14 @@ _MIGRATIONS: tuple[str, ...] = (
         ON call_records (tenant, answered_by, started_at DESC, id DESC)
         WHERE answered_by IS NOT NULL;
     """,
+    # 4: records others can match and read (issue 16): why the call ended, which side ended it,
+    # and each leg's SIP Call-ID. Rows written before have NULLs (shown as unknown).
+    """
+    ALTER TABLE call_records ADD COLUMN hangup_cause TEXT;
+    ALTER TABLE call_records ADD COLUMN ended_by TEXT;
+    ALTER TABLE call_records ADD COLUMN caller_call_id TEXT;
+    ALTER TABLE call_records ADD COLUMN callee_call_id TEXT;
+    """,
 )
 
 
@@ -207,23 +220,41 @@ call_id, cseq, registered_at, expires_at, user_agent
 """
 _UPSERT_CALL = """
 INSERT INTO call_records (id, tenant, started_at, answered_at, ended_at, last_event_at, caller,
-    called, disposition, answered_by, forwarding, trace, recording_path)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    called, disposition, answered_by, forwarding, trace, recording_path, hangup_cause, ended_by,
+    caller_call_id, callee_call_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     tenant = excluded.tenant, started_at = excluded.started_at,
     answered_at = excluded.answered_at, ended_at = excluded.ended_at,
     last_event_at = excluded.last_event_at, caller = excluded.caller, called = excluded.called,
     disposition = excluded.disposition, answered_by = excluded.answered_by,
     forwarding = excluded.forwarding, trace = excluded.trace,
-    recording_path = excluded.recording_path
+    recording_path = excluded.recording_path, hangup_cause = excluded.hangup_cause,
+    ended_by = excluded.ended_by, caller_call_id = excluded.caller_call_id,
+    callee_call_id = excluded.callee_call_id
 """
 _CALL_COLUMNS = """
 id, tenant, started_at, answered_at, ended_at, last_event_at, caller, called, disposition,
-answered_by, forwarding, trace, recording_path
+answered_by, forwarding, trace, recording_path, hangup_cause, ended_by, caller_call_id,
+callee_call_id
 """
-# A crash left these rows open: the call ended, as far as anyone can know, at its last event.
-_CLOSE_CRASHED_CALLS = """
-UPDATE call_records SET disposition = 'failed', ended_at = last_event_at WHERE ended_at IS NULL
+# A crash left these rows open: the call ended, as far as anyone can know, at its last event
+# (the answer, or the last heartbeat of ``touch_open_calls``). Everything known is kept: an
+# answered call stays answered, with its answerer and recording; the cause says it was a crash.
+CRASH_TRACE = "closed at start-up: the server stopped without ending the call"
+_CRASHED_RECORDINGS = """
+SELECT id, recording_path FROM call_records WHERE ended_at IS NULL AND recording_path IS NOT NULL
+"""
+_CLOSE_CRASHED_CALLS = f"""
+UPDATE call_records SET
+    disposition = CASE WHEN answered_at IS NULL THEN 'failed' ELSE 'answered' END,
+    ended_at = last_event_at, hangup_cause = 'crash', ended_by = 'server',
+    trace = json_insert(trace, '$[#]', '{CRASH_TRACE}')
+WHERE ended_at IS NULL
+"""
+_FORGET_RECORDING = "UPDATE call_records SET recording_path = NULL WHERE id = ?"
+_TOUCH_OPEN_CALLS = """
+UPDATE call_records SET last_event_at = ? WHERE ended_at IS NULL AND last_event_at < ?
 """
 
 
@@ -272,9 +303,7 @@ class Store:
             await _prepare(db)
             store = cls(db, path, commit_interval, clock)
             if recover_calls:
-                cursor = await db.execute(_CLOSE_CRASHED_CALLS)
-                store.recovered_calls = cursor.rowcount
-                await cursor.close()
+                store.recovered_calls = await _recover_calls(db)
         except BaseException:
             await db.close()
             raise
@@ -380,6 +409,11 @@ class Store:
         return self._submit(
             _UPSERT_CALL, _call_params(record), urgent=False, row=("call_records", record.id)
         )
+
+    def touch_open_calls(self, now: float) -> asyncio.Future[int]:
+        """Move the last instant known of every call in progress to ``now`` (a heartbeat every
+        ``CALL_HEARTBEAT_SECONDS``): a crash then closes them at most that long before it."""
+        return self._submit(_TOUCH_OPEN_CALLS, (now, now), urgent=False)
 
     async def calls(self, *, limit: int = 100, tenant: str | None = None) -> list[CallRecord]:
         """The most recent call records, newest first (admin ``GET /calls``)."""
@@ -594,6 +628,23 @@ async def _prepare(db: aiosqlite.Connection) -> None:
             raise
 
 
+async def _recover_calls(db: aiosqlite.Connection) -> int:
+    """Close the call records a crash left open; how many. A recording the crash cut short
+    gets its WAV header's sizes fixed (the recorder rewrites them at every flush, but a kill
+    between the frames and the header leaves them short), one that was never created is
+    unlinked from its row."""
+    recordings = [tuple(r) for r in await db.execute_fetchall(_CRASHED_RECORDINGS)]
+    for call_id, path in recordings:
+        kept = await asyncio.to_thread(repair_wav, Path(path))
+        log.warning("recording_recovered", call=call_id, path=path, kept=kept)
+        if not kept:
+            await db.execute(_FORGET_RECORDING, (call_id,))
+    cursor = await db.execute(_CLOSE_CRASHED_CALLS)
+    count = cursor.rowcount
+    await cursor.close()
+    return count
+
+
 def _consume(future: asyncio.Future[int]) -> None:
     if not future.cancelled():
         future.exception()
@@ -640,6 +691,10 @@ def _call_params(record: CallRecord) -> tuple[Any, ...]:
         json.dumps(list(record.forwarding), ensure_ascii=False),
         json.dumps(list(record.trace), ensure_ascii=False),
         record.recording_path,
+        record.hangup_cause,
+        record.ended_by,
+        record.caller_call_id,
+        record.callee_call_id,
     )
 
 
@@ -659,6 +714,10 @@ def _call_from_row(row: tuple[Any, ...]) -> CallRecord:
         forwarding=tuple(json.loads(row[10])),
         trace=tuple(json.loads(row[11])),
         recording_path=row[12],
+        hangup_cause=row[13] if row[13] in HANGUP_CAUSES else None,
+        ended_by=row[14] if row[14] in ENDED_BY else None,
+        caller_call_id=row[15],
+        callee_call_id=row[16],
     )
 
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Protocol
 
-from pbx.call.record import CallRecord, Disposition, Json
+from pbx.call.record import CallRecord, Disposition, EndedBy, HangupCause, Json
 from pbx.clock import Instant
 from pbx.config.model import ConfigSnapshot, TenantId
 from pbx.errors import RemoteProtocolError
@@ -330,7 +330,8 @@ class TrackDialog:
 
 @immutable
 class WriteRecord:
-    """Store the call record (``opened``: the row is new; else it is closed)."""
+    """Store the call record (``opened``: the call is in progress, the row new or updated at
+    the answer; else it is closed)."""
 
     record: CallRecord
     opened: bool
@@ -437,7 +438,9 @@ class CallCore:
         "early_media_sent",
         "ended",
         "ended_at",
+        "ended_by",
         "forwarding",
+        "hangup_cause",
         "id",
         "legs",
         "lines",
@@ -497,6 +500,8 @@ class CallCore:
         self.ended_at: float | None = None
         self.answered_by: str | None = None
         self.disposition: Disposition | None = None
+        self.hangup_cause: HangupCause | None = None
+        self.ended_by: EndedBy | None = None
         self.legs: list[ForkLeg] = []
         self.winner: ForkLeg | None = None
         self.forwarding: list[Json] = []
@@ -574,8 +579,14 @@ class CallCore:
             "started_at": self.started_at,
             "answered_at": self.answered_at,
             "answered_by": self.answered_by,
+            "call_id": self.a_invite.call_id,
             "legs": [
-                {"fork": leg.fork_id, "to": leg.label, "state": leg.state.value}
+                {
+                    "fork": leg.fork_id,
+                    "to": leg.label,
+                    "state": leg.state.value,
+                    "call_id": leg.invite.request.call_id,
+                }
                 for leg in self.legs
             ],
         }
@@ -595,7 +606,15 @@ class CallCore:
             forwarding=tuple(self.forwarding),
             trace=tuple(self.trace),
             recording_path=self.recording_path,
+            hangup_cause=self.hangup_cause,
+            ended_by=self.ended_by,
+            caller_call_id=self.a_invite.call_id,
+            callee_call_id=self._callee_call_id(),
         )
+
+    def _callee_call_id(self) -> str | None:
+        leg = self.winner or (self.legs[-1] if self.legs else None)
+        return leg.invite.request.call_id if leg is not None else None
 
     # -- start ---------------------------------------------------------------------------------
     def _on_started(self, event: object = None) -> None:
@@ -680,13 +699,16 @@ class CallCore:
                 if leg.fork_id == fork_id:
                     self._cancel_leg(leg)
         if decision.final is not None and self.state is CallState.RINGING:
-            self._fail_call(decision.final, self._disposition(decision.final))
+            disposition = self._disposition(decision.final)
+            cause: HangupCause | None = "rejected" if disposition == "failed" else None
+            self._fail_call(decision.final, disposition, cause)
             return
         recorded = decision.answered is not None and decision.record
         if recorded and self.winner is not None and self.anchor is not None:
             directory = self.snapshot.server.storage.data_dir / "recordings"
             self.recording_path = str(directory / f"{self.id}.wav")
             self._emit(StartRecording(self.recording_path))
+            self._emit(WriteRecord(self.record(), opened=True))  # the recording is linked
         for fork in decision.start:
             self._start_fork(fork)
         if self.state is CallState.RINGING:
@@ -834,6 +856,7 @@ class CallCore:
         self.state = CallState.ANSWERED
         self.answered_at = self._now.wall
         self.answered_by = fork.prompt
+        self._emit(WriteRecord(self.record(), opened=True))
         self._ask(ForkAnswered(fork.fork_id, None))
         self._ring_timers.clear()
         self._restart_silence()
@@ -941,6 +964,7 @@ class CallCore:
         self.winner = leg
         self.answered_at = self._now.wall
         self.answered_by = leg.label
+        self._emit(WriteRecord(self.record(), opened=True))  # durable at once (issue 16)
         self._emit(TrackDialog(dialog.id))
         live = self.progress.live_fork(leg.fork_id) if self.progress else None
         if live is not None and isinstance(live.fork, RingExtension):
@@ -1006,7 +1030,8 @@ class CallCore:
                 self._retransmissions.remove(item)
                 which = "the 2xx" if item.initial else "a re-INVITE's 2xx"
                 self.trace.append(f"no ACK for {which}: hang up both legs")
-                self._hang_up(None, "failed" if item.initial else "answered")
+                disposition: Disposition = "failed" if item.initial else "answered"
+                self._hang_up(None, disposition, "no_ack")
         due_timers = [timer for at, timer in self._ring_timers if at <= now]
         self._ring_timers = [(at, t) for at, t in self._ring_timers if at > now]
         for timer in due_timers:
@@ -1037,7 +1062,7 @@ class CallCore:
             self._emit(Respond(key, dialog.respond(req, 200)))
             who = "caller" if from_caller else (self.winner.label if self.winner else "callee")
             self.trace.append(f"{who} hung up")
-            self._hang_up(dialog, "answered")
+            self._hang_up(dialog, "answered", "normal", "caller" if from_caller else "callee")
             return
         other, peer = self._other(from_caller)
         if other is None or peer is None or other.is_terminated:
@@ -1115,7 +1140,7 @@ class CallCore:
         seconds = self.snapshot.server.media.inactivity_seconds
         who = "caller" if event.side is Side.A else "callee"
         self.trace.append(f"no RTP from the {who} for {seconds}s: hang up")
-        self._hang_up(None, "answered")
+        self._hang_up(None, "answered", "rtp_timeout")
 
     def _restart_silence(self) -> None:
         if self.anchor is not None:
@@ -1137,20 +1162,29 @@ class CallCore:
             return
         self.trace.append("ended by server shutdown")
         if self.state is CallState.RINGING:
-            self._fail_call(503, "failed")
+            self._fail_call(503, "failed", "shutdown")
         else:
-            self._hang_up(None, "answered")
+            self._hang_up(None, "answered", "shutdown")
 
-    def _fail_call(self, status: int, disposition: Disposition) -> None:
+    def _fail_call(
+        self, status: int, disposition: Disposition, cause: HangupCause | None = None
+    ) -> None:
         """End an unanswered call: cancel every fork, answer the caller ``status``."""
         for leg in self.legs:
             self._cancel_leg(leg)
         if self.state is CallState.RINGING:
             response = self.a_dialog.respond(self.a_invite, status)
             self._emit(Respond(self.a_key, response))
-        self._end(disposition)
+        by: EndedBy = _ENDED_BY.get(disposition, "server")
+        self._end(disposition, cause or _CAUSE_OF[disposition], by)
 
-    def _hang_up(self, by: Dialog | None, disposition: Disposition) -> None:
+    def _hang_up(
+        self,
+        by: Dialog | None,
+        disposition: Disposition,
+        cause: HangupCause = "normal",
+        ended_by: EndedBy = "server",
+    ) -> None:
         """End an answered call: BYE to every leg except ``by`` (which hung up)."""
         winner = self.winner
         sides = [(self.a_dialog, self.a_peer)]
@@ -1162,15 +1196,16 @@ class CallCore:
             self._emit(SendRequest(dialog.new_request("BYE"), peer, bye=True))
         if winner is not None:
             winner.state = LegState.ENDED
-        self._end(disposition)
+        self._end(disposition, cause, ended_by)
 
-    def _end(self, disposition: Disposition) -> None:
+    def _end(self, disposition: Disposition, cause: HangupCause, by: EndedBy) -> None:
         if self.ended:
             return
         self.state = CallState.ENDED
         self.ended = True
         self.ended_at = self._now.wall
         self.disposition = disposition
+        self.hangup_cause, self.ended_by = cause, by
         self._ring_timers.clear()
         self._retransmissions.clear()
         self._asks.clear()
@@ -1222,6 +1257,16 @@ _HANDLERS: dict[type, Callable[[CallCore, Any], None]] = {
     TimerFired: CallCore._on_timer,
     ShutdownRequested: CallCore._on_shutdown,
 }
+
+
+_CAUSE_OF: dict[Disposition, HangupCause] = {
+    "busy": "busy",
+    "no_answer": "no_answer",
+    "cancelled": "cancelled",
+    "failed": "failed",
+    "answered": "normal",
+}
+_ENDED_BY: dict[Disposition, EndedBy] = {"busy": "callee", "cancelled": "caller"}
 
 
 def _max_forwards(req: SipRequest) -> int:

@@ -558,14 +558,25 @@ def test_the_record_is_opened_at_the_invite_and_closed_with_the_times_of_the_cal
     b.advance(7.0)
     b.caller_request("BYE")
     records = [a for a in b.actions if isinstance(a, WriteRecord)]
-    assert [r.opened for r in records] == [True, False]
-    closed = records[1].record
+    # Opened at the INVITE, written again at the answer (durable before the call ends), closed.
+    assert [r.opened for r in records] == [True, True, False]
+    answered = records[1].record
+    assert (answered.answered_at, answered.answered_by, answered.ended_at) == (
+        start + 3,
+        "1001",
+        None,
+    )
+    closed = records[2].record
     assert (closed.started_at, closed.answered_at, closed.ended_at) == (
         start,
         start + 3,
         start + 10,
     )
     assert closed.disposition == "answered"
+    assert (closed.hangup_cause, closed.ended_by) == ("normal", "caller")
+    assert closed.caller_call_id == b.core.a_invite.call_id
+    assert closed.callee_call_id == b.core.legs[0].invite.request.call_id
+    assert closed.caller_call_id != closed.callee_call_id
     assert b.core.view()["state"] == "ended"
 
 
