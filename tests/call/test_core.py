@@ -609,3 +609,53 @@ def test_take_actions_gives_what_next_action_would_in_order_and_empties_the_queu
     assert [type(a) for a in taken] == [type(a) for a in drained]
     assert [type(a) for a in taken] == [TrackDialog, WriteRecord, AskRouting]
     assert one.core.take_actions() == []
+
+
+# -- hang-up causes (issue 16) --------------------------------------------------------------------
+
+
+def _closed(b: CallBench) -> tuple[str | None, str | None]:
+    (last,) = [a.record for a in b.actions if isinstance(a, WriteRecord) and not a.opened]
+    return last.hangup_cause, last.ended_by
+
+
+def test_each_way_a_call_ends_has_its_cause_and_side() -> None:
+    callee_bye = bench(registered={"1001": 1})
+    callee_bye.start()
+    callee_bye.answer("1001", 200)
+    callee_bye.caller_ack()
+    callee_bye.callee_request("BYE")
+    assert _closed(callee_bye) == ("normal", "callee")
+
+    cancelled = bench(registered={"1001": 1})
+    cancelled.start()
+    cancelled.run(CallerCancelled())
+    assert _closed(cancelled) == ("cancelled", "caller")
+
+    busy = internal("1002", registered={"1002": 1})
+    busy.start()
+    busy.answer("1002", 486)
+    assert _closed(busy) == ("busy", "callee")
+
+    inactive = bench(body=SDP_OFFER, registered={"1001": 1})
+    inactive.start()
+    inactive.answer("1001", 200, body=sdp("192.0.2.50", 6000))
+    inactive.caller_ack()
+    inactive.run(MediaInactive(Side.B))
+    assert _closed(inactive) == ("rtp_timeout", "server")
+
+    shutdown = bench(registered={"1001": 1})
+    shutdown.start()
+    shutdown.answer("1001", 200)
+    shutdown.run(ShutdownRequested())
+    assert _closed(shutdown) == ("shutdown", "server")
+
+    no_ack = bench(registered={"1001": 1})
+    no_ack.start()
+    no_ack.answer("1001", 200)
+    no_ack.advance(40.0)  # 64*T1 without the caller's ACK
+    assert _closed(no_ack) == ("no_ack", "server")
+
+    refused = internal("1009", registered={})
+    refused.start()
+    assert _closed(refused) == ("rejected", "server")
