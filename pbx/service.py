@@ -42,7 +42,7 @@ from pbx.registrar import (
     process_register,
     resolve_aor,
 )
-from pbx.security import SourceGuard, Verdict, cost_of
+from pbx.security import SourceGuard, Verdict, cost_of, starts_work
 from pbx.sip.build import build_response, new_tag, reason_phrase
 from pbx.sip.digest import Algorithm, AuthResult, DigestAuthenticator, authorization_values
 from pbx.sip.limits import CapExceeded, MessageCaps, check_caps, method_label, status_label
@@ -283,7 +283,11 @@ class SipService:
         self._rearm()
 
     def _receive(self, packet: Inbound, now: Instant) -> None:
-        verdict = self.guard.admit(packet.source[0], now.wall, cost_of(len(packet.data)))
+        # Only requests that start work are charged (issue 16): responses, ACKs and keep-alives
+        # cost nothing, so a phone's own 180/200 never throttle its next request (a banned
+        # source is still dropped whole).
+        cost = cost_of(len(packet.data)) if starts_work(packet.data) else 0.0
+        verdict = self.guard.admit(packet.source[0], now.wall, cost)
         if verdict is not Verdict.ALLOWED:
             self.m_dropped.inc(reason=verdict.value)
             self._drain_guard_events()
@@ -394,6 +398,8 @@ class SipService:
                 self._drain_keepalive()
                 return
             self.m_dropped.inc(reason="stray_response")
+            # Not an answer to us: charged after all, like a request (a flood of them is not free).
+            self.guard.admit(packet.source[0], now.wall, cost_of(len(packet.data)))
             log.debug("stray_response", source=packet.source, status=event.response.status)
         else:
             self._on_client_event(event)
