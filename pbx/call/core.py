@@ -394,6 +394,10 @@ class _RelayedRequest:
     peer: Peer
     out: SipRequest
     done: bool = False
+    # A re-INVITE without SDP (issue 16): the other side's 2xx carries the offer, so its ACK
+    # waits for the requester's, which carries the answer.
+    late_2xx: SipResponse | None = None
+    late_ack: SipRequest | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -402,6 +406,7 @@ class _Retransmission:
 
     retrans: TwoXxRetransmitter
     initial: bool
+    relayed: _RelayedRequest | None = None  # a late-offer re-INVITE whose ACK waits for this
 
 
 class CallCore:
@@ -624,7 +629,9 @@ class CallCore:
         self._emit(TrackDialog(self.a_dialog.id))
         self._emit(WriteRecord(self.record(), opened=True))
         if not self.a_invite.body:
-            self._ask(None)
+            # Late offer (issue 16): the relay is opened all the same; the offer comes in the
+            # 2xx and is anchored there, the answer in the caller's ACK.
+            self._open_media()
             return
         try:
             offer = parse_sdp(self.a_invite.body)
@@ -638,6 +645,9 @@ class CallCore:
             self._fail_call(488, "failed")
             return
         self._caller_offer = offer
+        self._open_media()
+
+    def _open_media(self) -> None:
         self.media_host = self._locator.local_address(self.a_peer.address[0], self.a_peer.reliable)[
             0
         ]
@@ -646,13 +656,13 @@ class CallCore:
 
     def _on_media_ready(self, event: MediaReady) -> None:
         offer = self._caller_offer
-        if self.ended or offer is None:
+        if self.ended:
             self._emit(CloseMedia())
             return
         self.anchor = MediaAnchor(
             offer, self.media_host, event.a_port, event.b_port, event.session_id
         )
-        stream = audio_stream(offer)
+        stream = audio_stream(offer) if offer is not None else None
         if stream is not None:
             self._emit(SetRemote(Side.A, stream))
         self._ask(None)
@@ -804,7 +814,7 @@ class CallCore:
         headers: list[tuple[str, str]],
     ) -> None:
         content_type: str | None = SDP
-        if self.anchor is not None:
+        if self.anchor is not None and self.anchor.caller_offer is not None:
             body = self.anchor.offer_to_callee()
         else:
             body = self.a_invite.body
@@ -982,7 +992,11 @@ class CallCore:
         else:
             self._emit(SendStateless(dialog.ack_for(resp), leg.peer.address))
         body = None
-        if self.anchor is not None:
+        if self.anchor is not None and self.anchor.caller_offer is None:
+            # Late offer: B's offer goes to the caller on the relay's A port.
+            anchored = self.anchor.offer_across(Side.B, resp.body)
+            body = self._apply(anchored) if anchored is not None else None
+        elif self.anchor is not None:
             anchored = self.anchor.answer_to_caller(resp.body)
             body = self._apply(anchored) if anchored is not None else None
         out = relay_response(resp, self.a_invite, self.a_dialog, body=body)
@@ -1000,11 +1014,21 @@ class CallCore:
             if not item.retrans.receive_ack(request, self._now.monotonic):
                 continue
             self._retransmissions.remove(item)
+            relayed = item.relayed
+            if relayed is not None and relayed.late_2xx is not None:
+                # The requester's answer to the late offer goes on in the other side's ACK.
+                to_caller = relayed.dialog is self.a_dialog
+                body = self._late_answer(Side.B if to_caller else Side.A, request)
+                relayed.late_ack = relayed.other.ack_for(
+                    relayed.late_2xx, body=body, content_type=SDP if body else None
+                )
+                self._emit(SendStateless(relayed.late_ack, relayed.peer.address))
+                return
             winner = self.winner
             if item.initial and self.pending_b_ack is not None and winner is not None:
                 if winner.dialog is not None:
-                    body = request.body
-                    content_type = request.header("Content-Type") if body else None
+                    body = self._late_answer(Side.B, request)
+                    content_type = (request.header("Content-Type") or SDP) if body else None
                     ack = winner.dialog.ack_for(
                         self.pending_b_ack, body=body, content_type=content_type
                     )
@@ -1012,6 +1036,14 @@ class CallCore:
                 self.pending_b_ack = None
             return
         # Otherwise a repeated ACK: the other side was acknowledged by us already.
+
+    def _late_answer(self, offerer: Side, ack: SipRequest) -> bytes:
+        """The answer in a caller's or callee's ACK to a late offer, for the ``offerer`` side
+        (re-anchored on the relay when there is one)."""
+        if self.anchor is not None and ack.body:
+            anchored = self.anchor.answer_across(offerer, ack.body)
+            return self._apply(anchored) if anchored is not None else b""
+        return ack.body
 
     def _start_retransmitter(self, response: SipResponse, peer: Peer, *, initial: bool) -> None:
         retrans = TwoXxRetransmitter(response, peer.address, self._now.monotonic, self._sip_timers)
@@ -1108,14 +1140,23 @@ class CallCore:
                 return
             other, out = relayed.other, relayed.out
             other.receive_response(resp)
-            if out.method == "INVITE" and resp.status < 300:
+            late = out.method == "INVITE" and resp.status < 300 and not out.body and resp.body
+            if relayed.late_ack is not None:
+                self._emit(SendStateless(relayed.late_ack, relayed.peer.address))  # again
+            elif out.method == "INVITE" and resp.status < 300 and not late:
                 self._emit(SendStateless(other.ack_for(resp), relayed.peer.address))
             if relayed.done:
                 return
             relayed.done = True
             to_caller = relayed.dialog is self.a_dialog
             body = None
-            if resp.status < 300 and resp.body and self.anchor is not None:
+            if late and self.anchor is not None:
+                relayed.late_2xx = resp
+                anchored = self.anchor.offer_across(Side.B if to_caller else Side.A, resp.body)
+                body = self._apply(anchored) if anchored is not None else None
+            elif late:
+                relayed.late_2xx = resp
+            elif resp.status < 300 and resp.body and self.anchor is not None:
                 anchored = self.anchor.answer_across(Side.A if to_caller else Side.B, resp.body)
                 body = self._apply(anchored) if anchored is not None else None
             answer = relay_response(resp, relayed.request, relayed.dialog, body=body)
@@ -1125,6 +1166,8 @@ class CallCore:
                 requester = self.a_peer if to_caller else (winner.peer if winner else None)
                 if requester is not None:
                     self._start_retransmitter(answer, requester, initial=False)
+                    if relayed.late_2xx is not None:
+                        self._retransmissions[-1].relayed = relayed
         elif isinstance(event, TransactionTimedOut | TransportFailed) and not relayed.done:
             relayed.done = True
             self._emit(Respond(relayed.key, relayed.dialog.respond(relayed.request, 408)))

@@ -60,7 +60,7 @@ class MediaAnchor:
 
     def __init__(
         self,
-        caller_offer: SessionDescription,
+        caller_offer: SessionDescription | None,  # None: late offer (the offer is in the 2xx)
         host: str,
         a_port: int,
         b_port: int,
@@ -76,7 +76,10 @@ class MediaAnchor:
         self.pending_offer: SessionDescription | None = None
 
     def offer_to_callee(self) -> bytes:
-        """The caller's offer as every B leg gets it (our address, the B port)."""
+        """The caller's offer as every B leg gets it (our address, the B port); empty for a
+        late offer (the B legs get an INVITE without SDP too)."""
+        if self.caller_offer is None:
+            return b""
         return build_sdp(
             rewrite_sdp(
                 self.caller_offer,
@@ -89,7 +92,7 @@ class MediaAnchor:
     def answer_to_caller(self, body: bytes) -> Anchored | None:
         """A callee's answer (in a 183 or the 2xx) to the caller's offer, for the caller."""
         answer = _parse(body)
-        if answer is None:
+        if answer is None or self.caller_offer is None:
             return None
         rewritten = rewrite_sdp(
             answer,
@@ -130,7 +133,10 @@ class MediaAnchor:
         return Anchored(build_sdp(rewritten), _remote(to_side.other, answer))
 
     def answer_ourselves(self) -> PromptAnswer | None:
-        """Our answer to the caller's offer with one G.711 codec; None if none is acceptable."""
+        """Our answer to the caller's offer with one G.711 codec; None if none is acceptable
+        (or the caller made no offer)."""
+        if self.caller_offer is None:
+            return None
         answer = answer_sdp(
             self.caller_offer,
             address=self.host,

@@ -33,7 +33,7 @@ from pbx.call.core import (
 )
 from pbx.config.model import CallSettings, Extension, TenantId
 from pbx.media.latch import Side
-from pbx.media.sdp import parse_sdp
+from pbx.media.sdp import audio_stream, parse_sdp
 from pbx.routing.model import FromExtension
 from pbx.sip.transaction import TransportFailed, client_transaction_key
 from tests.call.bench import SDP_OFFER, CallBench, invite, sdp, sent, stateless
@@ -266,9 +266,20 @@ def test_late_offer_the_callees_ack_waits_for_the_callers_answer() -> None:
     b.start()
     out = b.answer("1001", 200, body=sdp("192.0.2.50", 6000))
     assert stateless(out, "ACK") == []
+    # The offer in the 2xx reaches the caller on the relay (issue 16): our address, the A port.
+    offer = audio_stream(parse_sdp(b.final_to_caller().body))
+    assert offer is not None
+    assert (offer.address, offer.port) == ("203.0.113.1", 20000)
+    assert SetRemote(Side.B, audio_stream(parse_sdp(sdp("192.0.2.50", 6000)))) in out  # type: ignore[arg-type]
     answer = sdp("192.0.2.1", 4000)
-    (ack,) = stateless(b.caller_ack(body=answer), "ACK")
-    assert ack.message.body == answer
+    out = b.caller_ack(body=answer)
+    (ack,) = stateless(out, "ACK")
+    # The caller's answer reaches the callee on the relay too: the B port.
+    relayed = audio_stream(parse_sdp(ack.message.body))
+    assert relayed is not None
+    assert (relayed.address, relayed.port) == ("203.0.113.1", 20002)
+    assert ack.message.header("Content-Type") == "application/sdp"
+    assert SetRemote(Side.A, audio_stream(parse_sdp(answer))) in out  # type: ignore[arg-type]
     assert b.core.pending_b_ack is None
     assert stateless(b.answer("1001", 200, body=sdp("192.0.2.50", 6000)), "ACK") != []
 
@@ -558,15 +569,17 @@ def test_the_record_is_opened_at_the_invite_and_closed_with_the_times_of_the_cal
     b.advance(7.0)
     b.caller_request("BYE")
     records = [a for a in b.actions if isinstance(a, WriteRecord)]
-    # Opened at the INVITE, written again at the answer (durable before the call ends), closed.
-    assert [r.opened for r in records] == [True, True, False]
+    # Opened at the INVITE, written again at the answer (durable before the call ends) and
+    # when its recording starts (1001 records, late offer or not), closed.
+    assert [r.opened for r in records] == [True, True, True, False]
+    assert records[2].record.recording_path is not None
     answered = records[1].record
     assert (answered.answered_at, answered.answered_by, answered.ended_at) == (
         start + 3,
         "1001",
         None,
     )
-    closed = records[2].record
+    closed = records[3].record
     assert (closed.started_at, closed.answered_at, closed.ended_at) == (
         start,
         start + 3,
@@ -607,7 +620,8 @@ def test_take_actions_gives_what_next_action_would_in_order_and_empties_the_queu
     while (action := two.core.next_action()) is not None:
         drained.append(action)
     assert [type(a) for a in taken] == [type(a) for a in drained]
-    assert [type(a) for a in taken] == [TrackDialog, WriteRecord, AskRouting]
+    # Late offer (no SDP in this INVITE): the relay opens first, routing comes once it is open.
+    assert [type(a) for a in taken] == [TrackDialog, WriteRecord, OpenMedia]
     assert one.core.take_actions() == []
 
 
@@ -659,3 +673,66 @@ def test_each_way_a_call_ends_has_its_cause_and_side() -> None:
     refused = internal("1009", registered={})
     refused.start()
     assert _closed(refused) == ("rejected", "server")
+
+
+# -- late offer on the relay (issue 16) -----------------------------------------------------------
+
+
+def test_a_reinvite_without_sdp_is_anchored_and_its_ack_carries_the_answer() -> None:
+    from pbx.call.core import AckReceived, TransactionEvent
+    from pbx.sip.build import build_response
+    from pbx.sip.transaction import ResponseReceived
+    from tests.call.bench import _in_dialog
+
+    b = answered()
+    (relayed,) = sent(b.caller_request("INVITE", cseq=3), "INVITE")
+    assert relayed.request.body == b""  # the offer is asked of the callee
+    assert relayed.ref is not None
+    callee_offer = sdp("192.0.2.50", 6300)
+    resp = build_response(
+        relayed.request,
+        200,
+        to_tag=relayed.request.to.tag,
+        body=callee_offer,
+        headers=(("Content-Type", "application/sdp"),),
+    )
+    event = ResponseReceived(client_transaction_key(relayed.request), resp)
+    out = b.run(TransactionEvent(relayed.ref, event))
+    assert stateless(out, "ACK") == []  # waits for the caller's answer
+    (to_caller,) = [a.response for a in out if isinstance(a, Respond)]
+    offer = audio_stream(parse_sdp(to_caller.body))
+    assert offer is not None
+    assert (offer.address, offer.port) == ("203.0.113.1", 20000)
+    assert SetRemote(Side.B, audio_stream(parse_sdp(callee_offer))) in out  # type: ignore[arg-type]
+    dialog = b.core.a_dialog.id
+    answer = sdp("192.0.2.1", 4300)
+    ack = _in_dialog(
+        "ACK", dialog.call_id, dialog.remote_tag, dialog.local_tag, "192.0.2.1:5060", 3, answer
+    )
+    out = b.run(AckReceived(ack))
+    (to_callee,) = stateless(out, "ACK")
+    relayed_answer = audio_stream(parse_sdp(to_callee.message.body))
+    assert relayed_answer is not None
+    assert (relayed_answer.address, relayed_answer.port) == ("203.0.113.1", 20002)
+    assert SetRemote(Side.A, audio_stream(parse_sdp(answer))) in out  # type: ignore[arg-type]
+    # A retransmitted 2xx from the callee gets the same ACK again.
+    again = b.run(TransactionEvent(relayed.ref, event))
+    assert [a.message for a in stateless(again, "ACK")] == [to_callee.message]
+
+
+def test_a_late_offer_call_opens_the_relay_and_records() -> None:
+    b = bench(registered={"1001": 1})  # 1001 records; the INVITE has no SDP
+    out = b.start()
+    assert any(isinstance(a, OpenMedia) for a in out)
+    b.answer("1001", 200, body=sdp("192.0.2.50", 6000))
+    assert any(isinstance(a, StartRecording) for a in b.actions)
+    assert b.core.record().recording_path is not None
+
+
+def test_a_late_offer_call_to_the_announcement_is_refused_without_an_offer() -> None:
+    b = CallBench(SNAPSHOT, invite(NUMBER), from_trunk(), at="2026-11-27 21:00:00")
+    b.start()
+    assert b.core.anchor is not None
+    assert b.core.anchor.answer_ourselves() is None
+    assert b.core.anchor.answer_to_caller(sdp("192.0.2.50", 6000)) is None
+    assert b.core.anchor.offer_to_callee() == b""
