@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Protocol
 
+from pbx.call import session_timer as st
 from pbx.call.record import CallRecord, Disposition, EndedBy, HangupCause, Json
 from pbx.clock import Instant
 from pbx.config.model import ConfigSnapshot, TenantId
@@ -427,8 +428,10 @@ class CallCore:
         "_pending",
         "_prompts",
         "_reach",
+        "_refresh_ref",
         "_retransmissions",
         "_ring_timers",
+        "_session_request",
         "_sip_timers",
         "a_dialog",
         "a_invite",
@@ -456,6 +459,7 @@ class CallCore:
         "provisional_sent",
         "recording_path",
         "request",
+        "session_timer",
         "silent_while_ringing",
         "snapshot",
         "started_at",
@@ -521,6 +525,9 @@ class CallCore:
         self.media_host = ""
         self.silent_while_ringing: set[Side] = set()
         self._caller_offer: SessionDescription | None = None
+        self._session_request: st.Requested | None = None  # RFC 4028, issue 16
+        self.session_timer: st.SessionTimer | None = None
+        self._refresh_ref: int | None = None
         self._media_wanted = False
         self._reach: dict[ContactId, Reach] = {}
         self._ring_timers: list[tuple[float, RingTimer]] = []
@@ -566,6 +573,11 @@ class CallCore:
             due = item.retrans.get_timer()
             if due is not None and (soonest is None or due < soonest):
                 soonest = due
+        timer = self.session_timer
+        if timer is not None and not self.ended:
+            for due in (timer.expires_at, timer.refresh_at):
+                if due is not None and (soonest is None or due < soonest):
+                    soonest = due
         return soonest
 
     def dialog_ids(self) -> list[DialogId]:
@@ -628,6 +640,12 @@ class CallCore:
             self._hold_line((origin.tenant, origin.extension))
         self._emit(TrackDialog(self.a_dialog.id))
         self._emit(WriteRecord(self.record(), opened=True))
+        wanted = st.requested(self.a_invite)
+        if isinstance(wanted, st.TooSmall):
+            self.trace.append(f"Session-Expires below {wanted.min_se}s -> 422")
+            self._fail_call(422, "failed", "rejected", (("Min-SE", str(wanted.min_se)),))
+            return
+        self._session_request = wanted
         if not self.a_invite.body:
             # Late offer (issue 16): the relay is opened all the same; the offer comes in the
             # 2xx and is anchored there, the answer in the caller's ACK.
@@ -882,6 +900,9 @@ class CallCore:
 
     # -- responses on fork legs ------------------------------------------------------------------
     def _on_transaction_event(self, event: TransactionEvent) -> None:
+        if event.ref == self._refresh_ref:
+            self._on_refresh_event(event.event)
+            return
         pending = self._pending.get(event.ref)
         if isinstance(pending, _RelayedRequest):
             self._on_relayed_event(pending, event.event)
@@ -1000,6 +1021,14 @@ class CallCore:
             anchored = self.anchor.answer_to_caller(resp.body)
             body = self._apply(anchored) if anchored is not None else None
         out = relay_response(resp, self.a_invite, self.a_dialog, body=body)
+        wanted = self._session_request
+        if wanted is not None:
+            timer = st.SessionTimer(wanted.interval, wanted.refresher, self._now.monotonic)
+            self.session_timer = timer
+            extra: tuple[tuple[str, str], ...] = (("Session-Expires", timer.header()),)
+            if wanted.supported:
+                extra += (("Require", "timer"),)
+            out = replace(out, headers=out.headers + extra)
         self._emit(Respond(self.a_key, out))
         self._start_retransmitter(out, self.a_peer, initial=True)
 
@@ -1064,6 +1093,7 @@ class CallCore:
                 self.trace.append(f"no ACK for {which}: hang up both legs")
                 disposition: Disposition = "failed" if item.initial else "answered"
                 self._hang_up(None, disposition, "no_ack")
+        self._session_timer_due(now)
         due_timers = [timer for at, timer in self._ring_timers if at <= now]
         self._ring_timers = [(at, t) for at, t in self._ring_timers if at > now]
         for timer in due_timers:
@@ -1072,6 +1102,33 @@ class CallCore:
             if timer.kind is TimerKind.MAX_RING:
                 self.max_ring_fired = True
             self._ask(TimerExpired(timer))
+
+    def _session_timer_due(self, now: float) -> None:
+        timer = self.session_timer
+        if timer is None or self.ended:
+            return
+        if now >= timer.expires_at:
+            self.trace.append(f"session timer: no refresh in {timer.interval}s: hang up")
+            self._hang_up(None, "answered", "session_timer")
+        elif timer.refresh_at is not None and now >= timer.refresh_at:
+            # We are the refresher toward the caller (it asked refresher=uas): an UPDATE.
+            timer.refreshing = True
+            self._refresh_ref = self._ref()
+            headers = (("Session-Expires", timer.header()), ("Supported", "timer"))
+            update = self.a_dialog.new_request("UPDATE", headers=headers)
+            self._emit(SendRequest(update, self.a_peer, self._refresh_ref))
+
+    def _on_refresh_event(self, event: TxEvent) -> None:
+        timer = self.session_timer
+        if timer is None or self.ended or not timer.refreshing:
+            return
+        if isinstance(event, ResponseReceived) and 200 <= event.response.status < 300:
+            timer.refreshed(self._now.monotonic)
+        elif (isinstance(event, ResponseReceived) and event.response.status >= 300) or isinstance(
+            event, TransactionTimedOut | TransportFailed
+        ):
+            self.trace.append("session timer: the refresh failed: hang up")
+            self._hang_up(None, "answered", "session_timer")
 
     # -- in-dialog requests (12.2.2) ---------------------------------------------------------
     def _on_dialog_request(self, event: DialogRequestReceived) -> None:
@@ -1140,6 +1197,9 @@ class CallCore:
                 return
             other, out = relayed.other, relayed.out
             other.receive_response(resp)
+            timer = self.session_timer
+            if timer is not None and resp.status < 300 and out.method in ("INVITE", "UPDATE"):
+                timer.refreshed(self._now.monotonic)  # RFC 4028 section 10
             late = out.method == "INVITE" and resp.status < 300 and not out.body and resp.body
             if relayed.late_ack is not None:
                 self._emit(SendStateless(relayed.late_ack, relayed.peer.address))  # again
@@ -1210,13 +1270,17 @@ class CallCore:
             self._hang_up(None, "answered", "shutdown")
 
     def _fail_call(
-        self, status: int, disposition: Disposition, cause: HangupCause | None = None
+        self,
+        status: int,
+        disposition: Disposition,
+        cause: HangupCause | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         """End an unanswered call: cancel every fork, answer the caller ``status``."""
         for leg in self.legs:
             self._cancel_leg(leg)
         if self.state is CallState.RINGING:
-            response = self.a_dialog.respond(self.a_invite, status)
+            response = self.a_dialog.respond(self.a_invite, status, headers=headers)
             self._emit(Respond(self.a_key, response))
         by: EndedBy = _ENDED_BY.get(disposition, "server")
         self._end(disposition, cause or _CAUSE_OF[disposition], by)

@@ -736,3 +736,81 @@ def test_a_late_offer_call_to_the_announcement_is_refused_without_an_offer() -> 
     assert b.core.anchor.answer_ourselves() is None
     assert b.core.anchor.answer_to_caller(sdp("192.0.2.50", 6000)) is None
     assert b.core.anchor.offer_to_callee() == b""
+
+
+# -- session timers (RFC 4028, issue 16) ----------------------------------------------------------
+
+
+def _with_session_expires(value: str, supported: bool = True) -> CallBench:
+    from dataclasses import replace as copy
+
+    request = invite(NUMBER)
+    extra = [("Session-Expires", value)] + ([("Supported", "timer")] if supported else [])
+    return CallBench(
+        SNAPSHOT,
+        copy(request, headers=request.headers + tuple(extra)),
+        from_trunk(),
+        registered={"1001": 1},
+    )
+
+
+def test_a_session_expires_below_min_se_gets_422_with_min_se() -> None:
+    b = _with_session_expires("30")
+    b.start()
+    final = b.final_to_caller()
+    assert (final.status, final.header("Min-SE")) == (422, "90")
+    assert _closed(b) == ("rejected", "server")
+
+
+def test_a_session_timer_is_stated_refreshed_and_ends_both_legs_when_no_refresh_comes() -> None:
+    b = _with_session_expires("120;refresher=uac")
+    b.start()
+    b.answer("1001", 200)
+    final = b.final_to_caller()
+    assert (final.header("Session-Expires"), final.header("Require")) == (
+        "120;refresher=uac",
+        "timer",
+    )
+    b.caller_ack()
+    # The caller refreshes at half the interval (an UPDATE relayed to 1001 and answered).
+    b.advance(60.0)
+    (relayed,) = sent(b.caller_request("UPDATE", cseq=3), "UPDATE")
+    from pbx.call.core import TransactionEvent
+    from pbx.sip.build import build_response
+    from pbx.sip.transaction import ResponseReceived
+
+    assert relayed.ref is not None
+    ok = build_response(relayed.request, 200, to_tag=relayed.request.to.tag)
+    b.run(
+        TransactionEvent(relayed.ref, ResponseReceived(client_transaction_key(relayed.request), ok))
+    )
+    assert b.advance(87.0) == []  # refreshed at 60: the bound is 60 + 120 - 32 = 148
+    out = b.advance(2.0)
+    assert len(sent(out, "BYE")) == 2  # both legs
+    assert _closed(b) == ("session_timer", "server")
+    assert b.core.record().trace[-1] == "session timer: no refresh in 120s: hang up"
+
+
+@pytest.mark.parametrize(("status", "ends"), [(200, False), (481, True)])
+def test_we_refresh_with_update_when_the_caller_asks_us_to(status: int, ends: bool) -> None:
+    b = _with_session_expires("90;refresher=uas", supported=False)
+    b.start()
+    b.answer("1001", 200)
+    assert b.final_to_caller().header("Require") is None
+    b.caller_ack()
+    out = b.advance(45.0)
+    (update,) = sent(out, "UPDATE")
+    assert update.request.header("Session-Expires") == "90;refresher=uas"
+    assert update.peer.address == ("192.0.2.1", 5060)
+    from pbx.call.core import TransactionEvent
+    from pbx.sip.build import build_response
+    from pbx.sip.transaction import ResponseReceived
+
+    assert update.ref is not None
+    answer = build_response(update.request, status, to_tag=update.request.to.tag)
+    key = client_transaction_key(update.request)
+    out = b.run(TransactionEvent(update.ref, ResponseReceived(key, answer)))
+    assert (len(sent(out, "BYE")) == 2) is ends
+    assert b.core.ended is ends
+    if ends:
+        assert _closed(b) == ("session_timer", "server")
