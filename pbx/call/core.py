@@ -1240,6 +1240,9 @@ class CallCore:
             return
         if self.state is not CallState.ANSWERED:
             return
+        anchor = self.anchor
+        if anchor is not None and anchor.caller_offer is None and anchor.pending_offer is None:
+            return  # a late offer whose 2xx made none: no media was ever agreed, nothing to miss
         seconds = self.snapshot.server.media.inactivity_seconds
         who = "caller" if event.side is Side.A else "callee"
         self.trace.append(f"no RTP from the {who} for {seconds}s: hang up")

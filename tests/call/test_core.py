@@ -814,3 +814,12 @@ def test_we_refresh_with_update_when_the_caller_asks_us_to(status: int, ends: bo
     assert b.core.ended is ends
     if ends:
         assert _closed(b) == ("session_timer", "server")
+
+
+def test_a_call_that_never_agreed_on_media_is_not_hung_up_for_silence() -> None:
+    b = bench(registered={"1001": 1})  # no SDP in the INVITE, none in the 200 either
+    b.start()
+    b.answer("1001", 200)
+    b.caller_ack()
+    b.run(MediaInactive(Side.A))
+    assert not b.core.ended
