@@ -414,11 +414,12 @@ OPENAPI: dict[str, Any] = {
             },
             "Leg": {
                 "type": "object",
-                "required": ["fork", "to", "state"],
+                "required": ["fork", "to", "state", "call_id"],
                 "properties": {
                     "fork": {"type": "string"},
                     "to": {"type": "string", "description": "Extension or number dialled"},
                     "state": {"enum": ["calling", "proceeding", "answered", "ended"]},
+                    "call_id": {"type": "string", "description": "The leg's SIP Call-ID"},
                 },
                 "additionalProperties": False,
             },
@@ -435,6 +436,7 @@ OPENAPI: dict[str, Any] = {
                     "answered_at",
                     "answered_by",
                     "legs",
+                    "call_id",
                 ],
                 "properties": {
                     "id": {"type": "string"},
@@ -447,6 +449,7 @@ OPENAPI: dict[str, Any] = {
                     "answered_at": {"type": ["number", "null"]},
                     "answered_by": _NULLABLE_STRING,
                     "legs": {"type": "array", "items": _ref("Leg")},
+                    "call_id": {"type": "string", "description": "The caller's SIP Call-ID"},
                     # issue #18 (optional, so older clients still validate)
                     "encryption": {
                         "type": "object",

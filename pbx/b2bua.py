@@ -23,6 +23,7 @@ import structlog
 
 from pbx.call import core as callcore
 from pbx.call.admission import NeedsAuthentication, Refused, admit_invite, identify
+from pbx.call.byes import ByeCounter
 from pbx.call.core import CallCore, Peer
 from pbx.call.encryption import admit_encrypted
 from pbx.call.lines import LiveLines
@@ -38,7 +39,7 @@ from pbx.sip.build import build_response, new_tag
 from pbx.sip.dialog import DialogId
 from pbx.sip.edge import request_origin
 from pbx.sip.message import SipRequest
-from pbx.sip.transaction import ServerKey, TransactionTerminated, TxEvent
+from pbx.sip.transaction import ServerKey, TxEvent
 from pbx.sip.transport import Inbound
 
 log = structlog.get_logger("pbx.b2bua")
@@ -83,7 +84,7 @@ class CallEngine:
         self.draining = False  # ``drain``: new calls are refused while calls in progress finish
         self._no_calls = asyncio.Event()
         self._no_calls.set()
-        self._byes_pending = 0
+        self._byes = ByeCounter()  # BYEs waiting for their answer (the drain waits for them)
         self._byes_answered = asyncio.Event()
         self._byes_answered.set()
 
@@ -236,9 +237,8 @@ class CallEngine:
 
     def _callback(self, core: CallCore, ref: int | None, bye: bool) -> Any:
         if bye:
-            self._byes_pending += 1
             self._byes_answered.clear()
-            return self._bye_done
+            return self._byes.track(self._byes_answered.set)
         if ref is None:
             return _ignore
 
@@ -335,13 +335,6 @@ class CallEngine:
             self._run(core, callcore.RecordingFailed(), self.clock.now())
 
     # -- shutdown and views ----------------------------------------------------------------------
-    def _bye_done(self, event: TxEvent) -> None:
-        """A BYE's client transaction ended (answered, timed out or failed)."""
-        if isinstance(event, TransactionTerminated):
-            self._byes_pending = max(0, self._byes_pending - 1)
-            if self._byes_pending == 0:
-                self._byes_answered.set()
-
     async def drain(self, seconds: float, bye_seconds: float = 5.0) -> int:
         """Graceful shutdown: refuse new calls (503), let calls in progress end within
         ``seconds`` (``cut_drain`` ends the wait early), then end the rest: BYE to both sides

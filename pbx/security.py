@@ -46,6 +46,16 @@ def cost_of(size: int) -> float:
     return float(max(1, -(-size // COST_UNIT_BYTES)))
 
 
+def starts_work(data: bytes) -> bool:
+    """Whether a message is charged against the rate limit (issue 16): a request that starts
+    work. A response (to one of our requests, or a stray one), an ACK (it ends a transaction)
+    and a keep-alive (CR, LF, SP, TAB or NUL only) are not, so a phone behind a busy NAT
+    address never loses its next request to its own answers. Read from the first bytes only:
+    nothing is parsed before the limit."""
+    head = data.lstrip(b"\r\n \t\x00")
+    return bool(head) and not head.startswith((b"SIP/", b"ACK "))
+
+
 class Verdict(enum.Enum):
     ALLOWED = "allowed"
     BANNED = "banned"  # drop silently

@@ -43,7 +43,7 @@ from pbx.routing.model import RingExtension
 from pbx.service import SipService
 from pbx.sip.tls import CertificateProblem, TlsCredentials
 from pbx.sip.transport import SipTransport, TcpLimits, TlsSettings
-from pbx.store import Store
+from pbx.store import CALL_HEARTBEAT_SECONDS, Store
 from pbx.system_clock import SystemClock
 
 log = structlog.get_logger("pbx.server")
@@ -188,8 +188,13 @@ class PbxServer:
         """Sample event-loop lag: how much later than asked a sleep returns."""
         loop = asyncio.get_running_loop()
         interval = 0.5
+        next_touch = 0.0  # issue 16: the heartbeat of calls in progress rides on this loop
         while True:
             started = loop.time()
+            if self.engine is not None and self.engine.calls and started >= next_touch:
+                if self.store is not None:
+                    self.store.touch_open_calls(self.clock.now().wall)
+                next_touch = started + CALL_HEARTBEAT_SECONDS
             await asyncio.sleep(interval)
             lag = max(0.0, loop.time() - started - interval)
             self._loop_lag.set(lag)

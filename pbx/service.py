@@ -50,7 +50,7 @@ from pbx.registrar import (
     process_register,
     resolve_aor,
 )
-from pbx.security import SourceGuard, Verdict, cost_of
+from pbx.security import SourceGuard, Verdict, cost_of, starts_work
 from pbx.sip.build import build_response, new_tag, reason_phrase
 from pbx.sip.digest import Algorithm, AuthResult, DigestAuthenticator, authorization_values
 from pbx.sip.edge import first_hop, path_echo, path_of, request_origin
@@ -304,17 +304,11 @@ class SipService:
         self._rearm()
 
     def _receive(self, packet: Inbound, now: Instant) -> None:
-        if packet.data.startswith(b"SIP/2.0 "):
-            # A response: not charged here (issue 15: the keep-alive answers of 1,500 phones
-            # behind one NAT address would use up its rate); only one that answers nothing we
-            # sent is charged, in ``_on_event``. A banned source is still dropped.
-            verdict = (
-                Verdict.BANNED
-                if self.guard.is_banned(packet.source[0], now.wall)
-                else Verdict.ALLOWED
-            )
-        else:
-            verdict = self.guard.admit(packet.source[0], now.wall, cost_of(len(packet.data)))
+        # Only requests that start work are charged (issue 16): responses, ACKs and keep-alives
+        # cost nothing, so a phone's own 180/200 never throttle its next request (a banned
+        # source is still dropped whole).
+        cost = cost_of(len(packet.data)) if starts_work(packet.data) else 0.0
+        verdict = self.guard.admit(packet.source[0], now.wall, cost)
         if verdict is not Verdict.ALLOWED:
             self.m_dropped.inc(reason=verdict.value)
             self._drain_guard_events()
@@ -429,6 +423,7 @@ class SipService:
                 self._drain_keepalive()
                 return
             self.m_dropped.inc(reason="stray_response")
+            # Not an answer to us: charged after all, like a request (a flood of them is not free).
             self.guard.admit(packet.source[0], now.wall, cost_of(len(packet.data)))
             self._drain_guard_events()
             log.debug("stray_response", source=packet.source, status=event.response.status)

@@ -16,11 +16,13 @@ Everything is written by a single writer task that commits in groups (DESIGN sec
   up to ``commit_interval`` (0.2 s) for company and are committed together, so each is durable
   within a second of the call's end. The returned future resolves when the row is committed.
 
-At start-up, the call records a crash left open are closed as ``failed``, ending at the last
-instant known for them (not when another process, such as ``pbx panel``, opens the database
-beside a running server: ``recover_calls=False``). On PostgreSQL, shared by several nodes, a
-node closes only the open records of its own name (``node``, issue #20). Reads
-(``load_bindings``, ``calls``) go straight to the connection.
+At start-up, the call records a crash left open are closed with the hang-up cause ``crash``
+(answered calls stay ``answered``, others ``failed``), ending at the last instant known for them
+(the answer or the last heartbeat, ``touch_open_calls``), and their recordings are kept playable
+(not when another process, such as ``pbx panel``, opens the database beside a running server:
+``recover_calls=False``). On PostgreSQL, shared by several nodes, a node closes and touches
+only the open records of its own name (``node``, issue #20). Reads (``load_bindings``,
+``calls``) go straight to the connection.
 
 Times are POSIX seconds (``time.time()``), as in the cores.
 """
@@ -41,21 +43,25 @@ import aiosqlite
 import structlog
 
 from pbx.call.record import DISPOSITIONS as DISPOSITIONS
+from pbx.call.record import ENDED_BY, HANGUP_CAUSES
 from pbx.call.record import CallRecord as CallRecord
 from pbx.call.record import Disposition as Disposition
 from pbx.call.record import Json as Json
 from pbx.clock import Clock
 from pbx.config.model import Extension, TenantId
 from pbx.errors import PbxError
+from pbx.media.wav import repair_wav
 from pbx.registrar import Binding
 from pbx.sip.message import Params, SipUri
 from pbx.sip.parse import parse_uri
 from pbx.system_clock import SystemClock
 
 DATABASE_NAME = "pbx.sqlite3"
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 SLOW_COMMIT_SECONDS = 0.1  # a commit this slow is logged
 MAX_HELD_CALL_RECORDS = 10_000  # call records kept in memory while the database is unreachable
+# How often the server moves the last instant known of its calls in progress (``touch_open_calls``)
+CALL_HEARTBEAT_SECONDS = 5.0
 Dialect = Literal["sqlite", "postgresql"]
 
 
@@ -177,6 +183,14 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE registrations ADD COLUMN node TEXT;
     ALTER TABLE call_records ADD COLUMN node TEXT;
     CREATE INDEX call_records_open_by_node ON call_records (node) WHERE ended_at IS NULL;
+    """,
+    # 6: records others can match and read (issue 16): why the call ended, which side ended it,
+    # and each leg's SIP Call-ID. Rows written before have NULLs (shown as unknown).
+    """
+    ALTER TABLE call_records ADD COLUMN hangup_cause TEXT;
+    ALTER TABLE call_records ADD COLUMN ended_by TEXT;
+    ALTER TABLE call_records ADD COLUMN caller_call_id TEXT;
+    ALTER TABLE call_records ADD COLUMN callee_call_id TEXT;
     """,
 )
 
@@ -359,26 +373,45 @@ call_id, cseq, registered_at, expires_at, user_agent, path, node
 """
 _UPSERT_CALL = """
 INSERT INTO call_records (id, tenant, started_at, answered_at, ended_at, last_event_at, caller,
-    called, disposition, answered_by, forwarding, trace, recording_path, node)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    called, disposition, answered_by, forwarding, trace, recording_path, node, hangup_cause,
+    ended_by, caller_call_id, callee_call_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     tenant = excluded.tenant, started_at = excluded.started_at,
     answered_at = excluded.answered_at, ended_at = excluded.ended_at,
     last_event_at = excluded.last_event_at, caller = excluded.caller, called = excluded.called,
     disposition = excluded.disposition, answered_by = excluded.answered_by,
     forwarding = excluded.forwarding, trace = excluded.trace,
-    recording_path = excluded.recording_path, node = excluded.node
+    recording_path = excluded.recording_path, node = excluded.node,
+    hangup_cause = excluded.hangup_cause, ended_by = excluded.ended_by,
+    caller_call_id = excluded.caller_call_id, callee_call_id = excluded.callee_call_id
 """
 _CALL_COLUMNS = """
 id, tenant, started_at, answered_at, ended_at, last_event_at, caller, called, disposition,
-answered_by, forwarding, trace, recording_path
+answered_by, forwarding, trace, recording_path, hangup_cause, ended_by, caller_call_id,
+callee_call_id
 """
-# A crash left these rows open: the call ended, as far as anyone can know, at its last event.
-_CLOSE_CRASHED_CALLS = """
-UPDATE call_records SET disposition = 'failed', ended_at = last_event_at WHERE ended_at IS NULL
+# A crash left these rows open: the call ended, as far as anyone can know, at its last event
+# (the answer, or the last heartbeat of ``touch_open_calls``). Everything known is kept: an
+# answered call stays answered, with its answerer and recording; the cause says it was a crash.
+CRASH_TRACE = "closed at start-up: the server stopped without ending the call"
+_CRASHED_RECORDINGS = """
+SELECT id, recording_path FROM call_records WHERE ended_at IS NULL AND recording_path IS NOT NULL
 """
-# The same on a shared database: only this node's rows (issue #20).
-_CLOSE_CRASHED_CALLS_OF_NODE = _CLOSE_CRASHED_CALLS.rstrip() + " AND node = ?\n"
+_CLOSE_CRASHED_CALLS_SET = """
+UPDATE call_records SET
+    disposition = CASE WHEN answered_at IS NULL THEN 'failed' ELSE 'answered' END,
+    ended_at = last_event_at, hangup_cause = 'crash', ended_by = 'server',
+"""
+# The trace gets one more line; JSON in a TEXT column is appended to in each dialect's words.
+_APPEND_CRASH_TRACE: dict[Dialect, str] = {
+    "sqlite": f"trace = json_insert(trace, '$[#]', '{CRASH_TRACE}')",
+    "postgresql": f"trace = (trace::jsonb || to_jsonb('{CRASH_TRACE}'::text))::text",
+}
+_FORGET_RECORDING = "UPDATE call_records SET recording_path = NULL WHERE id = ?"
+_TOUCH_OPEN_CALLS = """
+UPDATE call_records SET last_event_at = ? WHERE ended_at IS NULL AND last_event_at < ?
+"""
 
 
 class Store:
@@ -517,12 +550,8 @@ class Store:
     ) -> Store:
         try:
             store = cls(backend, path, commit_interval, clock, retry_interval, node)
-            if recover_calls and backend.dialect == "postgresql":
-                counts = await backend.run([(_CLOSE_CRASHED_CALLS_OF_NODE, [(node,)])])
-                store.recovered_calls = counts[0]
-            elif recover_calls:
-                counts = await backend.run([(_CLOSE_CRASHED_CALLS, [()])])
-                store.recovered_calls = counts[0]
+            if recover_calls:
+                store.recovered_calls = await _recover_calls(backend, node)
         except BaseException:
             await backend.close()
             raise
@@ -698,6 +727,14 @@ class Store:
             urgent=False,
             row=("call_records", record.id),
         )
+
+    def touch_open_calls(self, now: float) -> asyncio.Future[int]:
+        """Move the last instant known of every call in progress to ``now`` (a heartbeat every
+        ``CALL_HEARTBEAT_SECONDS``): a crash then closes them at most that long before it."""
+        if self.dialect == "postgresql":  # a shared table: only this node's calls (issue #20)
+            sql = _TOUCH_OPEN_CALLS.rstrip() + " AND node = ?"
+            return self._submit(sql, (now, now, self.node), urgent=False)
+        return self._submit(_TOUCH_OPEN_CALLS, (now, now), urgent=False)
 
     async def calls(self, *, limit: int = 100, tenant: str | None = None) -> list[CallRecord]:
         """The most recent call records, newest first (admin ``GET /calls``)."""
@@ -931,6 +968,31 @@ async def _prepare(db: aiosqlite.Connection) -> None:
             raise
 
 
+async def _recover_calls(backend: Backend, node: str | None) -> int:
+    """Close the call records a crash left open; how many. A recording the crash cut short
+    gets its WAV header's sizes fixed (the recorder rewrites them at every flush, but a kill
+    between the frames and the header leaves them short), one that was never created is
+    unlinked from its row. On PostgreSQL (shared by several nodes) only this node's rows."""
+    mine, params = ("", ()) if backend.dialect == "sqlite" else (" AND node = ?", (node,))
+    forget: list[tuple[Any, ...]] = []
+    for call_id, path in await backend.fetch(_CRASHED_RECORDINGS.rstrip() + mine, params):
+        kept = await asyncio.to_thread(repair_wav, Path(path))
+        log.warning("recording_recovered", call=call_id, path=path, kept=kept)
+        if not kept:
+            forget.append((call_id,))
+    close = (
+        _CLOSE_CRASHED_CALLS_SET
+        + _APPEND_CRASH_TRACE[backend.dialect]
+        + "\nWHERE ended_at IS NULL"
+        + mine
+    )
+    plan: list[tuple[str | None, Sequence[tuple[Any, ...]]]] = [(close, [params])]
+    if forget:
+        plan.append((_FORGET_RECORDING, forget))
+    counts = await backend.run(plan)
+    return counts[0]
+
+
 def _consume(future: asyncio.Future[int]) -> None:
     if not future.cancelled():
         future.exception()
@@ -987,6 +1049,10 @@ def _call_params(record: CallRecord, node: str | None) -> tuple[Any, ...]:
         json.dumps(list(record.trace), ensure_ascii=False),
         record.recording_path,
         node,
+        record.hangup_cause,
+        record.ended_by,
+        record.caller_call_id,
+        record.callee_call_id,
     )
 
 
@@ -1006,6 +1072,10 @@ def _call_from_row(row: tuple[Any, ...]) -> CallRecord:
         forwarding=tuple(json.loads(row[10])),
         trace=tuple(json.loads(row[11])),
         recording_path=row[12],
+        hangup_cause=row[13] if row[13] in HANGUP_CAUSES else None,
+        ended_by=row[14] if row[14] in ENDED_BY else None,
+        caller_call_id=row[15],
+        callee_call_id=row[16],
     )
 
 

@@ -83,9 +83,10 @@ CALLS = [
         "started_at": 1767225600.0,
         "answered_at": 1767225604.5,
         "answered_by": "1001",
+        "call_id": "a-leg@carrier",
         "legs": [
-            {"fork": "f1", "to": "1001", "state": "answered"},
-            {"fork": "f1", "to": "1002", "state": "ended"},
+            {"fork": "f1", "to": "1001", "state": "answered", "call_id": "b1@pbx"},
+            {"fork": "f1", "to": "1002", "state": "ended", "call_id": "b2@pbx"},
         ],
     },
     {
@@ -98,6 +99,7 @@ CALLS = [
         "started_at": 1767225600.0,
         "answered_at": None,
         "answered_by": None,
+        "call_id": "a-leg@phone",
         "legs": [],
     },
 ]

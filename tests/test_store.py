@@ -10,9 +10,19 @@ from pathlib import Path
 import pytest
 
 from pbx.config.model import Extension, TenantId
+from pbx.media.wav import TELEPHONE_STEREO, build_wav_header, read_wav
 from pbx.registrar import Binding
 from pbx.sip.message import SipUri
-from pbx.store import DATABASE_NAME, SCHEMA_VERSION, CallRecord, Store, StoreError, _Op, _plan
+from pbx.store import (
+    CRASH_TRACE,
+    DATABASE_NAME,
+    SCHEMA_VERSION,
+    CallRecord,
+    Store,
+    StoreError,
+    _Op,
+    _plan,
+)
 
 NOW = 1_764_000_000.0
 
@@ -258,8 +268,70 @@ async def test_crash_open_rows_are_closed_at_start_up(tmp_path: Path) -> None:
     assert reopened.recovered_calls == 2
     by_id = {r.id: r for r in await reopened.calls()}
     assert (by_id["ringing"].disposition, by_id["ringing"].ended_at) == ("failed", NOW)
-    assert (by_id["talking"].disposition, by_id["talking"].ended_at) == ("failed", NOW + 40)
+    # An answered call stays answered: a crash is told from a failure by its cause.
+    talking = by_id["talking"]
+    assert (talking.disposition, talking.ended_at) == ("answered", NOW + 40)
+    assert (talking.hangup_cause, talking.ended_by) == ("crash", "server")
+    assert talking.trace[-1] == CRASH_TRACE
     assert (by_id["done"].disposition, by_id["done"].ended_at) == ("cancelled", NOW + 9)
+    assert by_id["done"].hangup_cause is None
+    await reopened.close()
+
+
+@pytest.mark.asyncio
+async def test_recovery_keeps_the_answer_and_the_recording_and_fixes_the_wav(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / DATABASE_NAME
+    wav = tmp_path / "recordings" / "rec.wav"
+    wav.parent.mkdir()
+    frames = bytes(range(256)) * 64  # 16384 bytes: 4096 stereo frames
+    # As a kill between the recorder's two writes leaves it: frames on disk past the header's
+    # sizes, and half a frame at the end.
+    wav.write_bytes(build_wav_header(TELEPHONE_STEREO, 4000) + frames + b"\x01\x02")
+    store = await Store.open(path)
+    store.record_call(
+        call(
+            "rec",
+            answered_at=NOW + 2,
+            answered_by="1001",
+            recording_path=str(wav),
+            trace=("rule 1 rings 1001",),
+            caller_call_id="a@carrier",
+            callee_call_id="b@pbx",
+        )
+    )
+    store.record_call(call("lost", answered_at=NOW + 2, recording_path=str(wav) + ".gone"))
+    await store.flush()
+    await store.close()
+
+    reopened = await Store.open(path)
+    assert reopened.recovered_calls == 2
+    by_id = {r.id: r for r in await reopened.calls()}
+    rec = by_id["rec"]
+    assert (rec.disposition, rec.answered_at, rec.answered_by) == ("answered", NOW + 2, "1001")
+    assert (rec.recording_path, rec.hangup_cause) == (str(wav), "crash")
+    assert (rec.caller_call_id, rec.callee_call_id) == ("a@carrier", "b@pbx")
+    assert rec.trace == ("rule 1 rings 1001", CRASH_TRACE)
+    audio = read_wav(wav, TELEPHONE_STEREO)
+    assert audio.frames == frames  # every whole frame on disk, the torn one cut off
+    assert by_id["lost"].recording_path is None  # never created: not linked
+    await reopened.close()
+
+
+@pytest.mark.asyncio
+async def test_the_heartbeat_moves_only_open_calls_forward(tmp_path: Path) -> None:
+    path = tmp_path / DATABASE_NAME
+    store = await Store.open(path)
+    store.record_call(call("open", answered_at=NOW + 1))
+    store.close_call(call("done", ended_at=NOW + 5, disposition="busy"))
+    store.touch_open_calls(NOW + 30)
+    await store.flush()
+    await store.close()
+    reopened = await Store.open(path)
+    by_id = {r.id: r for r in await reopened.calls()}
+    assert (by_id["open"].ended_at, by_id["open"].last_event_at) == (NOW + 30, NOW + 30)
+    assert by_id["done"].last_event_at == NOW + 5
     await reopened.close()
 
 

@@ -38,8 +38,9 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Protocol
 
+from pbx.call import session_timer as st
 from pbx.call.encryption import encryption_note
-from pbx.call.record import CallRecord, Disposition, Json
+from pbx.call.record import CallRecord, Disposition, EndedBy, HangupCause, Json
 from pbx.clock import Instant
 from pbx.config.model import ConfigSnapshot, TenantId
 from pbx.errors import RemoteProtocolError
@@ -337,7 +338,8 @@ class TrackDialog:
 
 @immutable
 class WriteRecord:
-    """Store the call record (``opened``: the row is new; else it is closed)."""
+    """Store the call record (``opened``: the call is in progress, the row new or updated at
+    the answer; else it is closed)."""
 
     record: CallRecord
     opened: bool
@@ -403,6 +405,10 @@ class _RelayedRequest:
     peer: Peer
     out: SipRequest
     done: bool = False
+    # A re-INVITE without SDP (issue 16): the other side's 2xx carries the offer, so its ACK
+    # waits for the requester's, which carries the answer.
+    late_2xx: SipResponse | None = None
+    late_ack: SipRequest | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -411,6 +417,7 @@ class _Retransmission:
 
     retrans: TwoXxRetransmitter
     initial: bool
+    relayed: _RelayedRequest | None = None  # a late-offer re-INVITE whose ACK waits for this
 
 
 class CallCore:
@@ -431,8 +438,10 @@ class CallCore:
         "_pending",
         "_prompts",
         "_reach",
+        "_refresh_ref",
         "_retransmissions",
         "_ring_timers",
+        "_session_request",
         "_sip_timers",
         "a_dialog",
         "a_invite",
@@ -447,7 +456,9 @@ class CallCore:
         "early_media_sent",
         "ended",
         "ended_at",
+        "ended_by",
         "forwarding",
+        "hangup_cause",
         "id",
         "legs",
         "lines",
@@ -458,6 +469,7 @@ class CallCore:
         "provisional_sent",
         "recording_path",
         "request",
+        "session_timer",
         "silent_while_ringing",
         "snapshot",
         "started_at",
@@ -507,6 +519,8 @@ class CallCore:
         self.ended_at: float | None = None
         self.answered_by: str | None = None
         self.disposition: Disposition | None = None
+        self.hangup_cause: HangupCause | None = None
+        self.ended_by: EndedBy | None = None
         self.legs: list[ForkLeg] = []
         self.winner: ForkLeg | None = None
         self.forwarding: list[Json] = []
@@ -521,6 +535,9 @@ class CallCore:
         self.media_host = ""
         self.silent_while_ringing: set[Side] = set()
         self._caller_offer: SessionDescription | None = None
+        self._session_request: st.Requested | None = None  # RFC 4028, issue 16
+        self.session_timer: st.SessionTimer | None = None
+        self._refresh_ref: int | None = None
         self._media_wanted = False
         self._reach: dict[ContactId, Reach] = {}
         self._ring_timers: list[tuple[float, RingTimer]] = []
@@ -566,6 +583,11 @@ class CallCore:
             due = item.retrans.get_timer()
             if due is not None and (soonest is None or due < soonest):
                 soonest = due
+        timer = self.session_timer
+        if timer is not None and not self.ended:
+            for due in (timer.expires_at, timer.refresh_at):
+                if due is not None and (soonest is None or due < soonest):
+                    soonest = due
         return soonest
 
     def dialog_ids(self) -> list[DialogId]:
@@ -584,8 +606,14 @@ class CallCore:
             "started_at": self.started_at,
             "answered_at": self.answered_at,
             "answered_by": self.answered_by,
+            "call_id": self.a_invite.call_id,
             "legs": [
-                {"fork": leg.fork_id, "to": leg.label, "state": leg.state.value}
+                {
+                    "fork": leg.fork_id,
+                    "to": leg.label,
+                    "state": leg.state.value,
+                    "call_id": leg.invite.request.call_id,
+                }
                 for leg in self.legs
             ],
         }
@@ -605,7 +633,15 @@ class CallCore:
             forwarding=tuple(self.forwarding),
             trace=tuple(self.trace),
             recording_path=self.recording_path,
+            hangup_cause=self.hangup_cause,
+            ended_by=self.ended_by,
+            caller_call_id=self.a_invite.call_id,
+            callee_call_id=self._callee_call_id(),
         )
+
+    def _callee_call_id(self) -> str | None:
+        leg = self.winner or (self.legs[-1] if self.legs else None)
+        return leg.invite.request.call_id if leg is not None else None
 
     # -- start ---------------------------------------------------------------------------------
     def _on_started(self, event: object = None) -> None:
@@ -614,8 +650,16 @@ class CallCore:
             self._hold_line((origin.tenant, origin.extension))
         self._emit(TrackDialog(self.a_dialog.id))
         self._emit(WriteRecord(self.record(), opened=True))
+        wanted = st.requested(self.a_invite)
+        if isinstance(wanted, st.TooSmall):
+            self.trace.append(f"Session-Expires below {wanted.min_se}s -> 422")
+            self._fail_call(422, "failed", "rejected", (("Min-SE", str(wanted.min_se)),))
+            return
+        self._session_request = wanted
         if not self.a_invite.body:
-            self._ask(None)
+            # Late offer (issue 16): the relay is opened all the same; the offer comes in the
+            # 2xx and is anchored there, the answer in the caller's ACK.
+            self._open_media()
             return
         try:
             offer = parse_sdp(self.a_invite.body)
@@ -629,6 +673,9 @@ class CallCore:
             self._fail_call(488, "failed")
             return
         self._caller_offer = offer
+        self._open_media()
+
+    def _open_media(self) -> None:
         self.media_host = self._locator.local_address(self.a_peer.address[0], self.a_peer.reliable)[
             0
         ]
@@ -637,14 +684,14 @@ class CallCore:
 
     def _on_media_ready(self, event: MediaReady) -> None:
         offer = self._caller_offer
-        if self.ended or offer is None:
+        if self.ended:
             self._emit(CloseMedia())
             return
         self.media_host = event.host or self.media_host
         self.anchor = MediaAnchor(
             offer, self.media_host, event.a_port, event.b_port, event.session_id, event.keys
         )
-        stream = audio_stream(offer)
+        stream = audio_stream(offer) if offer is not None else None
         if stream is not None:
             self._emit(SetRemote(Side.A, stream))
         self._ask(None)
@@ -692,13 +739,16 @@ class CallCore:
                 if leg.fork_id == fork_id:
                     self._cancel_leg(leg, elsewhere)
         if decision.final is not None and self.state is CallState.RINGING:
-            self._fail_call(decision.final, self._disposition(decision.final))
+            disposition = self._disposition(decision.final)
+            cause: HangupCause | None = "rejected" if disposition == "failed" else None
+            self._fail_call(decision.final, disposition, cause)
             return
         recorded = decision.answered is not None and decision.record
         if recorded and self.winner is not None and self.anchor is not None:
             directory = self.snapshot.server.storage.data_dir / "recordings"
             self.recording_path = str(directory / f"{self.id}.wav")
             self._emit(StartRecording(self.recording_path))
+            self._emit(WriteRecord(self.record(), opened=True))  # the recording is linked
         for fork in decision.start:
             self._start_fork(fork)
         if self.state is CallState.RINGING:
@@ -795,7 +845,7 @@ class CallCore:
         headers: list[tuple[str, str]],
     ) -> None:
         content_type: str | None = SDP
-        if self.anchor is not None:
+        if self.anchor is not None and self.anchor.caller_offer is not None:
             body = self.anchor.offer_to_callee(secure=peer.secure)
         else:
             body = self.a_invite.body
@@ -848,6 +898,7 @@ class CallCore:
         self.state = CallState.ANSWERED
         self.answered_at = self._now.wall
         self.answered_by = fork.prompt
+        self._emit(WriteRecord(self.record(), opened=True))
         self._ask(ForkAnswered(fork.fork_id, None))
         self._ring_timers.clear()
         self._restart_silence()
@@ -863,6 +914,9 @@ class CallCore:
 
     # -- responses on fork legs ------------------------------------------------------------------
     def _on_transaction_event(self, event: TransactionEvent) -> None:
+        if event.ref == self._refresh_ref:
+            self._on_refresh_event(event.event)
+            return
         pending = self._pending.get(event.ref)
         if isinstance(pending, _RelayedRequest):
             self._on_relayed_event(pending, event.event)
@@ -955,6 +1009,7 @@ class CallCore:
         self.winner = leg
         self.answered_at = self._now.wall
         self.answered_by = leg.label
+        self._emit(WriteRecord(self.record(), opened=True))  # durable at once (issue 16)
         self._emit(TrackDialog(dialog.id))
         live = self.progress.live_fork(leg.fork_id) if self.progress else None
         if live is not None and isinstance(live.fork, RingExtension):
@@ -972,7 +1027,11 @@ class CallCore:
         else:
             self._emit(SendStateless(dialog.ack_for(resp), leg.peer.address))
         body = None
-        if self.anchor is not None:
+        if self.anchor is not None and self.anchor.caller_offer is None:
+            # Late offer: B's offer goes to the caller on the relay's A port.
+            anchored = self.anchor.offer_across(Side.B, resp.body)
+            body = self._apply(anchored) if anchored is not None else None
+        elif self.anchor is not None:
             anchored = self.anchor.answer_to_caller(resp.body)
             body = self._apply(anchored) if anchored is not None else None
             secured = self.anchor.secured
@@ -982,6 +1041,14 @@ class CallCore:
                 )
             )
         out = relay_response(resp, self.a_invite, self.a_dialog, body=body)
+        wanted = self._session_request
+        if wanted is not None:
+            timer = st.SessionTimer(wanted.interval, wanted.refresher, self._now.monotonic)
+            self.session_timer = timer
+            extra: tuple[tuple[str, str], ...] = (("Session-Expires", timer.header()),)
+            if wanted.supported:
+                extra += (("Require", "timer"),)
+            out = replace(out, headers=out.headers + extra)
         self._emit(Respond(self.a_key, out))
         self._start_retransmitter(out, self.a_peer, initial=True)
 
@@ -996,11 +1063,21 @@ class CallCore:
             if not item.retrans.receive_ack(request, self._now.monotonic):
                 continue
             self._retransmissions.remove(item)
+            relayed = item.relayed
+            if relayed is not None and relayed.late_2xx is not None:
+                # The requester's answer to the late offer goes on in the other side's ACK.
+                to_caller = relayed.dialog is self.a_dialog
+                body = self._late_answer(Side.B if to_caller else Side.A, request)
+                relayed.late_ack = relayed.other.ack_for(
+                    relayed.late_2xx, body=body, content_type=SDP if body else None
+                )
+                self._emit(SendStateless(relayed.late_ack, relayed.peer.address))
+                return
             winner = self.winner
             if item.initial and self.pending_b_ack is not None and winner is not None:
                 if winner.dialog is not None:
-                    body = request.body
-                    content_type = request.header("Content-Type") if body else None
+                    body = self._late_answer(Side.B, request)
+                    content_type = (request.header("Content-Type") or SDP) if body else None
                     ack = winner.dialog.ack_for(
                         self.pending_b_ack, body=body, content_type=content_type
                     )
@@ -1008,6 +1085,14 @@ class CallCore:
                 self.pending_b_ack = None
             return
         # Otherwise a repeated ACK: the other side was acknowledged by us already.
+
+    def _late_answer(self, offerer: Side, ack: SipRequest) -> bytes:
+        """The answer in a caller's or callee's ACK to a late offer, for the ``offerer`` side
+        (re-anchored on the relay when there is one)."""
+        if self.anchor is not None and ack.body:
+            anchored = self.anchor.answer_across(offerer, ack.body)
+            return self._apply(anchored) if anchored is not None else b""
+        return ack.body
 
     def _start_retransmitter(self, response: SipResponse, peer: Peer, *, initial: bool) -> None:
         retrans = TwoXxRetransmitter(response, peer.address, self._now.monotonic, self._sip_timers)
@@ -1026,7 +1111,9 @@ class CallCore:
                 self._retransmissions.remove(item)
                 which = "the 2xx" if item.initial else "a re-INVITE's 2xx"
                 self.trace.append(f"no ACK for {which}: hang up both legs")
-                self._hang_up(None, "failed" if item.initial else "answered")
+                disposition: Disposition = "failed" if item.initial else "answered"
+                self._hang_up(None, disposition, "no_ack")
+        self._session_timer_due(now)
         due_timers = [timer for at, timer in self._ring_timers if at <= now]
         self._ring_timers = [(at, t) for at, t in self._ring_timers if at > now]
         for timer in due_timers:
@@ -1035,6 +1122,33 @@ class CallCore:
             if timer.kind is TimerKind.MAX_RING:
                 self.max_ring_fired = True
             self._ask(TimerExpired(timer))
+
+    def _session_timer_due(self, now: float) -> None:
+        timer = self.session_timer
+        if timer is None or self.ended:
+            return
+        if now >= timer.expires_at:
+            self.trace.append(f"session timer: no refresh in {timer.interval}s: hang up")
+            self._hang_up(None, "answered", "session_timer")
+        elif timer.refresh_at is not None and now >= timer.refresh_at:
+            # We are the refresher toward the caller (it asked refresher=uas): an UPDATE.
+            timer.refreshing = True
+            self._refresh_ref = self._ref()
+            headers = (("Session-Expires", timer.header()), ("Supported", "timer"))
+            update = self.a_dialog.new_request("UPDATE", headers=headers)
+            self._emit(SendRequest(update, self.a_peer, self._refresh_ref))
+
+    def _on_refresh_event(self, event: TxEvent) -> None:
+        timer = self.session_timer
+        if timer is None or self.ended or not timer.refreshing:
+            return
+        if isinstance(event, ResponseReceived) and 200 <= event.response.status < 300:
+            timer.refreshed(self._now.monotonic)
+        elif (isinstance(event, ResponseReceived) and event.response.status >= 300) or isinstance(
+            event, TransactionTimedOut | TransportFailed
+        ):
+            self.trace.append("session timer: the refresh failed: hang up")
+            self._hang_up(None, "answered", "session_timer")
 
     # -- in-dialog requests (12.2.2) ---------------------------------------------------------
     def _on_dialog_request(self, event: DialogRequestReceived) -> None:
@@ -1057,7 +1171,7 @@ class CallCore:
             self._emit(Respond(key, dialog.respond(req, 200)))
             who = "caller" if from_caller else (self.winner.label if self.winner else "callee")
             self.trace.append(f"{who} hung up")
-            self._hang_up(dialog, "answered")
+            self._hang_up(dialog, "answered", "normal", "caller" if from_caller else "callee")
             return
         other, peer = self._other(from_caller)
         if other is None or peer is None or other.is_terminated:
@@ -1103,14 +1217,26 @@ class CallCore:
                 return
             other, out = relayed.other, relayed.out
             other.receive_response(resp)
-            if out.method == "INVITE" and resp.status < 300:
+            timer = self.session_timer
+            if timer is not None and resp.status < 300 and out.method in ("INVITE", "UPDATE"):
+                timer.refreshed(self._now.monotonic)  # RFC 4028 section 10
+            late = out.method == "INVITE" and resp.status < 300 and not out.body and resp.body
+            if relayed.late_ack is not None:
+                self._emit(SendStateless(relayed.late_ack, relayed.peer.address))  # again
+            elif out.method == "INVITE" and resp.status < 300 and not late:
                 self._emit(SendStateless(other.ack_for(resp), relayed.peer.address))
             if relayed.done:
                 return
             relayed.done = True
             to_caller = relayed.dialog is self.a_dialog
             body = None
-            if resp.status < 300 and resp.body and self.anchor is not None:
+            if late and self.anchor is not None:
+                relayed.late_2xx = resp
+                anchored = self.anchor.offer_across(Side.B if to_caller else Side.A, resp.body)
+                body = self._apply(anchored) if anchored is not None else None
+            elif late:
+                relayed.late_2xx = resp
+            elif resp.status < 300 and resp.body and self.anchor is not None:
                 anchored = self.anchor.answer_across(Side.A if to_caller else Side.B, resp.body)
                 body = self._apply(anchored) if anchored is not None else None
             answer = relay_response(resp, relayed.request, relayed.dialog, body=body)
@@ -1120,6 +1246,8 @@ class CallCore:
                 requester = self.a_peer if to_caller else (winner.peer if winner else None)
                 if requester is not None:
                     self._start_retransmitter(answer, requester, initial=False)
+                    if relayed.late_2xx is not None:
+                        self._retransmissions[-1].relayed = relayed
         elif isinstance(event, TransactionTimedOut | TransportFailed) and not relayed.done:
             relayed.done = True
             self._emit(Respond(relayed.key, relayed.dialog.respond(relayed.request, 408)))
@@ -1132,10 +1260,13 @@ class CallCore:
             return
         if self.state is not CallState.ANSWERED:
             return
+        anchor = self.anchor
+        if anchor is not None and anchor.caller_offer is None and anchor.pending_offer is None:
+            return  # a late offer whose 2xx made none: no media was ever agreed, nothing to miss
         seconds = self.snapshot.server.media.inactivity_seconds
         who = "caller" if event.side is Side.A else "callee"
         self.trace.append(f"no RTP from the {who} for {seconds}s: hang up")
-        self._hang_up(None, "answered")
+        self._hang_up(None, "answered", "rtp_timeout")
 
     def _restart_silence(self) -> None:
         if self.anchor is not None:
@@ -1157,20 +1288,33 @@ class CallCore:
             return
         self.trace.append("ended by server shutdown")
         if self.state is CallState.RINGING:
-            self._fail_call(503, "failed")
+            self._fail_call(503, "failed", "shutdown")
         else:
-            self._hang_up(None, "answered")
+            self._hang_up(None, "answered", "shutdown")
 
-    def _fail_call(self, status: int, disposition: Disposition) -> None:
+    def _fail_call(
+        self,
+        status: int,
+        disposition: Disposition,
+        cause: HangupCause | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         """End an unanswered call: cancel every fork, answer the caller ``status``."""
         for leg in self.legs:
             self._cancel_leg(leg)
         if self.state is CallState.RINGING:
-            response = self.a_dialog.respond(self.a_invite, status)
+            response = self.a_dialog.respond(self.a_invite, status, headers=headers)
             self._emit(Respond(self.a_key, response))
-        self._end(disposition)
+        by: EndedBy = _ENDED_BY.get(disposition, "server")
+        self._end(disposition, cause or _CAUSE_OF[disposition], by)
 
-    def _hang_up(self, by: Dialog | None, disposition: Disposition) -> None:
+    def _hang_up(
+        self,
+        by: Dialog | None,
+        disposition: Disposition,
+        cause: HangupCause = "normal",
+        ended_by: EndedBy = "server",
+    ) -> None:
         """End an answered call: BYE to every leg except ``by`` (which hung up)."""
         winner = self.winner
         sides = [(self.a_dialog, self.a_peer)]
@@ -1182,15 +1326,16 @@ class CallCore:
             self._emit(SendRequest(dialog.new_request("BYE"), peer, bye=True))
         if winner is not None:
             winner.state = LegState.ENDED
-        self._end(disposition)
+        self._end(disposition, cause, ended_by)
 
-    def _end(self, disposition: Disposition) -> None:
+    def _end(self, disposition: Disposition, cause: HangupCause, by: EndedBy) -> None:
         if self.ended:
             return
         self.state = CallState.ENDED
         self.ended = True
         self.ended_at = self._now.wall
         self.disposition = disposition
+        self.hangup_cause, self.ended_by = cause, by
         self._ring_timers.clear()
         self._retransmissions.clear()
         self._asks.clear()
@@ -1243,6 +1388,16 @@ _HANDLERS: dict[type, Callable[[CallCore, Any], None]] = {
     TimerFired: CallCore._on_timer,
     ShutdownRequested: CallCore._on_shutdown,
 }
+
+
+_CAUSE_OF: dict[Disposition, HangupCause] = {
+    "busy": "busy",
+    "no_answer": "no_answer",
+    "cancelled": "cancelled",
+    "failed": "failed",
+    "answered": "normal",
+}
+_ENDED_BY: dict[Disposition, EndedBy] = {"busy": "callee", "cancelled": "caller"}
 
 
 def _max_forwards(req: SipRequest) -> int:

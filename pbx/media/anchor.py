@@ -69,7 +69,7 @@ class MediaAnchor:
 
     def __init__(
         self,
-        caller_offer: SessionDescription,
+        caller_offer: SessionDescription | None,  # None: late offer (the offer is in the 2xx)
         host: str,
         a_port: int,
         b_port: int,
@@ -79,7 +79,7 @@ class MediaAnchor:
         self.caller_offer = caller_offer
         # Our SRTP master key and salt for each side (what we send that side is encrypted with).
         self.keys = {Side.A: keys[0], Side.B: keys[1]}
-        caller = audio_stream(caller_offer)
+        caller = audio_stream(caller_offer) if caller_offer is not None else None
         self.secure = {
             Side.A: caller is not None and caller.crypto is not None,
             Side.B: False,
@@ -94,7 +94,10 @@ class MediaAnchor:
 
     def offer_to_callee(self, secure: bool = False) -> bytes:
         """The caller's offer as a B leg gets it (our address, the B port), as SRTP with our
-        B key when ``secure`` (the callee is on TLS), else as plain RTP."""
+        B key when ``secure`` (the callee is on TLS), else as plain RTP; empty for a late offer
+        (the B legs get an INVITE without SDP too)."""
+        if self.caller_offer is None:
+            return b""
         self.secure[Side.B] = self.secure[Side.B] or secure
         rewritten = rewrite_sdp(
             self.caller_offer,
@@ -110,7 +113,7 @@ class MediaAnchor:
 
     def caller_stream(self) -> AudioStream | None:
         """The caller's stream as the relay must treat it (its key, if SRTP)."""
-        return audio_stream(self.caller_offer)
+        return audio_stream(self.caller_offer) if self.caller_offer is not None else None
 
     def _ours(self, side: Side, theirs: Crypto | None) -> Crypto | None:
         """Our crypto line toward ``side``: the tag and suite of the line it chose (an answer)
@@ -135,7 +138,7 @@ class MediaAnchor:
     def answer_to_caller(self, body: bytes) -> Anchored | None:
         """A callee's answer (in a 183 or the 2xx) to the caller's offer, for the caller."""
         answer = _parse(body)
-        if answer is None:
+        if answer is None or self.caller_offer is None:
             return None
         rewritten = rewrite_sdp(
             answer,
@@ -182,7 +185,10 @@ class MediaAnchor:
         return Anchored(build_sdp(rewritten), _remote(to_side.other, answer))
 
     def answer_ourselves(self) -> PromptAnswer | None:
-        """Our answer to the caller's offer with one G.711 codec; None if none is acceptable."""
+        """Our answer to the caller's offer with one G.711 codec; None if none is acceptable
+        (or the caller made no offer)."""
+        if self.caller_offer is None:
+            return None
         answer = answer_sdp(
             self.caller_offer,
             address=self.host,

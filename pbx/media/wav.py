@@ -136,3 +136,30 @@ def interleave_stereo(left: bytes, right: bytes) -> bytes:
 def read_wav(path: Path, expect: WavFormat | None = None) -> WavAudio:
     """Read and parse a WAV file (blocking: call at start-up or through asyncio.to_thread)."""
     return parse_wav(path.read_bytes(), expect)
+
+
+def repair_wav(path: Path) -> bool:
+    """Fix the size fields of a canonical WAV cut short by a crash (blocking: start-up, or
+    through asyncio.to_thread): the data chunk is made to hold every whole frame on disk, and
+    a partly written last frame is cut off. Returns whether the file is a playable WAV now
+    (False: missing, or not one of ours)."""
+    try:
+        with path.open("r+b") as file:
+            header = file.read(WAV_HEADER_SIZE)
+            if len(header) < WAV_HEADER_SIZE or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+                return False
+            if header[36:40] != b"data":
+                return False
+            channels, _, _, block_align, _ = struct.unpack("<HIIHH", header[22:36])
+            if channels < 1 or block_align < 1:
+                return False
+            size = file.seek(0, io.SEEK_END) - WAV_HEADER_SIZE
+            data_size = min(_MAX_DATA_SIZE, size - size % block_align)
+            if data_size != size:
+                file.truncate(WAV_HEADER_SIZE + data_size)
+            for offset, value in size_patches(data_size):
+                file.seek(offset)
+                file.write(value)
+    except OSError:
+        return False
+    return True

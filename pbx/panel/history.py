@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from pbx.call.record import DISPOSITIONS, CallRecord
+from pbx.call.record import DISPOSITIONS, ENDED_BY, HANGUP_CAUSES, CallRecord
 from pbx.config.model import TenantConfig
 from pbx.panel.history_query import (
     PAGE_SIZE,
@@ -118,6 +118,10 @@ def record_from_row(row: Sequence[Any]) -> CallRecord:
         forwarding=tuple(_json_list(row[10])),
         trace=tuple(_json_list(row[11])),
         recording_path=row[12],
+        hangup_cause=row[13] if row[13] in HANGUP_CAUSES else None,
+        ended_by=row[14] if row[14] in ENDED_BY else None,
+        caller_call_id=row[15],
+        callee_call_id=row[16],
     )
 
 
@@ -148,6 +152,10 @@ class CallRow:
     forwards: tuple[str, ...]
     recorded: bool
     in_progress: bool
+    cause: str = ""  # issue 16: why the call ended, who ended it, each leg's SIP Call-ID
+    ended_by: str = ""
+    caller_call_id: str = ""
+    callee_call_id: str = ""
 
 
 def call_row(record: CallRecord, timezone: str, lang: Lang) -> CallRow:
@@ -175,7 +183,28 @@ def call_row(record: CallRecord, timezone: str, lang: Lang) -> CallRow:
         forwards=tuple(forward_words(record.forwarding, lang)),
         recorded=record.recording_path is not None and record.ended_at is not None,
         in_progress=record.ended_at is None,
+        **_hangup_words(record, lang),
     )
+
+
+def _hangup_words(record: CallRecord, lang: Lang) -> dict[str, str]:
+    """The issue 16 columns of a row (empty while the call is in progress)."""
+    if record.ended_at is None:
+        cause = by = ""
+    else:
+        unknown = translate(lang, "hangup.unknown")
+        cause = (
+            translate(lang, f"hangup.cause_{record.hangup_cause}")
+            if record.hangup_cause
+            else unknown
+        )
+        by = translate(lang, f"hangup.by_{record.ended_by}") if record.ended_by else unknown
+    return {
+        "cause": cause,
+        "ended_by": by,
+        "caller_call_id": record.caller_call_id or "",
+        "callee_call_id": record.callee_call_id or "",
+    }
 
 
 def _duration(seconds: float) -> str:
@@ -195,6 +224,10 @@ CSV_COLUMNS = (
     "history.forwards",
     "history.recording",
     "history.call_id",
+    "hangup.cause",
+    "hangup.ended_by",
+    "hangup.caller_call_id",
+    "hangup.callee_call_id",
 )
 
 
@@ -217,6 +250,10 @@ def csv_rows(rows: Sequence[CallRow], lang: Lang) -> bytes:
                 " / ".join(row.forwards),
                 yes if row.recorded else "",
                 row.id,
+                row.cause,
+                row.ended_by,
+                row.caller_call_id,
+                row.callee_call_id,
             ]
             for row in rows
         ]

@@ -37,7 +37,8 @@ DISPOSITIONS: tuple[Disposition, ...] = ("answered", "busy", "no_answer", "cance
 PARTY_COLUMNS = ("caller", "called", "answered_by")
 COLUMNS = (
     "id, tenant, started_at, answered_at, ended_at, last_event_at, caller, called, disposition,"
-    " answered_by, forwarding, trace, recording_path"
+    " answered_by, forwarding, trace, recording_path, hangup_cause, ended_by, caller_call_id,"
+    " callee_call_id"
 )
 INDEX_ALL = "call_records_by_tenant"
 INDEX_DISPOSITION = "call_records_by_tenant_disposition"

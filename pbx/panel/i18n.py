@@ -591,6 +591,26 @@ _PAIRS: dict[str, tuple[str, str]] = {
     ),
     "tls.device_clear": ("暗号化なし", "Not encrypted"),
     # --- end issue #18 ---
+    # durable call records (issue 16): hang-up cause, ended-by side, each leg's SIP Call-ID
+    "hangup.cause": ("終了理由", "Why it ended"),
+    "hangup.ended_by": ("終了した側", "Ended by"),
+    "hangup.caller_call_id": ("発信側SIP Call-ID", "Caller's SIP Call-ID"),
+    "hangup.callee_call_id": ("着信側SIP Call-ID", "Callee's SIP Call-ID"),
+    "hangup.unknown": ("不明", "Unknown"),
+    "hangup.cause_normal": ("通常の終話", "Hung up normally"),
+    "hangup.cause_cancelled": ("発信者が取り消し", "Cancelled by the caller"),
+    "hangup.cause_busy": ("話中", "Busy"),
+    "hangup.cause_no_answer": ("無応答", "No answer"),
+    "hangup.cause_rejected": ("着信できず", "Not put through"),
+    "hangup.cause_failed": ("エラー", "Failure"),
+    "hangup.cause_rtp_timeout": ("音声が途絶えたため終了", "No audio (RTP inactivity)"),
+    "hangup.cause_session_timer": ("セッションタイマー満了", "Session timer expired"),
+    "hangup.cause_no_ack": ("応答確認(ACK)がないため終了", "No ACK for the answer"),
+    "hangup.cause_shutdown": ("サーバー停止", "Server shutdown"),
+    "hangup.cause_crash": ("サーバー異常終了(再起動時に記録)", "Server crash (closed at restart)"),
+    "hangup.by_caller": ("発信者", "Caller"),
+    "hangup.by_callee": ("着信者", "Callee"),
+    "hangup.by_server": ("サーバー", "Server"),
 }
 
 WORDS: Mapping[Lang, Mapping[str, str]] = MappingProxyType(

@@ -33,7 +33,7 @@ from pbx.call.core import (
 )
 from pbx.config.model import CallSettings, Extension, TenantId
 from pbx.media.latch import Side
-from pbx.media.sdp import parse_sdp
+from pbx.media.sdp import audio_stream, parse_sdp
 from pbx.routing.model import FromExtension
 from pbx.sip.transaction import TransportFailed, client_transaction_key
 from tests.call.bench import SDP_OFFER, CallBench, invite, sdp, sent, stateless
@@ -266,9 +266,20 @@ def test_late_offer_the_callees_ack_waits_for_the_callers_answer() -> None:
     b.start()
     out = b.answer("1001", 200, body=sdp("192.0.2.50", 6000))
     assert stateless(out, "ACK") == []
+    # The offer in the 2xx reaches the caller on the relay (issue 16): our address, the A port.
+    offer = audio_stream(parse_sdp(b.final_to_caller().body))
+    assert offer is not None
+    assert (offer.address, offer.port) == ("203.0.113.1", 20000)
+    assert SetRemote(Side.B, audio_stream(parse_sdp(sdp("192.0.2.50", 6000)))) in out  # type: ignore[arg-type]
     answer = sdp("192.0.2.1", 4000)
-    (ack,) = stateless(b.caller_ack(body=answer), "ACK")
-    assert ack.message.body == answer
+    out = b.caller_ack(body=answer)
+    (ack,) = stateless(out, "ACK")
+    # The caller's answer reaches the callee on the relay too: the B port.
+    relayed = audio_stream(parse_sdp(ack.message.body))
+    assert relayed is not None
+    assert (relayed.address, relayed.port) == ("203.0.113.1", 20002)
+    assert ack.message.header("Content-Type") == "application/sdp"
+    assert SetRemote(Side.A, audio_stream(parse_sdp(answer))) in out  # type: ignore[arg-type]
     assert b.core.pending_b_ack is None
     assert stateless(b.answer("1001", 200, body=sdp("192.0.2.50", 6000)), "ACK") != []
 
@@ -558,14 +569,27 @@ def test_the_record_is_opened_at_the_invite_and_closed_with_the_times_of_the_cal
     b.advance(7.0)
     b.caller_request("BYE")
     records = [a for a in b.actions if isinstance(a, WriteRecord)]
-    assert [r.opened for r in records] == [True, False]
-    closed = records[1].record
+    # Opened at the INVITE, written again at the answer (durable before the call ends) and
+    # when its recording starts (1001 records, late offer or not), closed.
+    assert [r.opened for r in records] == [True, True, True, False]
+    assert records[2].record.recording_path is not None
+    answered = records[1].record
+    assert (answered.answered_at, answered.answered_by, answered.ended_at) == (
+        start + 3,
+        "1001",
+        None,
+    )
+    closed = records[3].record
     assert (closed.started_at, closed.answered_at, closed.ended_at) == (
         start,
         start + 3,
         start + 10,
     )
     assert closed.disposition == "answered"
+    assert (closed.hangup_cause, closed.ended_by) == ("normal", "caller")
+    assert closed.caller_call_id == b.core.a_invite.call_id
+    assert closed.callee_call_id == b.core.legs[0].invite.request.call_id
+    assert closed.caller_call_id != closed.callee_call_id
     assert b.core.view()["state"] == "ended"
 
 
@@ -596,5 +620,206 @@ def test_take_actions_gives_what_next_action_would_in_order_and_empties_the_queu
     while (action := two.core.next_action()) is not None:
         drained.append(action)
     assert [type(a) for a in taken] == [type(a) for a in drained]
-    assert [type(a) for a in taken] == [TrackDialog, WriteRecord, AskRouting]
+    # Late offer (no SDP in this INVITE): the relay opens first, routing comes once it is open.
+    assert [type(a) for a in taken] == [TrackDialog, WriteRecord, OpenMedia]
     assert one.core.take_actions() == []
+
+
+# -- hang-up causes (issue 16) --------------------------------------------------------------------
+
+
+def _closed(b: CallBench) -> tuple[str | None, str | None]:
+    (last,) = [a.record for a in b.actions if isinstance(a, WriteRecord) and not a.opened]
+    return last.hangup_cause, last.ended_by
+
+
+def test_each_way_a_call_ends_has_its_cause_and_side() -> None:
+    callee_bye = bench(registered={"1001": 1})
+    callee_bye.start()
+    callee_bye.answer("1001", 200)
+    callee_bye.caller_ack()
+    callee_bye.callee_request("BYE")
+    assert _closed(callee_bye) == ("normal", "callee")
+
+    cancelled = bench(registered={"1001": 1})
+    cancelled.start()
+    cancelled.run(CallerCancelled())
+    assert _closed(cancelled) == ("cancelled", "caller")
+
+    busy = internal("1002", registered={"1002": 1})
+    busy.start()
+    busy.answer("1002", 486)
+    assert _closed(busy) == ("busy", "callee")
+
+    inactive = bench(body=SDP_OFFER, registered={"1001": 1})
+    inactive.start()
+    inactive.answer("1001", 200, body=sdp("192.0.2.50", 6000))
+    inactive.caller_ack()
+    inactive.run(MediaInactive(Side.B))
+    assert _closed(inactive) == ("rtp_timeout", "server")
+
+    shutdown = bench(registered={"1001": 1})
+    shutdown.start()
+    shutdown.answer("1001", 200)
+    shutdown.run(ShutdownRequested())
+    assert _closed(shutdown) == ("shutdown", "server")
+
+    no_ack = bench(registered={"1001": 1})
+    no_ack.start()
+    no_ack.answer("1001", 200)
+    no_ack.advance(40.0)  # 64*T1 without the caller's ACK
+    assert _closed(no_ack) == ("no_ack", "server")
+
+    refused = internal("1009", registered={})
+    refused.start()
+    assert _closed(refused) == ("rejected", "server")
+
+
+# -- late offer on the relay (issue 16) -----------------------------------------------------------
+
+
+def test_a_reinvite_without_sdp_is_anchored_and_its_ack_carries_the_answer() -> None:
+    from pbx.call.core import AckReceived, TransactionEvent
+    from pbx.sip.build import build_response
+    from pbx.sip.transaction import ResponseReceived
+    from tests.call.bench import _in_dialog
+
+    b = answered()
+    (relayed,) = sent(b.caller_request("INVITE", cseq=3), "INVITE")
+    assert relayed.request.body == b""  # the offer is asked of the callee
+    assert relayed.ref is not None
+    callee_offer = sdp("192.0.2.50", 6300)
+    resp = build_response(
+        relayed.request,
+        200,
+        to_tag=relayed.request.to.tag,
+        body=callee_offer,
+        headers=(("Content-Type", "application/sdp"),),
+    )
+    event = ResponseReceived(client_transaction_key(relayed.request), resp)
+    out = b.run(TransactionEvent(relayed.ref, event))
+    assert stateless(out, "ACK") == []  # waits for the caller's answer
+    (to_caller,) = [a.response for a in out if isinstance(a, Respond)]
+    offer = audio_stream(parse_sdp(to_caller.body))
+    assert offer is not None
+    assert (offer.address, offer.port) == ("203.0.113.1", 20000)
+    assert SetRemote(Side.B, audio_stream(parse_sdp(callee_offer))) in out  # type: ignore[arg-type]
+    dialog = b.core.a_dialog.id
+    answer = sdp("192.0.2.1", 4300)
+    ack = _in_dialog(
+        "ACK", dialog.call_id, dialog.remote_tag, dialog.local_tag, "192.0.2.1:5060", 3, answer
+    )
+    out = b.run(AckReceived(ack))
+    (to_callee,) = stateless(out, "ACK")
+    relayed_answer = audio_stream(parse_sdp(to_callee.message.body))
+    assert relayed_answer is not None
+    assert (relayed_answer.address, relayed_answer.port) == ("203.0.113.1", 20002)
+    assert SetRemote(Side.A, audio_stream(parse_sdp(answer))) in out  # type: ignore[arg-type]
+    # A retransmitted 2xx from the callee gets the same ACK again.
+    again = b.run(TransactionEvent(relayed.ref, event))
+    assert [a.message for a in stateless(again, "ACK")] == [to_callee.message]
+
+
+def test_a_late_offer_call_opens_the_relay_and_records() -> None:
+    b = bench(registered={"1001": 1})  # 1001 records; the INVITE has no SDP
+    out = b.start()
+    assert any(isinstance(a, OpenMedia) for a in out)
+    b.answer("1001", 200, body=sdp("192.0.2.50", 6000))
+    assert any(isinstance(a, StartRecording) for a in b.actions)
+    assert b.core.record().recording_path is not None
+
+
+def test_a_late_offer_call_to_the_announcement_is_refused_without_an_offer() -> None:
+    b = CallBench(SNAPSHOT, invite(NUMBER), from_trunk(), at="2026-11-27 21:00:00")
+    b.start()
+    assert b.core.anchor is not None
+    assert b.core.anchor.answer_ourselves() is None
+    assert b.core.anchor.answer_to_caller(sdp("192.0.2.50", 6000)) is None
+    assert b.core.anchor.offer_to_callee() == b""
+
+
+# -- session timers (RFC 4028, issue 16) ----------------------------------------------------------
+
+
+def _with_session_expires(value: str, supported: bool = True) -> CallBench:
+    from dataclasses import replace as copy
+
+    request = invite(NUMBER)
+    extra = [("Session-Expires", value)] + ([("Supported", "timer")] if supported else [])
+    return CallBench(
+        SNAPSHOT,
+        copy(request, headers=request.headers + tuple(extra)),
+        from_trunk(),
+        registered={"1001": 1},
+    )
+
+
+def test_a_session_expires_below_min_se_gets_422_with_min_se() -> None:
+    b = _with_session_expires("30")
+    b.start()
+    final = b.final_to_caller()
+    assert (final.status, final.header("Min-SE")) == (422, "90")
+    assert _closed(b) == ("rejected", "server")
+
+
+def test_a_session_timer_is_stated_refreshed_and_ends_both_legs_when_no_refresh_comes() -> None:
+    b = _with_session_expires("120;refresher=uac")
+    b.start()
+    b.answer("1001", 200)
+    final = b.final_to_caller()
+    assert (final.header("Session-Expires"), final.header("Require")) == (
+        "120;refresher=uac",
+        "timer",
+    )
+    b.caller_ack()
+    # The caller refreshes at half the interval (an UPDATE relayed to 1001 and answered).
+    b.advance(60.0)
+    (relayed,) = sent(b.caller_request("UPDATE", cseq=3), "UPDATE")
+    from pbx.call.core import TransactionEvent
+    from pbx.sip.build import build_response
+    from pbx.sip.transaction import ResponseReceived
+
+    assert relayed.ref is not None
+    ok = build_response(relayed.request, 200, to_tag=relayed.request.to.tag)
+    b.run(
+        TransactionEvent(relayed.ref, ResponseReceived(client_transaction_key(relayed.request), ok))
+    )
+    assert b.advance(87.0) == []  # refreshed at 60: the bound is 60 + 120 - 32 = 148
+    out = b.advance(2.0)
+    assert len(sent(out, "BYE")) == 2  # both legs
+    assert _closed(b) == ("session_timer", "server")
+    assert b.core.record().trace[-1] == "session timer: no refresh in 120s: hang up"
+
+
+@pytest.mark.parametrize(("status", "ends"), [(200, False), (481, True)])
+def test_we_refresh_with_update_when_the_caller_asks_us_to(status: int, ends: bool) -> None:
+    b = _with_session_expires("90;refresher=uas", supported=False)
+    b.start()
+    b.answer("1001", 200)
+    assert b.final_to_caller().header("Require") is None
+    b.caller_ack()
+    out = b.advance(45.0)
+    (update,) = sent(out, "UPDATE")
+    assert update.request.header("Session-Expires") == "90;refresher=uas"
+    assert update.peer.address == ("192.0.2.1", 5060)
+    from pbx.call.core import TransactionEvent
+    from pbx.sip.build import build_response
+    from pbx.sip.transaction import ResponseReceived
+
+    assert update.ref is not None
+    answer = build_response(update.request, status, to_tag=update.request.to.tag)
+    key = client_transaction_key(update.request)
+    out = b.run(TransactionEvent(update.ref, ResponseReceived(key, answer)))
+    assert (len(sent(out, "BYE")) == 2) is ends
+    assert b.core.ended is ends
+    if ends:
+        assert _closed(b) == ("session_timer", "server")
+
+
+def test_a_call_that_never_agreed_on_media_is_not_hung_up_for_silence() -> None:
+    b = bench(registered={"1001": 1})  # no SDP in the INVITE, none in the 200 either
+    b.start()
+    b.answer("1001", 200)
+    b.caller_ack()
+    b.run(MediaInactive(Side.A))
+    assert not b.core.ended

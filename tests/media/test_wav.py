@@ -93,3 +93,20 @@ def test_the_after_hours_prompt_is_8khz_mono_16bit_speech() -> None:
     assert 8 < audio.duration < 20
     pcm = array("h", audio.frames)
     assert max(abs(s) for s in pcm) > 8000  # not silence
+
+
+def test_repair_wav_fixes_sizes_and_refuses_what_is_not_ours(tmp_path: Path) -> None:
+    from pbx.media.wav import repair_wav
+
+    good = tmp_path / "cut.wav"
+    good.write_bytes(build_wav_header(TELEPHONE_STEREO, 0) + b"\x00\x01" * 6 + b"\x09")
+    assert repair_wav(good)
+    assert read_wav(good, TELEPHONE_STEREO).frames == b"\x00\x01" * 6
+    assert repair_wav(good)  # idempotent
+    assert not repair_wav(tmp_path / "missing.wav")
+    text = tmp_path / "notes.wav"
+    text.write_bytes(b"hello, this is not a wave file at all, not at all!")
+    assert not repair_wav(text)
+    odd = tmp_path / "odd.wav"
+    odd.write_bytes(build_wav_header(TELEPHONE_STEREO, 0)[:36] + b"LIST" + bytes(8))
+    assert not repair_wav(odd)

@@ -7,6 +7,7 @@ import csv
 import io
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -357,11 +358,17 @@ def read_csv(body: bytes) -> list[list[str]]:
 async def test_csv_has_a_bom_a_header_in_the_admins_language_and_escapes(panel: Panel) -> None:
     await put(
         panel.store,
-        record(
-            "v1",
-            at("2026-11-17 09:00:00"),
-            caller='=HYPERLINK("x"),"1"',
-            forwarding=({"from": "1003", "reason": "no-answer", "to": "1004"},),
+        replace(
+            record(
+                "v1",
+                at("2026-11-17 09:00:00"),
+                caller='=HYPERLINK("x"),"1"',
+                forwarding=({"from": "1003", "reason": "no-answer", "to": "1004"},),
+            ),
+            hangup_cause="crash",
+            ended_by="server",
+            caller_call_id="a1@carrier",
+            callee_call_id="b1@pbx",
         ),
         record("v2", at("2026-11-17 10:00:00"), caller="佐藤\n携帯", disposition="no_answer"),
     )
@@ -381,6 +388,17 @@ async def test_csv_has_a_bom_a_header_in_the_admins_language_and_escapes(panel: 
             "転送",
             "録音",
             "通話ID",
+            "終了理由",
+            "終了した側",
+            "発信側SIP Call-ID",
+            "着信側SIP Call-ID",
+        ]
+        assert rows[1][9:] == ["不明", "不明", "", ""]  # written before schema 4
+        assert rows[2][9:] == [
+            "サーバー異常終了(再起動時に記録)",
+            "サーバー",
+            "a1@carrier",
+            "b1@pbx",
         ]
         assert rows[1][:4] == ["2026-11-17 10:00:00", "佐藤\n携帯", "0312345678", "無応答"]
         assert rows[2][1] == '\'=HYPERLINK("x"),"1"'
@@ -390,6 +408,7 @@ async def test_csv_has_a_bom_a_header_in_the_admins_language_and_escapes(panel: 
         english = read_csv((await client.get("/t/acme/history.csv?disposition=no_answer")).content)
         assert english[0][:4] == ["Time", "Caller", "Number or extension called", "Result"]
         assert [row[8] for row in english[1:]] == ["v2"]
+        assert english[0][9:11] == ["Why it ended", "Ended by"]
     entries = await panel.accounts.audit_log(tenant="acme")
     assert [(e.action, e.detail) for e in entries] == [
         ("history_export", {"filter": {"disposition": "no_answer"}}),
