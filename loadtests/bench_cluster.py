@@ -21,7 +21,9 @@ exactly like the benchmark it comes from:
    succeeded, < 0.1 % retransmitted, SIPp kept the rate (3 % + 1 s);
 2. signalling-only calls (``bench_calls.run_step``: the carrier SIPp on 127.0.0.2 calls
    0312345678, the SIPp phone 1001 answers): pass = no failed call on either side, < 0.1 %
-   retransmissions, INVITE->200 p99 < 100 ms. A failed step is tried once more.
+   retransmissions, INVITE->200 p99 < 100 ms.
+
+A failed step is tried once more (the machine may be shared: each line shows the load average).
 
 Each ladder stops at its first failing step. Every step prints, next to its verdict, the CPU of
 every process over the step in % of one core, read from /proc/<pid>/stat: each pbx node, the
@@ -293,27 +295,33 @@ def register_ladder(
     best = None
     phones_port = free_port(host=bench_calls.PHONE_IP)  # one address: steps refresh bindings
     for rate in rates:
-        if time.monotonic() + seconds * 1.5 + 10 > deadline:
-            print(f"  {setup.name}: time budget reached before {rate}/s", flush=True)
+        last: bench_register.Step | None = None
+        for attempt in range(2):  # a failed step is tried once more (the machine is shared)
+            if time.monotonic() + seconds * 1.5 + 10 > deadline:
+                print(f"  {setup.name}: time budget reached before {rate}/s", flush=True)
+                return best
+            step, cpu = measured(
+                setup.watched,
+                partial(
+                    bench_register.run_step, setup.target[1], users, rate, seconds, workdir,
+                    setup.measured_pid, phones_port, host=setup.target[0],
+                ),
+            )  # fmt: skip
+            verdict = "pass" if step.passed else "FAIL"
+            print(
+                f"  {setup.name:7} register {rate:5d}/s  achieved {step.achieved:6.0f}/s"
+                f"  ok {step.succeeded}/{step.planned}  failed {step.failed}"
+                f"  retrans {100 * step.retransmission_ratio:.3f} %"
+                f"  mean {step.response_ms:.1f} ms  {verdict}{' (again)' if attempt else ''}"
+                f"  {cpu.line()}  (load {os.getloadavg()[0]:.2f})",
+                flush=True,
+            )
+            last = step
+            if step.passed:
+                break
+        if last is None or not last.passed:
             break
-        step, cpu = measured(
-            setup.watched,
-            partial(
-                bench_register.run_step, setup.target[1], users, rate, seconds, workdir,
-                setup.measured_pid, phones_port, host=setup.target[0],
-            ),
-        )  # fmt: skip
-        verdict = "pass" if step.passed else "FAIL"
-        print(
-            f"  {setup.name:7} register {rate:5d}/s  achieved {step.achieved:6.0f}/s"
-            f"  ok {step.succeeded}/{step.planned}  failed {step.failed}"
-            f"  retrans {100 * step.retransmission_ratio:.3f} %  mean {step.response_ms:.1f} ms"
-            f"  {verdict}  {cpu.line()}  (load {os.getloadavg()[0]:.2f})",
-            flush=True,
-        )
-        if not step.passed:
-            break
-        best = Best(rate, step.achieved, cpu)
+        best = Best(rate, last.achieved, cpu)
     return best
 
 
