@@ -100,6 +100,13 @@ def descendants(root: int) -> list[int]:
     return found
 
 
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs together, from /proc/stat (idle and iowait not busy)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest is in user)
+    return total - fields[3] - fields[4], total
+
+
 def reaped_children_cpu() -> float:
     """CPU seconds of this process's children that have ended and been waited for (SIPps)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -129,6 +136,7 @@ class CpuUse:
     groups: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     busiest: dict[str, float] = field(default_factory=dict)
+    machine: float | None = None  # every process of the machine, % of one core
 
     @property
     def total(self) -> float:
@@ -141,7 +149,11 @@ class CpuUse:
             if self.counts.get(name, 1) > 1:
                 text += f" ({self.counts[name]} processes, busiest {self.busiest[name]:.0f} %)"
             parts.append(text)
-        return "cpu " + ", ".join(parts) + f"; sum {self.total:.0f} % of {100 * CPUS} %"
+        line = "cpu " + ", ".join(parts) + f"; sum {self.total:.0f} % of {100 * CPUS} %"
+        if self.machine is not None:
+            others = max(0.0, self.machine - self.total)
+            line += f"; machine {self.machine:.0f} % (other work {others:.0f} %)"
+        return line
 
 
 CPUS = os.cpu_count() or 1
@@ -151,11 +163,15 @@ T = TypeVar("T")
 def measured(watched: Watched, run: Callable[[], T]) -> tuple[T, CpuUse]:
     """Run one step; the CPU % of every watched process and of the step's SIPps over it."""
     before, sipp_before = watched.snapshot(), reaped_children_cpu()
+    busy_before, total_before = machine_busy()
     started = time.monotonic()
     result = run()
     wall = time.monotonic() - started
     after, sipp_after = watched.snapshot(), reaped_children_cpu()
+    busy_after, total_after = machine_busy()
     use = CpuUse()
+    if total_after > total_before:
+        use.machine = 100 * CPUS * (busy_after - busy_before) / (total_after - total_before)
     for name, pids in watched.groups.items():
         per = [100 * (after[p] - before[p]) / wall for p in pids if p in before and p in after]
         use.groups[name] = sum(per)

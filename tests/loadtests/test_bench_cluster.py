@@ -48,6 +48,8 @@ def test_measured_reports_the_cpu_of_each_watched_group_and_the_reaped_children(
     assert use.groups["gone"] == 0  # a pid that does not exist counts nothing
     assert use.groups["sipp"] > 0  # the reaped child's CPU
     assert use.total == pytest.approx(sum(use.groups.values()))
+    assert use.machine is not None
+    assert 0 < use.machine <= 100 * (os.cpu_count() or 1) + 1
 
 
 def test_a_cpu_line_names_every_group_and_counts_forked_processes() -> None:
@@ -58,7 +60,9 @@ def test_a_cpu_line_names_every_group_and_counts_forked_processes() -> None:
     )
     line = use.line()
     assert line.startswith("cpu node1 80 %, kamailio 30 % (6 processes, busiest 20 %), sipp 50 %")
-    assert "sum 160 %" in line
+    assert "; sum 160 % of " in line
+    use.machine = 190.0
+    assert use.line().endswith("; machine 190 % (other work 30 %)")
 
 
 def test_quick_run_measures_one_node_and_the_edge_with_two_nodes() -> None:
@@ -83,7 +87,10 @@ def test_quick_run_measures_one_node_and_the_edge_with_two_nodes() -> None:
         assert any(" register " in line for line in cluster)
         assert any(" cps " in line for line in cluster)
         for line in one:
-            assert re.search(r"cpu pbx \d+ %, sipp \d+ %; sum \d+ % of \d+ %", line), line
+            assert re.search(
+                r"cpu pbx \d+ %, sipp \d+ %; sum \d+ % of \d+ %; machine \d+ % \(other work",
+                line,
+            ), line
         for line in cluster:
             assert re.search(
                 r"cpu node1 \d+ %, node2 \d+ %, kamailio \d+ % \(\d+ processes, busiest \d+ %\),"
