@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.bench_cluster import CpuUse, Watched, descendants, measured
+from loadtests.bench_cluster import Best, CpuUse, Watched, descendants, measured, per_operation
 from tests.integration.harness import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.sipp]
@@ -61,6 +61,9 @@ def test_a_cpu_line_names_every_group_and_counts_forked_processes() -> None:
     line = use.line()
     assert line.startswith("cpu node1 80 %, kamailio 30 % (6 processes, busiest 20 %), sipp 50 %")
     assert "; sum 160 % of " in line
+    assert per_operation(Best(1000, 1000.0, use)) == (  # 80.4 % of a core / 1000/s
+        "node1 0.80 ms, kamailio 0.30 ms, sipp 0.50 ms; all 1.60 ms"
+    )
     use.machine = 190.0
     assert use.line().endswith("; machine 190 % (other work 30 %)")
 
@@ -106,6 +109,7 @@ def test_quick_run_measures_one_node_and_the_edge_with_two_nodes() -> None:
         # The summary: each ladder of each set-up.
         for name in ("one", "cluster"):
             assert re.search(rf"{name} +registrations/s: 20 \(achieved", out), out
+            assert re.search(r"CPU per operation: .*; all \d+\.\d\d ms", out), out
             assert re.search(rf"{name} +calls/s: ", out), out
         # cluster.sh down stopped the edge and both nodes (by their pid files).
         assert (kept / "cluster").is_dir()
