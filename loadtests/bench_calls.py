@@ -183,9 +183,11 @@ def wait_free(host: str, port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"{host}:{port} still in use")
 
 
-def register(server: RunningServer, port: int, workdir: Path) -> None:
+def register(server: RunningServer | tuple[str, int], port: int, workdir: Path) -> None:
+    """1001 registers (digest) from ``PHONE_IP``:``port`` with the server or at an address."""
+    target = server if isinstance(server, tuple) else server.udp
     args = [
-        *base_args(SIPP_DIR / "register.xml", server.udp, PHONE_IP, port),
+        *base_args(SIPP_DIR / "register.xml", target, PHONE_IP, port),
         "-m",
         "1",
         "-s",

@@ -57,7 +57,9 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # --- set-up ---------------------------------------------------------------------------------
 
 
-def write_load_config(root: Path, port: int) -> tuple[Path, Path]:
+def write_load_config(
+    root: Path, port: int, users_per_tenant: int = USERS_PER_TENANT
+) -> tuple[Path, Path]:
     """pbx.toml (SIP on UDP ``port``), the generated tenants and the SIPp injection file;
     returns (config, users CSV)."""
     (root / "tenants").mkdir(parents=True)
@@ -93,7 +95,7 @@ def write_load_config(root: Path, port: int) -> tuple[Path, Path]:
     for t in range(TENANTS):
         domain = f"bench{t}.example"
         lines = tenant_header(domain, default=t == 0, recording_users=0)
-        for i in range(USERS_PER_TENANT):
+        for i in range(users_per_tenant):
             extension = f"{1000 + i:04d}"
             password = f"pw-{t}-{extension}"
             lines += ["[[users]]", f'extension = "{extension}"', f'password = "{password}"', ""]
@@ -263,14 +265,15 @@ def run_step(
     workdir: Path,
     measured_pid: int,
     local_port: int | None = None,
+    host: str = HOST,
 ) -> Step:
-    """SIPp at ``rate`` registrations/s for ``seconds``, to 127.0.0.1:``target``, from UDP
-    ``local_port`` (the phones' address, in their Contact; a free one when None)."""
+    """SIPp at ``rate`` registrations/s for ``seconds``, to ``host``:``target``, from UDP
+    ``local_port`` on 127.0.0.1 (the phones' address, in their Contact; a free one when None)."""
     planned = rate * seconds
     stats = workdir / f"stats-{target}-{rate}.csv"
     args = [
         sipp_binary(),
-        f"{HOST}:{target}",
+        f"{host}:{target}",
         "-sf",
         str(SIPP_DIR / "register_load.xml"),
         "-inf",

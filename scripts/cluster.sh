@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A local cluster on loopback for development (issue #20, README "Scaling out"):
 #
-#   scripts/cluster.sh up [--nodes N] [--rtpengine] [--tenants DIR] [--trunk IP:PORT]
+#   scripts/cluster.sh up [--nodes N] [--rtpengine] [--tenants DIR] [--trunk IP:PORT] [--extra FILE]
 #   scripts/cluster.sh down
 #
 # `up` starts N pbx nodes (default 2) on 127.0.0.11, 127.0.0.12, ... (SIP UDP 5060, admin 8088,
@@ -10,6 +10,7 @@
 # The nodes share one nonce key; each keeps its own SQLite database under the run folder.
 # It prints the edge's SIP address and each node's admin address. `down` stops every process
 # `up` started, by the pids in the run folder ($PBX_CLUSTER_RUN, default run/cluster).
+# --extra FILE: TOML appended to every node's pbx.toml (e.g. [security] for a benchmark).
 # Ports: PBX_EDGE_PORT (5060). Probe interval: PROBE_INTERVAL (2 s).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -49,13 +50,14 @@ wait_for() {  # wait_for FILE PATTERN PID: until FILE holds PATTERN (or PID is g
 }
 
 up() {
-    local nodes=2 rtpengine=0 tenants="$ROOT/config/tenants" trunk=127.0.0.2:5080
+    local nodes=2 rtpengine=0 tenants="$ROOT/config/tenants" trunk=127.0.0.2:5080 extra=""
     while [ "$#" -gt 0 ]; do
         case "$1" in
             --nodes) nodes="$2"; shift 2 ;;
             --rtpengine) rtpengine=1; shift ;;
             --tenants) tenants="$2"; shift 2 ;;
             --trunk) trunk="$2"; shift 2 ;;
+            --extra) extra="$2"; shift 2 ;;
             *) echo "unknown option $1" >&2; exit 2 ;;
         esac
     done
@@ -115,6 +117,7 @@ $media
 name = "carrier"
 address = "$trunk"
 TOML
+        if [ -n "$extra" ]; then cat "$extra" >>"$dir/pbx.toml"; fi
         (cd "$ROOT" && exec "$python" -m pbx run --config "$dir/pbx.toml" --log-json \
             >"$dir/stdout.log" 2>"$dir/pbx.log") &
         echo $! >"$RUN/node$i.pid"
@@ -139,5 +142,5 @@ TOML
 case "${1:-}" in
     up) shift; up "$@" ;;
     down) down ;;
-    *) echo "usage: $0 up [--nodes N] [--rtpengine] [--tenants DIR] [--trunk IP:PORT] | down" >&2; exit 2 ;;
+    *) echo "usage: $0 up [--nodes N] [--rtpengine] [--tenants DIR] [--trunk IP:PORT] [--extra FILE] | down" >&2; exit 2 ;;
 esac
