@@ -56,6 +56,12 @@ stop_postgres() {  # SIGINT: PostgreSQL's fast shutdown; then its throw-away fol
 
 down() {
     [ -d "$RUN" ] || { echo "no cluster in $RUN"; return 0; }
+    local file pid
+    # SIGTERM to all at once (each node drains on its own), then wait for each, SIGKILL if it lingers.
+    for file in "$RUN"/kamailio.pid "$RUN"/node*.pid "$RUN"/rtpengine.pid; do
+        pid="$(cat "$file" 2>/dev/null || true)"
+        [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && kill -TERM "$pid" 2>/dev/null || true
+    done
     for file in "$RUN"/kamailio.pid "$RUN"/node*.pid "$RUN"/rtpengine.pid; do
         [ -e "$file" ] && stop_pid_file "$file"
     done
