@@ -11,6 +11,8 @@ the folder.
 
     with LocalPostgres() as pg:
         url = pg.create_database("pbx")
+
+``python -m pbx.pg_local start RUN_DIR`` leaves one running for ``scripts/cluster.sh`` (``main``).
 """
 
 from __future__ import annotations
@@ -172,6 +174,33 @@ class LocalPostgres:
         self.cleanup()
 
 
-if __name__ == "__main__":  # pragma: no cover - a manual check
-    with LocalPostgres() as pg:
-        print(pg.create_database("pbx"))
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pbx.pg_local start RUN_DIR [--database NAME]``: a server left running for
+    ``scripts/cluster.sh``. Writes ``postgres.pid`` (the server's own pid, for a stop by pid:
+    SIGINT, then remove the folder named in ``postgres.root``) and ``postgres.url`` in
+    RUN_DIR, and prints the database's URL."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m pbx.pg_local")
+    parser.add_argument("command", choices=["start"])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--database", default="pbx")
+    args = parser.parse_args(argv)
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    pg = LocalPostgres()
+    try:
+        (args.run_dir / "postgres.root").write_text(f"{pg.root}\n")
+        pg.start()
+        assert pg.process is not None
+        (args.run_dir / "postgres.pid").write_text(f"{pg.process.pid}\n")
+        url = pg.create_database(args.database)
+    except BaseException:
+        pg.cleanup()
+        raise
+    (args.run_dir / "postgres.url").write_text(f"{url}\n")
+    print(url)
+    return 0  # the server outlives us (its own session); the caller stops it by pid
+
+
+if __name__ == "__main__":  # pragma: no cover - run by scripts/cluster.sh
+    raise SystemExit(main())
