@@ -650,7 +650,8 @@ class CallCore:
             self._hold_line((origin.tenant, origin.extension))
         self._emit(TrackDialog(self.a_dialog.id))
         self._emit(WriteRecord(self.record(), opened=True))
-        wanted = st.requested(self.a_invite)
+        sip = self.snapshot.server.sip
+        wanted = st.requested(self.a_invite, sip.min_se, sip.session_expires)
         if isinstance(wanted, st.TooSmall):
             self.trace.append(f"Session-Expires below {wanted.min_se}s -> 422")
             self._fail_call(422, "failed", "rejected", (("Min-SE", str(wanted.min_se)),))

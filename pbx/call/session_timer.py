@@ -44,8 +44,12 @@ class Requested:
     supported: bool  # the caller said ``Supported: timer``
 
 
-def requested(invite: SipRequest, min_se: int = MIN_SE) -> Requested | TooSmall | None:
-    """What the caller's INVITE asks (None: no session timer)."""
+def requested(
+    invite: SipRequest, min_se: int = MIN_SE, most: int | None = None
+) -> Requested | TooSmall | None:
+    """What the caller's INVITE asks (None: no session timer). ``min_se`` is ours (``[sip]
+    min_se``); ``most`` (``[sip] session_expires``) lowers a longer interval, never below the
+    caller's own ``Min-SE`` (section 9)."""
     value = invite.header("Session-Expires") or invite.header("x")
     if value is None:
         return None
@@ -56,6 +60,12 @@ def requested(invite: SipRequest, min_se: int = MIN_SE) -> Requested | TooSmall 
         return None
     if interval < min_se:
         return TooSmall(min_se)
+    if most is not None and interval > most:
+        try:
+            theirs = int((invite.header("Min-SE") or "0").partition(";")[0].strip())
+        except ValueError:
+            theirs = 0
+        interval = max(most, theirs, min_se)
     refresher: Refresher = "uas" if "refresher=uas" in params.replace(" ", "").lower() else "uac"
     tokens = {t.strip().lower() for t in (invite.header("Supported") or "").split(",")}
     return Requested(interval, refresher, "timer" in tokens)
