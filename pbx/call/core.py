@@ -433,6 +433,7 @@ class CallCore:
         "_caller_offer",
         "_deferred",
         "_emit",
+        "_late_prompt",
         "_locator",
         "_media_wanted",
         "_next_ref",
@@ -542,6 +543,7 @@ class CallCore:
         self._refresh_ref: int | None = None
         self._b_timer: st.SessionTimer | None = None  # toward the callee (issue 16)
         self._b_refresh_ref: int | None = None
+        self._late_prompt: str | None = None  # played once the late offer's ACK answers
         self._media_wanted = False
         self._reach: dict[ContactId, Reach] = {}
         self._ring_timers: list[tuple[float, RingTimer]] = []
@@ -899,8 +901,10 @@ class CallCore:
         anchor = self.anchor
         if self.state is not CallState.RINGING or anchor is None:
             return
-        answer = anchor.answer_ourselves() if fork.prompt in self._prompts else None
-        if answer is None:
+        known = fork.prompt in self._prompts
+        late = anchor.caller_offer is None  # issue 16: we offer in the 200, the ACK answers
+        answer = anchor.answer_ourselves() if known and not late else None
+        if answer is None and not (known and late):
             self._announcement_failed(fork.fork_id)
             return
         self.state = CallState.ANSWERED
@@ -910,10 +914,26 @@ class CallCore:
         self._ask(ForkAnswered(fork.fork_id, None))
         self._ring_timers.clear()
         self._restart_silence()
-        response = self.a_dialog.respond(self.a_invite, 200, body=answer.body, content_type=SDP)
+        body = answer.body if answer is not None else anchor.offer_ourselves()
+        response = self.a_dialog.respond(self.a_invite, 200, body=body, content_type=SDP)
         self._emit(Respond(self.a_key, response))
         self._start_retransmitter(response, self.a_peer, initial=True)
-        self._emit(PlayPrompt(fork.prompt, answer.codec))
+        if answer is not None:
+            self._emit(PlayPrompt(fork.prompt, answer.codec))
+        else:
+            self._late_prompt = fork.prompt
+
+    def _play_after_ack(self, ack: SipRequest) -> None:
+        """A late-offer caller's ACK answered our offer: play the prompt, or hang up."""
+        prompt, self._late_prompt = self._late_prompt, None
+        taken = self.anchor.prompt_answer(ack.body) if self.anchor is not None else None
+        if prompt is None or taken is None:
+            self.trace.append("no usable answer in the caller's ACK to our offer: hang up")
+            self._hang_up(None, "answered")
+            return
+        codec, remote = taken
+        self._emit(SetRemote(remote.side, remote.stream))
+        self._emit(PlayPrompt(prompt, codec))
 
     def _on_prompt_finished(self, event: PromptFinished) -> None:
         if self.state is CallState.ANSWERED:
@@ -1086,6 +1106,9 @@ class CallCore:
                     relayed.late_2xx, body=body, content_type=SDP if body else None
                 )
                 self._emit(SendStateless(relayed.late_ack, relayed.peer.address))
+                return
+            if item.initial and self._late_prompt is not None:
+                self._play_after_ack(request)
                 return
             winner = self.winner
             if item.initial and self.pending_b_ack is not None and winner is not None:
