@@ -1114,6 +1114,8 @@ class CallCore:
             if item.initial and self.pending_b_ack is not None and winner is not None:
                 if winner.dialog is not None:
                     body = self._late_answer(Side.B, request)
+                    if self._b_timer is not None and body:
+                        self._b_timer.offer = body  # a re-INVITE refresh repeats it
                     content_type = (request.header("Content-Type") or SDP) if body else None
                     ack = winner.dialog.ack_for(
                         self.pending_b_ack, body=body, content_type=content_type

@@ -11,7 +11,7 @@ from pbx.call.core import CallAction, SendRequest, TransactionEvent, WriteRecord
 from pbx.config.model import CallSettings, ConfigSnapshot, SipSettings
 from pbx.sip.build import build_response
 from pbx.sip.transaction import ResponseReceived, client_transaction_key
-from tests.call.bench import SDP_OFFER, CallBench, invite, sent, stateless
+from tests.call.bench import SDP_OFFER, CallBench, invite, sdp, sent, stateless
 from tests.call.test_core import ACME
 from tests.routing.builders import NUMBER, from_trunk, snapshot
 
@@ -148,3 +148,14 @@ def test_a_callee_that_refreshes_and_stops_is_hung_up_at_the_bound() -> None:
 def _closed(b: CallBench) -> tuple[str | None, str | None]:
     (last,) = [a.record for a in b.actions if isinstance(a, WriteRecord) and not a.opened]
     return last.hangup_cause, last.ended_by
+
+
+def test_after_a_late_offer_a_re_invite_refresh_repeats_the_answer_in_the_callees_ack() -> None:
+    b = _bench([("Session-Expires", "90;refresher=uac")], _snapshot())  # no SDP: late offer
+    b.start()
+    b.answer("1001", 200, body=sdp("192.0.2.50", 6000))
+    out = b.caller_ack(body=sdp("192.0.2.1", 4300))
+    (ack,) = stateless(out, "ACK")
+    assert ack.message.body
+    (reinvite,) = sent(b.advance(45.0), "INVITE")
+    assert reinvite.request.body == ack.message.body
