@@ -3,11 +3,11 @@
 The server runs with ``[sip] min_se = 2`` (``allow_below_rfc_minimum``: the RFC's 90 s floor
 would make this test last minutes). With ``[sip] session_expires = 6`` the
 server lowers the 1800 s the carrier (SIPp, 127.0.0.2, ``Supported: timer``) asks to 6 s, and its
-200 must say so; extension 1004 answers (127.0.0.1). The carrier refreshes once by UPDATE 3 s
-after its ACK (relayed to 1004), then stops. Both legs must get BYE at the RFC 4028 bound (the
-refresh plus the interval minus a third of it: 3 + 6 - 2 = 7 s after the answer): after the
-refresh kept the call up past the first bound (4 s), and before the session would expire (9 s);
-the record says ``session_timer``, ended by the server.
+200 must say so; extension 1004 answers (127.0.0.1). The carrier refreshes once, by UPDATE or by
+re-INVITE, 3 s after its ACK (relayed to 1004), then stops. Both legs must get BYE at the RFC
+4028 bound (the refresh plus the interval minus a third of it: 3 + 6 - 2 = 7 s after the
+answer): after the refresh kept the call up past the first bound (4 s), and before the session
+would expire (9 s); the record says ``session_timer``, ended by the server.
 """
 
 from __future__ import annotations
@@ -46,8 +46,13 @@ def sipps(tmp_path: Path) -> Iterator[Sipps]:
         group.close()
 
 
+@pytest.mark.parametrize(
+    "carrier",
+    ["carrier_session_timer.xml", "carrier_session_timer_reinvite.xml"],
+    ids=["update", "re-invite"],
+)
 def test_a_refreshed_session_timer_that_stops_being_refreshed_ends_both_legs(
-    tmp_path: Path, sipps: Sipps
+    tmp_path: Path, sipps: Sipps, carrier: str
 ) -> None:
     root = tmp_path / "pbx"
     config = write_config(
@@ -66,7 +71,7 @@ def test_a_refreshed_session_timer_that_stops_being_refreshed_ends_both_legs(
         )
         sipps.start("1004", callee, bound=(PHONE_IP, port))
         caller = sipp_args(
-            SIPP_DIR / "carrier_session_timer.xml",
+            SIPP_DIR / carrier,
             server.udp,
             local_ip=CARRIER_IP,
             port=free_port(host=CARRIER_IP),
