@@ -159,3 +159,12 @@ def test_after_a_late_offer_a_re_invite_refresh_repeats_the_answer_in_the_callee
     assert ack.message.body
     (reinvite,) = sent(b.advance(45.0), "INVITE")
     assert reinvite.request.body == ack.message.body
+
+
+def test_the_callees_own_refresh_answered_by_the_caller_keeps_the_call_up() -> None:
+    b = _answered([], (("Session-Expires", "120;refresher=uas"), ALLOW_UPDATE))
+    b.advance(60.0)
+    (relayed,) = sent(b.callee_request("UPDATE", cseq=2), "UPDATE")  # to the caller
+    _respond(b, relayed, 200)
+    assert sent(b.advance(87.9), "BYE") == []  # refreshed at 60: the bound is 60 + 88
+    assert len(sent(b.advance(0.2), "BYE")) == 2
