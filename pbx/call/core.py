@@ -428,9 +428,12 @@ class CallCore:
         "_actions",
         "_asking",
         "_asks",
+        "_b_refresh_ref",
+        "_b_timer",
         "_caller_offer",
         "_deferred",
         "_emit",
+        "_late_prompt",
         "_locator",
         "_media_wanted",
         "_next_ref",
@@ -538,6 +541,9 @@ class CallCore:
         self._session_request: st.Requested | None = None  # RFC 4028, issue 16
         self.session_timer: st.SessionTimer | None = None
         self._refresh_ref: int | None = None
+        self._b_timer: st.SessionTimer | None = None  # toward the callee (issue 16)
+        self._b_refresh_ref: int | None = None
+        self._late_prompt: str | None = None  # played once the late offer's ACK answers
         self._media_wanted = False
         self._reach: dict[ContactId, Reach] = {}
         self._ring_timers: list[tuple[float, RingTimer]] = []
@@ -583,8 +589,9 @@ class CallCore:
             due = item.retrans.get_timer()
             if due is not None and (soonest is None or due < soonest):
                 soonest = due
-        timer = self.session_timer
-        if timer is not None and not self.ended:
+        for timer in (self.session_timer, self._b_timer):
+            if timer is None or self.ended:
+                continue
             for due in (timer.expires_at, timer.refresh_at):
                 if due is not None and (soonest is None or due < soonest):
                     soonest = due
@@ -650,7 +657,8 @@ class CallCore:
             self._hold_line((origin.tenant, origin.extension))
         self._emit(TrackDialog(self.a_dialog.id))
         self._emit(WriteRecord(self.record(), opened=True))
-        wanted = st.requested(self.a_invite)
+        sip = self.snapshot.server.sip
+        wanted = st.requested(self.a_invite, sip.min_se, sip.session_expires)
         if isinstance(wanted, st.TooSmall):
             self.trace.append(f"Session-Expires below {wanted.min_se}s -> 422")
             self._fail_call(422, "failed", "rejected", (("Min-SE", str(wanted.min_se)),))
@@ -850,6 +858,8 @@ class CallCore:
         else:
             body = self.a_invite.body
             content_type = self.a_invite.header("Content-Type") if body else None
+        sip = self.snapshot.server.sip  # RFC 4028 toward the callee (issue 16)
+        headers = [*headers, *st.offer_headers(self._offered_interval(), sip.min_se)]
         via, our_contact = self._via_contact(peer)
         invite = OutgoingInvite.build(
             request_uri=uri,
@@ -891,8 +901,10 @@ class CallCore:
         anchor = self.anchor
         if self.state is not CallState.RINGING or anchor is None:
             return
-        answer = anchor.answer_ourselves() if fork.prompt in self._prompts else None
-        if answer is None:
+        known = fork.prompt in self._prompts
+        late = anchor.caller_offer is None  # issue 16: we offer in the 200, the ACK answers
+        answer = anchor.answer_ourselves() if known and not late else None
+        if answer is None and not (known and late):
             self._announcement_failed(fork.fork_id)
             return
         self.state = CallState.ANSWERED
@@ -902,10 +914,26 @@ class CallCore:
         self._ask(ForkAnswered(fork.fork_id, None))
         self._ring_timers.clear()
         self._restart_silence()
-        response = self.a_dialog.respond(self.a_invite, 200, body=answer.body, content_type=SDP)
+        body = answer.body if answer is not None else anchor.offer_ourselves()
+        response = self.a_dialog.respond(self.a_invite, 200, body=body, content_type=SDP)
         self._emit(Respond(self.a_key, response))
         self._start_retransmitter(response, self.a_peer, initial=True)
-        self._emit(PlayPrompt(fork.prompt, answer.codec))
+        if answer is not None:
+            self._emit(PlayPrompt(fork.prompt, answer.codec))
+        else:
+            self._late_prompt = fork.prompt
+
+    def _play_after_ack(self, ack: SipRequest) -> None:
+        """A late-offer caller's ACK answered our offer: play the prompt, or hang up."""
+        prompt, self._late_prompt = self._late_prompt, None
+        taken = self.anchor.prompt_answer(ack.body) if self.anchor is not None else None
+        if prompt is None or taken is None:
+            self.trace.append("no usable answer in the caller's ACK to our offer: hang up")
+            self._hang_up(None, "answered")
+            return
+        codec, remote = taken
+        self._emit(SetRemote(remote.side, remote.stream))
+        self._emit(PlayPrompt(prompt, codec))
 
     def _on_prompt_finished(self, event: PromptFinished) -> None:
         if self.state is CallState.ANSWERED:
@@ -916,6 +944,9 @@ class CallCore:
     def _on_transaction_event(self, event: TransactionEvent) -> None:
         if event.ref == self._refresh_ref:
             self._on_refresh_event(event.event)
+            return
+        if event.ref == self._b_refresh_ref:
+            self._on_callee_refresh_event(event.event)
             return
         pending = self._pending.get(event.ref)
         if isinstance(pending, _RelayedRequest):
@@ -1011,6 +1042,9 @@ class CallCore:
         self.answered_by = leg.label
         self._emit(WriteRecord(self.record(), opened=True))  # durable at once (issue 16)
         self._emit(TrackDialog(dialog.id))
+        if self._session_request is not None or st.accepted(resp):
+            offered, sent_sdp = self._offered_interval(), leg.invite.request.body
+            self._b_timer = st.toward_callee(resp, offered, self._now.monotonic, sent_sdp)
         live = self.progress.live_fork(leg.fork_id) if self.progress else None
         if live is not None and isinstance(live.fork, RingExtension):
             self._hold_line((live.fork.tenant, live.fork.extension))
@@ -1073,10 +1107,15 @@ class CallCore:
                 )
                 self._emit(SendStateless(relayed.late_ack, relayed.peer.address))
                 return
+            if item.initial and self._late_prompt is not None:
+                self._play_after_ack(request)
+                return
             winner = self.winner
             if item.initial and self.pending_b_ack is not None and winner is not None:
                 if winner.dialog is not None:
                     body = self._late_answer(Side.B, request)
+                    if self._b_timer is not None and body:
+                        self._b_timer.offer = body  # a re-INVITE refresh repeats it
                     content_type = (request.header("Content-Type") or SDP) if body else None
                     ack = winner.dialog.ack_for(
                         self.pending_b_ack, body=body, content_type=content_type
@@ -1123,7 +1162,17 @@ class CallCore:
                 self.max_ring_fired = True
             self._ask(TimerExpired(timer))
 
+    def _offered_interval(self) -> int:
+        """The session interval we offer the callee: the caller's, else ``[sip]
+        session_expires``."""
+        wanted = self._session_request
+        return wanted.interval if wanted is not None else self.snapshot.server.sip.session_expires
+
     def _session_timer_due(self, now: float) -> None:
+        self._caller_timer_due(now)
+        self._callee_timer_due(now)
+
+    def _caller_timer_due(self, now: float) -> None:
         timer = self.session_timer
         if timer is None or self.ended:
             return
@@ -1137,6 +1186,50 @@ class CallCore:
             headers = (("Session-Expires", timer.header()), ("Supported", "timer"))
             update = self.a_dialog.new_request("UPDATE", headers=headers)
             self._emit(SendRequest(update, self.a_peer, self._refresh_ref))
+
+    def _callee_timer_due(self, now: float) -> None:
+        timer, winner = self._b_timer, self.winner
+        if timer is None or self.ended or winner is None or winner.dialog is None:
+            return
+        if now >= timer.expires_at:
+            seconds = timer.interval
+            self.trace.append(f"session timer toward the callee: no refresh in {seconds}s: hang up")
+            self._hang_up(None, "answered", "session_timer")
+        elif timer.refresh_at is not None and now >= timer.refresh_at:
+            dialog = winner.dialog
+            timer.refreshing = True
+            if timer.method == "INVITE" and dialog.invite_in_progress:
+                return  # the re-INVITE crossing the call refreshes it when answered
+            self._b_refresh_ref = self._ref()
+            headers = [("Supported", "timer")]
+            if timer.stated:
+                headers.append(("Session-Expires", timer.header()))
+            body = timer.offer if timer.method == "INVITE" else b""
+            request = dialog.new_request(
+                timer.method, headers=headers, body=body, content_type=SDP if body else None
+            )
+            self._emit(SendRequest(request, winner.peer, self._b_refresh_ref))
+
+    def _on_callee_refresh_event(self, event: TxEvent) -> None:
+        timer, winner = self._b_timer, self.winner
+        if timer is None or self.ended or winner is None or winner.dialog is None:
+            return
+        if isinstance(event, ResponseReceived):
+            resp = event.response
+            if resp.status < 200:
+                return
+            winner.dialog.receive_response(resp)
+            if resp.cseq.method == "INVITE" and resp.status < 300:
+                self._emit(SendStateless(winner.dialog.ack_for(resp), winner.peer.address))
+            if not timer.refreshing:
+                return  # a retransmitted 2xx: acknowledged again
+            if resp.status < 300:
+                timer.refreshed(self._now.monotonic)
+                return
+        elif not isinstance(event, TransactionTimedOut | TransportFailed):
+            return
+        self.trace.append("session timer: our refresh toward the callee failed: hang up")
+        self._hang_up(None, "answered", "session_timer")
 
     def _on_refresh_event(self, event: TxEvent) -> None:
         timer = self.session_timer
@@ -1185,6 +1278,8 @@ class CallCore:
             anchored = self.anchor.offer_across(Side.A if from_caller else Side.B, req.body)
             body = self._apply(anchored) if anchored is not None else None
         out = copy_request(req, other, body=body)
+        if from_caller and self._b_timer is not None and out.body and req.method == "INVITE":
+            self._b_timer.offer = out.body  # what a re-INVITE refresh repeats (RFC 4028)
         relayed = _RelayedRequest(key, req, dialog, other, peer, out)
         ref = self._ref()
         self._pending[ref] = relayed
@@ -1217,9 +1312,10 @@ class CallCore:
                 return
             other, out = relayed.other, relayed.out
             other.receive_response(resp)
-            timer = self.session_timer
-            if timer is not None and resp.status < 300 and out.method in ("INVITE", "UPDATE"):
-                timer.refreshed(self._now.monotonic)  # RFC 4028 section 10
+            if resp.status < 300 and out.method in ("INVITE", "UPDATE"):
+                for timer in (self.session_timer, self._b_timer):  # RFC 4028 section 10
+                    if timer is not None:
+                        timer.refreshed(self._now.monotonic)
             late = out.method == "INVITE" and resp.status < 300 and not out.body and resp.body
             if relayed.late_ack is not None:
                 self._emit(SendStateless(relayed.late_ack, relayed.peer.address))  # again

@@ -14,15 +14,25 @@ What the call core does with them (issue 16, first part):
   whichever is less (section 10), and the record says ``session_timer``; so does a refresh of
   ours that fails.
 
-The B legs carry no session timer of ours: the caller's refreshes are relayed to the callee.
+Toward the callee's leg (issue 16, second part; section 7): our INVITE offers ``Supported:
+timer``, ``Session-Expires`` (the caller's interval, else ``[sip] session_expires``) with
+``refresher=uac`` (us) and our ``Min-SE``. The callee's 2xx decides: with ``Session-Expires`` its
+interval and refresher (``uas``: the callee refreshes toward us); without, the callee does not
+know session timers and we refresh on our own (section 7.2) -- but only when the caller's leg has
+a session timer too: a call nobody asked timers for keeps none (no re-INVITE every 15 minutes to
+phones that never asked for one). Our refresh is an UPDATE when the
+callee's ``Allow`` names UPDATE, else a re-INVITE repeating the last SDP we offered it (the same
+session version: nothing changes, RFC 3264 section 8). Every 2xx to a re-INVITE or UPDATE that
+crosses the call refreshes both legs; a refresh of ours that fails, or the callee's that does not
+come, ends both legs with ``session_timer`` like the caller's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
-from pbx.sip.message import SipRequest
+from pbx.sip.message import SipRequest, SipResponse
 
 MIN_SE = 90  # RFC 4028 section 4: the minimum, and our Min-SE
 Refresher = Literal["uac", "uas"]
@@ -44,8 +54,12 @@ class Requested:
     supported: bool  # the caller said ``Supported: timer``
 
 
-def requested(invite: SipRequest, min_se: int = MIN_SE) -> Requested | TooSmall | None:
-    """What the caller's INVITE asks (None: no session timer)."""
+def requested(
+    invite: SipRequest, min_se: int = MIN_SE, most: int | None = None
+) -> Requested | TooSmall | None:
+    """What the caller's INVITE asks (None: no session timer). ``min_se`` is ours (``[sip]
+    min_se``); ``most`` (``[sip] session_expires``) lowers a longer interval, never below the
+    caller's own ``Min-SE`` (section 9)."""
     value = invite.header("Session-Expires") or invite.header("x")
     if value is None:
         return None
@@ -56,6 +70,12 @@ def requested(invite: SipRequest, min_se: int = MIN_SE) -> Requested | TooSmall 
         return None
     if interval < min_se:
         return TooSmall(min_se)
+    if most is not None and interval > most:
+        try:
+            theirs = int((invite.header("Min-SE") or "0").partition(";")[0].strip())
+        except ValueError:
+            theirs = 0
+        interval = max(most, theirs, min_se)
     refresher: Refresher = "uas" if "refresher=uas" in params.replace(" ", "").lower() else "uac"
     tokens = {t.strip().lower() for t in (invite.header("Supported") or "").split(",")}
     return Requested(interval, refresher, "timer" in tokens)
@@ -69,6 +89,10 @@ class SessionTimer:
     refresher: Refresher
     refreshed_at: float
     refreshing: bool = False  # our UPDATE is on its way (we are the refresher)
+    ours: Refresher = "uas"  # our role on this leg: the caller's leg "uas", the callee's "uac"
+    method: str = "UPDATE"  # how we refresh ("INVITE" toward a callee without UPDATE)
+    stated: bool = True  # the party knows session timers: our refresh carries Session-Expires
+    offer: bytes = b""  # the last SDP we offered the callee (a re-INVITE refresh repeats it)
 
     def refreshed(self, now: float) -> None:
         self.refreshed_at = now
@@ -82,9 +106,49 @@ class SessionTimer:
     @property
     def refresh_at(self) -> float | None:
         """When we send our refresh (half the interval), if we are the refresher."""
-        if self.refresher != "uas" or self.refreshing:
+        if self.refresher != self.ours or self.refreshing:
             return None
         return self.refreshed_at + self.interval / 2
 
     def header(self) -> str:
         return f"{self.interval};refresher={self.refresher}"
+
+
+def offer_headers(interval: int, min_se: int) -> tuple[tuple[str, str], ...]:
+    """What our INVITE to a callee says (section 7.1): we refresh unless it takes it over."""
+    return (
+        ("Supported", "timer"),
+        ("Session-Expires", f"{interval};refresher=uac"),
+        ("Min-SE", str(min_se)),
+    )
+
+
+def _tokens(value: str | None) -> set[str]:
+    return {t.strip().upper() for t in (value or "").split(",") if t.strip()}
+
+
+def accepted(response: SipResponse) -> bool:
+    """Whether the callee's 2xx took up our session timer (it states ``Session-Expires``)."""
+    return (response.header("Session-Expires") or response.header("x")) is not None
+
+
+def toward_callee(response: SipResponse, offered: int, now: float, offer: bytes) -> SessionTimer:
+    """The callee leg's timer from its 2xx to our INVITE (section 7.2)."""
+    method = "UPDATE" if "UPDATE" in _tokens(response.header("Allow")) else "INVITE"
+    value = response.header("Session-Expires") or response.header("x")
+    interval, refresher, stated = offered, "uac", False
+    if value is not None:
+        delta, _, params = value.partition(";")
+        if delta.strip().isdigit():
+            interval, stated = max(1, int(delta.strip())), True
+        if "refresher=uas" in params.replace(" ", "").lower():
+            refresher = "uas"
+    return SessionTimer(
+        interval,
+        cast(Refresher, refresher),
+        now,
+        ours="uac",
+        method=method,
+        stated=stated,
+        offer=offer,
+    )

@@ -143,6 +143,16 @@ CATALOG: Mapping[str, Message] = MappingProxyType(
             "「{value}」: 「{port}」はポート番号ではありません({lowest}〜65535)",
         ),
         # -- pbx.toml -----------------------------------------------------------------------
+        "sip.below_rfc_minimum": _m(  # issue 16
+            "must be at least 90 (RFC 4028), not {value}; below 90 only for tests and labs,"
+            " with [sip] allow_below_rfc_minimum = true",
+            "90 以上にしてください(RFC 4028、{value} になっています)。90 未満はテスト・検証用で、"
+            "[sip] allow_below_rfc_minimum = true が必要です",
+        ),
+        "sip.session_expires_below_min_se": _m(  # issue 16
+            "must be at least [sip] min_se ({min_se}), not {value}",
+            "[sip] min_se({min_se})以上にしてください({value} になっています)",
+        ),
         "sip.listen_empty": _m(
             'needs at least one address, e.g. "udp:0.0.0.0:5060"',
             '待ち受けアドレスを1つ以上指定してください(例: "udp:0.0.0.0:5060")',

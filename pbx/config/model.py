@@ -63,6 +63,12 @@ class SipSettings:
     # from one of them is taken as from the phone or carrier named by the edge's Via received/
     # rport (pbx.sip.edge); a REGISTER's Path is stored and used as the binding's route set.
     edge: frozenset[str] = frozenset()
+    # issue 16 (session timers, RFC 4028): the interval we use (and the most we grant a caller),
+    # and our Min-SE (the smallest Session-Expires we accept; a smaller one gets 422). The RFC's
+    # floor is 90 s: a value below it is refused unless allow_below_rfc_minimum (tests/labs only).
+    session_expires: int = 1800
+    min_se: int = 90
+    allow_below_rfc_minimum: bool = False
 
 
 # Keep-alive OPTIONS to registered contacts, every this many seconds (0 = off). On by default:

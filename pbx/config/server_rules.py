@@ -99,8 +99,12 @@ def load_server(
             "tls_key",
             "tls_handshake_seconds",
             "edge",
+            "session_expires",
+            "min_se",
+            "allow_below_rfc_minimum",
         ),
     )
+    session_timers = _session_timer_settings(sip)  # issue 16
     listen: list[ListenSpec] = []
     entries = sip.strings("listen")
     if entries is None:
@@ -370,6 +374,9 @@ def load_server(
                 minimum=1,
                 maximum=120,
             ),
+            session_expires=session_timers[0],
+            min_se=session_timers[1],
+            allow_below_rfc_minimum=session_timers[2],
         ),
         auth=auth,
         registrar=registrar,
@@ -587,3 +594,27 @@ def _node_name(sto: TableReader) -> str | None:
         sto.error("node", "storage.node_name", value=text)
         return None
     return text
+
+
+def _session_timer_settings(sip: TableReader) -> tuple[int, int, bool]:
+    """``[sip] session_expires`` / ``min_se`` (issue 16, RFC 4028): at least 90 s each (the RFC's
+    floor) unless ``allow_below_rfc_minimum`` (tests and labs); ``session_expires`` not below
+    ``min_se``."""
+    below = sip.boolean("allow_below_rfc_minimum", _SIP_DEFAULTS.allow_below_rfc_minimum)
+    values: list[int] = []
+    for key, default in (
+        ("min_se", _SIP_DEFAULTS.min_se),
+        ("session_expires", _SIP_DEFAULTS.session_expires),
+    ):
+        value = sip.integer(key, default, minimum=1, maximum=86400)
+        if value < 90 and not below:
+            sip.error(key, "sip.below_rfc_minimum", value=value)
+            value = default
+        values.append(value)
+    min_se, expires = values
+    if expires < min_se:
+        sip.error(
+            "session_expires", "sip.session_expires_below_min_se", value=expires, min_se=min_se
+        )
+        expires = max(_SIP_DEFAULTS.session_expires, min_se)
+    return expires, min_se, below

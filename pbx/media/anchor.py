@@ -25,7 +25,10 @@ from pbx.media.g711 import Codec
 from pbx.media.latch import Side
 from pbx.media.sdes import KEY_SALT_LENGTH, SUITES, Crypto
 from pbx.media.sdp import (
+    Attribute,
     AudioStream,
+    Connection,
+    MediaDescription,
     Origin,
     SessionDescription,
     answer_sdp,
@@ -201,6 +204,37 @@ class MediaAnchor:
             return None
         answer = self._secure_answer(Side.A, answer, self.caller_offer)
         return PromptAnswer(build_sdp(answer), codec)
+
+    def offer_ourselves(self) -> bytes:
+        """Our own offer to a late-offer caller whom the PBX answers (an announcement, issue
+        16): PCMU, PCMA and telephone-event on the relay's A port; the answer is in its ACK."""
+        ip6 = ":" in self.host
+        media = MediaDescription(
+            "audio",
+            self.ports[Side.A],
+            "RTP/AVP",
+            ("0", "8", "101"),
+            attributes=(
+                Attribute("rtpmap", "0 PCMU/8000"),
+                Attribute("rtpmap", "8 PCMA/8000"),
+                Attribute("rtpmap", "101 telephone-event/8000"),
+                Attribute("fmtp", "101 0-16"),
+                Attribute("ptime", "20"),
+                Attribute("sendrecv"),
+            ),
+        )
+        connection = Connection(self.host, address_type="IP6" if ip6 else "IP4")
+        origin = self.origins[Side.A]
+        return build_sdp(SessionDescription(origin=origin, connection=connection, media=(media,)))
+
+    def prompt_answer(self, body: bytes) -> tuple[Codec, Remote] | None:
+        """The late-offer caller's answer (in its ACK) to ``offer_ourselves``: the codec the
+        prompt is played with and where to send it; None without a usable audio answer."""
+        answer = _parse(body)
+        stream = audio_stream(answer) if answer is not None else None
+        if stream is None or not stream.active or stream.codec is None or stream.secure:
+            return None
+        return stream.codec, Remote(Side.A, stream)
 
     def _bump(self, side: Side) -> Origin:
         origin = self.origins[side] = self.origins[side].next_version()

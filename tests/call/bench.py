@@ -216,8 +216,9 @@ class CallBench:
         body: bytes = b"",
         index: int = 0,
         tag: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> list[CallAction]:
-        """The leg's phone responds to our INVITE with ``status``."""
+        """The leg's phone responds to our INVITE with ``status`` (and ``headers``)."""
         leg = self.leg(label, index)
         req = leg.invite.request
         contact = (NameAddress(SipUri("sip", leg.peer.address[0], label, port=5060)),)
@@ -227,7 +228,7 @@ class CallBench:
             to_tag=tag or f"{label}-{index}",
             contact=contact if 100 < status < 300 else (),
             body=body,
-            headers=(("Content-Type", "application/sdp"),) if body else (),
+            headers=((("Content-Type", "application/sdp"),) if body else ()) + headers,
         )
         return self.run(
             TransactionEvent(leg.ref, ResponseReceived(client_transaction_key(req), resp))

@@ -531,15 +531,9 @@ def test_after_hours_the_announcement_is_answered_played_and_hung_up() -> None:
     assert disposition(b) == "answered"
 
 
-@pytest.mark.parametrize(
-    ("body", "prompts"),
-    [(b"", frozenset({"009608"})), (SDP_OFFER, frozenset())],
-    ids=["no-media", "prompt-missing"],
-)
-def test_an_announcement_that_cannot_play_fails_the_call(
-    body: bytes, prompts: frozenset[str]
-) -> None:
-    b = bench(body=body, at="2026-11-27 21:00:00", prompts=prompts)
+def test_an_announcement_that_cannot_play_fails_the_call() -> None:
+    # A late offer is answered with our own offer now (tests/call/test_late_offer_prompt.py).
+    b = bench(body=SDP_OFFER, at="2026-11-27 21:00:00", prompts=frozenset())
     out = b.start()
     assert b.to_caller(out) == [480]
 
@@ -729,7 +723,7 @@ def test_a_late_offer_call_opens_the_relay_and_records() -> None:
     assert b.core.record().recording_path is not None
 
 
-def test_a_late_offer_call_to_the_announcement_is_refused_without_an_offer() -> None:
+def test_the_anchor_cannot_answer_a_late_offer_itself() -> None:
     b = CallBench(SNAPSHOT, invite(NUMBER), from_trunk(), at="2026-11-27 21:00:00")
     b.start()
     assert b.core.anchor is not None

@@ -149,6 +149,10 @@ CASES: dict[str, Case] = {
     "address.bad_port": server('[admin]\nlisten = "127.0.0.1:99999"\n'),
     # pbx.toml
     "sip.listen_empty": files(SERVER.replace('["udp:127.0.0.1:5060"]', "[]")),
+    "sip.below_rfc_minimum": files(SERVER.replace("[sip]\n", "[sip]\nmin_se = 30\n")),  # issue 16
+    "sip.session_expires_below_min_se": files(
+        SERVER.replace("[sip]\n", "[sip]\nsession_expires = 100\nmin_se = 200\n")
+    ),
     "sip.listen_transport": files(SERVER.replace('"udp:127.0.0.1:5060"', '"sctp:0.0.0.0:5060"')),
     "sip.listen_duplicate": files(
         SERVER.replace('"udp:127.0.0.1:5060"', '"udp:127.0.0.1:5060", "UDP:127.0.0.1:5060"')
