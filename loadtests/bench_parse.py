@@ -10,9 +10,11 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from pbx.media.sdp import parse_sdp
+from pbx.sip.limits import MessageCaps, check_caps
 from pbx.sip.parse import parse_message
 
 INVITE = (
@@ -117,9 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         ser_rate = _rate(type(msg).to_bytes, msg, args.seconds)
         if name == "INVITE+SDP":
             invite_parse = parse_rate
+        caps_rate = _rate(partial(check_caps, caps=MessageCaps()), data, args.seconds)
         print(
             f"{name:<11} {len(data):5d} B  parse {parse_rate:10,.0f} msg/s"
-            f"  serialize {ser_rate:10,.0f} msg/s"
+            f"  serialize {ser_rate:10,.0f} msg/s  caps check {caps_rate:10,.0f} msg/s"
         )
     target = 30_000
     verdict = "meets" if invite_parse >= target else "MISSES"

@@ -94,6 +94,20 @@ def test_uri_and_body_caps_and_an_ordinary_message_passes() -> None:
     assert exceeded.reason == "Too Many Via Values"
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        # Over the whole-head bounds of the quick check, within every per-line cap.
+        "".join(f"X-P{i}: a;b;c\r\n" for i in range(40)),  # 120 ';' in all, 3 per line
+        "Subject: " + ", ".join("x" * 5 for _ in range(200)) + "\r\n",  # commas, not counted
+        "".join(f"Contact: <sip:{i}@h>\r\n" for i in range(60)),  # 60 values: under 64
+        "X-Long: " + "a" * 3000 + "\r\n" + "X-Long2: " + "b" * 3000 + "\r\n",  # head > 4 KB
+    ],
+)
+def test_heads_beyond_the_quick_bounds_still_pass_when_no_line_exceeds_a_cap(extra: str) -> None:
+    assert check_caps(request(extra=extra), CAPS) is None
+
+
 def test_metric_labels_come_from_a_closed_set() -> None:
     assert method_label("INVITE") == "INVITE"
     assert method_label("XYZZY") == "other"

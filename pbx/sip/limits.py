@@ -113,14 +113,25 @@ def check_caps(data: bytes, caps: MessageCaps) -> CapExceeded | None:
     if body > caps.max_body_bytes:
         return CapExceeded(413, "Request Entity Too Large", f"body of {body} bytes")
     head = data[:end]
-    lines = head.split(b"\n")
-    if len(lines) - 1 > caps.max_header_lines:
-        return CapExceeded(513, "Message Too Large", f"{len(lines) - 1} header lines")
-    start = lines[0].lstrip(b"\r\n")
+    newlines = head.count(b"\n")
+    if newlines > caps.max_header_lines:
+        return CapExceeded(513, "Message Too Large", f"{newlines} header lines")
+    first = head.find(b"\n")
+    start = (head if first < 0 else head[:first]).lstrip(b"\r\n")
     if not start.startswith(b"SIP/"):
         parts = start.split(b" ")
         if len(parts) > 1 and len(parts[1]) > caps.max_request_uri_bytes:
             return CapExceeded(414, "Request-URI Too Long", f"Request-URI of {len(parts[1])} bytes")
+    # Whole-head counts bound every per-line cap below: no line is longer than the head, has
+    # more ';' than it, and no header has more values than its ',' plus its lines. A usual
+    # message ends here, without its lines being split (this runs for every message).
+    if (
+        len(head) <= caps.max_header_line_bytes
+        and head.count(b";") <= caps.max_params_per_line
+        and head.count(b",") + newlines + 1 <= caps.max_values
+    ):
+        return None
+    lines = head.split(b"\n")
     counts: dict[str, int] = {}
     name: str | None = None
     for line in lines[1:]:
