@@ -52,7 +52,6 @@ from pbx.config.model import (
 from pbx.config.problems import ConfigProblem
 from pbx.panel import forms
 from pbx.panel.accounts import Account, AccountExists, PanelStore, Session
-from pbx.panel.history import history_routes  # 通話履歴 (call history)
 from pbx.panel.i18n import LANGS, Lang, pick_lang, translate
 from pbx.panel.passwords import (
     generate_sip_password,
@@ -205,33 +204,28 @@ def build_panel_app(deps: PanelDeps) -> Starlette:
         ),
         Route("/t/{tenant}/versions", panel.tenant_route(panel.versions), methods=["GET", "POST"]),
         Route("/t/{tenant}/api/users", panel.tenant_route(panel.api_users)),
-        # 着信設定 (inbound rules, timeline, test call): pbx/panel/inbound_pages.py
-        *_inbound_routes(panel),
         Route("/operator/tenants", panel.operator_route(panel.tenants), methods=["GET", "POST"]),
         Route("/operator/pool", panel.operator_route(panel.pool), methods=["GET", "POST"]),
         Route("/operator/accounts", panel.operator_route(panel.accounts), methods=["GET", "POST"]),
         Route("/operator/audit", panel.operator_route(panel.audit_log)),
-        # 通話履歴 (call history): pbx/panel/history.py, each route behind tenant_route.
-        *history_routes(panel),
+    ]
+    # The part-2 screens, each route behind tenant_route: 着信設定 (inbound_pages), 登録状況 and
+    # 端末設定 (live), 通話履歴 (history). They use this module's plumbing, so they are imported
+    # once the app is built.
+    from pbx.panel import history, inbound_pages, live
+
+    routes += [
+        *inbound_pages.routes(panel),
+        *live.routes(panel),
+        *history.routes(panel),
         *deps.extra_routes,
     ]
-    # -- live status and phone setup (登録状況 / 端末設定) --
-    from pbx.panel.live import LivePages  # imports this module: loaded once the app is built
-
-    routes += LivePages(panel).routes()
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: panel.http_error},
     )
     app.state.panel = panel
     return SecurityHeaders(app)  # type: ignore[return-value]
-
-
-def _inbound_routes(panel: _Panel) -> list[BaseRoute]:
-    # Imported here: the pages module uses this module's plumbing (FieldErrors, _saved).
-    from pbx.panel.inbound_pages import InboundPages
-
-    return list(InboundPages(panel).routes())
 
 
 class SecurityHeaders:

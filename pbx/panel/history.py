@@ -275,7 +275,7 @@ def _cell(value: str) -> str:
 # --- the pages --------------------------------------------------------------------------------
 
 
-def history_routes(panel: _Panel) -> list[BaseRoute]:
+def routes(panel: _Panel) -> list[BaseRoute]:
     """The call history's routes, each behind the panel's tenant check."""
     pages = HistoryPages(panel)
     return [

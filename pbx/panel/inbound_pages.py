@@ -29,7 +29,7 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from pbx.config.model import IncomingRule, PhoneNumber, TenantConfig
 from pbx.config.problems import ConfigProblem
@@ -87,18 +87,24 @@ def _blank_values() -> dict[str, Any]:
     return {"index": "", "targets": "", "pick": [], "days": [], "start": "", "end": ""}
 
 
+def routes(panel: _Panel) -> list[BaseRoute]:
+    """着信設定's routes, each behind the panel's tenant check."""
+    pages = InboundPages(panel)
+    return [
+        Route("/t/{tenant}/incoming", panel.tenant_route(pages.numbers)),
+        Route(
+            "/t/{tenant}/incoming/{number}",
+            panel.tenant_route(pages.rules),
+            methods=["GET", "POST"],
+        ),
+    ]
+
+
 class InboundPages:
     """The handlers; ``panel`` gives the shared plumbing (render, CSRF, saving, audit)."""
 
     def __init__(self, panel: _Panel) -> None:
         self.panel = panel
-
-    def routes(self) -> list[Route]:
-        route = self.panel.tenant_route
-        return [
-            Route("/t/{tenant}/incoming", route(self.numbers)),
-            Route("/t/{tenant}/incoming/{number}", route(self.rules), methods=["GET", "POST"]),
-        ]
 
     async def numbers(self, request: Request, viewer: Viewer, tenant: TenantConfig) -> Response:
         counts = {number: len(tenant.rules_for(number)) for number in tenant.numbers}

@@ -86,25 +86,27 @@ def sse(event: str, data: str) -> str:
     return f"event: {event}\ndata: {data}\n\n"
 
 
+def routes(panel: _Panel) -> list[BaseRoute]:
+    """登録状況 and 端末設定's routes, each behind the panel's tenant check."""
+    pages = LivePages(panel)
+    return [
+        Route("/t/{tenant}/status", panel.tenant_route(pages.status_page)),
+        Route("/t/{tenant}/api/status", panel.tenant_route(pages.status_api)),
+        Route("/t/{tenant}/api/status/events", panel.tenant_route(pages.status_events)),
+        Route(
+            "/t/{tenant}/phones/{ext}",
+            panel.tenant_route(pages.phone_page),
+            methods=["GET", "POST"],
+        ),
+    ]
+
+
 class LivePages:
     """The handlers of the live status and phone setup pages."""
 
     def __init__(self, panel: _Panel) -> None:
         self.panel = panel
         self.deps = panel.deps
-
-    def routes(self) -> list[BaseRoute]:
-        tenant_route = self.panel.tenant_route
-        return [
-            Route("/t/{tenant}/status", tenant_route(self.status_page)),
-            Route("/t/{tenant}/api/status", tenant_route(self.status_api)),
-            Route("/t/{tenant}/api/status/events", tenant_route(self.status_events)),
-            Route(
-                "/t/{tenant}/phones/{ext}",
-                tenant_route(self.phone_page),
-                methods=["GET", "POST"],
-            ),
-        ]
 
     # -- live status -------------------------------------------------------------------------
 
