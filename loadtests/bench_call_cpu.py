@@ -22,7 +22,9 @@ server is ``pbx run`` with its normal JSON logging at info level (to a file), as
 - Otherwise: one server, ``--base`` warm-up calls, then ``--repeat`` rounds of ``--calls``
   calls, each timed with the server's CPU time (utime + stime from /proc, 10 ms ticks); it
   prints the minimum and the median CPU µs per call. ``--profile FILE`` runs the server under
-  cProfile (``python -m pstats FILE``; the figures are then cProfile's, not the server's).
+  cProfile (``python -m pstats FILE``; the figures are then cProfile's, not the server's);
+  ``--spy FILE`` samples it with py-spy (500 Hz, raw stacks to FILE) and prints the functions
+  with the most samples, by their own time and with what they call (``loadtests.profile_top``).
 
 The driver uses only the public face of the server (its command line and SIP), so it runs
 unchanged on older commits (copy it there) for an A/B figure.
@@ -31,6 +33,7 @@ unchanged on older commits (copy it there) for an A/B figure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -46,6 +49,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loadtests import profile_top
 from tests.integration.harness import free_port, write_config
 from tests.integration.sip_client import SipUdpClient
 
@@ -148,6 +152,26 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 600.0) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
+
+
+def python_pid(process: subprocess.Popen[bytes], spied: bool) -> int:
+    """The server's process id: the Python process itself, or its child under py-spy."""
+    if not spied:
+        return process.pid
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    found = children.read_text().split() if children.exists() else []
+    return int(found[0]) if found else process.pid
+
+
+def thread_cpu(pid: int) -> list[tuple[str, float]]:
+    """CPU seconds of each thread of ``pid`` (name, utime + stime), busiest first."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            found.append((name, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS))
+    return sorted(found, key=lambda item: -item[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -275,6 +299,9 @@ class Driver:
                 response = ("\r\n".join(lines) + "\r\n\r\n").encode()
                 self.phone.sendto(response, source)
             self.answered[call_id] = response
+        elif method == "OPTIONS":  # the server's keep-alive (qualify)
+            lines = ["SIP/2.0 200 OK", *common, *header(head, "To"), *rest, "Content-Length: 0"]
+            self.phone.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(), source)
         elif method == "BYE":
             self.answered.pop(call_id, None)
             lines = ["SIP/2.0 200 OK", *common, *header(head, "To"), *rest, "Content-Length: 0"]
@@ -370,21 +397,33 @@ def measure_callgrind(workdir: Path, args: argparse.Namespace) -> None:
 
 
 def measure_cpu(workdir: Path, args: argparse.Namespace) -> None:
-    server, driver = prepare(workdir, [], "cpu", args.profile)
+    prefix = []
+    if args.spy is not None:
+        prefix = ["py-spy", "record", "--format", "raw", "--rate", "500", "-o", str(args.spy), "--"]
+    server, driver = prepare(workdir, prefix, "cpu", args.profile)
     try:
         driver.run(args.base, args.concurrency, timeout=300)
+        pid = python_pid(server.process, args.spy is not None)
         figures = []
         for _ in range(args.repeat):
-            before = cpu_seconds(server.process.pid)
+            before = cpu_seconds(pid)
             driver.run(args.calls, args.concurrency, timeout=300)
-            after = cpu_seconds(server.process.pid)
+            after = cpu_seconds(pid)
             figures.append(1e6 * (after - before) / args.calls)
             print(f"round: {figures[-1]:.0f} µs/call", flush=True)
+        threads = thread_cpu(pid)
     finally:
+        if server.process.poll() is None and args.spy is not None:
+            # Under py-spy: end the server; py-spy writes its file when its child has ended.
+            os.kill(python_pid(server.process, True), signal.SIGTERM)
+            server.process.wait(60)
         stop(server.process)
         driver.carrier.close()
         driver.phone.close()
     print(f"retransmissions seen: {driver.retransmissions}")
+    print("CPU by thread over the whole run: " + ", ".join(f"{n} {t:.2f} s" for n, t in threads))
+    if args.spy is not None:
+        print(profile_top.summary(args.spy.read_text()))
     print(
         f"CPU per call: min {min(figures):.0f} µs, median {statistics.median(figures):.0f} µs "
         f"({args.repeat} rounds of {args.calls} calls, load avg {os.getloadavg()[0]:.2f})"
@@ -403,6 +442,9 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=35.0)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--profile", help="run the server under cProfile, stats to this file")
+    parser.add_argument(
+        "--spy", type=Path, help="sample the server with py-spy (raw stacks to this file)"
+    )
     args = parser.parse_args()
     if args.concurrency is None:
         args.concurrency = 4 if args.callgrind else 20
