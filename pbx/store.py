@@ -33,8 +33,9 @@ import asyncio
 import dataclasses
 import json
 import re
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
@@ -339,6 +340,12 @@ class _Op:
     # The one row this op writes whole (an upsert or delete by primary key), or None: another
     # statement, which keeps its place in the commit (see ``_plan``).
     row: Hashable | None = None
+    # Parameters computed at commit time, for the ops kept (a call's record is written up to
+    # three times within one commit interval and only the last write is run: issue 21).
+    make_params: Callable[[], tuple[Any, ...]] | None = None
+
+    def values(self) -> tuple[Any, ...]:
+        return self.params if self.make_params is None else self.make_params()
 
 
 @dataclass(slots=True)
@@ -712,9 +719,10 @@ class Store:
         """
         return self._submit(
             _UPSERT_CALL,
-            _call_params(record, self.node),
+            (),
             urgent=False,
             row=("call_records", record.id),
+            make_params=partial(_call_params, record, self.node),
         )
 
     def close_call(self, record: CallRecord) -> asyncio.Future[int]:
@@ -723,9 +731,10 @@ class Store:
             raise ValueError("a closed call record needs ended_at and a disposition")
         return self._submit(
             _UPSERT_CALL,
-            _call_params(record, self.node),
+            (),
             urgent=False,
             row=("call_records", record.id),
+            make_params=partial(_call_params, record, self.node),
         )
 
     def touch_open_calls(self, now: float) -> asyncio.Future[int]:
@@ -794,11 +803,12 @@ class Store:
         *,
         urgent: bool,
         row: Hashable | None = None,
+        make_params: Callable[[], tuple[Any, ...]] | None = None,
     ) -> asyncio.Future[int]:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         # Nobody has to await a call record: never let an unretrieved failure warn at exit.
         future.add_done_callback(_consume)
-        self._enqueue(sql, params, future, urgent=urgent, row=row)
+        self._enqueue(sql, params, future, urgent=urgent, row=row, make_params=make_params)
         return future
 
     def _enqueue(
@@ -809,11 +819,13 @@ class Store:
         *,
         urgent: bool,
         row: Hashable | None = None,
+        make_params: Callable[[], tuple[Any, ...]] | None = None,
     ) -> None:
         if self._closing:
             raise StoreError("the store is closed")
         queue = self._queue
-        queue.ops.append(_Op(sql, params, future, urgent, self.clock.monotonic(), row))
+        op = _Op(sql, params, future, urgent, self.clock.monotonic(), row, make_params)
+        queue.ops.append(op)
         queue.wakeup.set()
         if urgent:
             queue.urgent.set()
@@ -851,7 +863,7 @@ class Store:
         # alone reports its own.
         plan = _plan(batch)
         statements: list[tuple[str | None, Sequence[tuple[Any, ...]]]] = [
-            (sql, [op.params for op in run]) for sql, run in plan
+            (sql, _values(run)) for sql, run in plan
         ]
         if self.dialect == "postgresql":
             # issue #20: every node hears of the AORs whose bindings changed (pbx.binding_sync),
@@ -901,6 +913,19 @@ class Store:
             self._queue.ops[:0] = held
             self._queue.wakeup.set()
         self._retry_at = self.clock.monotonic() + self.retry_interval
+
+
+def _values(run: list[_Op]) -> list[tuple[Any, ...]]:
+    """The parameters of a run's ops; an op whose parameters cannot be made fails alone."""
+    values: list[tuple[Any, ...]] = []
+    for op in run:
+        try:
+            values.append(op.values())
+        except Exception as exc:
+            log.error("store_params_failed", sql=op.sql, exc_info=True)
+            if op.future is not None and not op.future.done():
+                op.future.set_exception(StoreError(f"cannot write: {exc}"))
+    return values
 
 
 def _check_interval(commit_interval: float) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import pbx.store as store_module
 from pbx.config.model import Extension, TenantId
 from pbx.media.wav import TELEPHONE_STEREO, build_wav_header, read_wav
 from pbx.registrar import Binding
@@ -146,6 +147,57 @@ async def test_writes_of_one_commit_to_the_same_row_keep_the_last(tmp_path: Path
     assert store.stats.commits == commits + 1
     rows = raw_rows(path, "SELECT contact, cseq, expires_at FROM registrations")
     assert rows == [(kept.contact, 8, NOW + 900)]
+    await store.close()
+
+
+@pytest.mark.asyncio
+async def test_a_call_record_written_again_in_one_commit_is_formatted_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record's row values are made at commit time, for the write kept (issue 21): a call
+    written when it starts, when it is answered and when it ends within one commit interval
+    formats one row, the last."""
+    made: list[str | None] = []
+    real = store_module._call_params
+
+    def counting(record: CallRecord, node: str | None) -> tuple[object, ...]:
+        made.append(record.disposition)
+        return real(record, node)
+
+    monkeypatch.setattr(store_module, "_call_params", counting)
+    path = tmp_path / DATABASE_NAME
+    store = await Store.open(path)
+    store.record_call(call("c1"))
+    store.record_call(call("c1", answered_at=NOW + 1))
+    closed = call("c1", answered_at=NOW + 1, ended_at=NOW + 5, disposition="answered")
+    await store.close_call(closed)
+    assert made == ["answered"]
+    rows = raw_rows(path, "SELECT answered_at, ended_at, disposition FROM call_records")
+    assert rows == [(NOW + 1, NOW + 5, "answered")]
+    await store.close()
+
+
+@pytest.mark.asyncio
+async def test_a_record_whose_row_cannot_be_made_fails_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = store_module._call_params
+
+    def failing(record: CallRecord, node: str | None) -> tuple[object, ...]:
+        if record.id == "bad":
+            raise ValueError("no row for this one")
+        return real(record, node)
+
+    monkeypatch.setattr(store_module, "_call_params", failing)
+    path = tmp_path / DATABASE_NAME
+    store = await Store.open(path)
+    bad = store.record_call(call("bad"))
+    good = store.record_call(call("good"))
+    await store.flush()
+    with pytest.raises(StoreError, match="no row for this one"):
+        await bad
+    await good
+    assert raw_rows(path, "SELECT id FROM call_records") == [("good",)]
     await store.close()
 
 

@@ -190,10 +190,18 @@ def _pump_stderr(server: RunningServer, started: threading.Event, box: dict[str,
 
 @contextlib.contextmanager
 def running_server(
-    config: Path, *, extra_env: dict[str, str] | None = None, nofile: int | None = None
+    config: Path,
+    *,
+    extra_env: dict[str, str] | None = None,
+    nofile: int | None = None,
+    source: Path | None = None,
 ) -> Iterator[RunningServer]:
-    """``nofile``: start the server with that soft open-file limit (harden: issue 17)."""
+    """``nofile``: start the server with that soft open-file limit (harden: issue 17).
+    ``source``: run the ``pbx`` of that checkout (a benchmark's baseline commit) instead of
+    this one."""
     env = {**os.environ, **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
 
     def lower_nofile() -> None:
         if nofile is not None:
@@ -202,7 +210,7 @@ def running_server(
 
     process = subprocess.Popen(
         [sys.executable, "-m", "pbx", "run", "--config", str(config), "--log-json"],
-        cwd=REPO,
+        cwd=source or REPO,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
