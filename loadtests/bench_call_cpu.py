@@ -19,6 +19,10 @@ server is ``pbx run`` with its normal JSON logging at info level (to a file), as
   clean-ups run) and stops the server (SIGTERM). It prints the instructions per call:
   (Ir(calls) - Ir(base)) / (calls - base). Start-up, registration, shutdown cancel out.
   Expect about 10 minutes.
+- ``--before REV``: two servers, one of the commit REV (a temporary git worktree) and one of
+  this checkout, each warmed up with ``--base`` calls; then ``--repeat`` rounds alternating
+  between them; prints both CPU figures per call and their ratio (the same minutes of a shared
+  machine for both).
 - Otherwise: one server, ``--base`` warm-up calls, then ``--repeat`` rounds of ``--calls``
   calls, each timed with the server's CPU time (utime + stime from /proc, 10 ms ticks); it
   prints the minimum and the median CPU µs per call. ``--profile FILE`` runs the server under
@@ -50,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loadtests import profile_top
+from loadtests.before import checkout, describe
 from tests.integration.harness import free_port, write_config
 from tests.integration.sip_client import SipUdpClient
 
@@ -102,7 +107,9 @@ class Server:
     log: Path
 
 
-def start_server(root: Path, prefix: list[str], profile: str | None = None) -> Server:
+def start_server(
+    root: Path, prefix: list[str], profile: str | None = None, source: Path | None = None
+) -> Server:
     config = write_config(
         root,
         tenants={"acme": TENANT},
@@ -124,8 +131,12 @@ def start_server(root: Path, prefix: list[str], profile: str | None = None) -> S
                 str(config),
                 "--log-json",
             ],
-            cwd=REPO,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            cwd=source or REPO,
+            env={
+                **os.environ,
+                "PYTHONUNBUFFERED": "1",
+                **({"PYTHONPATH": str(source)} if source else {}),
+            },
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=err,
@@ -343,9 +354,13 @@ class Driver:
 
 
 def prepare(
-    root: Path, prefix: list[str], run_id: str, profile: str | None = None
+    root: Path,
+    prefix: list[str],
+    run_id: str,
+    profile: str | None = None,
+    source: Path | None = None,
 ) -> tuple[Server, Driver]:
-    server = start_server(root, prefix, profile)
+    server = start_server(root, prefix, profile, source)
     phone = SipUdpClient(server.udp, "1001", "secret1001", "acme.example", host=PHONE_IP)
     phone.sock.settimeout(600)
     reply = phone.register()
@@ -430,6 +445,42 @@ def measure_cpu(workdir: Path, args: argparse.Namespace) -> None:
     )
 
 
+def measure_against(workdir: Path, args: argparse.Namespace) -> None:
+    """``--before REV``: a server of REV and one of this checkout, rounds alternating."""
+    figures: dict[str, list[float]] = {"before": [], "now": []}
+    with checkout(args.before) as source:
+        (workdir / "before").mkdir()
+        (workdir / "now").mkdir()
+        old = prepare(workdir / "before", [], "old", source=source)
+        new = prepare(workdir / "now", [], "new")
+        try:
+            for _, driver in (old, new):
+                driver.run(args.base, args.concurrency, timeout=300)
+            for _ in range(args.repeat):
+                for label, (server, driver) in (("before", old), ("now", new)):
+                    before = cpu_seconds(server.process.pid)
+                    driver.run(args.calls, args.concurrency, timeout=300)
+                    after = cpu_seconds(server.process.pid)
+                    figures[label].append(1e6 * (after - before) / args.calls)
+                    print(f"round {label}: {figures[label][-1]:.0f} µs/call", flush=True)
+        finally:
+            for server, driver in (old, new):
+                stop(server.process)
+                driver.carrier.close()
+                driver.phone.close()
+    print(f"before = {describe(args.before)}")
+    for label, values in figures.items():
+        print(
+            f"CPU per call {label:>6}: min {min(values):.0f} µs, "
+            f"median {statistics.median(values):.0f} µs"
+        )
+    ratio = statistics.median(figures["now"]) / statistics.median(figures["before"])
+    print(
+        f"now/before {ratio:.2f} ({args.repeat} rounds of {args.calls} calls each, "
+        f"load avg {os.getloadavg()[0]:.2f})"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=1200)
@@ -443,6 +494,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--profile", help="run the server under cProfile, stats to this file")
     parser.add_argument(
+        "--before", metavar="REV", help="alternate rounds with a server of this commit"
+    )
+    parser.add_argument(
         "--spy", type=Path, help="sample the server with py-spy (raw stacks to this file)"
     )
     args = parser.parse_args()
@@ -451,6 +505,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-call-cpu-") as tmp:
         if args.callgrind:
             measure_callgrind(Path(tmp), args)
+        elif args.before:
+            measure_against(Path(tmp), args)
         else:
             measure_cpu(Path(tmp), args)
     return 0

@@ -9,6 +9,7 @@ numbers, ``+81`` is Japan itself.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -58,8 +59,12 @@ def _classify_plain(digits: str) -> NumberKind | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def classify_number(text: str) -> ClassifiedNumber:
-    """What a dialled string or a configured target is (see the module docstring)."""
+    """What a dialled string or a configured target is (see the module docstring).
+
+    Pure, with an immutable answer, and asked about the same numbers by every call (admission,
+    routing, the trace: six times a call): the latest answers are kept (issue 21)."""
     digits = normalize_number(text)
     if digits == AFTER_HOURS_TARGET:
         return ClassifiedNumber(NumberKind.ANNOUNCEMENT, digits)
