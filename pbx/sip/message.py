@@ -258,6 +258,10 @@ class SipRequest:
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
     version: str = "SIP/2.0"
+    # The message as sent, once serialised (``to_bytes``): a message is sent and kept by its
+    # transaction, and sent again on retransmission. Not copied by ``dataclasses.replace``
+    # (init=False), so a changed copy is serialised afresh.
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False, hash=False)
 
     def header(self, name: str) -> str | None:
         """First raw header called ``name`` (case-insensitive, compact forms included)."""
@@ -268,9 +272,12 @@ class SipRequest:
         return find_header_values(self.headers, name)
 
     def to_bytes(self) -> bytes:
-        from pbx.sip.parse import serialize_request
+        if self._wire is None:
+            from pbx.sip.parse import serialize_request
 
-        return serialize_request(self)
+            object.__setattr__(self, "_wire", serialize_request(self))
+        assert self._wire is not None
+        return self._wire
 
 
 @immutable
@@ -289,6 +296,7 @@ class SipResponse:
     body: bytes = b""
     version: str = "SIP/2.0"
     max_forwards: int | None = field(default=None, repr=False)
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False, hash=False)
 
     def header(self, name: str) -> str | None:
         return find_header(self.headers, name)
@@ -297,9 +305,13 @@ class SipResponse:
         return find_header_values(self.headers, name)
 
     def to_bytes(self) -> bytes:
-        from pbx.sip.parse import serialize_response
+        """The message as sent; serialised once (see ``SipRequest._wire``)."""
+        if self._wire is None:
+            from pbx.sip.parse import serialize_response
 
-        return serialize_response(self)
+            object.__setattr__(self, "_wire", serialize_response(self))
+        assert self._wire is not None
+        return self._wire
 
 
 SipMessage = SipRequest | SipResponse

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pbx.sip.message import NameAddress, SipUri, quote_string, unquote_string
-from pbx.sip.parse import parse_name_addr
+from pbx.sip.message import NameAddress, SipResponse, SipUri, quote_string, unquote_string
+from pbx.sip.parse import parse_message, parse_name_addr
 
 URI = SipUri("sip", "acme.example", "1001")
 
@@ -37,3 +40,39 @@ def test_quoted_display_names_survive_the_wire(name: str) -> None:
     assert parsed == addr
     assert parsed.display_text == name
     assert unquote_string(quote_string(name)) == name
+
+
+# -- serialised once (issue 21) ----------------------------------------------------------------
+
+_RESPONSE = (
+    b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n"
+    b"From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>;tag=2\r\n"
+    b"Call-ID: x@example.com\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+def test_a_message_is_serialised_once_and_a_changed_copy_afresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pbx.sip.parse as parse_module
+
+    response = parse_message(_RESPONSE)
+    assert isinstance(response, SipResponse)
+    calls: list[int] = []
+    real = parse_module.serialize_response
+
+    def counting(msg: SipResponse) -> bytes:
+        calls.append(msg.status)
+        return real(msg)
+
+    monkeypatch.setattr(parse_module, "serialize_response", counting)
+    first = response.to_bytes()
+    assert response.to_bytes() is first  # kept: sent, kept by its transaction, resent
+    assert calls == [200]
+    ringing = dataclasses.replace(response, status=180, reason="Ringing")
+    assert ringing.to_bytes().startswith(b"SIP/2.0 180 Ringing\r\n")
+    assert calls == [200, 180]
+    # The kept bytes change neither equality nor hash nor repr.
+    assert dataclasses.replace(response) == response
+    assert hash(dataclasses.replace(response)) == hash(response)
+    assert "_wire" not in repr(response)
