@@ -171,7 +171,9 @@ def pbx_server(
     yielded is then the server's, py-spy's child)."""
     prefix = []
     if spy is not None:
-        prefix = ["py-spy", "record", "--format", "raw", "--rate", "500", "-o", str(spy), "--"]
+        # --nonblocking: py-spy reads the stacks without pausing the server (less perturbation).
+        prefix = ["py-spy", "record", "--format", "raw", "--rate", "500", "--nonblocking"]
+        prefix += ["-o", str(spy), "--"]
     env = {**os.environ, "PYTHONPATH": str(source)}
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
