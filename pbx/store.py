@@ -33,12 +33,11 @@ import asyncio
 import dataclasses
 import json
 import re
-import sqlite3
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import aiosqlite
@@ -291,14 +290,30 @@ class SqliteBackend:
         return cls(db)
 
     async def run(self, plan: Plan) -> list[int]:
-        # The whole transaction is one call on aiosqlite's thread (issue #21): awaiting BEGIN,
-        # each statement, its cursor's close and COMMIT in turn made four or more round trips
-        # per commit, each a future, a queue hand-off and a wake-up of the loop (~30 µs of the
-        # loop's CPU apiece), and a registration under load is often a commit of its own.
-        # ``Connection._execute`` (run a callable on the connection's thread) and ``_conn`` are
-        # aiosqlite's own, unchanged across the pinned versions; tests/test_store.py runs them.
-        on_thread = cast(Callable[..., Awaitable[list[int]]], self.db._execute)
-        return await on_thread(_run_plan, self.db._conn, plan)
+        counts: list[int] = []
+        db = self.db
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            for sql, params in plan:
+                if sql is None:
+                    counts.append(0)
+                elif len(params) == 1:
+                    cursor = await db.execute(sql, params[0])
+                    counts.append(cursor.rowcount)
+                    await cursor.close()
+                else:
+                    cursor = await db.executemany(sql, params)
+                    await cursor.close()
+                    counts.append(-1)
+            await db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                try:
+                    await db.execute("ROLLBACK")
+                except Exception:
+                    log.error("store_rollback_failed", exc_info=True)
+            raise
+        return counts
 
     async def fetch(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         rows = await self.db.execute_fetchall(sql, params)
@@ -432,9 +447,6 @@ class Store:
         self._closing = False
         self._writer: asyncio.Task[None] | None = None
         self._retry_at = 0.0  # monotonic: held call records wait until then (database down)
-        # Urgent commits (registrations, flushes) start at most this often: see ``_run``.
-        self.urgent_commit_gap = URGENT_COMMIT_GAP_SECONDS
-        self._last_commit_at = float("-inf")  # monotonic: when the last commit started
 
     @property
     def dialect(self) -> Dialect:
@@ -827,19 +839,9 @@ class Store:
                             await queue.urgent.wait()
                     except TimeoutError:
                         pass
-            elif not self._closing:
-                # Group commit of urgent writes under load (issue #21): a commit costs far more
-                # than a row (~130 µs of CPU against ~20), and at 1,500 registrations/s one
-                # arrives every 0.7 ms, so each had a commit of its own. Commits now start at
-                # most every ``urgent_commit_gap``; a registration after a quiet spell is
-                # committed at once, one in a busy second waits a few milliseconds at most.
-                wait = self._last_commit_at + self.urgent_commit_gap - self.clock.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
             batch, queue.ops = queue.ops, []
             queue.wakeup.clear()
             queue.urgent.clear()
-            self._last_commit_at = self.clock.monotonic()
             await self._commit(batch)
 
     async def _commit(self, batch: list[_Op]) -> None:
@@ -900,11 +902,6 @@ class Store:
             self._queue.ops[:0] = held
             self._queue.wakeup.set()
         self._retry_at = self.clock.monotonic() + self.retry_interval
-
-
-# Urgent commits start at most this often (``Store._run``): under load, registrations share
-# commits; a phone waits at most this much longer for its 200 (it retransmits after 500 ms).
-URGENT_COMMIT_GAP_SECONDS = 0.003
 
 
 def _check_interval(commit_interval: float) -> None:
@@ -995,30 +992,6 @@ async def _recover_calls(backend: Backend, node: str | None) -> int:
         plan.append((_FORGET_RECORDING, forget))
     counts = await backend.run(plan)
     return counts[0]
-
-
-def _run_plan(db: sqlite3.Connection, plan: Plan) -> list[int]:
-    """``SqliteBackend.run`` on the connection's own thread: ``plan`` in one transaction."""
-    counts: list[int] = []
-    try:
-        db.execute("BEGIN IMMEDIATE")
-        for sql, params in plan:
-            if sql is None:
-                counts.append(0)
-            elif len(params) == 1:
-                counts.append(db.execute(sql, params[0]).rowcount)
-            else:
-                db.executemany(sql, params)
-                counts.append(-1)
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            try:
-                db.execute("ROLLBACK")
-            except Exception:
-                log.error("store_rollback_failed", exc_info=True)
-        raise
-    return counts
 
 
 def _consume(future: asyncio.Future[int]) -> None:

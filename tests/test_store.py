@@ -241,38 +241,6 @@ async def test_call_records_are_group_committed_within_a_second(tmp_path: Path) 
 
 
 @pytest.mark.asyncio
-async def test_registrations_in_a_busy_spell_share_commits_and_a_lone_one_does_not_wait(
-    tmp_path: Path,
-) -> None:
-    # Urgent commits start at most every urgent_commit_gap (issue #21). A wide gap here, so
-    # that a slow machine cannot blur what waited and what did not.
-    store = await Store.open(tmp_path / DATABASE_NAME)
-    store.urgent_commit_gap = 0.5
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    await store.save_binding(binding("10.0.0.1"))  # after a quiet spell: at once
-    assert loop.time() - started < 0.4
-    commits = store.stats.commits
-    # Right after that commit: these wait for the gap, then share one commit.
-    second = store.write_bindings((binding("10.0.0.2"),), ())
-    await asyncio.sleep(0.05)
-    third = store.write_bindings((binding("10.0.0.3"),), ())
-    await asyncio.sleep(0.05)
-    assert not second.done()
-    assert not third.done()
-    await asyncio.wait_for(asyncio.gather(second, third), timeout=5.0)
-    assert loop.time() - started >= 0.5
-    assert store.stats.commits == commits + 1
-    # Quiet again for longer than the gap: the next one is committed at once.
-    await asyncio.sleep(0.5)
-    lone = loop.time()
-    await store.save_binding(binding("10.0.0.4"))
-    assert loop.time() - lone < 0.4
-    assert len(await store.load_bindings(NOW + 1)) == 4
-    await store.close()
-
-
-@pytest.mark.asyncio
 async def test_a_registration_does_not_wait_for_the_call_record_window(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / DATABASE_NAME, commit_interval=0.8)
     loop = asyncio.get_running_loop()
