@@ -32,9 +32,11 @@ on how busy the machine is; this figure much less.
   printed side by side at the end. With ``--rates 1500 --no-baseline`` that is the CPU per
   registration at a fixed rate, before and after, in the same run.
 - ``--warmup``: seconds at the first rate before the measured steps (unmeasured), so the measured
-  steps refresh bindings as phones do, instead of creating them.
-- ``--spy FILE``: this checkout's server runs under py-spy (500 Hz, raw stacks to FILE), and the
-  functions with the most samples are printed (``loadtests.profile_top``).
+  steps refresh bindings as phones do, instead of creating them: give it at least 10,000
+  registrations (``--warmup 7`` at 1,500/s), or the first step still creates some bindings.
+- ``--spy FILE``: the server runs under py-spy (500 Hz, raw stacks to FILE; the ``--before``
+  server's to ``FILE.REV``), and the functions with the most samples are printed
+  (``loadtests.profile_top``). Under py-spy the CPU figures are not the server's alone.
 """
 
 from __future__ import annotations
@@ -540,7 +542,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 source = stack.enter_context(checkout_of(args.before, workdir))
                 servers.insert(0, (args.before, source))
             for label, source in servers:
-                spy = args.spy if source == REPO else None
+                spy = args.spy
+                if spy is not None and source != REPO:  # the --before server's own file
+                    spy = spy.with_name(f"{spy.name}.{args.before}")
                 steps: list[Step] = []
                 best = _server_run(
                     label, source, workdir, rates, seconds, deadline, args, spy, steps
