@@ -335,6 +335,12 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
+def user_system_seconds(pid: int) -> tuple[float, float]:
+    """The process's user and system CPU seconds (the kernel's share: sockets, the loopback)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
 def thread_cpu(pid: int) -> list[tuple[str, float]]:
     """CPU seconds of each thread of ``pid`` (name, utime + stime), busiest first."""
     found = []
@@ -630,7 +636,12 @@ def _server_run(
             local_port=local_port,
         )
         threads = ", ".join(f"{name} {cpu:.2f} s" for name, cpu in thread_cpu(pid)[:4])
-        print(f"  CPU by thread over the whole run: {threads}", flush=True)
+        user, system = user_system_seconds(pid)
+        print(
+            f"  CPU over the whole run: user {user:.2f} s, system {system:.2f} s"
+            f" (by thread: {threads})",
+            flush=True,
+        )
         return best
 
 
