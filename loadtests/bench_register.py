@@ -37,6 +37,10 @@ on how busy the machine is; this figure much less.
 - ``--spy FILE``: the server runs under py-spy (500 Hz, raw stacks to FILE; the ``--before``
   server's to ``FILE.REV``), and the functions with the most samples are printed
   (``loadtests.profile_top``). Under py-spy the CPU figures are not the server's alone.
+- ``--rounds N``: the pair of servers N times, alternating which runs first. On a shared machine
+  one run's figure can be 20 % off the next (an A/A run, ``--before HEAD``, gave 0.46 to 0.61 ms
+  per registration), so compare several rounds, or instruction counts (callgrind) for small
+  changes.
 """
 
 from __future__ import annotations
@@ -529,6 +533,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--spy", type=Path, help="run this checkout's server under py-spy (raw stacks to FILE)"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="with --before: run the pair this many times, alternating which goes first",
+    )
     args = parser.parse_args(argv)
     seconds = 5 if args.quick else args.seconds
     rates = _rates(args.rates, SERVER_RATES)
@@ -547,7 +557,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.before:
                 source = stack.enter_context(checkout_of(args.before, workdir))
                 servers.insert(0, (args.before, source))
-            for label, source in servers:
+            # On a shared machine one run's figure can be 20 % off the next (an A/A run, --before
+            # HEAD, gave 0.46 to 0.61 ms): with --rounds, the pair repeats, order alternating.
+            runs = [
+                server
+                for round_ in range(args.rounds)
+                for server in (servers if round_ % 2 == 0 else servers[::-1])
+            ]
+            for label, source in runs:
                 spy = args.spy
                 if spy is not None and source != REPO:  # the --before server's own file
                     spy = spy.with_name(f"{spy.name}.{args.before}")
