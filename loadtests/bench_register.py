@@ -21,6 +21,26 @@ achieved rate, failures, retransmissions, response time and the server's CPU use
 
 Every process is started here and ended by its pid. The run stops stepping when its time budget
 (``--budget``, default 540 s) would be exceeded.
+
+CPU per registration (issue #21): each row also shows the server's CPU time per successful
+registration (utime + stime from /proc over the step, divided by the registrations). Rates depend
+on how busy the machine is; this figure much less.
+
+- ``--before REV``: the same steps are run first against a server started from a git worktree of
+  ``REV`` (``git worktree add --detach`` into the work directory, removed at the end; the server
+  runs with cwd and PYTHONPATH = that worktree), then against this checkout; the two figures are
+  printed side by side at the end. With ``--rates 1500 --no-baseline`` that is the CPU per
+  registration at a fixed rate, before and after, in the same run.
+- ``--warmup``: seconds at the first rate before the measured steps (unmeasured), so the measured
+  steps refresh bindings as phones do, instead of creating them: give it at least 10,000
+  registrations (``--warmup 7`` at 1,500/s), or the first step still creates some bindings.
+- ``--spy FILE``: the server runs under py-spy (500 Hz, raw stacks to FILE; the ``--before``
+  server's to ``FILE.REV``), and the functions with the most samples are printed
+  (``loadtests.profile_top``). Under py-spy the CPU figures are not the server's alone.
+- ``--rounds N``: the pair of servers N times, alternating which runs first. On a shared machine
+  one run's figure can be 20 % off the next (an A/A run, ``--before HEAD``, gave 0.46 to 0.61 ms
+  per registration), so compare several rounds, or instruction counts (callgrind) for small
+  changes.
 """
 
 from __future__ import annotations
@@ -41,6 +61,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadtests import profile_top
+
 REPO = Path(__file__).resolve().parents[1]
 SIPP_DIR = REPO / "tests" / "sipp"
 HOST = "127.0.0.1"
@@ -48,7 +70,7 @@ USERS_PER_TENANT = 5_000
 TENANTS = 2
 RETRANSMISSION_LIMIT = 0.001  # 0.1 % of the requests sent
 LATE_FACTOR = 1.03  # a step may take 3 % (+1 s) longer than planned, no more
-SERVER_RATES = (500, 750, 1000, 1250, 1500, 1750, 2000, 2500, 3000)
+SERVER_RATES = (500, 750, 1000, 1250, 1500, 1750, 2000, 2500, 3000, 3500, 4000)
 BASELINE_RATES = (1000, 2000, 3000, 4000, 6000, 8000, 10000, 12000)
 START_TIMEOUT = 60.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -141,15 +163,33 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
 
 
 @contextlib.contextmanager
-def pbx_server(config: Path, port: int, log_path: Path, log_level: str) -> Iterator[int]:
-    """Run ``pbx run``; yields its pid once it answers an OPTIONS on UDP ``port``."""
+def pbx_server(
+    config: Path,
+    port: int,
+    log_path: Path,
+    log_level: str,
+    *,
+    source: Path = REPO,
+    spy: Path | None = None,
+) -> Iterator[int]:
+    """Run ``pbx run`` from the checkout ``source`` (cwd and PYTHONPATH); yields its pid once it
+    answers an OPTIONS on UDP ``port``. ``spy``: under py-spy, raw stacks to that file (the pid
+    yielded is then the server's, py-spy's child)."""
+    prefix = []
+    if spy is not None:
+        # --nonblocking: py-spy reads the stacks without pausing the server (less perturbation).
+        prefix = ["py-spy", "record", "--format", "raw", "--rate", "500", "--nonblocking"]
+        prefix += ["-o", str(spy), "--"]
+    env = {**os.environ, "PYTHONPATH": str(source)}
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [
+                *prefix,
                 *(sys.executable, "-m", "pbx", "run", "--config", str(config)),
                 *("--log-json", "--log-level", log_level),
             ],
-            cwd=REPO,
+            cwd=source,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log_file,
@@ -159,9 +199,44 @@ def pbx_server(config: Path, port: int, log_path: Path, log_level: str) -> Itera
         while not _answers_options(port):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"pbx did not start; see {log_path}")
-        yield process.pid
+        pid = _spied_child(process.pid) if spy is not None else process.pid
+        try:
+            yield pid
+        finally:
+            if spy is not None and process.poll() is None:
+                # py-spy writes its file once its child has ended: end the server first.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(60)
     finally:
         stop(process)
+
+
+def _spied_child(pid: int) -> int:
+    """The server's pid under py-spy: py-spy's child."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    found = children.read_text().split() if children.exists() else []
+    return int(found[0]) if found else pid
+
+
+@contextlib.contextmanager
+def checkout_of(rev: str, workdir: Path) -> Iterator[Path]:
+    """A detached git worktree of ``rev`` under ``workdir``, removed at the end."""
+    path = workdir / f"checkout-{rev}"
+    subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), rev],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        yield path
+    finally:
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)],
+            check=False,
+            stdout=subprocess.DEVNULL,
+        )
 
 
 def _answers_options(port: int) -> bool:
@@ -229,6 +304,13 @@ class Step:
     elapsed: float  # seconds, SIPp's whole run
     response_ms: float  # SIPp's mean response time (401 + 200 exchanges, "call length")
     cpu: float | None  # the server's CPU use over the step, in % of one core
+    cpu_seconds: float | None = None  # the server's CPU time over the step
+
+    @property
+    def cpu_per_registration_ms(self) -> float | None:
+        if self.cpu_seconds is None or not self.succeeded:
+            return None
+        return 1000.0 * self.cpu_seconds / self.succeeded
 
     @property
     def achieved(self) -> float:
@@ -255,6 +337,23 @@ def cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def user_system_seconds(pid: int) -> tuple[float, float]:
+    """The process's user and system CPU seconds (the kernel's share: sockets, the loopback)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def thread_cpu(pid: int) -> list[tuple[str, float]]:
+    """CPU seconds of each thread of ``pid`` (name, utime + stime), busiest first."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            found.append((name, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS))
+    return sorted(found, key=lambda item: -item[1])
 
 
 def run_step(
@@ -320,9 +419,10 @@ def run_step(
         stop(process)
     elapsed = time.monotonic() - started
     cpu_after = cpu_seconds(measured_pid)
-    cpu = None
+    cpu = used = None
     if cpu_before is not None and cpu_after is not None:
-        cpu = 100.0 * (cpu_after - cpu_before) / elapsed
+        used = cpu_after - cpu_before
+        cpu = 100.0 * used / elapsed
     last = _last_stats_row(stats)
     if last is None:
         raise RuntimeError(f"SIPp wrote no statistics: {err.decode(errors='replace')[-2000:]}")
@@ -335,6 +435,7 @@ def run_step(
         elapsed=elapsed,
         response_ms=_duration_ms(last.get("CallLength(C)", "")),
         cpu=cpu,
+        cpu_seconds=used,
     )
 
 
@@ -369,13 +470,17 @@ def climb(
     deadline: float,
     *,
     moving: bool = False,
+    steps: list[Step] | None = None,
+    local_port: int | None = None,
 ) -> Step | None:
-    """Step up through ``rates``; the highest passing step (None if the first fails)."""
+    """Step up through ``rates``; the highest passing step (None if the first fails). Every
+    step run is appended to ``steps``."""
     best = None
     # The same 10,000 phones at every step: one address, so a step refreshes the bindings the
     # last one made. ``moving``: a new address per step, so every step adds a contact to each
     # extension (up to max_contacts, 5) and the 200 OKs list them all.
-    local_port = None if moving else free_udp_port()
+    if local_port is None and not moving:
+        local_port = free_udp_port()
     for rate in rates:
         if time.monotonic() + seconds * 1.5 + 10 > deadline:
             print(f"  {name}: time budget reached before {rate}/s", flush=True)
@@ -383,6 +488,8 @@ def climb(
         step = run_step(target, users, rate, seconds, workdir, measured_pid, local_port)
         # The machine may be shared: the 1-minute load average tells how quiet it was.
         print(f"  {name:8} {_row(step)}  load {os.getloadavg()[0]:.2f}", flush=True)
+        if steps is not None:
+            steps.append(step)
         if not step.passed:
             break
         best = step
@@ -391,12 +498,14 @@ def climb(
 
 def _row(step: Step) -> str:
     cpu = f"{step.cpu:5.0f} %" if step.cpu is not None else "    -  "
+    per = step.cpu_per_registration_ms
+    per_text = f"{per:6.3f} ms/reg" if per is not None else "     -       "
     verdict = "pass" if step.passed else "FAIL"
     return (
         f"{step.rate:6d}/s  achieved {step.achieved:7.0f}/s"
         f"  ok {step.succeeded:7d}/{step.planned:<7d}"
         f" failed {step.failed:5d}  retrans {100 * step.retransmission_ratio:6.3f} %"
-        f"  mean {step.response_ms:7.1f} ms  cpu {cpu}  {verdict}"
+        f"  mean {step.response_ms:7.1f} ms  cpu {cpu} {per_text}  {verdict}"
     )
 
 
@@ -415,6 +524,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="a new phone address at each step (contacts accumulate up to max_contacts)",
     )
+    parser.add_argument(
+        "--before", metavar="REV", help="run the same steps first against a server of this commit"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=0, help="unmeasured seconds at the first rate, per server"
+    )
+    parser.add_argument(
+        "--spy", type=Path, help="run this checkout's server under py-spy (raw stacks to FILE)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="with --before: run the pair this many times, alternating which goes first",
+    )
     args = parser.parse_args(argv)
     seconds = 5 if args.quick else args.seconds
     rates = _rates(args.rates, SERVER_RATES)
@@ -422,27 +546,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     deadline = time.monotonic() + args.budget
     workdir = Path(tempfile.mkdtemp(prefix="bench-register-"))
     try:
-        port = free_udp_port()
-        config, users = write_load_config(workdir, port)
         print(
             f"bench_register: {TENANTS * USERS_PER_TENANT} users, {seconds} s per step, "
             f"UDP on {HOST}, {os.cpu_count()} CPUs, work dir {workdir}",
             flush=True,
         )
-        server_log = workdir / "pbx.log"
-        with pbx_server(config, port, server_log, args.log_level) as pid:
-            print(f"pbx (pid {pid}, UDP {port}, log level {args.log_level}):", flush=True)
-            best = climb(
-                "pbx",
-                port,
-                pid,
-                users,
-                rates,
-                seconds,
-                workdir,
-                deadline,
-                moving=args.moving_phones,
-            )
+        results: list[tuple[str, list[Step], Step | None]] = []
+        with contextlib.ExitStack() as stack:
+            servers = [("this checkout", REPO)]
+            if args.before:
+                source = stack.enter_context(checkout_of(args.before, workdir))
+                servers.insert(0, (args.before, source))
+            # On a shared machine one run's figure can be 20 % off the next (an A/A run, --before
+            # HEAD, gave 0.46 to 0.61 ms): with --rounds, the pair repeats, order alternating.
+            runs = [
+                server
+                for round_ in range(args.rounds)
+                for server in (servers if round_ % 2 == 0 else servers[::-1])
+            ]
+            for label, source in runs:
+                spy = args.spy
+                if spy is not None and source != REPO:  # the --before server's own file
+                    spy = spy.with_name(f"{spy.name}.{args.before}")
+                steps: list[Step] = []
+                best = _server_run(
+                    label, source, workdir, rates, seconds, deadline, args, spy, steps
+                )
+                results.append((label, steps, best))
+                if spy is not None:
+                    print(profile_top.summary(spy.read_text()), flush=True)
         baseline = None
         if not args.no_baseline:
             with sipp_uas(workdir) as (uas_pid, uas_port):
@@ -451,24 +583,83 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "sipp-uas",
                     uas_port,
                     uas_pid,
-                    users,
+                    _users_file(workdir),
                     baseline_rates,
                     seconds,
                     workdir,
                     deadline,
                 )
         print()
+        print("Server CPU per registration (REGISTER, 401, REGISTER with digest, 200):")
+        for label, steps, _ in results:
+            figures = ", ".join(
+                f"{s.rate}/s {s.cpu_per_registration_ms:.3f} ms"
+                for s in steps
+                if s.cpu_per_registration_ms is not None
+            )
+            print(f"  {label:14} {figures or '-'}")
+        print("  target:        <= 0.2 ms")
         print(f"Highest rate sustained {seconds} s with 0 failures and < 0.1 % retransmissions:")
-        print(f"  pbx:                {_best(best)}")
+        for label, _, best in results:
+            print(f"  pbx {label + ':':16}{_best(best)}")
         if not args.no_baseline:
-            print(f"  SIPp UAS baseline:  {_best(baseline)}")
-        print("  target:             >= 1500 authenticated registrations/s")
+            print(f"  SIPp UAS baseline:    {_best(baseline)}")
+        print("  target:               >= 3000 authenticated registrations/s")
         return 0
     finally:
         if args.keep:
             print(f"work dir kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _users_file(workdir: Path) -> Path:
+    return workdir / "server-0" / "users.csv"
+
+
+def _server_run(
+    label: str,
+    source: Path,
+    workdir: Path,
+    rates: Sequence[int],
+    seconds: int,
+    deadline: float,
+    args: argparse.Namespace,
+    spy: Path | None,
+    steps: list[Step],
+) -> Step | None:
+    """One server (from ``source``) on a fresh data directory: warm-up, then the steps."""
+    root = workdir / f"server-{len(list(workdir.glob('server-*')))}"
+    port = free_udp_port()
+    config, users = write_load_config(root, port)
+    server_log = root / "pbx.log"
+    with pbx_server(config, port, server_log, args.log_level, source=source, spy=spy) as pid:
+        print(f"pbx {label} (pid {pid}, UDP {port}, log level {args.log_level}):", flush=True)
+        local_port = None if args.moving_phones else free_udp_port()
+        if args.warmup:
+            step = run_step(port, users, rates[0], args.warmup, root, pid, local_port)
+            print(f"  warm-up  {_row(step)}  load {os.getloadavg()[0]:.2f}", flush=True)
+        best = climb(
+            "pbx",
+            port,
+            pid,
+            users,
+            rates,
+            seconds,
+            root,
+            deadline,
+            moving=args.moving_phones,
+            steps=steps,
+            local_port=local_port,
+        )
+        threads = ", ".join(f"{name} {cpu:.2f} s" for name, cpu in thread_cpu(pid)[:4])
+        user, system = user_system_seconds(pid)
+        print(
+            f"  CPU over the whole run: user {user:.2f} s, system {system:.2f} s"
+            f" (by thread: {threads})",
+            flush=True,
+        )
+        return best
 
 
 def _rates(text: str | None, default: Sequence[int]) -> list[int]:

@@ -35,7 +35,7 @@ import json
 import re
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
@@ -1041,7 +1041,7 @@ def _binding_params(binding: Binding, node: str | None) -> tuple[Any, ...]:
         binding.extension,
         binding.contact_key,
         binding.contact,
-        json.dumps([list(p) for p in binding.contact_params]),
+        _json_params(binding.contact_params),
         binding.source_host,
         binding.source_port,
         binding.transport,
@@ -1051,9 +1051,21 @@ def _binding_params(binding: Binding, node: str | None) -> tuple[Any, ...]:
         binding.registered_at,
         binding.expires_at,
         binding.user_agent,
-        json.dumps(list(binding.path)),
+        _json_path(binding.path),
         node,
     )
+
+
+# A binding's contact params and Path are the same few values across phones and refreshes
+# (most often none): their JSON is made once per distinct value, not once per registration.
+@lru_cache(maxsize=256)
+def _json_params(params: Params) -> str:
+    return json.dumps([list(p) for p in params])
+
+
+@lru_cache(maxsize=256)
+def _json_path(path: tuple[str, ...]) -> str:
+    return json.dumps(list(path))
 
 
 def _call_params(record: CallRecord, node: str | None) -> tuple[Any, ...]:

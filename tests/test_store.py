@@ -101,6 +101,26 @@ async def test_bindings_survive_reopen(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_bindings_keep_their_own_params_and_path_when_json_is_reused(
+    tmp_path: Path,
+) -> None:
+    # The JSON of contact params and Path is made once per distinct value (issue #21): each
+    # binding must still get back exactly its own, including after a value was seen before.
+    store = await Store.open(tmp_path / DATABASE_NAME)
+    plain = replace(binding("10.0.0.1"), contact_params=())
+    weighted = replace(binding("10.0.0.2"), contact_params=(("q", "0.7"),))
+    routed = replace(binding("10.0.0.3"), path=("<sip:edge1.example;lr>",))
+    again = replace(binding("10.0.0.4"), contact_params=(("q", "0.7"),), path=())
+    for b in (plain, weighted, routed, again):
+        await store.save_binding(b)
+    by_contact = {b.contact: b for b in await store.load_bindings(NOW + 1)}
+    await store.close()
+    for b in (plain, weighted, routed, again):
+        assert by_contact[b.contact].contact_params == b.contact_params
+        assert by_contact[b.contact].path == b.path
+
+
+@pytest.mark.asyncio
 async def test_refresh_and_delete_are_written_through(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / DATABASE_NAME)
     first = binding()

@@ -444,3 +444,32 @@ def test_secret_and_algorithms_are_checked() -> None:
         DigestAuthenticator(b"short")
     with pytest.raises(ValueError, match="algorithms"):
         DigestAuthenticator(SECRET, algorithms=())
+
+
+def test_nonce_mac_is_keyed_by_the_whole_secret_even_beyond_32_bytes() -> None:
+    # The nonce MAC is keyed BLAKE2s (at most 32 key bytes): a longer secret is hashed into the
+    # key, so two secrets differing only after byte 32 still make foreign nonces.
+    long_secret = b"s" * 40
+    auth = DigestAuthenticator(long_secret)
+    challenge = auth.challenge(REALM, T0)[0]
+    assert auth.verify("REGISTER", answer(challenge), REALM, lookup, T0).ok
+    other = DigestAuthenticator(long_secret[:-1] + b"t")
+    assert other.verify("REGISTER", answer(challenge), REALM, lookup, T0).reason == "nonce_unknown"
+
+
+def test_nonce_with_one_mac_bit_changed_is_not_ours() -> None:
+    auth = make_auth()
+    nonce = challenge_params(auth.challenge(REALM, T0)[0])["nonce"]
+    raw = bytearray(base64.urlsafe_b64decode(nonce))
+    raw[-1] ^= 1
+    forged = base64.urlsafe_b64encode(bytes(raw)).decode()
+    ha1 = compute_ha1("MD5", "1001", REALM, "s3cret")
+    resp = compute_response(
+        "MD5", ha1, method="REGISTER", uri=URI, nonce=forged, qop="auth", nc="00000001",
+        cnonce="x",
+    )  # fmt: skip
+    value = (
+        f'Digest username="1001", realm="{REALM}", nonce="{forged}", uri="{URI}", '
+        f'response="{resp}", qop=auth, nc=00000001, cnonce="x"'
+    )
+    assert auth.verify("REGISTER", value, REALM, lookup, T0).reason == "nonce_unknown"
