@@ -195,7 +195,7 @@ def write_tenants(root: Path, users_per_tenant: int) -> tuple[Path, Path]:
             'timezone = "Asia/Tokyo"\n', 'timezone = "Asia/Tokyo"\nqualify_seconds = 0\n', 1
         )
         path.write_text(text, encoding="utf-8")
-    acme = bench_calls.TENANT.replace("default = true", "default = false\nqualify_seconds = 0")
+    acme = bench_calls.TENANT.replace("default = true", "default = false")  # keep-alives off
     (tenants / "acme.toml").write_text(acme, encoding="utf-8")
     (root / "pbx.toml").unlink()
     return tenants, users
