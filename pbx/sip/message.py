@@ -9,7 +9,7 @@ serialization in ``SipRequest.to_bytes`` / ``SipResponse.to_bytes``.
 from __future__ import annotations
 
 from dataclasses import field
-from typing import NewType
+from typing import NewType, TypeVar
 
 from pbx.immutable import immutable
 
@@ -85,6 +85,7 @@ class SipUri:
     port: int | None = None
     params: Params = ()
     headers: str | None = None  # the text after "?", escaped, never turned into real headers
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def param(self, name: str) -> str | None:
         return get_param(self.params, name)
@@ -98,6 +99,13 @@ class SipUri:
         return value.upper() if value else None
 
     def __str__(self) -> str:
+        text = self._text
+        if text is None:
+            text = self._format()
+            object.__setattr__(self, "_text", text)
+        return text
+
+    def _format(self) -> str:
         out = [self.scheme, ":"]
         if self.user is not None:
             out.append(self.user)
@@ -152,6 +160,7 @@ class NameAddress:
     uri: Uri
     display_name: str | None = None  # as written: quoted-string with its quotes, or token(s)
     params: Params = ()
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def tag(self) -> Tag | None:
@@ -168,11 +177,19 @@ class NameAddress:
 
     def with_tag(self, tag: str) -> NameAddress:
         kept = tuple((k, v) for k, v in self.params if k.lower() != "tag")
-        return NameAddress(self.uri, self.display_name, (*kept, ("tag", tag)))
+        tagged = NameAddress(self.uri, self.display_name, (*kept, ("tag", tag)))
+        if len(kept) == len(self.params):
+            # Only a parameter appended: the text is this value's text plus ";tag=...".
+            remember_text(tagged, f"{self};tag={tag}")
+        return tagged
 
     def __str__(self) -> str:
-        name = f"{self.display_name} " if self.display_name else ""
-        return f"{name}<{self.uri}>{format_params(self.params)}"
+        text = self._text
+        if text is None:
+            name = f"{self.display_name} " if self.display_name else ""
+            text = f"{name}<{self.uri}>{format_params(self.params)}"
+            object.__setattr__(self, "_text", text)
+        return text
 
 
 @immutable
@@ -184,6 +201,7 @@ class Via:
     port: int | None = None
     params: Params = ()
     protocol: str = "SIP/2.0"
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def branch(self) -> Branch | None:
@@ -228,8 +246,28 @@ class Via:
         return Via(self.transport, self.host, self.port, tuple(params), self.protocol)
 
     def __str__(self) -> str:
-        port = f":{self.port}" if self.port is not None else ""
-        return f"{self.protocol}/{self.transport} {self.host}{port}{format_params(self.params)}"
+        text = self._text
+        if text is None:
+            port = f":{self.port}" if self.port is not None else ""
+            params = format_params(self.params)
+            text = f"{self.protocol}/{self.transport} {self.host}{port}{params}"
+            object.__setattr__(self, "_text", text)
+        return text
+
+
+# The wire text of a header value, kept on the value (URIs, name-addrs, Via): the parser stores
+# the text it read when that text is exactly what formatting the value would give, and __str__
+# otherwise formats once and keeps the result. The values are immutable, so the text never goes
+# stale; ``dataclasses.replace`` makes a new value without it (an ``init=False`` field is not
+# copied), so a changed value is always formatted afresh. Not part of equality, hash or repr.
+_T = TypeVar("_T", SipUri, NameAddress, Via)
+
+
+def remember_text(value: _T, text: str) -> _T:
+    """``value`` with ``text`` kept as its wire form; the caller guarantees that ``text`` is
+    exactly what formatting ``value`` writes (the parser, when the input was canonical)."""
+    object.__setattr__(value, "_text", text)
+    return value
 
 
 @immutable

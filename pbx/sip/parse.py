@@ -41,6 +41,7 @@ from pbx.sip.message import (
     Uri,
     Via,
     canonical_header_name,
+    remember_text,
 )
 
 __all__ = [
@@ -267,6 +268,11 @@ def _parse_params(text: str, what: str) -> Params:
     return tuple(out)
 
 
+def _canonical_port(port_text: str | None) -> bool:
+    """Whether a port is written as formatting writes it (no leading zero), or absent."""
+    return port_text is None or port_text[0] != "0" or port_text == "0"
+
+
 def _split_params(text: str) -> Params:
     """``;a=b;c`` already known to be well-formed (no LWS, no quotes) into pairs."""
     if text.find(";", 1) < 0:
@@ -287,7 +293,11 @@ def parse_uri(text: str) -> Uri:
         port = None if port_text is None else int(port_text)
         if port is None or port <= 65535:
             params = _split_params(ptext) if ptext else ()
-            return SipUri(scheme, host.lower(), user, password, port, params, None)
+            lower_host = host.lower()
+            uri = SipUri(scheme, lower_host, user, password, port, params, None)
+            if lower_host == host and _canonical_port(port_text):
+                remember_text(uri, text)
+            return uri
     match = _SCHEME_RE.match(text)
     if match is None:
         raise _fail(f"not a URI: {text!r}")
@@ -361,16 +371,26 @@ def parse_name_addr(text: str) -> NameAddress:
         quoted, tokens, scheme, user, password, host, port_text, uparams, ptext = sip.groups()
         port = None if port_text is None else int(port_text)
         if port is None or port <= 65535:
+            lower_host = host.lower()
             uri: Uri = SipUri(
                 scheme,
-                host.lower(),
+                lower_host,
                 user,
                 password,
                 port,
                 _split_params(uparams) if uparams else (),
                 None,
             )
-            return NameAddress(uri, quoted or tokens, _split_params(ptext) if ptext else ())
+            name = quoted or tokens
+            address = NameAddress(uri, name, _split_params(ptext) if ptext else ())
+            # Formatting writes "<uri>" or "name <uri>": one space, host in lower case.
+            if (
+                lower_host == host
+                and _canonical_port(port_text)
+                and (text[0] == "<" if name is None else text.startswith(" <", len(name)))
+            ):
+                remember_text(address, text)
+            return address
     fast = _NAME_ADDR_FAST_RE.fullmatch(text)
     if fast is not None:
         quoted, tokens, uri_text, ptext = fast.groups()
@@ -427,7 +447,11 @@ def parse_via(text: str) -> Via:
         fast_port = None if port_text is None else int(port_text)
         if fast_port is None or fast_port <= 65535:
             params = _split_params(ptext) if ptext else ()
-            return Via(transport.upper(), host.lower(), fast_port, params)
+            upper_transport, lower_host = transport.upper(), host.lower()
+            via = Via(upper_transport, lower_host, fast_port, params)
+            if upper_transport == transport and lower_host == host and _canonical_port(port_text):
+                remember_text(via, text)
+            return via
     text = text.strip(" \t")
     match = _VIA_RE.match(text)
     if match is None:
