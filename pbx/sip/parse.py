@@ -22,7 +22,9 @@ From, To, Call-ID and CSeq (``partial.can_answer``), ``partial.error_response(..
 from __future__ import annotations
 
 import re
-from typing import Final
+from collections.abc import Callable
+from functools import _lru_cache_wrapper, lru_cache, wraps
+from typing import Any, Final, TypeVar
 
 from pbx.errors import LocalProtocolError, RemoteProtocolError
 from pbx.immutable import immutable
@@ -47,9 +49,13 @@ from pbx.sip.message import (
 __all__ = [
     "MAX_CSEQ",
     "MAX_MESSAGE_SIZE",
+    "MEMO_ENTRIES",
+    "MEMO_TEXT_LENGTH",
     "PartialMessage",
     "SipParseError",
+    "clear_memos",
     "is_keepalive",
+    "memo_entries",
     "parse_message",
     "parse_name_addr",
     "parse_uri",
@@ -285,6 +291,45 @@ def _split_params(text: str) -> Params:
     return tuple(out)
 
 
+# The header values of a message are parsed through a memo (``_memoized``): the same text comes
+# back many times (a dialog's From and To in each of its requests and responses, a transaction's
+# top Via in each of its responses, a phone's Contact in every REGISTER and answer, the
+# Request-URI of every call to a number) and the values are immutable, so one parse can serve
+# them all. A memo keeps at most MEMO_ENTRIES values (the least recently used go first), each
+# from a header line of at most MEMO_TEXT_LENGTH characters: with the caps' parameter count, a
+# value of that length takes at most about 6 KB, so the four memos hold 12 MB at worst (about
+# 1 MB with usual headers), whatever peers send. Errors are not memoized: malformed text is
+# parsed, and refused, every time. The public ``parse_*`` functions parse afresh.
+MEMO_ENTRIES: Final = 512
+MEMO_TEXT_LENGTH: Final = 192
+
+_V = TypeVar("_V")
+_MEMOS: list[_lru_cache_wrapper[Any]] = []
+
+
+def _memoized(parse: Callable[[str], _V]) -> Callable[[str], _V]:
+    """``parse`` with a bounded memo of its results for short texts."""
+    memo = lru_cache(maxsize=MEMO_ENTRIES)(parse)
+    _MEMOS.append(memo)
+
+    @wraps(parse)
+    def parse_value(text: str) -> _V:
+        return memo(text) if len(text) <= MEMO_TEXT_LENGTH else parse(text)
+
+    return parse_value
+
+
+def memo_entries() -> int:
+    """How many parsed header values the memos hold."""
+    return sum(memo.cache_info().currsize for memo in _MEMOS)
+
+
+def clear_memos() -> None:
+    """Empty the memos of parsed header values."""
+    for memo in _MEMOS:
+        memo.cache_clear()
+
+
 def parse_uri(text: str) -> Uri:
     """A sip/sips URI (RFC 3261 19.1), a tel URI (RFC 3966) or another absoluteURI, as written."""
     fast = _SIP_URI_FAST_RE.fullmatch(text)
@@ -467,16 +512,24 @@ def parse_via(text: str) -> Via:
     return Via(transport.upper(), host.lower(), port, params, protocol)
 
 
-def _parse_via_list(text: str) -> list[Via]:
+@_memoized
+def _parse_via_line(text: str) -> tuple[Via, ...]:
+    """The Vias of one Via header line."""
     if "," not in text:
-        return [parse_via(text)]
-    return [parse_via(part) for part in _split_strict(text, "Via")]
+        return (parse_via(text),)
+    return tuple(parse_via(part) for part in _split_strict(text, "Via"))
 
 
-def _parse_contacts(text: str) -> list[NameAddress]:
+@_memoized
+def _parse_contact_line(text: str) -> tuple[NameAddress, ...]:
+    """The addresses of one Contact header line (not "*")."""
     if "," not in text:
-        return [parse_name_addr(text)]
-    return [parse_name_addr(part) for part in _split_strict(text, "Contact")]
+        return (parse_name_addr(text),)
+    return tuple(parse_name_addr(part) for part in _split_strict(text, "Contact"))
+
+
+_parse_address = _memoized(parse_name_addr)  # From, To
+_parse_request_uri = _memoized(parse_uri)
 
 
 def _parse_cseq(text: str) -> CSeq:
@@ -734,14 +787,14 @@ def _build(
         raise _fail("missing Via")
     via: list[Via] = []
     for value in buckets[_VIA]:
-        via.extend(_parse_via_list(value))
+        via.extend(_parse_via_line(value))
     contact: list[NameAddress] = []
     contact_star = False
     for value in buckets[_CONTACT]:
         if value == "*":
             contact_star = True
         else:
-            contact.extend(_parse_contacts(value))
+            contact.extend(_parse_contact_line(value))
     if contact_star and (contact or len(buckets[_CONTACT]) > 1):
         raise _fail("Contact '*' mixed with addresses")
     max_forwards: int | None = None
@@ -749,8 +802,8 @@ def _build(
         if len(buckets[_MAX_FORWARDS]) > 1:
             raise _fail("more than one Max-Forwards")
         max_forwards = _parse_int(buckets[_MAX_FORWARDS][0], "Max-Forwards", MAX_MAX_FORWARDS)
-    from_ = parse_name_addr(buckets[_FROM][0])
-    to = parse_name_addr(buckets[_TO][0])
+    from_ = _parse_address(buckets[_FROM][0])
+    to = _parse_address(buckets[_TO][0])
     call_id = buckets[_CALL_ID][0]
     if not call_id or " " in call_id or not _CALL_ID_RE.fullmatch(call_id):
         raise _fail(f"bad Call-ID: {call_id!r}")
@@ -776,7 +829,7 @@ def _build(
             via[0] = via[0].stamped(source)
         return SipRequest(
             method,
-            parse_uri(uri_text),
+            _parse_request_uri(uri_text),
             tuple(via),
             from_,
             to,
