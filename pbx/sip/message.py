@@ -43,7 +43,7 @@ def has_param(params: Params, name: str) -> bool:
 
 def format_params(params: Params) -> str:
     """``;name=value;flag`` as written in a header or URI."""
-    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
+    return "".join([f";{k}" if v is None else f";{k}={v}" for k, v in params])
 
 
 def quote_string(text: str) -> str:
