@@ -5,7 +5,8 @@ suite. The target is at least 30,000 INVITE parses per second on one core.
 
 "INVITE answered" is what a call costs the message layer on the caller's side: the INVITE of a
 new call (branch, From tag and Call-ID never seen) parsed as received (top Via stamped), then 100,
-180 and 200 (with SDP) built from it and serialized.
+180 and 200 (with SDP) built from it and serialized. "a call's 6 messages" parses the six
+messages of a signalling call of ``bench_call_cpu`` (each call with its own tags and branches).
 
 ``--baseline REV`` (e.g. ``30ae1a8``, the commit before issue #21) also runs this same script
 against a temporary ``git worktree`` of REV, in a subprocess, and prints both sets of figures and
@@ -97,6 +98,50 @@ REGISTER = (
 )
 
 
+# The six messages pbx parses in a signalling call of bench_call_cpu (the carrier's INVITE, ACK
+# and BYE; the phone's 180, 200 and the 200 to our BYE), as captured from the server, with
+# "{n}" where each call has its own branch, tag or Call-ID.
+_CARRIER = (
+    "Via: SIP/2.0/UDP 127.0.0.2:58253;branch=z9hG4bK-cpu-{n}-{b}\r\nMax-Forwards: 70\r\n"
+    "From: <sip:0901112222@127.0.0.2:58253>;tag=c{n}\r\n"
+)
+_PHONE = (
+    "Via: SIP/2.0/UDP 127.0.0.1:58493;rport;branch=z9hG4bK{n:024x}{b}\r\n"
+    "From: <sip:0901112222@acme.example>;tag={n:016x}\r\n"
+    "To: <sip:1001@acme.example>;tag=p{n:032x}\r\nCall-ID: {n:032x}@127.0.0.1\r\n"
+)
+CALL_MESSAGES = (
+    "INVITE sip:0312345678@127.0.0.1:58493 SIP/2.0\r\n"
+    + _CARRIER.replace("{b}", "1")
+    + "To: <sip:0312345678@127.0.0.1:58493>\r\nCall-ID: cpu-{n}@127.0.0.2\r\n"
+    "CSeq: 1 INVITE\r\nContact: <sip:0901112222@127.0.0.2:58253;transport=UDP>\r\n"
+    "Content-Length: 0\r\n\r\n",
+    "SIP/2.0 180 Ringing\r\n" + _PHONE.replace("{b}", "1") + "CSeq: 1 INVITE\r\n"
+    "Contact: <sip:1001@127.0.0.1:46974>\r\nContent-Length: 0\r\n\r\n",
+    "SIP/2.0 200 OK\r\n" + _PHONE.replace("{b}", "1") + "CSeq: 1 INVITE\r\n"
+    "Contact: <sip:1001@127.0.0.1:46974>\r\nContent-Length: 0\r\n\r\n",
+    "ACK sip:pbx@127.0.0.1:58493 SIP/2.0\r\n"
+    + _CARRIER.replace("{b}", "2")
+    + "To: <sip:0312345678@127.0.0.1:58493>;tag={n:016x}\r\nCall-ID: cpu-{n}@127.0.0.2\r\n"
+    "CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+    "BYE sip:pbx@127.0.0.1:58493 SIP/2.0\r\n"
+    + _CARRIER.replace("{b}", "3")
+    + "To: <sip:0312345678@127.0.0.1:58493>;tag={n:016x}\r\nCall-ID: cpu-{n}@127.0.0.2\r\n"
+    "CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+    "SIP/2.0 200 OK\r\n" + _PHONE.replace("{b}", "2") + "CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+)
+
+
+def _calls(count: int) -> Iterator[list[bytes]]:
+    """The messages of ``count`` different calls (``CALL_MESSAGES``), over and over."""
+    return itertools.cycle([[m.format(n=n).encode() for m in CALL_MESSAGES] for n in range(count)])
+
+
+def _parse_call(calls: Iterator[list[bytes]]) -> None:
+    for data in next(calls):
+        parse_message(data, source=("127.0.0.2", 58253))
+
+
 def _rate(func: Callable[[Any], object], arg: object, seconds: float) -> float:
     """Best rate over windows of ~0.05 s (timeit's advice: the minimum time is the least noisy).
 
@@ -165,6 +210,7 @@ def measure(seconds: float) -> dict[str, float]:
         out[f"{name} caps check"] = _rate(partial(check_caps, caps=MessageCaps()), data, seconds)
     out["INVITE new call parse"] = _rate(_parse_next, _new_calls(INVITE, 10_000), seconds)
     out["INVITE answered"] = _rate(_invite_answered, _new_calls(INVITE, 10_000), seconds)
+    out["a call's 6 messages"] = _rate(_parse_call, _calls(10_000), seconds)
     return out
 
 

@@ -37,8 +37,7 @@ def get_param(params: Params, name: str) -> str | None:
 
 def has_param(params: Params, name: str) -> bool:
     """Whether a parameter called ``name`` (case-insensitive) is present, with or without value."""
-    lname = name.lower()
-    return any(key.lower() == lname for key, _ in params)
+    return name.lower() in [key.lower() for key, _ in params]
 
 
 def format_params(params: Params) -> str:

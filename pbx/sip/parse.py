@@ -294,13 +294,13 @@ def _split_params(text: str) -> Params:
 # The header values of a message are parsed through a memo (``_memoized``): the same text comes
 # back many times (a dialog's From and To in each of its requests and responses, a transaction's
 # top Via in each of its responses, a phone's Contact in every REGISTER and answer, the
-# Request-URI of every call to a number) and the values are immutable, so one parse can serve
-# them all. A memo is a dict of at most MEMO_ENTRIES values, emptied when full (an LRU's
-# bookkeeping cost more than its better hit rate saved: 12 % of a parse), each from a header line
-# of at most MEMO_TEXT_LENGTH characters: with the caps' parameter count such a value takes at
-# most about 6 KB, so the four memos hold 12 MB at worst (about 1 MB with usual headers),
-# whatever peers send. Errors are not memoized: malformed text is parsed, and refused, every
-# time. The public ``parse_*`` functions parse afresh.
+# Request-URI of every call to a number, "CSeq: 1 INVITE") and the values are immutable, so one
+# parse can serve them all. A memo is a dict of at most MEMO_ENTRIES values, emptied when full
+# (an LRU's bookkeeping cost more than its better hit rate saved: 12 % of a parse), each from a
+# header line of at most MEMO_TEXT_LENGTH characters: with the caps' parameter count such a value
+# takes at most about 6 KB, so the memos hold about 12 MB at worst (about 1 MB with usual
+# headers), whatever peers send. Errors are not memoized: malformed text is parsed, and refused,
+# every time. The public ``parse_*`` functions parse afresh.
 MEMO_ENTRIES: Final = 512
 MEMO_TEXT_LENGTH: Final = 192
 
@@ -540,6 +540,7 @@ _parse_address = _memoized(parse_name_addr)  # From, To
 _parse_request_uri = _memoized(parse_uri)
 
 
+@_memoized
 def _parse_cseq(text: str) -> CSeq:
     digits, _, method = text.partition(" ")
     if digits.isdigit() and digits.isascii() and len(digits) < 11 and _TOKEN_RE.fullmatch(method):

@@ -50,6 +50,7 @@ def test_messages_with_the_same_header_text_share_its_value() -> None:
     assert second.to is first.to
     assert second.contact[0] is first.contact[0]
     assert second.uri is first.uri
+    assert second.cseq is first.cseq
     assert second.from_ == NameAddress(
         SipUri("sip", "acme.example", "1001"), None, (("tag", "1928301774"),)
     )
@@ -73,17 +74,17 @@ def test_the_public_parsers_parse_afresh() -> None:
 def test_a_full_memo_is_emptied_before_it_grows() -> None:
     for n in range(MEMO_ENTRIES):
         parse_message(invite(z9hG4bK776asdhds=f"z9hG4bKbound{n}"))
-    # Via line, From, To, Contact and Request-URI: only the Via memo had new texts.
-    assert memo_entries() == MEMO_ENTRIES + 4
+    # Via line, From, To, Contact, CSeq and Request-URI: only the Via memo had new texts.
+    assert memo_entries() == MEMO_ENTRIES + 5
     parse_message(invite(z9hG4bK776asdhds="z9hG4bKbound-new"))
-    assert memo_entries() == 1 + 4
+    assert memo_entries() == 1 + 5
 
 
 def test_long_header_lines_are_parsed_but_not_kept() -> None:
     user = "u" * MEMO_TEXT_LENGTH
     first = parse_message(invite(**{"sip:1001@acme.example": f"sip:{user}@acme.example"}))
     assert first.from_.uri == SipUri("sip", "acme.example", user)
-    assert memo_entries() == 4  # Via, To, Contact and Request-URI; not From
+    assert memo_entries() == 5  # Via, To, Contact, CSeq and Request-URI; not From
     again = parse_message(invite(**{"sip:1001@acme.example": f"sip:{user}@acme.example"}))
     assert again.from_ == first.from_
     assert again.from_ is not first.from_
@@ -103,4 +104,4 @@ def test_malformed_values_are_refused_every_time(old: str, bad: str) -> None:
         with pytest.raises(SipParseError) as caught:
             parse_message(data)
         assert caught.value.status_hint == 400
-    assert memo_entries() <= 4
+    assert memo_entries() <= 5
