@@ -1,4 +1,5 @@
-"""SIP message parsing and serialization: bytes in, ``pbx.sip.message`` values out.
+"""SIP message parsing: bytes in, ``pbx.sip.message`` values out (serialization, re-exported
+here, lives beside the values in ``pbx.sip.message``).
 
 Implements RFC 3261 section 7 (message format: start line, header fields, compact forms 7.3.3,
 multi-value headers 7.3.1, line folding 7.3.1), 18.3 (framing: Content-Length; over UDP a missing
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, Final, TypeVar
 
-from pbx.errors import LocalProtocolError, RemoteProtocolError
+from pbx.errors import RemoteProtocolError
 from pbx.immutable import immutable
 from pbx.sip.message import (
     COMPACT_FORMS,
@@ -44,6 +45,8 @@ from pbx.sip.message import (
     Via,
     canonical_header_name,
     remember_text,
+    serialize_request,
+    serialize_response,
 )
 
 __all__ = [
@@ -866,60 +869,4 @@ def _build(
         body,
         "SIP/2.0",
         max_forwards,
-    )
-
-
-# --------------------------------------------------------------------------- serialization
-def _serialize(
-    start: str,
-    via: tuple[Via, ...],
-    max_forwards: int | None,
-    msg: SipRequest | SipResponse,
-    contact_star: bool,
-) -> bytes:
-    lines = [start]
-    for v in via:
-        lines.append(f"Via: {v}")
-    if max_forwards is not None:
-        lines.append(f"Max-Forwards: {max_forwards}")
-    lines.append(f"From: {msg.from_}")
-    lines.append(f"To: {msg.to}")
-    lines.append(f"Call-ID: {msg.call_id}")
-    lines.append(f"CSeq: {msg.cseq}")
-    if contact_star:
-        lines.append("Contact: *")
-    elif msg.contact:
-        lines.append("Contact: " + ", ".join([str(c) for c in msg.contact]))
-    for name, value in msg.headers:
-        if name.lower() in ("content-length", "l"):
-            continue
-        lines.append(f"{name}: {value}")
-    lines.append(f"Content-Length: {len(msg.body)}")
-    lines.append("\r\n")
-    text = "\r\n".join(lines)
-    # A CR or LF inside any value would let it forge header lines: that is our caller's bug.
-    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
-        raise LocalProtocolError("CR or LF inside a header value")
-    return text.encode("utf-8", "surrogateescape") + msg.body
-
-
-def serialize_request(req: SipRequest) -> bytes:
-    """Wire form of a request; Content-Length is always written from the body."""
-    return _serialize(
-        f"{req.method} {req.uri} {req.version}",
-        req.via,
-        req.max_forwards,
-        req,
-        req.contact_star,
-    )
-
-
-def serialize_response(resp: SipResponse) -> bytes:
-    """Wire form of a response; Content-Length is always written from the body."""
-    return _serialize(
-        f"{resp.version} {resp.status} {resp.reason}",
-        resp.via,
-        resp.max_forwards,
-        resp,
-        False,
     )
