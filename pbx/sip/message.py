@@ -9,8 +9,9 @@ re-exports ``serialize_request`` and ``serialize_response``).
 
 from __future__ import annotations
 
+import re
 from dataclasses import field
-from typing import NewType, TypeVar
+from typing import Final, NewType, TypeVar
 
 from pbx.errors import LocalProtocolError
 from pbx.immutable import immutable
@@ -436,11 +437,33 @@ def find_header(headers: tuple[tuple[str, str], ...], name: str) -> str | None:
 
 
 def find_header_values(headers: tuple[tuple[str, str], ...], name: str) -> list[str]:
-    from pbx.sip.parse import split_header_values
-
     want = canonical_header_name(name)
     out: list[str] = []
     for key, value in headers:
         if canonical_header_name(key) == want:
             out.extend(split_header_values(value))
+    return out
+
+
+# One element of a comma-separated header value: commas inside quotes (RFC 3261 25.1
+# quoted-string) or <> do not split.
+HEADER_ELEMENT_RE: Final = re.compile(r'(?:"(?:[^"\\]|\\[\s\S])*"|<[^>]*>|[^,"<])*')
+
+
+def split_header_values(text: str) -> list[str]:
+    """Split a header value at commas outside quotes and <> (RFC 3261 7.3.1); empties dropped."""
+    if '"' not in text and "<" not in text:
+        return [part for part in (p.strip(" \t") for p in text.split(",")) if part]
+    out: list[str] = []
+    pos, end = 0, len(text)
+    while pos <= end:
+        match = HEADER_ELEMENT_RE.match(text, pos)
+        stop = match.end() if match else pos
+        if stop < end and text[stop] != ",":
+            # An unbalanced quote or '<': the rest is one element (this helper never raises).
+            stop = end
+        part = text[pos:stop].strip(" \t")
+        if part:
+            out.append(part)
+        pos = stop + 1
     return out

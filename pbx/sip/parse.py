@@ -31,6 +31,7 @@ from pbx.errors import RemoteProtocolError
 from pbx.immutable import immutable
 from pbx.sip.message import (
     COMPACT_FORMS,
+    HEADER_ELEMENT_RE,
     AbsoluteUri,
     Address,
     CallId,
@@ -47,6 +48,7 @@ from pbx.sip.message import (
     remember_text,
     serialize_request,
     serialize_response,
+    split_header_values,
 )
 
 __all__ = [
@@ -122,8 +124,6 @@ _VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.IGNORECASE)
 # The lookbehind makes a match start only at the first blank of a run, so that a long run of
 # blanks costs linear, not quadratic, time.
 _FOLD_RE = re.compile(r"(?<![ \t])[ \t]*\r?\n[ \t]+")
-# One element of a comma-separated header value: commas inside quotes or <> do not split.
-_ELEMENT_RE = re.compile(rf'(?:{_QUOTED}|<[^>]*>|[^,"<])*')
 _TAG_PARAM_RE = re.compile(r";[ \t]*tag[ \t]*=", re.IGNORECASE)
 
 # Fast paths: one regex for the common shapes, with the same meaning as the general code below
@@ -217,25 +217,6 @@ def _fail(message: str, status: int = 400) -> SipParseError:
 
 
 # --------------------------------------------------------------------------- values
-def split_header_values(text: str) -> list[str]:
-    """Split a header value at commas outside quotes and <> (RFC 3261 7.3.1); empties dropped."""
-    if '"' not in text and "<" not in text:
-        return [part for part in (p.strip(" \t") for p in text.split(",")) if part]
-    out: list[str] = []
-    pos, end = 0, len(text)
-    while pos <= end:
-        match = _ELEMENT_RE.match(text, pos)
-        stop = match.end() if match else pos
-        if stop < end and text[stop] != ",":
-            # An unbalanced quote or '<': the rest is one element (this helper never raises).
-            stop = end
-        part = text[pos:stop].strip(" \t")
-        if part:
-            out.append(part)
-        pos = stop + 1
-    return out
-
-
 def _split_strict(text: str, what: str) -> list[str]:
     """Like ``split_header_values`` but an empty element or an unbalanced quote/'<' is an error."""
     if '"' not in text and "<" not in text:
@@ -244,7 +225,7 @@ def _split_strict(text: str, what: str) -> list[str]:
         parts = []
         pos, end = 0, len(text)
         while True:
-            match = _ELEMENT_RE.match(text, pos)
+            match = HEADER_ELEMENT_RE.match(text, pos)
             stop = match.end() if match else pos
             parts.append(text[pos:stop])
             if stop == end:
