@@ -1,20 +1,37 @@
 """Micro-benchmark of the SIP message layer: parse and serialize rates on one core.
 
-Run with ``python -m loadtests.bench_parse [--seconds N]``. Not part of the unit suite. The target
-is at least 30,000 INVITE parses per second on one core.
+Run with ``python -m loadtests.bench_parse [--seconds N] [--baseline REV]``. Not part of the unit
+suite. The target is at least 30,000 INVITE parses per second on one core.
+
+"INVITE answered" is what a call costs the message layer on the caller's side: the INVITE of a
+new call (branch, From tag and Call-ID never seen) parsed as received (top Via stamped), then 100,
+180 and 200 (with SDP) built from it and serialized. "a call's 6 messages" parses the six
+messages of a signalling call of ``bench_call_cpu`` (each call with its own tags and branches).
+
+``--baseline REV`` (e.g. ``30ae1a8``, the commit before issue #21) also runs this same script
+against a temporary ``git worktree`` of REV, in a subprocess, and prints both sets of figures and
+their ratio (issue #21's before/after, in one run on the same machine).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from pbx.media.sdp import parse_sdp
+from pbx.sip.build import build_response
 from pbx.sip.limits import MessageCaps, check_caps
+from pbx.sip.message import NameAddress, SipResponse, SipUri
 from pbx.sip.parse import parse_message
 
 INVITE = (
@@ -81,6 +98,50 @@ REGISTER = (
 )
 
 
+# The six messages pbx parses in a signalling call of bench_call_cpu (the carrier's INVITE, ACK
+# and BYE; the phone's 180, 200 and the 200 to our BYE), as captured from the server, with
+# "{n}" where each call has its own branch, tag or Call-ID.
+_CARRIER = (
+    "Via: SIP/2.0/UDP 127.0.0.2:58253;branch=z9hG4bK-cpu-{n}-{b}\r\nMax-Forwards: 70\r\n"
+    "From: <sip:0901112222@127.0.0.2:58253>;tag=c{n}\r\n"
+)
+_PHONE = (
+    "Via: SIP/2.0/UDP 127.0.0.1:58493;rport;branch=z9hG4bK{n:024x}{b}\r\n"
+    "From: <sip:0901112222@acme.example>;tag={n:016x}\r\n"
+    "To: <sip:1001@acme.example>;tag=p{n:032x}\r\nCall-ID: {n:032x}@127.0.0.1\r\n"
+)
+CALL_MESSAGES = (
+    "INVITE sip:0312345678@127.0.0.1:58493 SIP/2.0\r\n"
+    + _CARRIER.replace("{b}", "1")
+    + "To: <sip:0312345678@127.0.0.1:58493>\r\nCall-ID: cpu-{n}@127.0.0.2\r\n"
+    "CSeq: 1 INVITE\r\nContact: <sip:0901112222@127.0.0.2:58253;transport=UDP>\r\n"
+    "Content-Length: 0\r\n\r\n",
+    "SIP/2.0 180 Ringing\r\n" + _PHONE.replace("{b}", "1") + "CSeq: 1 INVITE\r\n"
+    "Contact: <sip:1001@127.0.0.1:46974>\r\nContent-Length: 0\r\n\r\n",
+    "SIP/2.0 200 OK\r\n" + _PHONE.replace("{b}", "1") + "CSeq: 1 INVITE\r\n"
+    "Contact: <sip:1001@127.0.0.1:46974>\r\nContent-Length: 0\r\n\r\n",
+    "ACK sip:pbx@127.0.0.1:58493 SIP/2.0\r\n"
+    + _CARRIER.replace("{b}", "2")
+    + "To: <sip:0312345678@127.0.0.1:58493>;tag={n:016x}\r\nCall-ID: cpu-{n}@127.0.0.2\r\n"
+    "CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+    "BYE sip:pbx@127.0.0.1:58493 SIP/2.0\r\n"
+    + _CARRIER.replace("{b}", "3")
+    + "To: <sip:0312345678@127.0.0.1:58493>;tag={n:016x}\r\nCall-ID: cpu-{n}@127.0.0.2\r\n"
+    "CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+    "SIP/2.0 200 OK\r\n" + _PHONE.replace("{b}", "2") + "CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+)
+
+
+def _calls(count: int) -> Iterator[list[bytes]]:
+    """The messages of ``count`` different calls (``CALL_MESSAGES``), over and over."""
+    return itertools.cycle([[m.format(n=n).encode() for m in CALL_MESSAGES] for n in range(count)])
+
+
+def _parse_call(calls: Iterator[list[bytes]]) -> None:
+    for data in next(calls):
+        parse_message(data, source=("127.0.0.2", 58253))
+
+
 def _rate(func: Callable[[Any], object], arg: object, seconds: float) -> float:
     """Best rate over windows of ~0.05 s (timeit's advice: the minimum time is the least noisy).
 
@@ -105,25 +166,101 @@ def _rate(func: Callable[[Any], object], arg: object, seconds: float) -> float:
             return best
 
 
+def _new_calls(data: bytes, count: int) -> Iterator[bytes]:
+    """``data`` as the INVITE of ``count`` different calls, over and over: each has its own
+    branch, From tag and Call-ID (more of them than the parser's memo holds), while the
+    Request-URI, To and Contact stay the same, as for calls from one phone to one number."""
+    calls = [
+        data.replace(b"z9hG4bK776asdhds", b"z9hG4bK%09x" % n)
+        .replace(b"1928301774", b"%010d" % n)
+        .replace(b"a84b4c76e66710", b"%014x" % n)
+        for n in range(count)
+    ]
+    return itertools.cycle(calls)
+
+
+def _parse_next(calls: Iterator[bytes]) -> None:
+    parse_message(next(calls))
+
+
+def _invite_answered(calls: Iterator[bytes]) -> None:
+    """The next call's INVITE parsed as received, then 100, 180 and 200 built from it and
+    serialized."""
+    invite = parse_message(next(calls), source=("192.0.2.10", 5060))
+    assert not isinstance(invite, SipResponse)
+    build_response(invite, 100).to_bytes()
+    build_response(invite, 180, to_tag="8f3a2c1b", contact=(_CONTACT,)).to_bytes()
+    build_response(invite, 200, to_tag="8f3a2c1b", contact=(_CONTACT,), body=_SDP).to_bytes()
+
+
+_CONTACT = NameAddress(SipUri("sip", "192.0.2.1", "0312345678", port=5060))
+_SDP = INVITE.partition(b"\r\n\r\n")[2]
+
+
+def measure(seconds: float) -> dict[str, float]:
+    """Rates (per second) by figure name. Parse and serialize repeat one message (the values
+    of a message seen before may come from the parser's memo); "new call" parses the INVITEs
+    of calls never seen (see ``_new_calls``)."""
+    out: dict[str, float] = {}
+    for name, data in (("INVITE+SDP", INVITE), ("200 OK", OK_200), ("REGISTER", REGISTER)):
+        msg = parse_message(data)
+        assert parse_message(msg.to_bytes()) == msg
+        out[f"{name} parse"] = _rate(parse_message, data, seconds)
+        out[f"{name} serialize"] = _rate(type(msg).to_bytes, msg, seconds)
+        out[f"{name} caps check"] = _rate(partial(check_caps, caps=MessageCaps()), data, seconds)
+    out["INVITE new call parse"] = _rate(_parse_next, _new_calls(INVITE, 10_000), seconds)
+    out["INVITE answered"] = _rate(_invite_answered, _new_calls(INVITE, 10_000), seconds)
+    out["a call's 6 messages"] = _rate(_parse_call, _calls(10_000), seconds)
+    return out
+
+
+def _baseline(rev: str, seconds: float) -> dict[str, float]:
+    """``measure`` run by this script against a temporary worktree of ``rev``."""
+    repo = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory(prefix="bench-parse-") as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(
+            ["git", "-C", str(repo), "worktree", "add", "--detach", "--quiet", str(tree), rev],
+            check=True,
+        )
+        try:
+            code = (
+                "import runpy, sys; sys.argv = ['bench_parse', '--json', '--seconds', "
+                f"{str(seconds)!r}]; runpy.run_path({str(Path(__file__).resolve())!r}, "
+                "run_name='__main__')"
+            )
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            done = subprocess.run(
+                [sys.executable, "-c", code], cwd=tree, env=env, check=True, capture_output=True
+            )
+        finally:
+            subprocess.run(
+                ["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)], check=True
+            )
+    figures: dict[str, float] = json.loads(done.stdout)
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print parse and serialize rates for an INVITE with SDP, a 200 OK and a REGISTER."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
+    ap.add_argument("--baseline", metavar="REV", help="also measure this commit (a worktree)")
+    ap.add_argument("--json", action="store_true", help="print the rates as JSON only")
     args = ap.parse_args(argv)
+    if args.json:
+        print(json.dumps(measure(args.seconds)))
+        return 0
     print(f"python {sys.version.split()[0]}, {args.seconds:g} s per figure, one core")
-    invite_parse = 0.0
-    for name, data in (("INVITE+SDP", INVITE), ("200 OK", OK_200), ("REGISTER", REGISTER)):
-        msg = parse_message(data)
-        assert parse_message(msg.to_bytes()) == msg
-        parse_rate = _rate(parse_message, data, args.seconds)
-        ser_rate = _rate(type(msg).to_bytes, msg, args.seconds)
-        if name == "INVITE+SDP":
-            invite_parse = parse_rate
-        caps_rate = _rate(partial(check_caps, caps=MessageCaps()), data, args.seconds)
-        print(
-            f"{name:<11} {len(data):5d} B  parse {parse_rate:10,.0f} msg/s"
-            f"  serialize {ser_rate:10,.0f} msg/s  caps check {caps_rate:10,.0f} msg/s"
-        )
+    before = _baseline(args.baseline, args.seconds) if args.baseline else None
+    after = measure(args.seconds)
+    for name, rate in after.items():
+        line = f"{name:<22} {rate:10,.0f}/s {1e6 / rate:7.2f} µs"
+        if before is not None and name in before:
+            old = before[name]
+            line += f"   {args.baseline}: {old:10,.0f}/s {1e6 / old:7.2f} µs   x{rate / old:.2f}"
+        print(line)
+    invite_parse = after["INVITE+SDP parse"]
     target = 30_000
     verdict = "meets" if invite_parse >= target else "MISSES"
     print(f"INVITE parse rate {invite_parse:,.0f}/s {verdict} the target of {target:,}/s")

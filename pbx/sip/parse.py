@@ -1,4 +1,5 @@
-"""SIP message parsing and serialization: bytes in, ``pbx.sip.message`` values out.
+"""SIP message parsing: bytes in, ``pbx.sip.message`` values out (serialization, re-exported
+here, lives beside the values in ``pbx.sip.message``).
 
 Implements RFC 3261 section 7 (message format: start line, header fields, compact forms 7.3.3,
 multi-value headers 7.3.1, line folding 7.3.1), 18.3 (framing: Content-Length; over UDP a missing
@@ -22,12 +23,15 @@ From, To, Call-ID and CSeq (``partial.can_answer``), ``partial.error_response(..
 from __future__ import annotations
 
 import re
-from typing import Final
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, Final, TypeVar
 
-from pbx.errors import LocalProtocolError, RemoteProtocolError
+from pbx.errors import RemoteProtocolError
 from pbx.immutable import immutable
 from pbx.sip.message import (
     COMPACT_FORMS,
+    HEADER_ELEMENT_RE,
     AbsoluteUri,
     Address,
     CallId,
@@ -41,14 +45,22 @@ from pbx.sip.message import (
     Uri,
     Via,
     canonical_header_name,
+    remember_text,
+    serialize_request,
+    serialize_response,
+    split_header_values,
 )
 
 __all__ = [
     "MAX_CSEQ",
     "MAX_MESSAGE_SIZE",
+    "MEMO_ENTRIES",
+    "MEMO_TEXT_LENGTH",
     "PartialMessage",
     "SipParseError",
+    "clear_memos",
     "is_keepalive",
+    "memo_entries",
     "parse_message",
     "parse_name_addr",
     "parse_uri",
@@ -112,8 +124,6 @@ _VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.IGNORECASE)
 # The lookbehind makes a match start only at the first blank of a run, so that a long run of
 # blanks costs linear, not quadratic, time.
 _FOLD_RE = re.compile(r"(?<![ \t])[ \t]*\r?\n[ \t]+")
-# One element of a comma-separated header value: commas inside quotes or <> do not split.
-_ELEMENT_RE = re.compile(rf'(?:{_QUOTED}|<[^>]*>|[^,"<])*')
 _TAG_PARAM_RE = re.compile(r";[ \t]*tag[ \t]*=", re.IGNORECASE)
 
 # Fast paths: one regex for the common shapes, with the same meaning as the general code below
@@ -207,25 +217,6 @@ def _fail(message: str, status: int = 400) -> SipParseError:
 
 
 # --------------------------------------------------------------------------- values
-def split_header_values(text: str) -> list[str]:
-    """Split a header value at commas outside quotes and <> (RFC 3261 7.3.1); empties dropped."""
-    if '"' not in text and "<" not in text:
-        return [part for part in (p.strip(" \t") for p in text.split(",")) if part]
-    out: list[str] = []
-    pos, end = 0, len(text)
-    while pos <= end:
-        match = _ELEMENT_RE.match(text, pos)
-        stop = match.end() if match else pos
-        if stop < end and text[stop] != ",":
-            # An unbalanced quote or '<': the rest is one element (this helper never raises).
-            stop = end
-        part = text[pos:stop].strip(" \t")
-        if part:
-            out.append(part)
-        pos = stop + 1
-    return out
-
-
 def _split_strict(text: str, what: str) -> list[str]:
     """Like ``split_header_values`` but an empty element or an unbalanced quote/'<' is an error."""
     if '"' not in text and "<" not in text:
@@ -234,7 +225,7 @@ def _split_strict(text: str, what: str) -> list[str]:
         parts = []
         pos, end = 0, len(text)
         while True:
-            match = _ELEMENT_RE.match(text, pos)
+            match = HEADER_ELEMENT_RE.match(text, pos)
             stop = match.end() if match else pos
             parts.append(text[pos:stop])
             if stop == end:
@@ -267,6 +258,11 @@ def _parse_params(text: str, what: str) -> Params:
     return tuple(out)
 
 
+def _canonical_port(port_text: str | None) -> bool:
+    """Whether a port is written as formatting writes it (no leading zero), or absent."""
+    return port_text is None or port_text[0] != "0" or port_text == "0"
+
+
 def _split_params(text: str) -> Params:
     """``;a=b;c`` already known to be well-formed (no LWS, no quotes) into pairs."""
     if text.find(";", 1) < 0:
@@ -279,6 +275,53 @@ def _split_params(text: str) -> Params:
     return tuple(out)
 
 
+# The header values of a message are parsed through a memo (``_memoized``): the same text comes
+# back many times (a dialog's From and To in each of its requests and responses, a transaction's
+# top Via in each of its responses, a phone's Contact in every REGISTER and answer, the
+# Request-URI of every call to a number, "CSeq: 1 INVITE") and the values are immutable, so one
+# parse can serve them all. A memo is a dict of at most MEMO_ENTRIES values, emptied when full
+# (an LRU's bookkeeping cost more than its better hit rate saved: 12 % of a parse), each from a
+# header line of at most MEMO_TEXT_LENGTH characters: with the caps' parameter count such a value
+# takes at most about 6 KB, so the memos hold about 12 MB at worst (about 1 MB with usual
+# headers), whatever peers send. Errors are not memoized: malformed text is parsed, and refused,
+# every time. The public ``parse_*`` functions parse afresh.
+MEMO_ENTRIES: Final = 512
+MEMO_TEXT_LENGTH: Final = 192
+
+_V = TypeVar("_V")
+_MEMOS: list[dict[str, Any]] = []
+
+
+def _memoized(parse: Callable[[str], _V]) -> Callable[[str], _V]:
+    """``parse`` with a bounded memo of its results for short texts."""
+    memo: dict[str, _V] = {}
+    _MEMOS.append(memo)
+
+    @wraps(parse)
+    def parse_value(text: str) -> _V:
+        value = memo.get(text)
+        if value is None:
+            value = parse(text)
+            if len(text) <= MEMO_TEXT_LENGTH:
+                if len(memo) >= MEMO_ENTRIES:
+                    memo.clear()
+                memo[text] = value
+        return value
+
+    return parse_value
+
+
+def memo_entries() -> int:
+    """How many parsed header values the memos hold."""
+    return sum(len(memo) for memo in _MEMOS)
+
+
+def clear_memos() -> None:
+    """Empty the memos of parsed header values."""
+    for memo in _MEMOS:
+        memo.clear()
+
+
 def parse_uri(text: str) -> Uri:
     """A sip/sips URI (RFC 3261 19.1), a tel URI (RFC 3966) or another absoluteURI, as written."""
     fast = _SIP_URI_FAST_RE.fullmatch(text)
@@ -287,7 +330,11 @@ def parse_uri(text: str) -> Uri:
         port = None if port_text is None else int(port_text)
         if port is None or port <= 65535:
             params = _split_params(ptext) if ptext else ()
-            return SipUri(scheme, host.lower(), user, password, port, params, None)
+            lower_host = host.lower()
+            uri = SipUri(scheme, lower_host, user, password, port, params, None)
+            if lower_host == host and _canonical_port(port_text):
+                remember_text(uri, text)
+            return uri
     match = _SCHEME_RE.match(text)
     if match is None:
         raise _fail(f"not a URI: {text!r}")
@@ -361,16 +408,26 @@ def parse_name_addr(text: str) -> NameAddress:
         quoted, tokens, scheme, user, password, host, port_text, uparams, ptext = sip.groups()
         port = None if port_text is None else int(port_text)
         if port is None or port <= 65535:
+            lower_host = host.lower()
             uri: Uri = SipUri(
                 scheme,
-                host.lower(),
+                lower_host,
                 user,
                 password,
                 port,
                 _split_params(uparams) if uparams else (),
                 None,
             )
-            return NameAddress(uri, quoted or tokens, _split_params(ptext) if ptext else ())
+            name = quoted or tokens
+            address = NameAddress(uri, name, _split_params(ptext) if ptext else ())
+            # Formatting writes "<uri>" or "name <uri>": one space, host in lower case.
+            if (
+                lower_host == host
+                and _canonical_port(port_text)
+                and (text[0] == "<" if name is None else text.startswith(" <", len(name)))
+            ):
+                remember_text(address, text)
+            return address
     fast = _NAME_ADDR_FAST_RE.fullmatch(text)
     if fast is not None:
         quoted, tokens, uri_text, ptext = fast.groups()
@@ -427,7 +484,11 @@ def parse_via(text: str) -> Via:
         fast_port = None if port_text is None else int(port_text)
         if fast_port is None or fast_port <= 65535:
             params = _split_params(ptext) if ptext else ()
-            return Via(transport.upper(), host.lower(), fast_port, params)
+            upper_transport, lower_host = transport.upper(), host.lower()
+            via = Via(upper_transport, lower_host, fast_port, params)
+            if upper_transport == transport and lower_host == host and _canonical_port(port_text):
+                remember_text(via, text)
+            return via
     text = text.strip(" \t")
     match = _VIA_RE.match(text)
     if match is None:
@@ -443,18 +504,27 @@ def parse_via(text: str) -> Via:
     return Via(transport.upper(), host.lower(), port, params, protocol)
 
 
-def _parse_via_list(text: str) -> list[Via]:
+@_memoized
+def _parse_via_line(text: str) -> tuple[Via, ...]:
+    """The Vias of one Via header line."""
     if "," not in text:
-        return [parse_via(text)]
-    return [parse_via(part) for part in _split_strict(text, "Via")]
+        return (parse_via(text),)
+    return tuple(parse_via(part) for part in _split_strict(text, "Via"))
 
 
-def _parse_contacts(text: str) -> list[NameAddress]:
+@_memoized
+def _parse_contact_line(text: str) -> tuple[NameAddress, ...]:
+    """The addresses of one Contact header line (not "*")."""
     if "," not in text:
-        return [parse_name_addr(text)]
-    return [parse_name_addr(part) for part in _split_strict(text, "Contact")]
+        return (parse_name_addr(text),)
+    return tuple(parse_name_addr(part) for part in _split_strict(text, "Contact"))
 
 
+_parse_address = _memoized(parse_name_addr)  # From, To
+_parse_request_uri = _memoized(parse_uri)
+
+
+@_memoized
 def _parse_cseq(text: str) -> CSeq:
     digits, _, method = text.partition(" ")
     if digits.isdigit() and digits.isascii() and len(digits) < 11 and _TOKEN_RE.fullmatch(method):
@@ -710,14 +780,14 @@ def _build(
         raise _fail("missing Via")
     via: list[Via] = []
     for value in buckets[_VIA]:
-        via.extend(_parse_via_list(value))
+        via.extend(_parse_via_line(value))
     contact: list[NameAddress] = []
     contact_star = False
     for value in buckets[_CONTACT]:
         if value == "*":
             contact_star = True
         else:
-            contact.extend(_parse_contacts(value))
+            contact.extend(_parse_contact_line(value))
     if contact_star and (contact or len(buckets[_CONTACT]) > 1):
         raise _fail("Contact '*' mixed with addresses")
     max_forwards: int | None = None
@@ -725,8 +795,8 @@ def _build(
         if len(buckets[_MAX_FORWARDS]) > 1:
             raise _fail("more than one Max-Forwards")
         max_forwards = _parse_int(buckets[_MAX_FORWARDS][0], "Max-Forwards", MAX_MAX_FORWARDS)
-    from_ = parse_name_addr(buckets[_FROM][0])
-    to = parse_name_addr(buckets[_TO][0])
+    from_ = _parse_address(buckets[_FROM][0])
+    to = _parse_address(buckets[_TO][0])
     call_id = buckets[_CALL_ID][0]
     if not call_id or " " in call_id or not _CALL_ID_RE.fullmatch(call_id):
         raise _fail(f"bad Call-ID: {call_id!r}")
@@ -752,7 +822,7 @@ def _build(
             via[0] = via[0].stamped(source)
         return SipRequest(
             method,
-            parse_uri(uri_text),
+            _parse_request_uri(uri_text),
             tuple(via),
             from_,
             to,
@@ -780,60 +850,4 @@ def _build(
         body,
         "SIP/2.0",
         max_forwards,
-    )
-
-
-# --------------------------------------------------------------------------- serialization
-def _serialize(
-    start: str,
-    via: tuple[Via, ...],
-    max_forwards: int | None,
-    msg: SipRequest | SipResponse,
-    contact_star: bool,
-) -> bytes:
-    lines = [start]
-    for v in via:
-        lines.append(f"Via: {v}")
-    if max_forwards is not None:
-        lines.append(f"Max-Forwards: {max_forwards}")
-    lines.append(f"From: {msg.from_}")
-    lines.append(f"To: {msg.to}")
-    lines.append(f"Call-ID: {msg.call_id}")
-    lines.append(f"CSeq: {msg.cseq}")
-    if contact_star:
-        lines.append("Contact: *")
-    elif msg.contact:
-        lines.append("Contact: " + ", ".join([str(c) for c in msg.contact]))
-    for name, value in msg.headers:
-        if name.lower() in ("content-length", "l"):
-            continue
-        lines.append(f"{name}: {value}")
-    lines.append(f"Content-Length: {len(msg.body)}")
-    lines.append("\r\n")
-    text = "\r\n".join(lines)
-    # A CR or LF inside any value would let it forge header lines: that is our caller's bug.
-    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
-        raise LocalProtocolError("CR or LF inside a header value")
-    return text.encode("utf-8", "surrogateescape") + msg.body
-
-
-def serialize_request(req: SipRequest) -> bytes:
-    """Wire form of a request; Content-Length is always written from the body."""
-    return _serialize(
-        f"{req.method} {req.uri} {req.version}",
-        req.via,
-        req.max_forwards,
-        req,
-        req.contact_star,
-    )
-
-
-def serialize_response(resp: SipResponse) -> bytes:
-    """Wire form of a response; Content-Length is always written from the body."""
-    return _serialize(
-        f"{resp.version} {resp.status} {resp.reason}",
-        resp.via,
-        resp.max_forwards,
-        resp,
-        False,
     )

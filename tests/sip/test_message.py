@@ -54,18 +54,18 @@ _RESPONSE = (
 def test_a_message_is_serialised_once_and_a_changed_copy_afresh(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import pbx.sip.parse as parse_module
+    import pbx.sip.message as message_module
 
     response = parse_message(_RESPONSE)
     assert isinstance(response, SipResponse)
     calls: list[int] = []
-    real = parse_module.serialize_response
+    real = message_module.serialize_response
 
     def counting(msg: SipResponse) -> bytes:
         calls.append(msg.status)
         return real(msg)
 
-    monkeypatch.setattr(parse_module, "serialize_response", counting)
+    monkeypatch.setattr(message_module, "serialize_response", counting)
     first = response.to_bytes()
     assert response.to_bytes() is first  # kept: sent, kept by its transaction, resent
     assert calls == [200]
