@@ -188,13 +188,7 @@ def write_tenants(root: Path, users_per_tenant: int) -> tuple[Path, Path]:
     """The load tenants (keep-alive off) and the acme tenant in ``root/tenants``; returns
     (tenants folder, users CSV)."""
     _, users = bench_register.write_load_config(root, 0, users_per_tenant)
-    tenants = root / "tenants"
-    for path in tenants.glob("bench*.toml"):
-        text = path.read_text(encoding="utf-8")
-        text = text.replace(
-            'timezone = "Asia/Tokyo"\n', 'timezone = "Asia/Tokyo"\nqualify_seconds = 0\n', 1
-        )
-        path.write_text(text, encoding="utf-8")
+    tenants = root / "tenants"  # keep-alives off in every tenant (write_load_config)
     acme = bench_calls.TENANT.replace("default = true", "default = false")  # keep-alives off
     (tenants / "acme.toml").write_text(acme, encoding="utf-8")
     (root / "pbx.toml").unlink()
