@@ -29,6 +29,9 @@ log = structlog.get_logger("pbx.media.calls")
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 PROMPT_NAMES = ("009608",)
+# Port parking under load (``PortPool``, issue #21): a closed call's bound port pairs are
+# kept, up to this many (two sockets each), and reused after the pool's quarantine.
+PARKED_PAIRS = 1024
 
 
 class MediaPlane(Protocol):
@@ -56,6 +59,7 @@ class MediaPlane(Protocol):
         self, call_id: str, prompt: str, codec: Codec, on_done: Callable[[int], None]
     ) -> None: ...
     def release(self, call_id: str) -> None: ...
+    def close(self) -> None: ...
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
 
 
@@ -86,7 +90,12 @@ class CallMedia:
     ) -> tuple[int, int]:
         """Open the call's relay; its A and B ports. Raises PbxError or OSError."""
         if self._pool is None:
-            self._pool = PortPool(settings.rtp_port_min, settings.rtp_port_max)
+            self._pool = PortPool(
+                settings.rtp_port_min,
+                settings.rtp_port_max,
+                park_limit=PARKED_PAIRS,
+                clock=self.clock,
+            )
         session = await MediaSession.open(
             self._pool,
             bind_host,
@@ -167,6 +176,11 @@ class CallMedia:
                     session.close()
 
         self.spawn(close_then_release())
+
+    def close(self) -> None:
+        """Server shutdown: close the port pairs parked for reuse (live sessions stay)."""
+        if self._pool is not None:
+            self._pool.close_parked()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` as a task kept until it is done."""
