@@ -10,6 +10,7 @@ package (``pbx/prompts``), so an installed server plays them too.
 from __future__ import annotations
 
 import asyncio
+import resource
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,7 +31,8 @@ log = structlog.get_logger("pbx.media.calls")
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 PROMPT_NAMES = ("009608",)
 # Port parking under load (``PortPool``, issue #21): a closed call's bound port pairs are
-# kept, up to this many (two sockets each), and reused after the pool's quarantine.
+# kept, up to this many (two sockets each) and never more than an eighth of the open-file
+# limit in sockets, and reused after the pool's quarantine.
 PARKED_PAIRS = 1024
 
 
@@ -93,7 +95,7 @@ class CallMedia:
             self._pool = PortPool(
                 settings.rtp_port_min,
                 settings.rtp_port_max,
-                park_limit=PARKED_PAIRS,
+                park_limit=_park_limit(),
                 clock=self.clock,
             )
         session = await MediaSession.open(
@@ -187,6 +189,13 @@ class CallMedia:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _park_limit() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return PARKED_PAIRS
+    return min(PARKED_PAIRS, soft // 16)  # two sockets a pair: an eighth of the limit
 
 
 def _load_prompts(directory: Path) -> dict[str, WavAudio]:

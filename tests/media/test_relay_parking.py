@@ -8,6 +8,8 @@ import socket
 import pytest
 
 from pbx.clock import FakeClock
+from pbx.config.model import MediaSettings
+from pbx.media.calls import CallMedia
 from pbx.media.relay import MediaSession, PortPool, PortPoolExhausted, Side
 from pbx.media.rtp import RtpPacket
 from tests.media.udp import HOST, endpoint
@@ -185,3 +187,18 @@ async def test_pairs_not_reused_within_quarantine_and_linger_are_closed() -> Non
     assert all(binds(port) for port in first_ports)
     assert not any(binds(port) for port in second_ports)
     pool.close_parked()
+
+
+async def test_call_media_parks_under_load_and_closes_the_parked_pairs_on_close() -> None:
+    clock = FakeClock()
+    media = CallMedia(clock.monotonic)
+    settings = MediaSettings(rtp_port_min=31500, rtp_port_max=31899)
+    ports = [await media.open(f"c{i}", settings, HOST, lambda side: None) for i in range(12)]
+    for i in range(12):  # 24 pairs taken within a second: parked
+        media.release(f"c{i}")
+    assert media.ports_in_use == 0
+    await asyncio.sleep(0)
+    assert not any(binds(port) for pair in ports for port in pair)
+    media.close()
+    await asyncio.sleep(0)
+    assert all(binds(port) for pair in ports for port in pair)
