@@ -4,9 +4,9 @@ Adapter (asyncio). The relay's taps append ``(arrival_time, datagram)`` to a deq
 (O(1) on the hot path). A timer drains them once per ``flush_seconds`` (the first wait is
 randomised so that many recorders do not flush together), copies each PCMU/PCMA payload (RFC
 3551 payload types 0 and 8; telephone-event, comfort noise and anything else are skipped) onto
-a per-party timeline of G.711 codes, decodes the finished second of each party in one call, and
-writes it from a worker thread: neither decoding nor disk I/O holds up the relay. A party that
-switches codec mid-call is transcoded into its first codec.
+a per-party timeline of G.711 codes, decodes the finished second of both parties in one call
+(straight into stereo frames), and writes it from a worker thread: neither decoding nor disk
+I/O holds up the relay. A party that switches codec mid-call is transcoded into its first codec.
 
 Writes in batches (issue #21): handing a flush's two small positioned writes to a thread cost
 more than the writes (a future, a wake-up, the GIL changing hands, per recorder and second), so
@@ -50,7 +50,6 @@ from pbx.media.wav import (
     TELEPHONE_STEREO,
     WAV_HEADER_SIZE,
     build_wav_header,
-    interleave_stereo,
 )
 
 log = structlog.get_logger("pbx.media.recorder")
@@ -163,14 +162,15 @@ class _Track:
         self.silence_byte = bytes([codec.silence])
 
     def take(self, count: int) -> bytes:
-        """Decode and remove the first count samples as 16-bit PCM (silence where none)."""
+        """Remove the first count G.711 codes, padded with silence; decoded by the caller
+        (``g711.decode_stereo``, with the other party's)."""
         codes = bytes(self.buffer[:count])
         del self.buffer[:count]
-        if self.codec is None:
-            return bytes(2 * count)
+        if self._codec is None:
+            return bytes(count)  # no audio yet: decode_stereo leaves the channel silent
         if len(codes) < count:
             codes += self.silence_byte * (count - len(codes))
-        return g711.decode(self.codec, codes, silence_is_zero=True)
+        return codes
 
 
 class CallRecorder:
@@ -348,9 +348,8 @@ class CallRecorder:
         count = horizon - self._written
         if count <= 0:
             return
-        frames = interleave_stereo(
-            self._tracks[Side.A].take(count), self._tracks[Side.B].take(count)
-        )
+        a, b = self._tracks[Side.A], self._tracks[Side.B]
+        frames = g711.decode_stereo(a.codec, a.take(count), b.codec, b.take(count))
         written_before = self._written
         self._written = horizon
         offset = WAV_HEADER_SIZE + 4 * written_before
