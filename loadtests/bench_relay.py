@@ -1,7 +1,7 @@
 """Load test of the RTP relay: how many concurrent G.711 calls one core relays with < 0.1 % loss.
 
     python -m loadtests.bench_relay [--levels 250,350,500,600,700,800] [--measure 3]
-                                    [--wait-quiet 300] [--pin] [--quick]
+                                    [--wait-quiet 300] [--pin] [--quick] [--before REV]
 
 Three processes, loopback only, everything on uvloop:
 - the relay: one ``pbx.media.relay.MediaSession`` per call, and with recording on one
@@ -10,6 +10,12 @@ Three processes, loopback only, everything on uvloop:
   RTP packets/s (172 bytes: 20 ms of PCMU) to its relay port, in 20 phase groups 1 ms apart (as
   independent calls would be; each group is one batch of sends), timing what comes back;
 - this process, which drives the other two over pipes and prints the table.
+
+``--before REV`` (issue #21) adds a second relay process that imports ``pbx`` from a temporary
+``git worktree`` of REV (removed at the end) and listens on other ports; each relay mode's level
+is run against the current relay, then against REV's (rows marked ``@REV``), with the same
+generator, so both figures come from the same minute on the same machine. The end of the run
+compares the relay CPU of the two at every level both held.
 
 Modes, each stepped through the call counts until loss reaches 0.1 % (a failed level is tried
 once more, ``--retries``, since the machine may be shared; the whole run stops after about
@@ -63,16 +69,21 @@ import os
 import resource
 import shutil
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parents[1]
 RELAY_PORTS = (20000, 29999)
+# The --before relay's range (both relays are up at once), below the ephemeral ports as well.
+BEFORE_PORTS = (10000, 19999)
 RTPENGINE_PORTS = (30000, 39999)  # the rtpengine mode's relay (4 ports a call: RTP and RTCP)
 PACKET_INTERVAL = 0.020  # 50 packets/s per direction
 PHASES = 20  # phase groups, one every millisecond
@@ -170,9 +181,16 @@ def _empty(directory: Path) -> None:
 # --- the relay process ------------------------------------------------------------------------
 
 
-def relay_process(conn: multiprocessing.connection.Connection) -> None:
-    """Host MediaSessions (and recorders) for the calls the driver asks for."""
+def relay_process(
+    conn: multiprocessing.connection.Connection,
+    root: str | None = None,
+    ports: tuple[int, int] = RELAY_PORTS,
+) -> None:
+    """Host MediaSessions (and recorders) for the calls the driver asks for; ``root``: import
+    ``pbx`` from that checkout (``--before``) instead of this one."""
     _pin(0)
+    if root is not None:
+        sys.path.insert(0, root)  # before the first import of pbx in this process
     import logging
 
     import structlog
@@ -183,7 +201,7 @@ def relay_process(conn: multiprocessing.connection.Connection) -> None:
     from pbx.media.relay import MediaSession, PortPool, Side
     from pbx.media.sdes import Crypto
 
-    pool = PortPool(*RELAY_PORTS)
+    pool = PortPool(*ports)
     sessions: list[MediaSession] = []
     recorders: list[CallRecorder] = []
     record_dir = Path(tempfile.mkdtemp(prefix="bench_relay_rec_"))
@@ -231,7 +249,7 @@ def relay_process(conn: multiprocessing.connection.Connection) -> None:
         result["late_recorded"] = late
         return result
 
-    ng = _rtpengine_handlers()
+    ng = _rtpengine_handlers() if root is None else {}
     try:
         _serve(
             conn,
@@ -253,7 +271,6 @@ def relay_process(conn: multiprocessing.connection.Connection) -> None:
 def start_rtpengine(pin: bool) -> tuple[Any, int]:
     """A private userspace rtpengine for the ``rtpengine`` mode: (process, ng port)."""
     import socket
-    import subprocess
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind((HOST, 0))
@@ -541,10 +558,10 @@ def generator_process(conn: multiprocessing.connection.Connection) -> None:
 
 
 class _Child:
-    def __init__(self, target: Any, name: str) -> None:
+    def __init__(self, target: Any, name: str, *args: Any) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child_conn = ctx.Pipe()
-        self.process = ctx.Process(target=target, args=(child_conn,), name=name, daemon=True)
+        self.process = ctx.Process(target=target, args=(child_conn, *args), name=name, daemon=True)
         self.process.start()
         child_conn.close()
 
@@ -657,17 +674,44 @@ def _machine_busy() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def _row(r: Result, direct: Result | None) -> str:
+def _row(r: Result, direct: Result | None, width: int = 10) -> str:
     added = (
         f"{r.latency_ms - direct.latency_ms:7.3f}" if direct and r.mode != "direct" else "      -"
     )
     relay_cpu = f"{100 * r.relay_cpu:5.0f}%" if r.relay_cpu is not None else "     -"
     return (
-        f"{r.mode:<10} {r.calls:>6} {r.calls * 100:>8} {100 * r.loss:8.3f} {r.latency_ms:8.3f}"
-        f" {added} {r.p50_ms:7.2f} {r.p99_ms:7.2f} {r.jitter_ms:7.3f} {relay_cpu}"
-        f" {100 * r.gen_cpu:5.0f}% {100 * r.others:5.0f}%"
+        f"{r.mode:<{width}} {r.calls:>6} {r.calls * 100:>8} {100 * r.loss:8.3f}"
+        f" {r.latency_ms:8.3f} {added} {r.p50_ms:7.2f} {r.p99_ms:7.2f} {r.jitter_ms:7.3f}"
+        f" {relay_cpu} {100 * r.gen_cpu:5.0f}% {100 * r.others:5.0f}%"
         f" {r.gen_lag_ms:7.1f}  {'ok' if r.ok else 'LOSS'}"
     )
+
+
+@contextlib.contextmanager
+def _checkout(rev: str | None) -> Iterator[Path | None]:
+    """A detached git worktree of ``rev`` in a temporary directory, removed afterwards."""
+    if rev is None:
+        yield None
+        return
+    temp = Path(tempfile.mkdtemp(prefix="bench_relay_before_"))
+    tree = temp / "src"
+    git = ["git", "-C", str(REPO), "worktree"]
+    subprocess.run([*git, "add", "--detach", "--quiet", str(tree), rev], check=True)
+    try:
+        yield tree
+    finally:
+        subprocess.run([*git, "remove", "--force", str(tree)], check=False)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _revision(rev: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", rev],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -697,6 +741,13 @@ def main(argv: list[str] | None = None) -> int:
         help="first wait up to this long for the machine to be idle (< 0.3 CPUs busy)",
     )
     parser.add_argument("--quick", action="store_true", help="two levels, 1 s each (smoke)")
+    parser.add_argument(
+        "--before",
+        metavar="REV",
+        default=None,
+        help="also run each relay mode's levels against the relay of git revision REV "
+        "(a temporary worktree), each level right after the current relay's",
+    )
     args = parser.parse_args(argv)
     levels = [int(x) for x in args.levels.split(",")]
     if args.quick:
@@ -709,6 +760,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.wait_quiet > 0:
         _wait_until_quiet(args.wait_quiet)
     began = time.monotonic()
+    budget = TIME_BUDGET * (2 if args.before else 1)
+    before_tag = f"@{_revision(args.before)}" if args.before else ""
+    width = max(10, *(len(m) + len(before_tag) for m in modes))
     print(
         f"bench_relay: {os.cpu_count()} CPUs, python {sys.version.split()[0]}, uvloop, "
         f"G.711 20 ms (50 packets/s per direction, 100 per call), loss limit "
@@ -716,56 +770,83 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.warmup:g} s warm-up + {args.measure:g} s measured",
         flush=True,
     )
+    if args.before:
+        print(f"rows marked {before_tag}: the relay of {args.before} (baseline)", flush=True)
     header = (
-        f"{'mode':<10} {'calls':>6} {'pkt/s':>8} {'loss%':>8} {'mean ms':>8} {'added':>7}"
+        f"{'mode':<{width}} {'calls':>6} {'pkt/s':>8} {'loss%':>8} {'mean ms':>8} {'added':>7}"
         f" {'p50':>7} {'p99':>7} {'jitter':>7} {'relay':>6} {'gen':>6} {'other':>6} {'lag ms':>7}"
     )
     rtpengine = start_rtpengine(args.pin) if "rtpengine" in modes else None
     if rtpengine is not None:  # read by the relay child, which drives it over ng
         os.environ["BENCH_RTPENGINE"] = f"{rtpengine[0].pid}:{rtpengine[1]}"
         time.sleep(0.5)  # its control socket is up well within this
-    relay = _Child(relay_process, "bench-relay")
-    gen = _Child(generator_process, "bench-generator")
     results: list[Result] = []
-    try:
-        print(header, flush=True)
-        for mode in modes:
-            for calls in levels:
-                result = None
-                for attempt in range(1 + args.retries):
-                    if time.monotonic() - began > TIME_BUDGET:
+    labels: list[str] = []
+    with _checkout(args.before) as before_root:
+        relay = _Child(relay_process, "bench-relay")
+        gen = _Child(generator_process, "bench-generator")
+        before = (
+            _Child(relay_process, "bench-relay-before", str(before_root), BEFORE_PORTS)
+            if before_root is not None
+            else None
+        )
+        try:
+            print(header, flush=True)
+            for mode in modes:
+                relays = [(mode, relay)]
+                if before is not None and mode.startswith("relay"):
+                    relays.append((mode + before_tag, before))
+                labels += [label for label, _ in relays]
+                stopped: set[str] = set()
+                for calls in levels:
+                    for label, child in relays:
+                        if label in stopped:
+                            continue
+                        result = None
+                        for attempt in range(1 + args.retries):
+                            if time.monotonic() - began > budget:
+                                break
+                            result = run_level(child, gen, mode, calls, args.warmup, args.measure)
+                            result.mode = label
+                            direct = next(
+                                (d for d in results if d.mode == "direct" and d.calls == calls),
+                                None,
+                            )
+                            retry = " (retry)" if attempt else ""
+                            print(_row(result, direct, width) + retry, flush=True)
+                            if result.ok:
+                                break
+                        if result is None:
+                            print(f"{label:<{width}} time budget reached, stopping", flush=True)
+                            stopped.add(label)
+                            continue
+                        results.append(result)
+                        if not result.ok:
+                            stopped.add(label)
+                    if len(stopped) == len(relays):
                         break
-                    result = run_level(relay, gen, mode, calls, args.warmup, args.measure)
-                    direct = next(
-                        (d for d in results if d.mode == "direct" and d.calls == calls), None
-                    )
-                    retry = " (retry)" if attempt else ""
-                    print(_row(result, direct) + retry, flush=True)
-                    if result.ok:
-                        break
-                if result is None:
-                    print(f"{mode:<10} time budget reached, stopping", flush=True)
-                    break
-                results.append(result)
-                if not result.ok:
-                    break
-    finally:
-        gen.stop()
-        relay.stop()
-        if rtpengine is not None:  # ended by its pid
-            rtpengine[0].terminate()
-            try:
-                rtpengine[0].wait(10)
-            except Exception:
-                rtpengine[0].kill()
-                rtpengine[0].wait()
+        finally:
+            gen.stop()
+            relay.stop()
+            if before is not None:
+                before.stop()
+            if rtpengine is not None:  # ended by its pid
+                rtpengine[0].terminate()
+                try:
+                    rtpengine[0].wait(10)
+                except Exception:
+                    rtpengine[0].kill()
+                    rtpengine[0].wait()
     print()
-    for mode in modes:
-        held = [r for r in results if r.mode == mode and r.ok]
-        tried = [r for r in results if r.mode == mode]
+    for label in labels:
+        held = [r for r in results if r.mode == label and r.ok]
+        tried = [r for r in results if r.mode == label]
         best = max(held, key=lambda r: r.calls) if held else None
         note = "" if len(held) < len(tried) else " (every level tried held; the limit is higher)"
-        line = f"most concurrent calls with < 0.1 % loss, {mode:<10}: {best.calls if best else 0}"
+        line = (
+            f"most concurrent calls with < 0.1 % loss, {label:<{width}}: "
+            f"{best.calls if best else 0}"
+        )
         if best is not None and best.relay_cpu:
             # CPU cost per call at that level: how many calls one whole core would carry.
             line += (
@@ -773,8 +854,24 @@ def main(argv: list[str] | None = None) -> int:
             )
             line += " calls per fully used core"
         print(line + note)
+    if before_tag:
+        _print_comparison(results, modes, before_tag)
     print(f"total time {time.monotonic() - began:.0f} s")
     return 0
+
+
+def _print_comparison(results: list[Result], modes: list[str], tag: str) -> None:
+    """Per relay mode: the CPU per call of both relays at each level both held."""
+    for mode in modes:
+        now = {r.calls: r for r in results if r.mode == mode and r.ok and r.relay_cpu}
+        then = {r.calls: r for r in results if r.mode == mode + tag and r.ok and r.relay_cpu}
+        for calls in sorted(now.keys() & then.keys()):
+            a, b = now[calls].relay_cpu or 0.0, then[calls].relay_cpu or 0.0
+            print(
+                f"{mode} at {calls} calls: relay CPU {100 * a:.0f} % now, {100 * b:.0f} % {tag}"
+                f" -> ~{calls / a:.0f} vs ~{calls / b:.0f} calls per fully used core"
+                f" ({a / b:.2f}x the CPU)"
+            )
 
 
 if __name__ == "__main__":

@@ -362,6 +362,7 @@ class CallEngine:
         for _, handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
+        self.media.close()  # the port pairs parked for reuse (issue #21)
 
     def calls_view(self) -> list[dict[str, object]]:
         """The active calls for ``GET /calls``."""

@@ -10,6 +10,7 @@ package (``pbx/prompts``), so an installed server plays them too.
 from __future__ import annotations
 
 import asyncio
+import resource
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,6 +30,10 @@ log = structlog.get_logger("pbx.media.calls")
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 PROMPT_NAMES = ("009608",)
+# Port parking under load (``PortPool``, issue #21): a closed call's bound port pairs are
+# kept, up to this many (two sockets each) and never more than an eighth of the open-file
+# limit in sockets, and reused after the pool's quarantine.
+PARKED_PAIRS = 1024
 
 
 class MediaPlane(Protocol):
@@ -56,6 +61,7 @@ class MediaPlane(Protocol):
         self, call_id: str, prompt: str, codec: Codec, on_done: Callable[[int], None]
     ) -> None: ...
     def release(self, call_id: str) -> None: ...
+    def close(self) -> None: ...
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
 
 
@@ -86,7 +92,12 @@ class CallMedia:
     ) -> tuple[int, int]:
         """Open the call's relay; its A and B ports. Raises PbxError or OSError."""
         if self._pool is None:
-            self._pool = PortPool(settings.rtp_port_min, settings.rtp_port_max)
+            self._pool = PortPool(
+                settings.rtp_port_min,
+                settings.rtp_port_max,
+                park_limit=_park_limit(),
+                clock=self.clock,
+            )
         session = await MediaSession.open(
             self._pool,
             bind_host,
@@ -168,11 +179,23 @@ class CallMedia:
 
         self.spawn(close_then_release())
 
+    def close(self) -> None:
+        """Server shutdown: close the port pairs parked for reuse (live sessions stay)."""
+        if self._pool is not None:
+            self._pool.close_parked()
+
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` as a task kept until it is done."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _park_limit() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return PARKED_PAIRS
+    return min(PARKED_PAIRS, soft // 16)  # two sockets a pair: an eighth of the limit
 
 
 def _load_prompts(directory: Path) -> dict[str, WavAudio]:

@@ -171,6 +171,26 @@ def decode(codec: Codec, data: bytes, *, silence_is_zero: bool = False) -> bytes
     return decode_alaw(data)
 
 
+def decode_stereo(
+    left_codec: Codec | None, left: bytes, right_codec: Codec | None, right: bytes
+) -> bytes:
+    """Two channels of G.711 codes (equal lengths) as stereo frames of signed 16-bit
+    little-endian PCM, decoded straight into place (a recording's second: no mono buffers to
+    interleave afterwards). As ``decode(silence_is_zero=True)``; a channel whose codec is None
+    (no audio yet) is silence."""
+    if len(left) != len(right):
+        raise ValueError("channels must be of equal length")
+    frames = bytearray(4 * len(left))
+    for offset, codec, codes in ((0, left_codec, left), (2, right_codec, right)):
+        if codec is None:
+            continue  # already zero
+        low = _ULAW_LOW if codec is Codec.PCMU else _ALAW_ZERO_LOW
+        high = _ULAW_HIGH if codec is Codec.PCMU else _ALAW_HIGH
+        frames[offset::4] = codes.translate(low)
+        frames[offset + 1 :: 4] = codes.translate(high)
+    return bytes(frames)
+
+
 def encode(codec: Codec, pcm: bytes) -> bytes:
     """Encode signed 16-bit little-endian PCM to a G.711 payload."""
     return encode_ulaw(pcm) if codec is Codec.PCMU else encode_alaw(pcm)

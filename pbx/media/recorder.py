@@ -4,9 +4,15 @@ Adapter (asyncio). The relay's taps append ``(arrival_time, datagram)`` to a deq
 (O(1) on the hot path). A timer drains them once per ``flush_seconds`` (the first wait is
 randomised so that many recorders do not flush together), copies each PCMU/PCMA payload (RFC
 3551 payload types 0 and 8; telephone-event, comfort noise and anything else are skipped) onto
-a per-party timeline of G.711 codes, decodes the finished second of each party in one call, and
-writes it from a worker thread (``asyncio.to_thread``): neither decoding nor disk I/O holds up
-the relay. A party that switches codec mid-call is transcoded into its first codec.
+a per-party timeline of G.711 codes, decodes the finished second of both parties in one call
+(straight into stereo frames), and writes it from a worker thread: neither decoding nor disk
+I/O holds up the relay. A party that switches codec mid-call is transcoded into its first codec.
+
+Writes in batches (issue #21): handing a flush's two small positioned writes to a thread cost
+more than the writes (a future, a wake-up, the GIL changing hands, per recorder and second), so
+the recorders of an event loop share a ``BatchedWriter``: the writes queued within
+``BATCH_SECONDS`` go to the worker thread as one job (one job in flight at a time), and each
+recorder still awaits its own writes and sees its own ``OSError``.
 
 Time alignment. Sample 0 is the moment the recorder started (on the loop clock). Within a run
 of packets, a packet's position comes from its RTP timestamp (RFC 3550 §5.1: the sampling
@@ -28,6 +34,7 @@ import collections
 import os
 import random
 import struct
+import weakref
 from dataclasses import dataclass
 from io import FileIO
 from pathlib import Path
@@ -43,13 +50,72 @@ from pbx.media.wav import (
     TELEPHONE_STEREO,
     WAV_HEADER_SIZE,
     build_wav_header,
-    interleave_stereo,
 )
 
 log = structlog.get_logger("pbx.media.recorder")
 
 SAMPLE_RATE = 8000
 _FAST_HEADER = struct.Struct("!BBHII")
+BATCH_SECONDS = 0.05  # how long a write may wait for others to share its thread job
+
+
+_WRITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, BatchedWriter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class BatchedWriter:
+    """Appends to recordings from a worker thread, many recorders' writes per thread job."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, batch_seconds: float = BATCH_SECONDS):
+        self._loop = loop
+        self._batch_seconds = batch_seconds
+        self._pending: list[tuple[int, bytes, int, int, asyncio.Future[None]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._job: asyncio.Task[None] | None = None
+        self.jobs = 0  # thread jobs run (for the tests and the load test)
+
+    @classmethod
+    def for_loop(cls, loop: asyncio.AbstractEventLoop) -> BatchedWriter:
+        """The writer the recorders of ``loop`` share."""
+        writer = _WRITERS.get(loop)
+        if writer is None:
+            writer = _WRITERS[loop] = cls(loop)
+        return writer
+
+    async def append(self, fd: int, frames: bytes, offset: int, data_size: int) -> None:
+        """Write ``frames`` at ``offset`` in the WAV file ``fd``, then its header's sizes."""
+        done = self._loop.create_future()
+        self._pending.append((fd, frames, offset, data_size, done))
+        if self._timer is None and self._job is None:
+            self._timer = self._loop.call_later(self._batch_seconds, self._start)
+        await done
+
+    def _start(self) -> None:
+        self._timer = None
+        jobs, self._pending = self._pending, []
+        self._job = self._loop.create_task(self._run(jobs))
+
+    async def _run(self, jobs: list[tuple[int, bytes, int, int, asyncio.Future[None]]]) -> None:
+        try:
+            errors = await asyncio.to_thread(_append_all, [job[:4] for job in jobs])
+        except asyncio.CancelledError:  # loop shutdown: the waiting recorders are cancelled too
+            for job in jobs:
+                job[4].cancel()
+            raise
+        finally:
+            self.jobs += 1
+            self._job = None
+            if self._pending:  # queued while this job ran: the next batch
+                self._timer = self._loop.call_later(self._batch_seconds, self._start)
+        for job, error in zip(jobs, errors, strict=True):
+            done = job[4]
+            if done.done():
+                continue
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,14 +162,15 @@ class _Track:
         self.silence_byte = bytes([codec.silence])
 
     def take(self, count: int) -> bytes:
-        """Decode and remove the first count samples as 16-bit PCM (silence where none)."""
+        """Remove the first count G.711 codes, padded with silence; decoded by the caller
+        (``g711.decode_stereo``, with the other party's)."""
         codes = bytes(self.buffer[:count])
         del self.buffer[:count]
-        if self.codec is None:
-            return bytes(2 * count)
+        if self._codec is None:
+            return bytes(count)  # no audio yet: decode_stereo leaves the channel silent
         if len(codes) < count:
             codes += self.silence_byte * (count - len(codes))
-        return g711.decode(self.codec, codes, silence_is_zero=True)
+        return codes
 
 
 class CallRecorder:
@@ -127,6 +194,7 @@ class CallRecorder:
         self._jitter_seconds = jitter_seconds
         self._resync = round(resync_seconds * SAMPLE_RATE)
         self._loop = loop
+        self._writer = BatchedWriter.for_loop(loop)
         self._tracks = {Side.A: _Track(), Side.B: _Track()}
         self._written = 0  # frames already in the file
         self._task: asyncio.Task[None] | None = None
@@ -280,13 +348,12 @@ class CallRecorder:
         count = horizon - self._written
         if count <= 0:
             return
-        frames = interleave_stereo(
-            self._tracks[Side.A].take(count), self._tracks[Side.B].take(count)
-        )
+        a, b = self._tracks[Side.A], self._tracks[Side.B]
+        frames = g711.decode_stereo(a.codec, a.take(count), b.codec, b.take(count))
         written_before = self._written
         self._written = horizon
         offset = WAV_HEADER_SIZE + 4 * written_before
-        await asyncio.to_thread(_append, self._file.fileno(), frames, offset, 4 * self._written)
+        await self._writer.append(self._file.fileno(), frames, offset, 4 * self._written)
 
     async def close(self) -> RecordingResult:
         """Stop tapping, write what is left, patch the header and close the file (idempotent)."""
@@ -342,6 +409,19 @@ def _append(fd: int, frames: bytes, offset: int, data_size: int) -> None:
     # Two positioned writes per flush: the frames, then the header with the new sizes.
     _write_at(fd, frames, offset)
     _write_at(fd, build_wav_header(TELEPHONE_STEREO, data_size), 0)
+
+
+def _append_all(jobs: list[tuple[int, bytes, int, int]]) -> list[OSError | None]:
+    """Run a batch of ``_append`` calls (in the worker thread); each one's error, or None."""
+    errors: list[OSError | None] = []
+    for job in jobs:
+        try:
+            _append(*job)
+        except OSError as exc:
+            errors.append(exc)
+        else:
+            errors.append(None)
+    return errors
 
 
 def _write_at(fd: int, data: bytes, offset: int) -> None:

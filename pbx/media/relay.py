@@ -64,6 +64,7 @@ import dataclasses
 import errno
 import random
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -89,14 +90,65 @@ class PortPoolExhausted(PbxError):
     """Every RTP port pair of the configured range is in use."""
 
 
+@dataclass(frozen=True, slots=True)
+class ParkedPair:
+    """A released port pair whose bound sockets are kept for the next session (see PortPool)."""
+
+    host: str
+    rcvbuf: int | None
+    rtp: asyncio.DatagramTransport
+    rtcp: asyncio.DatagramTransport
+
+
+class _ParkedProtocol(asyncio.DatagramProtocol):
+    """Receives on parked sockets: every datagram is a late or stray one, dropped and counted."""
+
+    __slots__ = ("pool",)
+
+    def __init__(self, pool: PortPool) -> None:
+        self.pool = pool
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        self.pool.parked_dropped += 1
+
+    def error_received(self, exc: Exception) -> None:
+        pass
+
+
 class PortPool:
     """Even RTP ports (RTP + 1 for RTCP) from an inclusive range, handed out round-robin.
 
     Released ports go to the back of the queue, so a port is reused as late as possible and
     stray packets of an old call do not reach a new one.
+
+    Parking (``park_limit`` > 0; the call engine's pool, issue #21): binding four sockets and
+    making four transports is most of what opening a session costs, so under load a closing
+    session parks its bound pairs here instead of closing them, up to ``park_limit`` pairs.
+    - Only under load: a pair is parked only if at least ``park_min_rate`` pairs were taken in
+      the last second; otherwise (and beyond the limit) it is closed as before, so a quiet
+      server frees a call's ports as soon as the call ends.
+    - Quarantine: a parked pair drops and counts (``parked_dropped``) whatever arrives, and is
+      handed to a new session only once parked for ``quarantine_seconds``, so the old call's
+      late packets never reach the new one. When no cold port is left, the longest-parked pair
+      is taken even within its quarantine (the pool without parking would hand out that
+      just-released port too).
+    - Linger: a pair not taken within ``linger_seconds`` after its quarantine is closed (a
+      timer, ``sweep``), so ports are not held once the load has gone.
+    Ready parked pairs are taken before cold ports. Parked ports count as available, not in
+    use. ``clock`` is the monotonic clock these times are read on.
     """
 
-    def __init__(self, first: int, last: int) -> None:
+    def __init__(
+        self,
+        first: int,
+        last: int,
+        *,
+        park_limit: int = 0,
+        park_min_rate: int = 20,
+        quarantine_seconds: float = 2.0,
+        linger_seconds: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if not 1024 <= first <= last <= 65535:
             raise ValueError(f"invalid RTP port range {first}-{last}")
         start = first + (first % 2)
@@ -107,6 +159,22 @@ class PortPool:
             raise ValueError(f"RTP port range {first}-{last} holds no even/odd port pair")
         self._in_use: set[int] = set()
         self.size = len(self._free)
+        self.park_limit = park_limit
+        self.park_min_rate = park_min_rate
+        self.quarantine_seconds = quarantine_seconds
+        self.linger_seconds = linger_seconds
+        self.clock = clock
+        # Parked pairs by port, in the order they were parked, with when.
+        self._parked: collections.OrderedDict[int, tuple[float, ParkedPair]] = (
+            collections.OrderedDict()
+        )
+        self.parked_protocol = _ParkedProtocol(self)
+        self.parked_dropped = 0  # datagrams that reached a parked pair
+        self._sweeper: asyncio.TimerHandle | None = None
+        # Pairs taken in the current one-second window and in the one before (the load).
+        self._window_start = -1e9
+        self._window_taken = 0
+        self._previous_taken = 0
 
     @classmethod
     def from_spec(cls, spec: str) -> PortPool:
@@ -118,7 +186,10 @@ class PortPool:
             raise ValueError(f"invalid rtp_ports {spec!r}: {exc}") from exc
 
     def allocate(self) -> int:
-        """Take an even RTP port (its RTCP port is the next one); raise PortPoolExhausted."""
+        """Take an even RTP port (its RTCP port is the next one); raise PortPoolExhausted.
+
+        Cold ports only: parked ones come from ``take_parked``.
+        """
         if not self._free:
             raise PortPoolExhausted(
                 f"no free RTP port pair in {self.first}-{self.last} ({self.size} pairs in use)"
@@ -126,6 +197,75 @@ class PortPool:
         port = self._free.popleft()
         self._in_use.add(port)
         return port
+
+    def take_parked(self, host: str, rcvbuf: int | None) -> tuple[int, ParkedPair] | None:
+        """A parked pair bound as asked, to reuse (marked in use), or None: bind a port from
+        ``allocate``. Called once per pair a session needs (it measures the load).
+
+        The longest-parked pair, once its quarantine is over; or, when no cold port is left,
+        even before (see the class docstring). A pair bound otherwise (another address or
+        buffer size) is closed and its port freed.
+        """
+        now = self.clock()
+        if now - self._window_start >= 1.0:
+            self._previous_taken = self._window_taken if now - self._window_start < 2.0 else 0
+            self._window_start, self._window_taken = now, 0
+        self._window_taken += 1
+        while self._parked:
+            port, (parked_at, pair) = next(iter(self._parked.items()))
+            if self._free and now - parked_at < self.quarantine_seconds:
+                return None
+            del self._parked[port]
+            if pair.host == host and pair.rcvbuf == rcvbuf and not pair.rtp.is_closing():
+                self._in_use.add(port)
+                return port, pair
+            self._close_pair(port, pair)
+        return None
+
+    def park(self, port: int, pair: ParkedPair) -> bool:
+        """Release ``port`` keeping its bound pair; False (nothing done) if it is not to be
+        parked: no load, or no room (see the class docstring)."""
+        now = self.clock()
+        if len(self._parked) >= self.park_limit or self._recently_taken(now) < self.park_min_rate:
+            return False
+        if port not in self._in_use:
+            raise ValueError(f"RTP port {port} is not allocated")
+        self._in_use.remove(port)
+        pair.rtp.set_protocol(self.parked_protocol)
+        pair.rtcp.set_protocol(self.parked_protocol)
+        self._parked[port] = (now, pair)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(
+                self.quarantine_seconds + self.linger_seconds, self.sweep
+            )
+        return True
+
+    def _recently_taken(self, now: float) -> int:
+        """Pairs taken in the last second: the window in progress or the one just ended."""
+        age = now - self._window_start
+        if age < 1.0:
+            return max(self._window_taken, self._previous_taken)
+        return self._window_taken if age < 2.0 else 0
+
+    def sweep(self) -> None:
+        """Close the pairs parked for longer than their quarantine and linger (the timer)."""
+        self._sweeper = None
+        now = self.clock()
+        keep = self.quarantine_seconds + self.linger_seconds
+        while self._parked:
+            port, (parked_at, pair) = next(iter(self._parked.items()))
+            if now - parked_at < keep:
+                self._sweeper = asyncio.get_running_loop().call_later(
+                    keep - (now - parked_at), self.sweep
+                )
+                return
+            del self._parked[port]
+            self._close_pair(port, pair)
+
+    def _close_pair(self, port: int, pair: ParkedPair) -> None:
+        pair.rtp.close()
+        pair.rtcp.close()
+        self._free.append(port)
 
     def release(self, port: int) -> None:
         """Give a port back; releasing a port that is not allocated is a bug (ValueError)."""
@@ -135,15 +275,29 @@ class PortPool:
             raise ValueError(f"RTP port {port} is not allocated") from None
         self._free.append(port)
 
+    def close_parked(self) -> None:
+        """Close every parked pair (server shutdown); their ports become free ones."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        while self._parked:
+            port, (_, pair) = self._parked.popitem(last=False)
+            self._close_pair(port, pair)
+
     @property
     def in_use(self) -> int:
         """How many port pairs are allocated."""
         return len(self._in_use)
 
     @property
+    def parked(self) -> int:
+        """How many released port pairs keep their sockets (see the class docstring)."""
+        return len(self._parked)
+
+    @property
     def available(self) -> int:
-        """How many port pairs are free."""
-        return len(self._free)
+        """How many port pairs are free (parked ones included)."""
+        return len(self._free) + len(self._parked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,6 +548,10 @@ class RelayCounters:
         registry.on_render(collect)
 
 
+# What a session's port pair starts from: a newly bound socket, or a parked pair's transport.
+_Endpoint = socket.socket | asyncio.DatagramTransport
+
+
 def _bind_udp(host: str, port: int, rcvbuf: int | None) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -423,9 +581,11 @@ class MediaSession:
         loop: asyncio.AbstractEventLoop,
         counters: RelayCounters | None = None,
         clock: Callable[[], float] | None = None,
+        rcvbuf: int | None = None,
     ) -> None:
         self.pool = pool
         self.host = host
+        self.rcvbuf = rcvbuf
         self.inactivity_seconds = inactivity_seconds
         self.on_inactive = on_inactive
         self._loop = loop
@@ -434,7 +594,8 @@ class MediaSession:
         self._relatch_seconds = relatch_seconds
         self._tick_seconds = tick_seconds or max(0.05, min(0.5, inactivity_seconds / 4))
         self._ports: list[int] = []
-        self._transports: list[asyncio.DatagramTransport] = []
+        # Each port's RTP and RTCP transports, in that order, once attached (or parked ones).
+        self._transports: dict[int, list[asyncio.DatagramTransport]] = {}
         self._protocols: dict[tuple[Side, bool], _RelayProtocol] = {}
         self._legs: dict[Side, RelayLeg] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -487,33 +648,38 @@ class MediaSession:
             loop=loop,
             counters=counters,
             clock=clock,
+            rcvbuf=rcvbuf,
         )
         try:
-            socks: dict[Side, tuple[socket.socket, socket.socket]] = {}
+            ends: dict[Side, tuple[_Endpoint, _Endpoint]] = {}
             for side in sides:
-                port, rtp_sock, rtcp_sock = session._bind_pair(rcvbuf, bind_attempts)
+                port, rtp_end, rtcp_end = session._take_pair(bind_attempts)
                 session._legs[side] = RelayLeg(side, port, session._clock, relatch_seconds)
-                socks[side] = (rtp_sock, rtcp_sock)
-            for side, (rtp_sock, rtcp_sock) in socks.items():
+                ends[side] = (rtp_end, rtcp_end)
+            for side, (rtp_end, rtcp_end) in ends.items():
                 leg = session._legs[side]
                 other = session._legs.get(side.other)
                 # With one leg, the missing other side is a channel that has no destination.
                 rtp_out = other.rtp if other else Channel(0.0)
                 rtcp_out = other.rtcp if other else Channel(0.0)
-                for sock, channel, out, is_rtcp in (
-                    (rtp_sock, leg.rtp, rtp_out, False),
-                    (rtcp_sock, leg.rtcp, rtcp_out, True),
+                for end, channel, out, is_rtcp in (
+                    (rtp_end, leg.rtp, rtp_out, False),
+                    (rtcp_end, leg.rtcp, rtcp_out, True),
                 ):
                     protocol = _RelayProtocol(leg, channel, out)
                     if await_sdp:
                         protocol.unprotect = _awaiting_sdp
-                    transport, _ = await loop.create_datagram_endpoint(
-                        lambda p=protocol: p,  # type: ignore[misc]
-                        sock=sock,
-                    )
-                    session._unattached.remove(sock)
+                    if isinstance(end, socket.socket):
+                        transport, _ = await loop.create_datagram_endpoint(
+                            lambda p=protocol: p,  # type: ignore[misc]
+                            sock=end,
+                        )
+                        session._unattached.remove(end)
+                        session._transports.setdefault(leg.port, []).append(transport)
+                    else:  # a parked pair's transport: only its protocol changes
+                        transport = end
+                        transport.set_protocol(protocol)
                     channel.transport = transport
-                    session._transports.append(transport)
                     session._protocols[(side, is_rtcp)] = protocol
         except BaseException:
             session.close()
@@ -524,10 +690,16 @@ class MediaSession:
         )
         return session
 
-    def _bind_pair(
-        self, rcvbuf: int | None, attempts: int
-    ) -> tuple[int, socket.socket, socket.socket]:
+    def _take_pair(self, attempts: int) -> tuple[int, _Endpoint, _Endpoint]:
+        """A parked pair's transports if the pool has one ready, else two newly bound sockets."""
+        parked = self.pool.take_parked(self.host, self.rcvbuf)
+        if parked is not None:
+            port, pair = parked
+            self._ports.append(port)
+            self._transports[port] = [pair.rtp, pair.rtcp]
+            return port, pair.rtp, pair.rtcp
         last_error: OSError | None = None
+        rcvbuf = self.rcvbuf
         for _ in range(attempts):
             port = self.pool.allocate()
             self._ports.append(port)
@@ -663,7 +835,8 @@ class MediaSession:
             self._timer = self._loop.call_later(self._tick_seconds, self._tick)
 
     def close(self) -> None:
-        """Close every socket and give the ports back to the pool (idempotent)."""
+        """Close every socket and give the ports back to the pool (idempotent); with a parking
+        pool, the bound pairs are parked instead, as far as it has room (``PortPool``)."""
         if self.closed:
             return
         self.closed = True
@@ -673,15 +846,24 @@ class MediaSession:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for transport in self._transports:
-            transport.close()
-        self._transports.clear()
+        for leg in self._legs.values():
+            # Packets we generate (a prompt) must not leave through a pair that is parked or
+            # has gone to another session.
+            leg.rtp.transport = leg.rtcp.transport = None
         for sock in self._unattached:
             sock.close()
         self._unattached.clear()
         for port in self._ports:
+            transports = self._transports.get(port, [])
+            if len(transports) == 2:
+                pair = ParkedPair(self.host, self.rcvbuf, transports[0], transports[1])
+                if self.pool.park(port, pair):
+                    continue
+            for transport in transports:
+                transport.close()
             self.pool.release(port)
         self._ports.clear()
+        self._transports.clear()
 
     async def __aenter__(self) -> MediaSession:
         return self

@@ -274,6 +274,9 @@ class RtpengineMedia:
         self._tasks.add(call.last)
         call.last.add_done_callback(self._tasks.discard)
 
+    def close(self) -> None:
+        """Server shutdown: nothing is held here (rtpengine owns the sockets)."""
+
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` as a task kept until it is done."""
         task = asyncio.get_running_loop().create_task(coro)

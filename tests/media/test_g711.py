@@ -10,6 +10,7 @@ import pytest
 
 from pbx.media import g711
 from pbx.media.g711 import Codec
+from pbx.media.wav import interleave_stereo
 
 ALL_SAMPLES = array("h", range(-32768, 32768)).tobytes()
 
@@ -134,3 +135,31 @@ def test_alaw_silence_can_decode_to_exact_zero() -> None:
     assert g711.decode(Codec.PCMA, b"\xd5\x55") == b"\x08\x00\xf8\xff"
     assert g711.decode(Codec.PCMA, b"\xd5\x55", silence_is_zero=True) == b"\x00\x00\xf8\xff"
     assert g711.decode(Codec.PCMU, b"\xff", silence_is_zero=True) == b"\x00\x00"
+
+
+@pytest.mark.parametrize(
+    ("left", "right"),
+    [
+        (Codec.PCMU, Codec.PCMA),
+        (Codec.PCMA, Codec.PCMU),
+        (Codec.PCMA, Codec.PCMA),
+        (None, Codec.PCMU),
+        (Codec.PCMA, None),
+        (None, None),
+    ],
+)
+def test_decode_stereo_is_both_channels_decoded_then_interleaved(
+    left: Codec | None, right: Codec | None
+) -> None:
+    codes = bytes(range(256)) * 3
+    other = bytes(reversed(codes))
+
+    def mono(codec: Codec | None, data: bytes) -> bytes:
+        if codec is None:
+            return bytes(2 * len(data))
+        return g711.decode(codec, data, silence_is_zero=True)
+
+    expected = interleave_stereo(mono(left, codes), mono(right, other))
+    assert g711.decode_stereo(left, codes, right, other) == expected
+    with pytest.raises(ValueError, match="equal length"):
+        g711.decode_stereo(left, codes, right, other[1:])
