@@ -116,6 +116,8 @@ def start_server(
         server_extra=SERVER_EXTRA,
         trunk=f"{CARRIER_IP}:{free_port(host=CARRIER_IP)}",
         listen='["udp:127.0.0.1:0"]',
+        # The --before server has a range of its own (both keep ports bound between calls).
+        rtp_ports="34000-35999" if source is not None else "32000-33999",
     )
     log = root / "server.log"
     with log.open("wb") as err:

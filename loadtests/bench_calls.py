@@ -342,6 +342,8 @@ def bench_server(workdir: Path, source: Path | None = None) -> Iterator[tuple[Ru
         tenants={"acme": TENANT},
         server_extra=SERVER_EXTRA,
         trunk=f"{CARRIER_IP}:{free_port(host=CARRIER_IP)}",
+        # The --before server has a range of its own (both keep ports bound between calls).
+        rtp_ports="34000-35999" if source is not None else "32000-33999",
     )
     with running_server(config, source=source) as server:
         phone_port = free_port(host=PHONE_IP)

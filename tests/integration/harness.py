@@ -99,8 +99,10 @@ def write_config(
     admin_port: int = 0,
     sip_extra: str = "",
     listen: str = '["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]',
+    rtp_ports: str = "32000-32999",
 ) -> Path:
-    """A pbx.toml listening on loopback port 0 (UDP, TCP, admin) with data under ``root``."""
+    """A pbx.toml listening on loopback port 0 (UDP, TCP, admin) with data under ``root``
+    (``rtp_ports``: two servers side by side need ranges of their own)."""
     (root / "tenants").mkdir(parents=True, exist_ok=True)
     (root / "data").mkdir(exist_ok=True)
     pbx = textwrap.dedent(
@@ -119,7 +121,7 @@ def write_config(
         data_dir = "data"
 
         [media]
-        rtp_ports = "32000-32999"
+        rtp_ports = "{rtp_ports}"
 
         [[trunks]]
         name = "carrier"
