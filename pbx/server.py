@@ -110,6 +110,8 @@ class PbxServer:
         )
 
     async def start(self) -> None:
+        if isinstance(self.clock, SystemClock):
+            self.clock.bind(asyncio.get_running_loop())
         snapshot = self.holder.current
         data_dir = snapshot.server.storage.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)

@@ -29,3 +29,34 @@ async def test_system_clock_reads_the_running_loops_time() -> None:
     reading = SystemClock().now()
     assert before <= reading.monotonic <= loop.time()
     assert reading.wall > 1_600_000_000
+
+
+def test_a_bound_system_clock_reads_its_loop_while_it_runs_then_any_other() -> None:
+    clock = SystemClock()
+    seen: list[tuple[float, float, float]] = []
+
+    class Loop(asyncio.SelectorEventLoop):
+        """A loop whose time is far from the monotonic clock, to tell the readings apart."""
+
+        def time(self) -> float:
+            return super().time() + 1e6
+
+    async def read() -> None:
+        loop = asyncio.get_running_loop()
+        clock.bind(loop)
+        seen.append((loop.time(), clock.monotonic(), clock.now().monotonic))
+
+    first = Loop()
+    try:
+        first.run_until_complete(read())
+    finally:
+        first.close()
+    before, monotonic, now = seen[0]
+    assert before <= monotonic <= now < before + 60  # the bound loop's time
+    # The loop has stopped: another loop's time is read (here none runs: time.monotonic).
+    assert clock.monotonic() < before - 1e5
+
+    async def other() -> float:
+        return clock.monotonic() - asyncio.get_running_loop().time()
+
+    assert abs(asyncio.run(other())) < 1.0

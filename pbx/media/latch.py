@@ -33,6 +33,8 @@ class DatagramSender(Protocol):
 class Side(enum.Enum):
     """The two parties of a relayed call."""
 
+    __hash__ = object.__hash__  # a dict key of the hot paths (see sip.transaction.TransactionTimer)
+
     A = "a"  # the caller's leg
     B = "b"  # the callee's leg
 

@@ -163,11 +163,17 @@ class NameAddress:
     display_name: str | None = None  # as written: quoted-string with its quotes, or token(s)
     params: Params = ()
     _text: str | None = field(default=None, init=False, repr=False, compare=False)
+    # The tag, once read (a one-tuple): dialog matching reads it about 40 times a call.
+    _tag: tuple[Tag | None] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def tag(self) -> Tag | None:
-        value = get_param(self.params, "tag")
-        return Tag(value) if value is not None else None
+        kept = self._tag
+        if kept is None:
+            value = get_param(self.params, "tag")
+            kept = (Tag(value) if value is not None else None,)
+            object.__setattr__(self, "_tag", kept)
+        return kept[0]
 
     @property
     def display_text(self) -> str | None:
@@ -204,11 +210,19 @@ class Via:
     params: Params = ()
     protocol: str = "SIP/2.0"
     _text: str | None = field(default=None, init=False, repr=False, compare=False)
+    _branch: tuple[Branch | None] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def branch(self) -> Branch | None:
-        value = get_param(self.params, "branch")
-        return Branch(value) if value is not None else None
+        """The branch parameter (kept once read, like ``NameAddress.tag``)."""
+        kept = self._branch
+        if kept is None:
+            value = get_param(self.params, "branch")
+            kept = (Branch(value) if value is not None else None,)
+            object.__setattr__(self, "_branch", kept)
+        return kept[0]
 
     @property
     def received(self) -> str | None:

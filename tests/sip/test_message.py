@@ -76,3 +76,21 @@ def test_a_message_is_serialised_once_and_a_changed_copy_afresh(
     assert dataclasses.replace(response) == response
     assert hash(dataclasses.replace(response)) == hash(response)
     assert "_wire" not in repr(response)
+
+
+def test_the_tag_and_the_branch_are_read_once_and_a_changed_copy_reads_its_own() -> None:
+    address = parse_name_addr("<sip:a@example.com>;tag=one")
+    assert address.tag == "one"
+    assert address.tag == "one"  # kept
+    assert address.with_tag("two").tag == "two"
+    assert dataclasses.replace(address, params=(("tag", "three"),)).tag == "three"
+    assert dataclasses.replace(address, params=()).tag is None
+    assert dataclasses.replace(address) == address
+    response = parse_message(_RESPONSE)
+    via = response.via[0]
+    assert via.branch == "z9hG4bK1"
+    changed = dataclasses.replace(via, params=(("branch", "z9hG4bK2"),))
+    assert changed.branch == "z9hG4bK2"
+    assert via.branch == "z9hG4bK1"
+    assert "_branch" not in repr(via)
+    assert "_tag" not in repr(address)
