@@ -266,7 +266,8 @@ class DigestAuthenticator:
         if not algorithms or any(a not in _HASHES for a in algorithms):
             raise ValueError(f"algorithms must be a non-empty subset of {ALGORITHMS}")
         self._secret = secret
-        # The nonce MAC's key: BLAKE2s takes at most 32 key bytes, so a longer secret is hashed.
+        # The nonce MAC's key: BLAKE2s takes at most 32 key bytes, so the secret (of any
+        # length) is hashed into one.
         self._mac_key = hashlib.blake2s(secret, person=b"nonce").digest()
         self.algorithms: tuple[Algorithm, ...] = tuple(dict.fromkeys(algorithms))
         self.nonce_ttl = nonce_ttl
