@@ -18,7 +18,9 @@ server is ``pbx run`` with its normal JSON logging at info level (to a file), as
   run waits ``--settle`` seconds after the last call (so the 32 s transaction and dialog
   clean-ups run) and stops the server (SIGTERM). It prints the instructions per call:
   (Ir(calls) - Ir(base)) / (calls - base). Start-up, registration, shutdown cancel out.
-  Expect about 10 minutes.
+  Expect about 10 minutes; with ``--before REV`` the same for that commit first (an
+  instruction count does not depend on the machine's load: the A/B to trust on a shared
+  machine).
 - ``--before REV``: two servers, one of the commit REV (a temporary git worktree) and one of
   this checkout, each warmed up with ``--base`` calls; then ``--repeat`` rounds alternating
   between them; prints both CPU figures per call and their ratio (the same minutes of a shared
@@ -379,12 +381,15 @@ def prepare(
 # --- the two measurements ---------------------------------------------------------------------
 
 
-def callgrind_run(workdir: Path, calls: int, args: argparse.Namespace) -> tuple[int, int]:
-    root = workdir / f"cg-{calls}"
+def callgrind_run(
+    workdir: Path, calls: int, args: argparse.Namespace, source: Path | None = None
+) -> tuple[int, int]:
+    label = "before" if source is not None else "now"
+    root = workdir / f"cg-{label}-{calls}"
     root.mkdir()
     out = root / "callgrind.out"
     prefix = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-    server, driver = prepare(root, prefix, f"cg{calls}")
+    server, driver = prepare(root, prefix, f"cg{label}{calls}", source=source)
     try:
         driver.run(calls, args.concurrency, timeout=3600)
         time.sleep(args.settle)
@@ -403,14 +408,25 @@ def callgrind_run(workdir: Path, calls: int, args: argparse.Namespace) -> tuple[
 
 
 def measure_callgrind(workdir: Path, args: argparse.Namespace) -> None:
-    small, r_small = callgrind_run(workdir, args.base, args)
-    print(f"{args.base:>6} calls: {small:>16,} instructions  ({r_small} retransmissions)")
-    big, r_big = callgrind_run(workdir, args.calls, args)
-    print(f"{args.calls:>6} calls: {big:>16,} instructions  ({r_big} retransmissions)")
-    per_call = (big - small) / (args.calls - args.base)
-    print(f"instructions per call: {per_call:,.0f}")
-    if r_small or r_big:
-        print("retransmissions seen: the figure includes them (try a lower --concurrency)")
+    """Instructions per call of this checkout, and with ``--before`` of that commit too
+    (machine load does not change an instruction count: the A/B for a shared machine)."""
+    with contextlib.ExitStack() as stack:
+        sources: list[tuple[str, Path | None]] = [("now", None)]
+        if args.before:
+            sources.insert(0, ("before", stack.enter_context(checkout(args.before))))
+        figures = {}
+        for label, source in sources:
+            small, r_small = callgrind_run(workdir, args.base, args, source)
+            print(f"{label:>6} {args.base:>6} calls: {small:>16,} instructions ({r_small} retr.)")
+            big, r_big = callgrind_run(workdir, args.calls, args, source)
+            print(f"{label:>6} {args.calls:>6} calls: {big:>16,} instructions ({r_big} retr.)")
+            figures[label] = (big - small) / (args.calls - args.base)
+            print(f"{label:>6} instructions per call: {figures[label]:,.0f}", flush=True)
+            if r_small or r_big:
+                print("retransmissions seen: the figure includes them (try a lower --concurrency)")
+    if args.before:
+        print(f"before = {describe(args.before)}")
+        print(f"now/before {figures['now'] / figures['before']:.2f}")
 
 
 def measure_cpu(workdir: Path, args: argparse.Namespace) -> None:
