@@ -333,7 +333,9 @@ def run_step(
 
 
 @contextlib.contextmanager
-def bench_server(workdir: Path, source: Path | None = None) -> Iterator[tuple[RunningServer, int]]:
+def bench_server(
+    workdir: Path, source: Path | None = None, rtp_ports: str | None = None
+) -> Iterator[tuple[RunningServer, int]]:
     """A fresh server (of the checkout ``source``, else of this one) with 1001 registered."""
     root = workdir / f"pbx-{time.monotonic_ns()}"
     root.mkdir()
@@ -343,7 +345,7 @@ def bench_server(workdir: Path, source: Path | None = None) -> Iterator[tuple[Ru
         server_extra=SERVER_EXTRA,
         trunk=f"{CARRIER_IP}:{free_port(host=CARRIER_IP)}",
         # The --before server has a range of its own (both keep ports bound between calls).
-        rtp_ports="34000-35999" if source is not None else "32000-33999",
+        rtp_ports=rtp_ports or ("34000-35999" if source is not None else "32000-33999"),
     )
     with running_server(config, source=source) as server:
         phone_port = free_port(host=PHONE_IP)
@@ -358,11 +360,14 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def hold_calls(count: int, workdir: Path) -> None:
-    """Hold ``count`` established calls on a fresh server; print RSS per call."""
+def hold_calls(count: int, workdir: Path, source: Path | None = None, label: str = "pbx") -> None:
+    """Hold ``count`` established calls on a fresh server (of the checkout ``source``); print
+    RSS per call. Every call holds two RTP port pairs (its relay, even without SDP: a late
+    offer may come), so the range has four ports per call."""
     rate = 200
-    with bench_server(workdir) as (server, phone_port):
-        step_dir = workdir / "hold"
+    ports = f"20000-{min(65535, 20000 + 4 * count + 1000)}"
+    with bench_server(workdir, source, rtp_ports=ports) as (server, phone_port):
+        step_dir = workdir / f"hold-{label}"
         step_dir.mkdir()
         before = rss_kib(server.process.pid)
         uas = subprocess.Popen(
@@ -418,7 +423,8 @@ def hold_calls(count: int, workdir: Path) -> None:
             after = rss_kib(server.process.pid)
             _, status = server.admin_request("GET", "/status")
             print(
-                f"memory: {answered} established calls, RSS {before} KiB -> {after} KiB, "
+                f"memory ({label}): {answered} established calls, "
+                f"RSS {before} KiB -> {after} KiB, "
                 f"{(after - before) / max(1, answered):.1f} KiB/call "
                 f"(transactions still live: {status.get('transactions')})"
             )
@@ -501,6 +507,9 @@ def main() -> int:
         if found is not None and args.before:
             print(cpu_table(args.before, found))
         if not args.skip_hold:
+            if args.before:
+                with checkout(args.before) as source:
+                    hold_calls(args.hold_calls, workdir, source, label=args.before)
             hold_calls(args.hold_calls, workdir)
     return 0
 
