@@ -21,13 +21,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from loadtests.before import checkout
 from pbx.media.sdp import parse_sdp
 from pbx.sip.build import build_response
 from pbx.sip.limits import MessageCaps, check_caps
@@ -218,27 +218,16 @@ def measure(seconds: float) -> dict[str, float]:
 
 def _baseline(rev: str, seconds: float) -> dict[str, float]:
     """``measure`` run by this script against a temporary worktree of ``rev``."""
-    repo = Path(__file__).resolve().parents[1]
-    with tempfile.TemporaryDirectory(prefix="bench-parse-") as tmp:
-        tree = Path(tmp) / "tree"
-        subprocess.run(
-            ["git", "-C", str(repo), "worktree", "add", "--detach", "--quiet", str(tree), rev],
-            check=True,
+    with checkout(rev) as tree:
+        code = (
+            "import runpy, sys; sys.argv = ['bench_parse', '--json', '--seconds', "
+            f"{str(seconds)!r}]; runpy.run_path({str(Path(__file__).resolve())!r}, "
+            "run_name='__main__')"
         )
-        try:
-            code = (
-                "import runpy, sys; sys.argv = ['bench_parse', '--json', '--seconds', "
-                f"{str(seconds)!r}]; runpy.run_path({str(Path(__file__).resolve())!r}, "
-                "run_name='__main__')"
-            )
-            env = {**os.environ, "PYTHONPATH": str(tree)}
-            done = subprocess.run(
-                [sys.executable, "-c", code], cwd=tree, env=env, check=True, capture_output=True
-            )
-        finally:
-            subprocess.run(
-                ["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)], check=True
-            )
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=tree, env=env, check=True, capture_output=True
+        )
     figures: dict[str, float] = json.loads(done.stdout)
     return figures
 

@@ -27,7 +27,7 @@ registration (utime + stime from /proc over the step, divided by the registratio
 on how busy the machine is; this figure much less.
 
 - ``--before REV``: the same steps are run first against a server started from a git worktree of
-  ``REV`` (``git worktree add --detach`` into the work directory, removed at the end; the server
+  ``REV`` (``loadtests.before.checkout``: a temporary folder, removed at the end; the server
   runs with cwd and PYTHONPATH = that worktree), then against this checkout; the two figures are
   printed side by side at the end. With ``--rates 1500 --no-baseline`` that is the CPU per
   registration at a fixed rate, before and after, in the same run.
@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtests import profile_top
+from loadtests.before import checkout
 
 REPO = Path(__file__).resolve().parents[1]
 SIPP_DIR = REPO / "tests" / "sipp"
@@ -225,25 +226,6 @@ def _spied_child(pid: int) -> int:
     children = Path(f"/proc/{pid}/task/{pid}/children")
     found = children.read_text().split() if children.exists() else []
     return int(found[0]) if found else pid
-
-
-@contextlib.contextmanager
-def checkout_of(rev: str, workdir: Path) -> Iterator[Path]:
-    """A detached git worktree of ``rev`` under ``workdir``, removed at the end."""
-    path = workdir / f"checkout-{rev}"
-    subprocess.run(
-        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), rev],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        yield path
-    finally:
-        subprocess.run(
-            ["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)],
-            check=False,
-            stdout=subprocess.DEVNULL,
-        )
 
 
 def _answers_options(port: int) -> bool:
@@ -562,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:
             servers = [("this checkout", REPO)]
             if args.before:
-                source = stack.enter_context(checkout_of(args.before, workdir))
+                source = stack.enter_context(checkout(args.before))
                 servers.insert(0, (args.before, source))
             # On a shared machine one run's figure can be 20 % off the next (an A/A run, --before
             # HEAD, gave 0.46 to 0.61 ms): with --rounds, the pair repeats, order alternating.

@@ -74,10 +74,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from loadtests.before import checkout
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parents[1]
@@ -687,23 +688,6 @@ def _row(r: Result, direct: Result | None, width: int = 10) -> str:
     )
 
 
-@contextlib.contextmanager
-def _checkout(rev: str | None) -> Iterator[Path | None]:
-    """A detached git worktree of ``rev`` in a temporary directory, removed afterwards."""
-    if rev is None:
-        yield None
-        return
-    temp = Path(tempfile.mkdtemp(prefix="bench_relay_before_"))
-    tree = temp / "src"
-    git = ["git", "-C", str(REPO), "worktree"]
-    subprocess.run([*git, "add", "--detach", "--quiet", str(tree), rev], check=True)
-    try:
-        yield tree
-    finally:
-        subprocess.run([*git, "remove", "--force", str(tree)], check=False)
-        shutil.rmtree(temp, ignore_errors=True)
-
-
 def _revision(rev: str) -> str:
     done = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "--short", rev],
@@ -782,7 +766,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.5)  # its control socket is up well within this
     results: list[Result] = []
     labels: list[str] = []
-    with _checkout(args.before) as before_root:
+    with checkout(args.before) if args.before else contextlib.nullcontext() as before_root:
         relay = _Child(relay_process, "bench-relay")
         gen = _Child(generator_process, "bench-generator")
         before = (
