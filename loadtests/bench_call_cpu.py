@@ -3,7 +3,8 @@
     python -m loadtests.bench_call_cpu [--calls 1200] [--base 200] [--concurrency N]
                                        [--callgrind] [--repeat 5]
 
-Loopback only, signalling only, the same calls as ``bench_calls`` (the carrier on 127.0.0.2
+Loopback only, signalling only, the same tenant and calls as ``bench_calls`` (its ``TENANT``,
+keep-alives off; the carrier on 127.0.0.2
 calls 0312345678, whose rule rings extension 1001; the phone on 127.0.0.1, registered with
 digest, rings and answers at once and waits for the BYE; the carrier ACKs and hangs up at once).
 Both sides are one closed-loop driver in this process: ``--concurrency`` calls are in flight,
@@ -57,47 +58,13 @@ from pathlib import Path
 
 from loadtests import profile_top
 from loadtests.before import checkout, describe
+from loadtests.bench_calls import CARRIER_IP, NUMBER, PHONE_IP, SERVER_EXTRA, TENANT
+from loadtests.bench_register import thread_cpu
 from tests.integration.harness import free_port, write_config
 from tests.integration.sip_client import SipUdpClient
 
 REPO = Path(__file__).resolve().parents[1]
-CARRIER_IP = "127.0.0.2"
-PHONE_IP = "127.0.0.1"
-NUMBER = "0312345678"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-TENANT = """
-[tenant]
-domain = "acme.example"
-default = true
-
-[limits]
-max_users = 10
-
-[[numbers]]
-number = "0312345678"
-
-[[users]]
-extension = "1001"
-password = "secret1001"
-caller_id = "0312345678"
-
-[[incoming]]
-number = "0312345678"
-targets = "1001"
-days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun", "holiday"]
-start = "0:00"
-end = "23:59:59"
-"""
-
-SERVER_EXTRA = """
-[security]
-max_requests_per_second = 1000000
-
-[calls]
-max_calls_per_user = 1000000
-"""
-
 
 # --- the server -------------------------------------------------------------------------------
 
@@ -176,17 +143,6 @@ def python_pid(process: subprocess.Popen[bytes], spied: bool) -> int:
     children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
     found = children.read_text().split() if children.exists() else []
     return int(found[0]) if found else process.pid
-
-
-def thread_cpu(pid: int) -> list[tuple[str, float]]:
-    """CPU seconds of each thread of ``pid`` (name, utime + stime), busiest first."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            found.append((name, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS))
-    return sorted(found, key=lambda item: -item[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -314,9 +270,6 @@ class Driver:
                 response = ("\r\n".join(lines) + "\r\n\r\n").encode()
                 self.phone.sendto(response, source)
             self.answered[call_id] = response
-        elif method == "OPTIONS":  # the server's keep-alive (qualify)
-            lines = ["SIP/2.0 200 OK", *common, *header(head, "To"), *rest, "Content-Length: 0"]
-            self.phone.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(), source)
         elif method == "BYE":
             self.answered.pop(call_id, None)
             lines = ["SIP/2.0 200 OK", *common, *header(head, "To"), *rest, "Content-Length: 0"]
