@@ -198,22 +198,26 @@ class PortPool:
         self._in_use.add(port)
         return port
 
-    def take_parked(self, host: str, rcvbuf: int | None) -> tuple[int, ParkedPair] | None:
+    def take_parked(
+        self, host: str, rcvbuf: int | None, *, early: bool = False
+    ) -> tuple[int, ParkedPair] | None:
         """A parked pair bound as asked, to reuse (marked in use), or None: bind a port from
         ``allocate``. Called once per pair a session needs (it measures the load).
 
         The longest-parked pair, once its quarantine is over; or, when no cold port is left,
-        even before (see the class docstring). A pair bound otherwise (another address or
-        buffer size) is closed and its port freed.
+        even before (see the class docstring). ``early``: even before, whatever is left (the
+        cold ports could not be bound; not counted as load again). A pair bound otherwise
+        (another address or buffer size) is closed and its port freed.
         """
         now = self.clock()
-        if now - self._window_start >= 1.0:
-            self._previous_taken = self._window_taken if now - self._window_start < 2.0 else 0
-            self._window_start, self._window_taken = now, 0
-        self._window_taken += 1
+        if not early:
+            if now - self._window_start >= 1.0:
+                self._previous_taken = self._window_taken if now - self._window_start < 2.0 else 0
+                self._window_start, self._window_taken = now, 0
+            self._window_taken += 1
         while self._parked:
             port, (parked_at, pair) = next(iter(self._parked.items()))
-            if self._free and now - parked_at < self.quarantine_seconds:
+            if self._free and not early and now - parked_at < self.quarantine_seconds:
                 return None
             del self._parked[port]
             if pair.host == host and pair.rcvbuf == rcvbuf and not pair.rtp.is_closing():
@@ -691,17 +695,28 @@ class MediaSession:
         return session
 
     def _take_pair(self, attempts: int) -> tuple[int, _Endpoint, _Endpoint]:
-        """A parked pair's transports if the pool has one ready, else two newly bound sockets."""
-        parked = self.pool.take_parked(self.host, self.rcvbuf)
-        if parked is not None:
-            port, pair = parked
-            self._ports.append(port)
-            self._transports[port] = [pair.rtp, pair.rtcp]
-            return port, pair.rtp, pair.rtcp
+        """A parked pair's transports if the pool has one ready, else two newly bound sockets.
+
+        A cold port that cannot be bound (another process holds it, or its old socket is not
+        closed yet) goes back to the pool, and the next attempt takes a parked pair even within
+        its quarantine, then the next cold port. A port met a second time means every free
+        port has been tried: the bind error is raised rather than trying it again.
+        """
         last_error: OSError | None = None
         rcvbuf = self.rcvbuf
+        tried: set[int] = set()
         for _ in range(attempts):
+            parked = self.pool.take_parked(self.host, rcvbuf, early=bool(tried))
+            if parked is not None:
+                port, pair = parked
+                self._ports.append(port)
+                self._transports[port] = [pair.rtp, pair.rtcp]
+                return port, pair.rtp, pair.rtcp
             port = self.pool.allocate()
+            if port in tried:
+                self.pool.release(port)
+                break
+            tried.add(port)
             self._ports.append(port)
             try:
                 rtp_sock = _bind_udp(self.host, port, rcvbuf)

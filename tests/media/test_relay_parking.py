@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 
 import pytest
@@ -202,3 +203,53 @@ async def test_call_media_parks_under_load_and_closes_the_parked_pairs_on_close(
     media.close()
     await asyncio.sleep(0)
     assert all(binds(port) for pair in ports for port in pair)
+
+
+async def test_a_busy_last_cold_port_falls_back_to_a_parked_pair_within_its_quarantine() -> None:
+    # Three pairs: one session parks two, another process holds the third. Binding that last
+    # cold port fails, so the session takes the parked pairs at once rather than retrying the
+    # same busy port until it gives up (the 503 "no media ports" seen under load).
+    clock = FakeClock()
+    pool = parking_pool(31420, 31425, clock, quarantine_seconds=2.0)
+    first = await open_session(pool, clock)
+    parked = {first.a.port, first.b.port}
+    first.close()
+    (held_port,) = {31420, 31422, 31424} - parked
+    holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        holder.bind((HOST, held_port))
+        again = await open_session(pool, clock)
+        try:
+            assert {again.a.port, again.b.port} == parked
+            assert (pool.in_use, pool.parked) == (2, 0)
+        finally:
+            again.close()
+    finally:
+        holder.close()
+        pool.close_parked()
+    assert pool.in_use == 0
+
+
+async def test_a_port_whose_bind_fails_is_tried_once_per_pair_not_again_and_again() -> None:
+    # Without parking: the only free pair is held by another process. The session fails at
+    # once with the bind error, having tried that port once, and the port stays in the pool.
+    pool = PortPool(31426, 31427)
+    holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tried: list[int] = []
+    allocate = pool.allocate
+
+    def counting_allocate() -> int:
+        port = allocate()
+        tried.append(port)
+        return port
+
+    pool.allocate = counting_allocate  # type: ignore[method-assign]
+    try:
+        holder.bind((HOST, 31426))
+        with pytest.raises(OSError, match="in use") as raised:
+            await MediaSession.open(pool, HOST)
+        assert raised.value.errno == errno.EADDRINUSE
+    finally:
+        holder.close()
+    assert tried == [31426, 31426]  # tried, given back, met again: stop
+    assert (pool.in_use, pool.available) == (0, 1)
