@@ -176,7 +176,8 @@ class CallEngine:
             core.handle(event, now)
         except Exception:
             log.exception("call_event_failed", call=core.id, event=type(event).__name__)
-        # Only a routing answer (``_ask_routing``) feeds the core while we carry out.
+        # Only a routing answer (``_ask_routing``) and media opened at once (``_media_action``)
+        # feed the core while we carry out.
         actions: list[callcore.CallAction] | None = core.take_actions()
         while actions:
             fed = False
@@ -185,7 +186,7 @@ class CallEngine:
                     if type(action) is callcore.Respond:  # the most frequent: no call between
                         self.sip.respond(action.key, action.response)
                     else:
-                        fed = fed or type(action) is callcore.AskRouting
+                        fed = fed or type(action) in _FEEDS
                         _CARRY_OUT[type(action)](self, core, action, now)
                 except Exception:
                     log.exception("call_action_failed", call=core.id, action=type(action).__name__)
@@ -220,7 +221,13 @@ class CallEngine:
     def _media_action(self, core: CallCore, action: callcore.CallAction, now: Instant) -> None:
         match action:
             case callcore.OpenMedia():
-                self.media.spawn(self._open_media(core))
+                settings = core.snapshot.server.media
+                bind_host = self.sip.media_bind_host()
+                ports = self.media.open_now(core.id, settings, bind_host, self._inactive(core))
+                if ports is None:
+                    self.media.spawn(self._open_media(core))
+                else:  # parked pairs (under load): no task, no wait (issue #21)
+                    core.handle(self._media_ready(core, ports), now)
             case callcore.SetRemote(side, stream):
                 self.media.set_remote(core.id, side, stream)
             case callcore.RestartSilence(side):
@@ -303,14 +310,26 @@ class CallEngine:
         self.sip.respond(key, response)
 
     # -- media -----------------------------------------------------------------------------------
-    async def _open_media(self, core: CallCore) -> None:
+    def _inactive(self, core: CallCore) -> Callable[[Side], None]:
         def inactive(side: Side) -> None:
             log.info("media_inactive", call=core.id, side=side.value)
             self._run(core, callcore.MediaInactive(side), self.clock.now(), flush=True)
 
+        return inactive
+
+    def _media_ready(self, core: CallCore, ports: tuple[int, int]) -> callcore.MediaReady:
+        return callcore.MediaReady(
+            *ports,
+            session_id=secrets.randbelow(2**31),
+            keys=self.media.srtp_keys(core.id),
+            host=self.media.media_host(core.id),
+        )
+
+    async def _open_media(self, core: CallCore) -> None:
         settings = core.snapshot.server.media
+        bind_host = self.sip.media_bind_host()
         try:
-            ports = await self.media.open(core.id, settings, self.sip.media_bind_host(), inactive)
+            ports = await self.media.open(core.id, settings, bind_host, self._inactive(core))
         except (PbxError, OSError) as exc:
             log.warning("media_unavailable", call=core.id, error=str(exc))
             self._run(core, callcore.MediaFailed(str(exc)), self.clock.now(), flush=True)
@@ -322,13 +341,7 @@ class CallEngine:
         if core.ended:
             self.media.release(core.id)
             return
-        ready = callcore.MediaReady(
-            *ports,
-            session_id=secrets.randbelow(2**31),
-            keys=self.media.srtp_keys(core.id),
-            host=self.media.media_host(core.id),
-        )
-        self._run(core, ready, self.clock.now(), flush=True)
+        self._run(core, self._media_ready(core, ports), self.clock.now(), flush=True)
 
     async def _record(self, core: CallCore, path: Path) -> None:
         if not await self.media.record(core.id, path):
@@ -387,6 +400,10 @@ _CARRY_OUT: dict[type, Callable[[CallEngine, CallCore, Any, Instant], object]] =
     callcore.CallEnded: CallEngine._ended,
     **dict.fromkeys(callcore.MEDIA_ACTIONS, CallEngine._media_action),
 }
+
+
+# The actions whose carrying out may feed the core an answer at once (see ``_run``).
+_FEEDS = (callcore.AskRouting, callcore.OpenMedia)
 
 
 def _ignore(event: TxEvent) -> None:

@@ -52,6 +52,13 @@ class MediaPlane(Protocol):
         bind_host: str,
         on_inactive: Callable[[Side], None],
     ) -> tuple[int, int]: ...
+    def open_now(
+        self,
+        call_id: str,
+        settings: MediaSettings,
+        bind_host: str,
+        on_inactive: Callable[[Side], None],
+    ) -> tuple[int, int] | None: ...
     def media_host(self, call_id: str) -> str: ...
     def set_remote(self, call_id: str, side: Side, stream: AudioStream) -> None: ...
     def srtp_keys(self, call_id: str) -> tuple[bytes, bytes]: ...
@@ -107,6 +114,31 @@ class CallMedia:
             clock=self.clock,
             await_sdp=True,  # an SRTP party's first packets may come before its SDP (issue #18)
         )
+        self._sessions[call_id] = session
+        return session.a.port, session.b.port
+
+    def open_now(
+        self,
+        call_id: str,
+        settings: MediaSettings,
+        bind_host: str,
+        on_inactive: Callable[[Side], None],
+    ) -> tuple[int, int] | None:
+        """``open`` without waiting, when parked port pairs are ready (under load: see
+        ``MediaSession.open_now``); None when the relay must be opened with ``open``."""
+        if self._pool is None:
+            return None
+        session = MediaSession.open_now(
+            self._pool,
+            bind_host,
+            inactivity_seconds=settings.inactivity_seconds,
+            on_inactive=on_inactive,
+            counters=self.counters,
+            clock=self.clock,
+            await_sdp=True,
+        )
+        if session is None:
+            return None
         self._sessions[call_id] = session
         return session.a.port, session.b.port
 

@@ -226,6 +226,20 @@ class PortPool:
             self._close_pair(port, pair)
         return None
 
+    def parked_ready(self, count: int, host: str, rcvbuf: int | None) -> bool:
+        """Whether ``take_parked`` would now hand out ``count`` parked pairs in a row: the
+        longest-parked ones are bound as asked and their quarantine is over (or no cold port
+        is left)."""
+        if len(self._parked) < count:
+            return False
+        now = self.clock()
+        for (parked_at, pair), _ in zip(self._parked.values(), range(count), strict=False):
+            if self._free and now - parked_at < self.quarantine_seconds:
+                return False
+            if pair.host != host or pair.rcvbuf != rcvbuf or pair.rtp.is_closing():
+                return False
+        return True
+
     def park(self, port: int, pair: ParkedPair) -> bool:
         """Release ``port`` keeping its bound pair; False (nothing done) if it is not to be
         parked: no load, or no room (see the class docstring)."""
@@ -655,44 +669,109 @@ class MediaSession:
             rcvbuf=rcvbuf,
         )
         try:
-            ends: dict[Side, tuple[_Endpoint, _Endpoint]] = {}
-            for side in sides:
-                port, rtp_end, rtcp_end = session._take_pair(bind_attempts)
-                session._legs[side] = RelayLeg(side, port, session._clock, relatch_seconds)
-                ends[side] = (rtp_end, rtcp_end)
-            for side, (rtp_end, rtcp_end) in ends.items():
-                leg = session._legs[side]
-                other = session._legs.get(side.other)
-                # With one leg, the missing other side is a channel that has no destination.
-                rtp_out = other.rtp if other else Channel(0.0)
-                rtcp_out = other.rtcp if other else Channel(0.0)
-                for end, channel, out, is_rtcp in (
-                    (rtp_end, leg.rtp, rtp_out, False),
-                    (rtcp_end, leg.rtcp, rtcp_out, True),
-                ):
-                    protocol = _RelayProtocol(leg, channel, out)
-                    if await_sdp:
-                        protocol.unprotect = _awaiting_sdp
-                    if isinstance(end, socket.socket):
-                        transport, _ = await loop.create_datagram_endpoint(
-                            lambda p=protocol: p,  # type: ignore[misc]
-                            sock=end,
-                        )
-                        session._unattached.remove(end)
-                        session._transports.setdefault(leg.port, []).append(transport)
-                    else:  # a parked pair's transport: only its protocol changes
-                        transport = end
-                        transport.set_protocol(protocol)
-                    channel.transport = transport
-                    session._protocols[(side, is_rtcp)] = protocol
+            for sock, channel, protocol in session._wire(
+                sides, bind_attempts, relatch_seconds, await_sdp
+            ):
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda p=protocol: p,  # type: ignore[misc]
+                    sock=sock,
+                )
+                session._unattached.remove(sock)
+                session._transports.setdefault(protocol.leg.port, []).append(transport)
+                channel.transport = transport
         except BaseException:
             session.close()
             raise
-        # A random first tick spreads the timers of sessions opened together.
-        session._timer = loop.call_later(
-            session._tick_seconds * (0.5 + random.random()), session._tick
-        )
+        session._start_ticks()
         return session
+
+    @classmethod
+    def open_now(
+        cls,
+        pool: PortPool,
+        host: str = "0.0.0.0",
+        *,
+        inactivity_seconds: float = 60.0,
+        on_inactive: Callable[[Side], None] | None = None,
+        relatch_seconds: float = 1.0,
+        rcvbuf: int | None = None,
+        counters: RelayCounters | None = None,
+        clock: Callable[[], float] | None = None,
+        await_sdp: bool = False,
+    ) -> MediaSession | None:
+        """``open`` at once, without waiting for the loop, when the pool has a parked pair
+        ready for each side (``PortPool.parked_ready``); None otherwise: use ``open``.
+
+        Opening from parked pairs binds nothing, so under load (when pairs are parked) a call's
+        media opens in the call engine's own step, without a task (issue #21).
+        """
+        sides = (Side.A, Side.B)
+        if not pool.parked_ready(len(sides), host, rcvbuf):
+            return None
+        session = cls(
+            pool,
+            host,
+            inactivity_seconds=inactivity_seconds,
+            on_inactive=on_inactive,
+            relatch_seconds=relatch_seconds,
+            tick_seconds=None,
+            loop=asyncio.get_running_loop(),
+            counters=counters,
+            clock=clock,
+            rcvbuf=rcvbuf,
+        )
+        try:
+            if session._wire(sides, 1, relatch_seconds, await_sdp):
+                # parked_ready vouched for every pair: a socket means a bug, not a busy pool.
+                raise RuntimeError("open_now took a cold port")
+        except BaseException:
+            session.close()
+            raise
+        session._start_ticks()
+        return session
+
+    def _wire(
+        self,
+        sides: tuple[Side, ...],
+        bind_attempts: int,
+        relatch_seconds: float,
+        await_sdp: bool,
+    ) -> list[tuple[socket.socket, Channel, _RelayProtocol]]:
+        """Take a pair for each side and give each of the four ends its protocol. A parked
+        pair's transport is wired here; a newly bound socket is returned with its channel and
+        protocol, for ``open`` to make its transport (``create_datagram_endpoint`` waits)."""
+        ends: dict[Side, tuple[_Endpoint, _Endpoint]] = {}
+        for side in sides:
+            port, rtp_end, rtcp_end = self._take_pair(bind_attempts)
+            self._legs[side] = RelayLeg(side, port, self._clock, relatch_seconds)
+            ends[side] = (rtp_end, rtcp_end)
+        unattached: list[tuple[socket.socket, Channel, _RelayProtocol]] = []
+        for side, (rtp_end, rtcp_end) in ends.items():
+            leg = self._legs[side]
+            other = self._legs.get(side.other)
+            # With one leg, the missing other side is a channel that has no destination.
+            rtp_out = other.rtp if other else Channel(0.0)
+            rtcp_out = other.rtcp if other else Channel(0.0)
+            for end, channel, out, is_rtcp in (
+                (rtp_end, leg.rtp, rtp_out, False),
+                (rtcp_end, leg.rtcp, rtcp_out, True),
+            ):
+                protocol = _RelayProtocol(leg, channel, out)
+                if await_sdp:
+                    protocol.unprotect = _awaiting_sdp
+                self._protocols[(side, is_rtcp)] = protocol
+                if isinstance(end, socket.socket):
+                    unattached.append((end, channel, protocol))
+                else:  # a parked pair's transport: only its protocol changes
+                    end.set_protocol(protocol)
+                    channel.transport = end
+        return unattached
+
+    def _start_ticks(self) -> None:
+        # A random first tick spreads the timers of sessions opened together.
+        self._timer = self._loop.call_later(
+            self._tick_seconds * (0.5 + random.random()), self._tick
+        )
 
     def _take_pair(self, attempts: int) -> tuple[int, _Endpoint, _Endpoint]:
         """A parked pair's transports if the pool has one ready, else two newly bound sockets.

@@ -102,6 +102,16 @@ class RtpengineMedia:
         """rtpengine RTP ports held for this node's calls (two per call)."""
         return 2 * sum(1 for call in self._calls.values() if call.ports != (0, 0))
 
+    def open_now(
+        self,
+        call_id: str,
+        settings: MediaSettings,
+        bind_host: str,
+        on_inactive: Callable[[Side], None],
+    ) -> tuple[int, int] | None:
+        """Never at once: rtpengine is asked over the network (``open``)."""
+        return None
+
     async def open(
         self,
         call_id: str,

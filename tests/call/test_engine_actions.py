@@ -13,6 +13,7 @@ from pbx.b2bua import CallEngine
 from pbx.call import core as callcore
 from pbx.call.core import Peer
 from pbx.clock import FakeClock, Instant
+from pbx.media.relay import RelayCounters
 from pbx.metrics import Registry
 from pbx.sip.message import SipRequest, SipResponse
 from pbx.sip.parse import parse_message
@@ -93,3 +94,79 @@ async def test_a_failing_action_is_logged_and_the_rest_of_its_batch_still_runs()
     assert [r.status for _, r in sip.responded] == [480]
     failures = [entry for entry in logs if entry["event"] == "call_action_failed"]
     assert [entry["action"] for entry in failures] == ["SendRequest"]
+
+
+@dataclass
+class ParkedMedia:
+    """A media plane whose ``open_now`` has parked pairs ready, or not (``ready``)."""
+
+    ready: bool
+    spawned: list[Any] = field(default_factory=list)
+    prompts: dict[str, Any] = field(default_factory=dict)
+    counters: RelayCounters = field(default_factory=RelayCounters)
+
+    def open_now(self, call_id: str, *args: object) -> tuple[int, int] | None:
+        return (40000, 40002) if self.ready else None
+
+    def srtp_keys(self, call_id: str) -> tuple[bytes, bytes]:
+        return (b"a" * 30, b"b" * 30)
+
+    def media_host(self, call_id: str) -> str:
+        return ""
+
+    def spawn(self, coro: Any) -> None:
+        self.spawned.append(coro)
+        coro.close()  # never run: the test only sees that a task was asked for
+
+
+@dataclass
+class MediaCore(ScriptedCore):
+    """Asks for media; once told it is ready, answers the caller (the next batch)."""
+
+    handled: list[object] = field(default_factory=list)
+    answer: Any = None
+    snapshot: Any = None
+
+    def handle(self, event: object, now: Instant) -> None:
+        self.handled.append(event)
+        if isinstance(event, callcore.MediaReady):
+            self.batch.append(self.answer)
+
+
+def media_engine(ready: bool) -> tuple[CallEngine, MediaCore, ParkedMedia, BrokenSip]:
+    request = parse_message(INVITE)
+    assert isinstance(request, SipRequest)
+    answer = callcore.Respond(
+        server_transaction_key(request),
+        SipResponse(
+            180, "Ringing", request.via, request.from_, request.to, request.call_id, request.cseq
+        ),
+    )
+    sip = BrokenSip()
+    sip.media_bind_host = lambda: "127.0.0.1"  # type: ignore[attr-defined]
+    media = ParkedMedia(ready)
+    engine = CallEngine(sip, None, None, None, Registry(), FakeClock(), media)  # type: ignore[arg-type]
+    snapshot = type("Snapshot", (), {"server": type("Server", (), {"media": None})()})()
+    core = MediaCore([callcore.OpenMedia("")], answer=answer, snapshot=snapshot)
+    return engine, core, media, sip
+
+
+@pytest.mark.asyncio
+async def test_media_opened_from_parked_pairs_feeds_the_core_in_the_same_step() -> None:
+    # Under load the relay's pairs are parked: the call's media opens at once, the core hears
+    # MediaReady and its next actions (here, answering the caller) run in the same step.
+    engine, core, media, sip = media_engine(ready=True)
+    engine._run(core, callcore.TimerFired(), engine.clock.now())  # type: ignore[arg-type]
+    ready = [e for e in core.handled if isinstance(e, callcore.MediaReady)]
+    assert [(r.a_port, r.b_port) for r in ready] == [(40000, 40002)]
+    assert [r.status for _, r in sip.responded] == [180]
+    assert media.spawned == []
+
+
+@pytest.mark.asyncio
+async def test_media_that_must_be_bound_is_opened_by_a_task() -> None:
+    engine, core, media, sip = media_engine(ready=False)
+    engine._run(core, callcore.TimerFired(), engine.clock.now())  # type: ignore[arg-type]
+    assert len(media.spawned) == 1
+    assert not [e for e in core.handled if isinstance(e, callcore.MediaReady)]
+    assert sip.responded == []
