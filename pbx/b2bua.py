@@ -71,6 +71,7 @@ class CallEngine:
         self.dialogs: dict[DialogId, CallCore] = {}
         self.line_calls: Counter[LineKey] = Counter()
         self._timers: dict[str, tuple[float, asyncio.TimerHandle]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.media: MediaPlane = media or CallMedia(clock.monotonic)
         self._prompt_names = frozenset(self.media.prompts)
         metrics.gauge(
@@ -265,8 +266,15 @@ class CallEngine:
             armed[1].cancel()
             del self._timers[core.id]
         if deadline is not None:
-            loop = asyncio.get_running_loop()
+            loop = self._running_loop()
             self._timers[core.id] = (deadline, loop.call_at(deadline, self._on_timer, core))
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        # Kept once known: ``asyncio.get_running_loop`` makes a system call (getpid) each time.
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def _on_timer(self, core: CallCore) -> None:
         self._timers.pop(core.id, None)
@@ -287,7 +295,7 @@ class CallEngine:
         if not self.calls:
             self._no_calls.set()
         self.by_invite.pop(core.a_key, None)
-        asyncio.get_running_loop().call_later(FORGET_DIALOGS_SECONDS, self._forget, core)
+        self._running_loop().call_later(FORGET_DIALOGS_SECONDS, self._forget, core)
         self.m_calls.inc(disposition=ended.disposition)
         log.info(
             "call_ended",

@@ -543,6 +543,8 @@ class Store:
         self._queue = _Queue()
         self._closing = False
         self._writer: asyncio.Task[None] | None = None
+        # The loop the writer runs in (``asyncio.get_running_loop`` is a system call a time).
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._retry_at = 0.0  # monotonic: held call records wait until then (database down)
 
     @property
@@ -653,7 +655,8 @@ class Store:
         except BaseException:
             await backend.close()
             raise
-        store._writer = asyncio.get_running_loop().create_task(store._run(), name="pbx-store")
+        store._loop = asyncio.get_running_loop()
+        store._writer = store._loop.create_task(store._run(), name="pbx-store")
         if store.recovered_calls:
             log.warning(
                 "call_records_recovered", count=store.recovered_calls, path=str(path), node=node
@@ -896,7 +899,7 @@ class Store:
         row: Hashable | None = None,
         make_params: Callable[[], tuple[Any, ...]] | None = None,
     ) -> asyncio.Future[int]:
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[int] = (self._loop or asyncio.get_running_loop()).create_future()
         # Nobody has to await a call record: never let an unretrieved failure warn at exit.
         future.add_done_callback(_consume)
         self._enqueue(sql, params, future, urgent=urgent, row=row, make_params=make_params)

@@ -40,7 +40,7 @@ import heapq
 import itertools
 from collections import deque
 from collections.abc import Mapping
-from typing import ClassVar, Final
+from typing import ClassVar, Final, NamedTuple
 
 from pbx.errors import LocalProtocolError, RemoteProtocolError
 from pbx.immutable import immutable
@@ -128,8 +128,11 @@ class SipTimers:
 # Keys (RFC 3261 17.1.3, 17.2.3)
 
 
-@immutable
-class ClientKey:
+# The keys are named tuples, not ``@immutable`` records: they are hashed and compared at every
+# table lookup (about 15 times a transaction), and a tuple's hash and equality run in C, where a
+# dataclass's are Python functions (issue #21). Their lengths differ (2, 6 and 8), so no key of
+# one kind ever equals a key of another.
+class ClientKey(NamedTuple):
     """17.1.3: a response matches the client transaction whose request had this branch and
     CSeq method."""
 
@@ -137,8 +140,7 @@ class ClientKey:
     method: str
 
 
-@immutable
-class BranchServerKey:
+class BranchServerKey(NamedTuple):
     """17.2.3 for RFC 3261 clients (branch with the magic cookie), plus the CSeq number (see the
     module docstring). ACK is keyed as INVITE so it finds the INVITE's transaction."""
 
@@ -150,8 +152,7 @@ class BranchServerKey:
     source: Address | None = None  # where the request came from (see server_transaction_key)
 
 
-@immutable
-class Rfc2543ServerKey:
+class Rfc2543ServerKey(NamedTuple):
     """17.2.3's fallback for requests without the magic cookie: Request-URI, To tag, From tag,
     Call-ID, CSeq number and top Via. For INVITE and ACK the To tag is left out (``to_tag`` is
     None): the ACK carries the tag of our response, which the INVITE lacked; the table checks
