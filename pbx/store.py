@@ -1,7 +1,8 @@
 """The store: registrations, call records, bans, the control panel's tables.
 
-Two backends behind one ``Store`` (issue #20): SQLite (aiosqlite), the embedded default, one
-database file, ``<data_dir>/pbx.sqlite3``, in WAL mode; or PostgreSQL (psycopg 3, async, in
+Two backends behind one ``Store`` (issue #20): SQLite, the embedded default, one database file,
+``<data_dir>/pbx.sqlite3``, in WAL mode (commits on the loop's thread, reads and whatever may
+wait through aiosqlite: ``SqliteBackend``); or PostgreSQL (psycopg 3, async, in
 ``pbx.store_pg``) when ``[storage] database = "postgresql://..."`` is set, shared by several
 nodes. Both have a ``schema_version`` table and run the same ``_MIGRATIONS``: each step is
 written once, in SQLite's dialect, and ``postgres_statements`` rewrites its few SQLite-only words
