@@ -327,7 +327,8 @@ class SqliteBackend:
             try:
                 writer.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                # The primary code: SQLITE_BUSY_RECOVERY, _SNAPSHOT, _TIMEOUT are busy too.
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
                     raise
             else:
                 counts = _run_in_transaction(writer, plan)
