@@ -848,6 +848,47 @@ def test_table_drives_retransmissions_and_timeouts_through_next_deadline() -> No
     assert len(table) == 0
 
 
+def test_table_timers_fire_exactly_in_order_within_one_slot_and_across_slots() -> None:
+    # Deadlines share 20 ms slots (issue #21); each still fires at its own instant, earliest
+    # first, and next_deadline is exact. Timer A of INVITEs sent at 0, 5 and 13 ms: 500, 505
+    # and 513 ms (one slot), and of one sent at 30 ms: 530 ms (the next slot).
+    table = TransactionTable()
+    keys = [
+        table.send_request(make_request(branch=f"z9hG4bK{i}"), PBX, at)
+        for i, at in enumerate((0.013, 0.0, 0.030, 0.005))
+    ]
+    table.messages_to_send()
+    assert table.next_deadline() == 0.5
+    assert table.handle_timers(0.499) == []
+    assert table.messages_to_send() == []
+    table.handle_timers(0.507)  # A of the INVITEs sent at 0 and 5 ms, in that order
+    sent = [msg.via[0].branch for msg, _ in table.messages_to_send()]
+    assert sent == ["z9hG4bK1", "z9hG4bK3"]
+    assert table.next_deadline() == 0.513
+    table.handle_timers(0.513)
+    assert [msg.via[0].branch for msg, _ in table.messages_to_send()] == ["z9hG4bK0"]
+    assert table.next_deadline() == 0.530
+    table.handle_timers(0.6)
+    assert [msg.via[0].branch for msg, _ in table.messages_to_send()] == ["z9hG4bK2"]
+    # A doubled, from when it fired: the INVITE sent at 0 ms fired at 507 ms, next at 1,507.
+    assert table.next_deadline() == pytest.approx(1.507)
+    assert len(table) == len(keys)
+
+
+def test_table_next_deadline_follows_when_the_earliest_transaction_ends() -> None:
+    table = TransactionTable()
+    early, late = make_request(branch="z9hG4bKearly"), make_request(branch="z9hG4bKlate")
+    table.send_request(early, PBX, 0.0)
+    table.send_request(late, PBX, 0.3)
+    assert table.next_deadline() == 0.5
+    table.receive(build_response(early, 180, to_tag="x"), PBX, 0.1)  # its timers stop
+    assert table.next_deadline() == 0.8
+    table.receive(build_response(late, 180, to_tag="y"), PBX, 0.4)
+    assert table.next_deadline() is None
+    table.receive(build_response(early, 486, to_tag="x"), PBX, 0.5)  # timer D: 32.5
+    assert table.next_deadline() == 32.5
+
+
 def test_table_forgets_terminated_transactions_and_skips_stale_deadlines() -> None:
     table = TransactionTable()
     invite = make_request()
@@ -916,7 +957,7 @@ def test_table_heap_stays_bounded_under_many_rearms() -> None:
         now = table.next_deadline() or 31.0
         table.handle_timers(now)
         table.messages_to_send()
-    assert len(table._heap) <= 64 + 4 * len(table)
+    assert table.timer_entries <= 64 + 4 * len(table)
     assert len(table) == 50
 
 
