@@ -29,6 +29,7 @@ from pbx.call.encryption import admit_encrypted
 from pbx.call.lines import LiveLines
 from pbx.call.ports import CallRecords, ConfigSource, LineDirectory, SipPort
 from pbx.clock import Clock, Instant
+from pbx.config.model import MediaSettings
 from pbx.errors import PbxError, RemoteProtocolError
 from pbx.media.calls import CallMedia, MediaPlane
 from pbx.media.relay import Side
@@ -224,9 +225,10 @@ class CallEngine:
             case callcore.OpenMedia():
                 settings = core.snapshot.server.media
                 bind_host = self.sip.media_bind_host()
-                ports = self.media.open_now(core.id, settings, bind_host, self._inactive(core))
+                inactive = self._inactive(core)
+                ports = self.media.open_now(core.id, settings, bind_host, inactive)
                 if ports is None:
-                    self.media.spawn(self._open_media(core))
+                    self.media.spawn(self._open_media(core, settings, bind_host, inactive))
                 else:  # parked pairs (under load): no task, no wait (issue #21)
                     core.handle(self._media_ready(core, ports), now)
             case callcore.SetRemote(side, stream):
@@ -333,11 +335,15 @@ class CallEngine:
             host=self.media.media_host(core.id),
         )
 
-    async def _open_media(self, core: CallCore) -> None:
-        settings = core.snapshot.server.media
-        bind_host = self.sip.media_bind_host()
+    async def _open_media(
+        self,
+        core: CallCore,
+        settings: MediaSettings,
+        bind_host: str,
+        inactive: Callable[[Side], None],
+    ) -> None:
         try:
-            ports = await self.media.open(core.id, settings, bind_host, self._inactive(core))
+            ports = await self.media.open(core.id, settings, bind_host, inactive)
         except (PbxError, OSError) as exc:
             log.warning("media_unavailable", call=core.id, error=str(exc))
             self._run(core, callcore.MediaFailed(str(exc)), self.clock.now(), flush=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 from pbx.clock import Instant
 
@@ -20,30 +19,25 @@ class SystemClock:
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_time: Callable[[], float] | None = None
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Read ``loop``'s time from now on (while it runs; another loop's, once it stops)."""
-        self._loop, self._loop_time = loop, loop.time
+        self._loop = loop
 
-    def _monotonic(self) -> float:
-        loop_time = self._loop_time
-        if loop_time is not None:
-            assert self._loop is not None
-            if self._loop.is_running():
-                return loop_time()
-            self._loop = self._loop_time = None
+    def monotonic(self) -> float:
+        loop = self._loop
+        if loop is not None:
+            if loop.is_running():
+                return loop.time()
+            self._loop = None
         try:
             return asyncio.get_running_loop().time()
         except RuntimeError:
             return time.monotonic()
-
-    def monotonic(self) -> float:
-        return self._monotonic()
 
     def wall(self) -> float:
         return time.time()
 
     def now(self) -> Instant:
         # tuple.__new__ directly: the named tuple's own __new__ is a Python function.
-        return tuple.__new__(Instant, (self._monotonic(), time.time()))
+        return tuple.__new__(Instant, (self.monotonic(), time.time()))

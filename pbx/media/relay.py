@@ -100,6 +100,11 @@ class ParkedPair:
     rtcp: asyncio.DatagramTransport
 
 
+def _fits(pair: ParkedPair, host: str, rcvbuf: int | None) -> bool:
+    """Whether a parked pair can serve a session bound to ``host`` with ``rcvbuf``."""
+    return pair.host == host and pair.rcvbuf == rcvbuf and not pair.rtp.is_closing()
+
+
 class _ParkedProtocol(asyncio.DatagramProtocol):
     """Receives on parked sockets: every datagram is a late or stray one, dropped and counted."""
 
@@ -217,10 +222,10 @@ class PortPool:
             self._window_taken += 1
         while self._parked:
             port, (parked_at, pair) = next(iter(self._parked.items()))
-            if self._free and not early and now - parked_at < self.quarantine_seconds:
+            if not early and self._quarantined(parked_at, now):
                 return None
             del self._parked[port]
-            if pair.host == host and pair.rcvbuf == rcvbuf and not pair.rtp.is_closing():
+            if _fits(pair, host, rcvbuf):
                 self._in_use.add(port)
                 return port, pair
             self._close_pair(port, pair)
@@ -233,12 +238,15 @@ class PortPool:
         if len(self._parked) < count:
             return False
         now = self.clock()
-        for (parked_at, pair), _ in zip(self._parked.values(), range(count), strict=False):
-            if self._free and now - parked_at < self.quarantine_seconds:
-                return False
-            if pair.host != host or pair.rcvbuf != rcvbuf or pair.rtp.is_closing():
-                return False
-        return True
+        return all(
+            not self._quarantined(parked_at, now) and _fits(pair, host, rcvbuf)
+            for (parked_at, pair), _ in zip(self._parked.values(), range(count), strict=False)
+        )
+
+    def _quarantined(self, parked_at: float, now: float) -> bool:
+        """Whether a pair parked at ``parked_at`` must wait still: its quarantine is not over
+        and cold ports are left (see the class docstring)."""
+        return bool(self._free) and now - parked_at < self.quarantine_seconds
 
     def park(self, port: int, pair: ParkedPair) -> bool:
         """Release ``port`` keeping its bound pair; False (nothing done) if it is not to be

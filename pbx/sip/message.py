@@ -326,10 +326,11 @@ class SipRequest:
         return find_header_values(self.headers, name)
 
     def to_bytes(self) -> bytes:
-        if self._wire is None:
-            object.__setattr__(self, "_wire", serialize_request(self))
-        assert self._wire is not None
-        return self._wire
+        wire = self._wire
+        if wire is None:
+            wire = serialize_request(self)
+            object.__setattr__(self, "_wire", wire)
+        return wire
 
 
 @immutable
@@ -358,10 +359,11 @@ class SipResponse:
 
     def to_bytes(self) -> bytes:
         """The message as sent; serialised once (see ``SipRequest._wire``)."""
-        if self._wire is None:
-            object.__setattr__(self, "_wire", serialize_response(self))
-        assert self._wire is not None
-        return self._wire
+        wire = self._wire
+        if wire is None:
+            wire = serialize_response(self)
+            object.__setattr__(self, "_wire", wire)
+        return wire
 
 
 SipMessage = SipRequest | SipResponse
