@@ -226,10 +226,14 @@ class CallEngine:
                 settings = core.snapshot.server.media
                 bind_host = self.sip.media_bind_host()
                 inactive = self._inactive(core)
-                ports = self.media.open_now(core.id, settings, bind_host, inactive)
-                if ports is None:
+                try:
+                    ports = self.media.open_now(core.id, settings, bind_host, inactive)
+                except Exception as exc:
+                    core.handle(_media_failed(core, exc), now)
+                    return
+                if ports is None:  # rtpengine: asked over the network
                     self.media.spawn(self._open_media(core, settings, bind_host, inactive))
-                else:  # parked pairs (under load): no task, no wait (issue #21)
+                else:  # the built-in relay: no task, no wait (issue #21)
                     core.handle(self._media_ready(core, ports), now)
             case callcore.SetRemote(side, stream):
                 self.media.set_remote(core.id, side, stream)
@@ -344,13 +348,8 @@ class CallEngine:
     ) -> None:
         try:
             ports = await self.media.open(core.id, settings, bind_host, inactive)
-        except (PbxError, OSError) as exc:
-            log.warning("media_unavailable", call=core.id, error=str(exc))
-            self._run(core, callcore.MediaFailed(str(exc)), self.clock.now(), flush=True)
-            return
-        except Exception as exc:  # the per-call boundary: the call fails, the server goes on
-            log.exception("media_open_failed", call=core.id)
-            self._run(core, callcore.MediaFailed(repr(exc)), self.clock.now(), flush=True)
+        except Exception as exc:
+            self._run(core, _media_failed(core, exc), self.clock.now(), flush=True)
             return
         if core.ended:
             self.media.release(core.id)
@@ -418,6 +417,16 @@ _CARRY_OUT: dict[type, Callable[[CallEngine, CallCore, Any, Instant], object]] =
 
 # The actions whose carrying out may feed the core an answer at once (see ``_run``).
 _FEEDS = (callcore.AskRouting, callcore.OpenMedia)
+
+
+def _media_failed(core: CallCore, exc: Exception) -> callcore.MediaFailed:
+    """What the core hears when its media could not be opened, logged. The per-call
+    boundary: an unexpected error fails the call, the server goes on."""
+    if isinstance(exc, PbxError | OSError):
+        log.warning("media_unavailable", call=core.id, error=str(exc))
+        return callcore.MediaFailed(str(exc))
+    log.exception("media_open_failed", call=core.id)
+    return callcore.MediaFailed(repr(exc))
 
 
 def _ignore(event: TxEvent) -> None:

@@ -98,6 +98,17 @@ class CallMedia:
         on_inactive: Callable[[Side], None],
     ) -> tuple[int, int]:
         """Open the call's relay; its A and B ports. Raises PbxError or OSError."""
+        return self.open_now(call_id, settings, bind_host, on_inactive)
+
+    def open_now(
+        self,
+        call_id: str,
+        settings: MediaSettings,
+        bind_host: str,
+        on_inactive: Callable[[Side], None],
+    ) -> tuple[int, int]:
+        """``open`` without waiting: the relay opens at once (``MediaSession.open_now``).
+        Raises PbxError or OSError."""
         if self._pool is None:
             self._pool = PortPool(
                 settings.rtp_port_min,
@@ -105,7 +116,7 @@ class CallMedia:
                 park_limit=_park_limit(),
                 clock=self.clock,
             )
-        session = await MediaSession.open(
+        session = MediaSession.open_now(
             self._pool,
             bind_host,
             inactivity_seconds=settings.inactivity_seconds,
@@ -114,31 +125,6 @@ class CallMedia:
             clock=self.clock,
             await_sdp=True,  # an SRTP party's first packets may come before its SDP (issue #18)
         )
-        self._sessions[call_id] = session
-        return session.a.port, session.b.port
-
-    def open_now(
-        self,
-        call_id: str,
-        settings: MediaSettings,
-        bind_host: str,
-        on_inactive: Callable[[Side], None],
-    ) -> tuple[int, int] | None:
-        """``open`` without waiting, when parked port pairs are ready (under load: see
-        ``MediaSession.open_now``); None when the relay must be opened with ``open``."""
-        if self._pool is None:
-            return None
-        session = MediaSession.open_now(
-            self._pool,
-            bind_host,
-            inactivity_seconds=settings.inactivity_seconds,
-            on_inactive=on_inactive,
-            counters=self.counters,
-            clock=self.clock,
-            await_sdp=True,
-        )
-        if session is None:
-            return None
         self._sessions[call_id] = session
         return session.a.port, session.b.port
 

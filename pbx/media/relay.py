@@ -96,8 +96,8 @@ class ParkedPair:
 
     host: str
     rcvbuf: int | None
-    rtp: asyncio.DatagramTransport
-    rtcp: asyncio.DatagramTransport
+    rtp: UdpEndpoint
+    rtcp: UdpEndpoint
 
 
 def _fits(pair: ParkedPair, host: str, rcvbuf: int | None) -> bool:
@@ -230,18 +230,6 @@ class PortPool:
                 return port, pair
             self._close_pair(port, pair)
         return None
-
-    def parked_ready(self, count: int, host: str, rcvbuf: int | None) -> bool:
-        """Whether ``take_parked`` would now hand out ``count`` parked pairs in a row: the
-        longest-parked ones are bound as asked and their quarantine is over (or no cold port
-        is left)."""
-        if len(self._parked) < count:
-            return False
-        now = self.clock()
-        return all(
-            not self._quarantined(parked_at, now) and _fits(pair, host, rcvbuf)
-            for (parked_at, pair), _ in zip(self._parked.values(), range(count), strict=False)
-        )
 
     def _quarantined(self, parked_at: float, now: float) -> bool:
         """Whether a pair parked at ``parked_at`` must wait still: its quarantine is not over
@@ -574,8 +562,77 @@ class RelayCounters:
         registry.on_render(collect)
 
 
-# What a session's port pair starts from: a newly bound socket, or a parked pair's transport.
-_Endpoint = socket.socket | asyncio.DatagramTransport
+# The largest datagram a read takes whole (a UDP datagram's limit): nothing is truncated.
+MAX_DATAGRAM = 65535
+
+
+class UdpEndpoint:
+    """A bound UDP socket of the relay, read with the loop's ``add_reader``: one ``recvfrom``
+    per readiness, handed to its protocol's ``datagram_received``.
+
+    The subset of ``asyncio.DatagramTransport`` the relay uses (``sendto``, ``set_protocol``,
+    ``is_closing``, ``close``), made for a socket that receives one datagram per 20 ms (issue
+    #21, docs/design.md 9.10). An event loop's datagram transport reads until the socket has
+    nothing left, which costs a second ``recvmsg`` (EAGAIN) for each RTP packet, and converts
+    the address of every ``sendto``; here the readiness is level-triggered, so a socket with
+    more queued is simply read again on the next turn, and ``sendto`` is the socket's own.
+    Nothing is queued: a datagram the kernel will not take at once (a full send buffer) is
+    lost, as it would be on a congested link; real-time media is not worth sending late.
+    Made synchronously, so a session opens in the step that asks for it.
+    """
+
+    __slots__ = ("_closed", "_fd", "_loop", "_protocol", "_sock")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        protocol: asyncio.DatagramProtocol,
+    ) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._protocol = protocol
+        self._closed = False
+        loop.add_reader(self._fd, self._read)
+
+    def _read(self) -> None:
+        try:
+            data, addr = self._sock.recvfrom(MAX_DATAGRAM)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._protocol.error_received(exc)
+            return
+        self._protocol.datagram_received(data, addr)
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        """Send one datagram now, or lose it (see the class docstring)."""
+        try:
+            self._sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            self._protocol.error_received(exc)
+
+    def set_protocol(self, protocol: asyncio.DatagramProtocol) -> None:
+        """Hand what arrives from now on to ``protocol``."""
+        self._protocol = protocol
+
+    def is_closing(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Stop reading and close the socket (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.remove_reader(self._fd)
+        self._sock.close()
+
+
+# What an endpoint reads for until its session wires it (within the same step).
+_UNWIRED = asyncio.DatagramProtocol()
 
 
 def _bind_udp(host: str, port: int, rcvbuf: int | None) -> socket.socket:
@@ -620,14 +677,12 @@ class MediaSession:
         self._relatch_seconds = relatch_seconds
         self._tick_seconds = tick_seconds or max(0.05, min(0.5, inactivity_seconds / 4))
         self._ports: list[int] = []
-        # Each port's RTP and RTCP transports, in that order, once attached (or parked ones).
-        self._transports: dict[int, list[asyncio.DatagramTransport]] = {}
+        # Each port's RTP and RTCP endpoints, in that order (bound here, or parked ones).
+        self._transports: dict[int, list[UdpEndpoint]] = {}
         self._protocols: dict[tuple[Side, bool], _RelayProtocol] = {}
         self._legs: dict[Side, RelayLeg] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._inactive_reported: set[Side] = set()
-        # Sockets bound but not yet owned by a transport: close() closes them if open() fails.
-        self._unattached: list[socket.socket] = []
         self.closed = False
         self._counters = counters
         if counters is not None:
@@ -637,7 +692,7 @@ class MediaSession:
         self.srtp_keys: dict[Side, bytes] = {Side.A: new_key(), Side.B: new_key()}
 
     @classmethod
-    async def open(
+    def open_now(
         cls,
         pool: PortPool,
         host: str = "0.0.0.0",
@@ -655,6 +710,9 @@ class MediaSession:
     ) -> MediaSession:
         """Allocate and bind the legs' RTP and RTCP sockets; raise PortPoolExhausted or OSError.
 
+        At once: binding is synchronous and the endpoints read with the loop's ``add_reader``
+        (``UdpEndpoint``), so nothing waits for the loop and the call engine opens a call's
+        media in its own step (issue #21). Parked pairs (``PortPool``) are taken first.
         A port pair that another process holds is skipped (up to ``bind_attempts`` times).
         ``sides=(Side.A,)`` opens only the caller's leg, for a call the PBX answers itself
         (the announcement): its packets are counted and tapped, and dropped.
@@ -663,7 +721,6 @@ class MediaSession:
         ``await_sdp``: drop what a party sends until its SDP is applied (the call engine's
         sessions; see the module docstring).
         """
-        loop = asyncio.get_running_loop()
         session = cls(
             pool,
             host,
@@ -671,22 +728,13 @@ class MediaSession:
             on_inactive=on_inactive,
             relatch_seconds=relatch_seconds,
             tick_seconds=tick_seconds,
-            loop=loop,
+            loop=asyncio.get_running_loop(),
             counters=counters,
             clock=clock,
             rcvbuf=rcvbuf,
         )
         try:
-            for sock, channel, protocol in session._wire(
-                sides, bind_attempts, relatch_seconds, await_sdp
-            ):
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda p=protocol: p,  # type: ignore[misc]
-                    sock=sock,
-                )
-                session._unattached.remove(sock)
-                session._transports.setdefault(protocol.leg.port, []).append(transport)
-                channel.transport = transport
+            session._wire(sides, bind_attempts, relatch_seconds, await_sdp)
         except BaseException:
             session.close()
             raise
@@ -694,49 +742,9 @@ class MediaSession:
         return session
 
     @classmethod
-    def open_now(
-        cls,
-        pool: PortPool,
-        host: str = "0.0.0.0",
-        *,
-        inactivity_seconds: float = 60.0,
-        on_inactive: Callable[[Side], None] | None = None,
-        relatch_seconds: float = 1.0,
-        rcvbuf: int | None = None,
-        counters: RelayCounters | None = None,
-        clock: Callable[[], float] | None = None,
-        await_sdp: bool = False,
-    ) -> MediaSession | None:
-        """``open`` at once, without waiting for the loop, when the pool has a parked pair
-        ready for each side (``PortPool.parked_ready``); None otherwise: use ``open``.
-
-        Opening from parked pairs binds nothing, so under load (when pairs are parked) a call's
-        media opens in the call engine's own step, without a task (issue #21).
-        """
-        sides = (Side.A, Side.B)
-        if not pool.parked_ready(len(sides), host, rcvbuf):
-            return None
-        session = cls(
-            pool,
-            host,
-            inactivity_seconds=inactivity_seconds,
-            on_inactive=on_inactive,
-            relatch_seconds=relatch_seconds,
-            tick_seconds=None,
-            loop=asyncio.get_running_loop(),
-            counters=counters,
-            clock=clock,
-            rcvbuf=rcvbuf,
-        )
-        try:
-            if session._wire(sides, 1, relatch_seconds, await_sdp):
-                # parked_ready vouched for every pair: a socket means a bug, not a busy pool.
-                raise RuntimeError("open_now took a cold port")
-        except BaseException:
-            session.close()
-            raise
-        session._start_ticks()
-        return session
+    async def open(cls, pool: PortPool, host: str = "0.0.0.0", **options: Any) -> MediaSession:
+        """``open_now``, for callers that await (the same options)."""
+        return cls.open_now(pool, host, **options)
 
     def _wire(
         self,
@@ -744,22 +752,17 @@ class MediaSession:
         bind_attempts: int,
         relatch_seconds: float,
         await_sdp: bool,
-    ) -> list[tuple[socket.socket, Channel, _RelayProtocol]]:
-        """Take a pair for each side and give each of the four ends its protocol. A parked
-        pair's transport is wired here; a newly bound socket is returned with its channel and
-        protocol, for ``open`` to make its transport (``create_datagram_endpoint`` waits)."""
-        ends: dict[Side, tuple[_Endpoint, _Endpoint]] = {}
+    ) -> None:
+        """Take a pair for each side and give each of the four endpoints its protocol."""
         for side in sides:
-            port, rtp_end, rtcp_end = self._take_pair(bind_attempts)
+            port = self._take_pair(bind_attempts)
             self._legs[side] = RelayLeg(side, port, self._clock, relatch_seconds)
-            ends[side] = (rtp_end, rtcp_end)
-        unattached: list[tuple[socket.socket, Channel, _RelayProtocol]] = []
-        for side, (rtp_end, rtcp_end) in ends.items():
-            leg = self._legs[side]
+        for side, leg in self._legs.items():
             other = self._legs.get(side.other)
             # With one leg, the missing other side is a channel that has no destination.
             rtp_out = other.rtp if other else Channel(0.0)
             rtcp_out = other.rtcp if other else Channel(0.0)
+            rtp_end, rtcp_end = self._transports[leg.port]
             for end, channel, out, is_rtcp in (
                 (rtp_end, leg.rtp, rtp_out, False),
                 (rtcp_end, leg.rtcp, rtcp_out, True),
@@ -768,12 +771,8 @@ class MediaSession:
                 if await_sdp:
                     protocol.unprotect = _awaiting_sdp
                 self._protocols[(side, is_rtcp)] = protocol
-                if isinstance(end, socket.socket):
-                    unattached.append((end, channel, protocol))
-                else:  # a parked pair's transport: only its protocol changes
-                    end.set_protocol(protocol)
-                    channel.transport = end
-        return unattached
+                end.set_protocol(protocol)
+                channel.transport = end
 
     def _start_ticks(self) -> None:
         # A random first tick spreads the timers of sessions opened together.
@@ -781,8 +780,9 @@ class MediaSession:
             self._tick_seconds * (0.5 + random.random()), self._tick
         )
 
-    def _take_pair(self, attempts: int) -> tuple[int, _Endpoint, _Endpoint]:
-        """A parked pair's transports if the pool has one ready, else two newly bound sockets.
+    def _take_pair(self, attempts: int) -> int:
+        """Take a port pair, a parked one if the pool has one ready, else two newly bound
+        sockets, and keep its endpoints (``_transports``); its port.
 
         A cold port that cannot be bound (another process holds it, or its old socket is not
         closed yet) goes back to the pool, and the next attempt takes a parked pair even within
@@ -798,7 +798,7 @@ class MediaSession:
                 port, pair = parked
                 self._ports.append(port)
                 self._transports[port] = [pair.rtp, pair.rtcp]
-                return port, pair.rtp, pair.rtcp
+                return port
             port = self.pool.allocate()
             if port in tried:
                 self.pool.release(port)
@@ -818,8 +818,11 @@ class MediaSession:
                 last_error = exc
                 self._give_back(port, exc)
                 continue
-            self._unattached += (rtp_sock, rtcp_sock)
-            return port, rtp_sock, rtcp_sock
+            self._transports[port] = [
+                UdpEndpoint(self._loop, rtp_sock, _UNWIRED),
+                UdpEndpoint(self._loop, rtcp_sock, _UNWIRED),
+            ]
+            return port
         assert last_error is not None
         raise last_error
 
@@ -952,9 +955,6 @@ class MediaSession:
             # Packets we generate (a prompt) must not leave through a pair that is parked or
             # has gone to another session.
             leg.rtp.transport = leg.rtcp.transport = None
-        for sock in self._unattached:
-            sock.close()
-        self._unattached.clear()
         for port in self._ports:
             transports = self._transports.get(port, [])
             if len(transports) == 2:

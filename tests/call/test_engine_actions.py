@@ -97,15 +97,19 @@ async def test_a_failing_action_is_logged_and_the_rest_of_its_batch_still_runs()
 
 
 @dataclass
-class ParkedMedia:
-    """A media plane whose ``open_now`` has parked pairs ready, or not (``ready``)."""
+class NowMedia:
+    """A media plane whose ``open_now`` opens at once (the built-in relay), answers None (it
+    must be asked over the network: rtpengine), or raises ``fails``."""
 
     ready: bool
+    fails: Exception | None = None
     spawned: list[Any] = field(default_factory=list)
     prompts: dict[str, Any] = field(default_factory=dict)
     counters: RelayCounters = field(default_factory=RelayCounters)
 
     def open_now(self, call_id: str, *args: object) -> tuple[int, int] | None:
+        if self.fails is not None:
+            raise self.fails
         return (40000, 40002) if self.ready else None
 
     def srtp_keys(self, call_id: str) -> tuple[bytes, bytes]:
@@ -125,36 +129,39 @@ class MediaCore(ScriptedCore):
 
     handled: list[object] = field(default_factory=list)
     answer: Any = None
+    refusal: Any = None
     snapshot: Any = None
 
     def handle(self, event: object, now: Instant) -> None:
         self.handled.append(event)
         if isinstance(event, callcore.MediaReady):
             self.batch.append(self.answer)
+        elif isinstance(event, callcore.MediaFailed):
+            self.batch.append(self.refusal)
 
 
-def media_engine(ready: bool) -> tuple[CallEngine, MediaCore, ParkedMedia, BrokenSip]:
+def media_engine(
+    ready: bool, fails: Exception | None = None
+) -> tuple[CallEngine, MediaCore, NowMedia, BrokenSip]:
     request = parse_message(INVITE)
     assert isinstance(request, SipRequest)
-    answer = callcore.Respond(
-        server_transaction_key(request),
-        SipResponse(
-            180, "Ringing", request.via, request.from_, request.to, request.call_id, request.cseq
-        ),
-    )
+    key = server_transaction_key(request)
+    headers = (request.via, request.from_, request.to, request.call_id, request.cseq)
+    answer = callcore.Respond(key, SipResponse(180, "Ringing", *headers))
+    refusal = callcore.Respond(key, SipResponse(503, "Service Unavailable", *headers))
     sip = BrokenSip()
     sip.media_bind_host = lambda: "127.0.0.1"  # type: ignore[attr-defined]
-    media = ParkedMedia(ready)
+    media = NowMedia(ready, fails)
     engine = CallEngine(sip, None, None, None, Registry(), FakeClock(), media)  # type: ignore[arg-type]
     snapshot = type("Snapshot", (), {"server": type("Server", (), {"media": None})()})()
-    core = MediaCore([callcore.OpenMedia("")], answer=answer, snapshot=snapshot)
+    core = MediaCore([callcore.OpenMedia("")], answer=answer, refusal=refusal, snapshot=snapshot)
     return engine, core, media, sip
 
 
 @pytest.mark.asyncio
-async def test_media_opened_from_parked_pairs_feeds_the_core_in_the_same_step() -> None:
-    # Under load the relay's pairs are parked: the call's media opens at once, the core hears
-    # MediaReady and its next actions (here, answering the caller) run in the same step.
+async def test_media_opened_at_once_feeds_the_core_in_the_same_step() -> None:
+    # The built-in relay opens at once: the core hears MediaReady and its next actions (here,
+    # answering the caller) run in the same step, with no task.
     engine, core, media, sip = media_engine(ready=True)
     engine._run(core, callcore.TimerFired(), engine.clock.now())  # type: ignore[arg-type]
     ready = [e for e in core.handled if isinstance(e, callcore.MediaReady)]
@@ -164,9 +171,30 @@ async def test_media_opened_from_parked_pairs_feeds_the_core_in_the_same_step() 
 
 
 @pytest.mark.asyncio
-async def test_media_that_must_be_bound_is_opened_by_a_task() -> None:
+async def test_media_asked_over_the_network_is_opened_by_a_task() -> None:
     engine, core, media, sip = media_engine(ready=False)
     engine._run(core, callcore.TimerFired(), engine.clock.now())  # type: ignore[arg-type]
     assert len(media.spawned) == 1
     assert not [e for e in core.handled if isinstance(e, callcore.MediaReady)]
     assert sip.responded == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("error", "logged"),
+    [(OSError(98, "Address in use"), "media_unavailable"), (KeyError("x"), "media_open_failed")],
+)
+async def test_media_that_cannot_be_opened_at_once_fails_the_call_in_the_same_step(
+    error: Exception, logged: str
+) -> None:
+    # The relay's ports could not be bound (or something unexpected broke): the core hears
+    # MediaFailed in the same step and refuses the caller; the server goes on.
+    engine, core, media, sip = media_engine(ready=True, fails=error)
+    with capture_logs() as logs:
+        engine._run(core, callcore.TimerFired(), engine.clock.now())  # type: ignore[arg-type]
+    failed = [e for e in core.handled if isinstance(e, callcore.MediaFailed)]
+    assert len(failed) == 1
+    assert str(error) in failed[0].reason
+    assert [r.status for _, r in sip.responded] == [503]
+    assert media.spawned == []
+    assert [entry["event"] for entry in logs if entry["event"].startswith("media_")] == [logged]

@@ -255,60 +255,46 @@ async def test_a_port_whose_bind_fails_is_tried_once_per_pair_not_again_and_agai
     assert (pool.in_use, pool.available) == (0, 1)
 
 
-async def test_open_now_takes_ready_parked_pairs_at_once_and_relays() -> None:
+async def test_open_now_opens_at_once_parked_pairs_first_and_relays() -> None:
     clock = FakeClock()
     pool = parking_pool(31428, 31447, clock, quarantine_seconds=2.0)
-    assert MediaSession.open_now(pool, HOST, clock=clock.monotonic) is None  # nothing parked
+    cold = MediaSession.open_now(pool, HOST, clock=clock.monotonic)  # nothing parked: bound
     first = await open_session(pool, clock)
     parked = {first.a.port, first.b.port}
     first.close()
     clock.advance(1.9)
-    assert MediaSession.open_now(pool, HOST, clock=clock.monotonic) is None  # in quarantine
-    assert MediaSession.open_now(pool, "127.0.0.2", clock=clock.monotonic) is None
-    assert pool.parked == 2  # refusing took nothing
+    early = MediaSession.open_now(pool, HOST, clock=clock.monotonic)  # in quarantine: cold
+    assert not {early.a.port, early.b.port} & parked
+    assert pool.parked == 2
     clock.advance(0.1)
     now = MediaSession.open_now(pool, HOST, clock=clock.monotonic)
-    assert now is not None
     try:
         assert {now.a.port, now.b.port} == parked
-        assert (pool.in_use, pool.parked) == (2, 0)
-        async with endpoint() as a, endpoint() as b:
-            now.set_remote(Side.A, *a.address)
-            now.set_remote(Side.B, *b.address)
-            a.send(rtp(1), (HOST, now.a.port))
-            b.send(rtp(7), (HOST, now.b.port))
-            assert (await b.receive())[0] == rtp(1)
-            assert (await a.receive())[0] == rtp(7)
+        assert (pool.in_use, pool.parked) == (6, 0)
+        for session in (cold, now):
+            async with endpoint() as a, endpoint() as b:
+                session.set_remote(Side.A, *a.address)
+                session.set_remote(Side.B, *b.address)
+                a.send(rtp(1), (HOST, session.a.port))
+                b.send(rtp(7), (HOST, session.b.port))
+                assert (await b.receive())[0] == rtp(1)
+                assert (await a.receive())[0] == rtp(7)
     finally:
-        now.close()
+        for session in (cold, early, now):
+            session.close()
         pool.close_parked()
 
 
-async def test_open_now_needs_a_ready_pair_for_each_side() -> None:
-    clock = FakeClock()
-    pool = parking_pool(31448, 31467, clock, park_limit=1, quarantine_seconds=0.0)
-    s = await open_session(pool, clock)
-    s.close()  # room for one pair only: the other was closed
-    assert pool.parked == 1
-    assert not pool.parked_ready(2, HOST, None)
-    assert MediaSession.open_now(pool, HOST, clock=clock.monotonic) is None
-    assert pool.parked_ready(1, HOST, None)
-    assert not pool.parked_ready(1, HOST, 1 << 16)  # bound with another buffer size
-    pool.close_parked()
-
-
-async def test_call_media_opens_at_once_from_parked_pairs_under_load() -> None:
+async def test_call_media_opens_at_once_and_reuses_parked_pairs_under_load() -> None:
     clock = FakeClock()
     media = CallMedia(clock.monotonic)
     settings = MediaSettings(rtp_port_min=31900, rtp_port_max=31999)
-    assert media.open_now("x", settings, HOST, lambda side: None) is None  # no pool yet
-    opened = [await media.open(f"c{i}", settings, HOST, lambda side: None) for i in range(12)]
+    opened = [media.open_now(f"c{i}", settings, HOST, lambda side: None) for i in range(12)]
+    assert media.ports_in_use == 24
     for i in range(12):
         media.release(f"c{i}")
-    assert media.open_now("new", settings, HOST, lambda side: None) is None  # quarantine
     clock.advance(2.0)
     ports = media.open_now("new", settings, HOST, lambda side: None)
-    assert ports is not None
     assert set(ports) <= {port for pair in opened for port in pair}  # parked ones, reused
     assert media.ports_in_use == 2
     media.release("new")
