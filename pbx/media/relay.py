@@ -51,9 +51,11 @@ The recorder's tap sees decrypted packets; prompts are encrypted like relayed pa
 
 The hot path is ``datagram_received``: one tuple comparison, two counter increments, one
 reference kept (the latest packet, for the loss count) and one ``sendto``; nothing is parsed,
-allocated or logged per packet. The optional tap (for the recorder) is a sink called with
-``(arrival_time, datagram)`` that must be O(1) and never block, e.g.
-``collections.deque.append``; it is drained elsewhere by a timer.
+allocated or logged per packet. The sockets are read by ``UdpEndpoint`` (one ``recvfrom`` per
+packet, through the loop's ``add_reader``), not by the loop's datagram transports.
+The optional tap (for the recorder) is a sink called with ``(arrival_time, datagram)`` that
+must be O(1) and never block, e.g. ``collections.deque.append``; it is drained elsewhere by a
+timer.
 """
 
 from __future__ import annotations
