@@ -15,7 +15,9 @@ Three processes, loopback only, everything on uvloop:
 ``git worktree`` of REV (removed at the end) and listens on other ports; each relay mode's level
 is run against the current relay, then against REV's (rows marked ``@REV``), with the same
 generator, so both figures come from the same minute on the same machine. The end of the run
-compares the relay CPU of the two at every level both held.
+compares the relay CPU of the two at every level both held. A level given more than once
+(``--levels 500,500,500,500``) makes that many pairs, and the end prints their median ratio
+as well: on a VM one pair moves by several percent.
 
 Modes, each stepped through the call counts until loss reaches 0.1 % (a failed level is tried
 once more, ``--retries``, since the machine may be shared; the whole run stops after about
@@ -68,6 +70,7 @@ import multiprocessing.connection
 import os
 import resource
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -845,17 +848,34 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print_comparison(results: list[Result], modes: list[str], tag: str) -> None:
-    """Per relay mode: the CPU per call of both relays at each level both held."""
+    """Per relay mode: the CPU per call of both relays at each level both held. A level given
+    more than once (``--levels 500,500,500``) pairs its runs in order and also prints the
+    median of their ratios: one pair moves by several percent on a VM."""
     for mode in modes:
-        now = {r.calls: r for r in results if r.mode == mode and r.ok and r.relay_cpu}
-        then = {r.calls: r for r in results if r.mode == mode + tag and r.ok and r.relay_cpu}
+        now: dict[int, list[float]] = {}
+        then: dict[int, list[float]] = {}
+        for r in results:
+            if r.ok and r.relay_cpu:
+                if r.mode == mode:
+                    now.setdefault(r.calls, []).append(r.relay_cpu)
+                elif r.mode == mode + tag:
+                    then.setdefault(r.calls, []).append(r.relay_cpu)
         for calls in sorted(now.keys() & then.keys()):
-            a, b = now[calls].relay_cpu or 0.0, then[calls].relay_cpu or 0.0
-            print(
-                f"{mode} at {calls} calls: relay CPU {100 * a:.0f} % now, {100 * b:.0f} % {tag}"
-                f" -> ~{calls / a:.0f} vs ~{calls / b:.0f} calls per fully used core"
-                f" ({a / b:.2f}x the CPU)"
-            )
+            pairs = list(zip(now[calls], then[calls], strict=False))
+            for a, b in pairs:
+                print(
+                    f"{mode} at {calls} calls: relay CPU {100 * a:.0f} % now, {100 * b:.0f} % "
+                    f"{tag} -> ~{calls / a:.0f} vs ~{calls / b:.0f} calls per fully used core"
+                    f" ({a / b:.2f}x the CPU)"
+                )
+            if len(pairs) > 1:
+                ratios = [a / b for a, b in pairs]
+                print(
+                    f"{mode} at {calls} calls: median of {len(pairs)} pairs "
+                    f"{statistics.median(ratios):.2f}x the CPU of {tag} "
+                    f"(~{calls / statistics.median(a for a, _ in pairs):.0f} vs "
+                    f"~{calls / statistics.median(b for _, b in pairs):.0f} calls per core)"
+                )
 
 
 if __name__ == "__main__":
