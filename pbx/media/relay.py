@@ -580,7 +580,9 @@ class UdpEndpoint:
     more queued is simply read again on the next turn, and ``sendto`` is the socket's own.
     Nothing is queued: a datagram the kernel will not take at once (a full send buffer) is
     lost, as it would be on a congested link; real-time media is not worth sending late.
-    Made synchronously, so a session opens in the step that asks for it.
+    A protocol that raises is reported to the loop's exception handler once and the socket
+    closed, as a transport does. Made synchronously, so a session opens in the step that asks
+    for it.
     """
 
     __slots__ = ("_closed", "_fd", "_loop", "_protocol", "_sock")
@@ -606,7 +608,15 @@ class UdpEndpoint:
         except OSError as exc:
             self._protocol.error_received(exc)
             return
-        self._protocol.datagram_received(data, addr)
+        try:
+            self._protocol.datagram_received(data, addr)
+        except Exception as exc:
+            # A bug in the protocol: reported once and the socket closed, as a transport does,
+            # rather than the same traceback for every packet.
+            self._loop.call_exception_handler(
+                {"message": "relay protocol failed; socket closed", "exception": exc}
+            )
+            self.close()
 
     def sendto(self, data: bytes, addr: Address) -> None:
         """Send one datagram now, or lose it (see the class docstring)."""

@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 
 from pbx.clock import FakeClock
-from pbx.media.relay import MediaSession, PortPool, PortPoolExhausted, Side
+from pbx.media.relay import MediaSession, PortPool, PortPoolExhausted, Side, UdpEndpoint
 from pbx.media.rtp import RtpPacket
 from pbx.media.sdp import Direction, audio_stream, parse_sdp
 from tests.media.udp import HOST, TEST_PORTS, Endpoint, endpoint, endpoint_pair
@@ -453,3 +453,119 @@ async def test_session_survives_icmp_errors_from_a_vanished_party(session: Media
         async with endpoint() as a:
             a.send(rtp(9), relay_addr(session, Side.A))
             assert (await b.receive())[0] == rtp(9)
+
+
+# --- UdpEndpoint: the relay's own socket reading (issue #21) ---------------------------------
+
+
+class _Recorder(asyncio.DatagramProtocol):
+    def __init__(self, expect: int = 1, fail: bool = False) -> None:
+        self.received: list[bytes] = []
+        self.errors: list[Exception] = []
+        self.expect = expect
+        self.done = asyncio.Event()  # set once ``expect`` datagrams have arrived
+        self.fail = fail
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.received.append(data)
+        if len(self.received) == self.expect:
+            self.done.set()
+        if self.fail:
+            raise RuntimeError("protocol bug")
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors.append(exc)
+
+
+def _bound(sock_type: type[socket.socket] = socket.socket) -> socket.socket:
+    sock = sock_type(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    sock.bind((HOST, 0))
+    return sock
+
+
+@pytest.mark.asyncio
+async def test_an_endpoint_reads_every_queued_datagram_in_order() -> None:
+    # One recvfrom per readiness: the readiness is level-triggered, so datagrams queued
+    # together are all read, one loop turn each.
+    loop = asyncio.get_running_loop()
+    protocol = _Recorder(expect=5)
+    sock = _bound()
+    end = UdpEndpoint(loop, sock, protocol)
+    sender = _bound()
+    try:
+        for seq in range(5):
+            sender.sendto(rtp(seq), sock.getsockname())
+        async with asyncio.timeout(2):
+            await protocol.done.wait()
+        assert protocol.received == [rtp(seq) for seq in range(5)]
+        assert not end.is_closing()
+    finally:
+        end.close()
+        sender.close()
+    assert sock.fileno() == -1  # closed with the endpoint
+
+
+@pytest.mark.asyncio
+async def test_a_failing_protocol_is_reported_once_and_its_socket_closed() -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    was_reported = asyncio.Event()
+
+    def handler(_loop: object, context: dict[str, object]) -> None:
+        reported.append(context)
+        was_reported.set()
+
+    loop.set_exception_handler(handler)
+    protocol = _Recorder(fail=True)
+    sock = _bound()
+    address = sock.getsockname()
+    end = UdpEndpoint(loop, sock, protocol)
+    sender = _bound()
+    try:
+        for seq in range(3):
+            sender.sendto(rtp(seq), address)
+        async with asyncio.timeout(2):
+            await was_reported.wait()
+        # Closed in the same step: its reader is gone, so nothing more is read.
+        assert end.is_closing()
+        assert sock.fileno() == -1
+        assert len(protocol.received) == 1
+        assert len(reported) == 1
+        assert isinstance(reported[0]["exception"], RuntimeError)
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.bind(address)  # the port is free again
+        finally:
+            probe.close()
+    finally:
+        loop.set_exception_handler(None)
+        end.close()
+        sender.close()
+
+
+class _FullSocket(socket.socket):
+    """A socket whose send buffer is always full, or whose sends fail (``error``)."""
+
+    error: OSError = BlockingIOError()
+
+    def sendto(self, *args: object) -> int:
+        raise self.error
+
+
+@pytest.mark.asyncio
+async def test_an_endpoint_drops_what_the_kernel_will_not_take_and_reports_other_errors() -> None:
+    loop = asyncio.get_running_loop()
+    protocol = _Recorder()
+    sock = _bound(_FullSocket)
+    end = UdpEndpoint(loop, sock, protocol)
+    try:
+        end.sendto(rtp(1), (HOST, 9))  # a full send buffer: lost, nothing raised or queued
+        assert protocol.errors == []
+        refused = ConnectionRefusedError()
+        _FullSocket.error = refused
+        end.sendto(rtp(2), (HOST, 9))
+        assert protocol.errors == [refused]
+    finally:
+        _FullSocket.error = BlockingIOError()
+        end.close()
