@@ -690,7 +690,7 @@ class MediaSession:
         self._tick_seconds = tick_seconds or max(0.05, min(0.5, inactivity_seconds / 4))
         self._ports: list[int] = []
         # Each port's RTP and RTCP endpoints, in that order (bound here, or parked ones).
-        self._transports: dict[int, list[UdpEndpoint]] = {}
+        self._endpoints: dict[int, list[UdpEndpoint]] = {}
         self._protocols: dict[tuple[Side, bool], _RelayProtocol] = {}
         self._legs: dict[Side, RelayLeg] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -746,11 +746,14 @@ class MediaSession:
             rcvbuf=rcvbuf,
         )
         try:
-            session._wire(sides, bind_attempts, relatch_seconds, await_sdp)
+            session._wire(sides, bind_attempts, await_sdp)
         except BaseException:
             session.close()
             raise
-        session._start_ticks()
+        # A random first tick spreads the timers of sessions opened together.
+        session._timer = session._loop.call_later(
+            session._tick_seconds * (0.5 + random.random()), session._tick
+        )
         return session
 
     @classmethod
@@ -758,23 +761,17 @@ class MediaSession:
         """``open_now``, for callers that await (the same options)."""
         return cls.open_now(pool, host, **options)
 
-    def _wire(
-        self,
-        sides: tuple[Side, ...],
-        bind_attempts: int,
-        relatch_seconds: float,
-        await_sdp: bool,
-    ) -> None:
+    def _wire(self, sides: tuple[Side, ...], bind_attempts: int, await_sdp: bool) -> None:
         """Take a pair for each side and give each of the four endpoints its protocol."""
         for side in sides:
             port = self._take_pair(bind_attempts)
-            self._legs[side] = RelayLeg(side, port, self._clock, relatch_seconds)
+            self._legs[side] = RelayLeg(side, port, self._clock, self._relatch_seconds)
         for side, leg in self._legs.items():
             other = self._legs.get(side.other)
             # With one leg, the missing other side is a channel that has no destination.
             rtp_out = other.rtp if other else Channel(0.0)
             rtcp_out = other.rtcp if other else Channel(0.0)
-            rtp_end, rtcp_end = self._transports[leg.port]
+            rtp_end, rtcp_end = self._endpoints[leg.port]
             for end, channel, out, is_rtcp in (
                 (rtp_end, leg.rtp, rtp_out, False),
                 (rtcp_end, leg.rtcp, rtcp_out, True),
@@ -786,15 +783,9 @@ class MediaSession:
                 end.set_protocol(protocol)
                 channel.transport = end
 
-    def _start_ticks(self) -> None:
-        # A random first tick spreads the timers of sessions opened together.
-        self._timer = self._loop.call_later(
-            self._tick_seconds * (0.5 + random.random()), self._tick
-        )
-
     def _take_pair(self, attempts: int) -> int:
         """Take a port pair, a parked one if the pool has one ready, else two newly bound
-        sockets, and keep its endpoints (``_transports``); its port.
+        sockets, and keep its endpoints (``_endpoints``); its port.
 
         A cold port that cannot be bound (another process holds it, or its old socket is not
         closed yet) goes back to the pool, and the next attempt takes a parked pair even within
@@ -809,7 +800,7 @@ class MediaSession:
             if parked is not None:
                 port, pair = parked
                 self._ports.append(port)
-                self._transports[port] = [pair.rtp, pair.rtcp]
+                self._endpoints[port] = [pair.rtp, pair.rtcp]
                 return port
             port = self.pool.allocate()
             if port in tried:
@@ -830,7 +821,7 @@ class MediaSession:
                 last_error = exc
                 self._give_back(port, exc)
                 continue
-            self._transports[port] = [
+            self._endpoints[port] = [
                 UdpEndpoint(self._loop, rtp_sock, _UNWIRED),
                 UdpEndpoint(self._loop, rtcp_sock, _UNWIRED),
             ]
@@ -968,16 +959,17 @@ class MediaSession:
             # has gone to another session.
             leg.rtp.transport = leg.rtcp.transport = None
         for port in self._ports:
-            transports = self._transports.get(port, [])
-            if len(transports) == 2:
-                pair = ParkedPair(self.host, self.rcvbuf, transports[0], transports[1])
+            # A port whose binding was cut short has no endpoints (see _take_pair).
+            ends = self._endpoints.get(port, [])
+            if len(ends) == 2:
+                pair = ParkedPair(self.host, self.rcvbuf, ends[0], ends[1])
                 if self.pool.park(port, pair):
                     continue
-            for transport in transports:
-                transport.close()
+            for end in ends:
+                end.close()
             self.pool.release(port)
         self._ports.clear()
-        self._transports.clear()
+        self._endpoints.clear()
 
     async def __aenter__(self) -> MediaSession:
         return self

@@ -1009,10 +1009,10 @@ class TransactionTable:
     def _find_earliest(self) -> float | None:
         """The earliest live deadline: the first slot holding a live entry (stale entries of
         the slots looked at are dropped on the way)."""
-        slots, heap, scheduled = self._slots, self._slot_heap, self._scheduled
+        slots, heap = self._slots, self._slot_heap
         while heap:
             slot = heap[0]
-            live = [entry for entry in slots[slot] if scheduled.get(entry[1]) == entry[0]]
+            live = self._live(slots[slot])
             self._entries -= len(slots[slot]) - len(live)
             if live:
                 slots[slot] = live
@@ -1101,9 +1101,8 @@ class TransactionTable:
 
     def _compact(self) -> None:
         """Drop the stale entries of every slot (many re-armed timers: memory stays bounded)."""
-        scheduled = self._scheduled
         for slot in list(self._slots):
-            live = [entry for entry in self._slots[slot] if scheduled.get(entry[1]) == entry[0]]
+            live = self._live(self._slots[slot])
             if live:
                 self._slots[slot] = live
             else:
@@ -1111,6 +1110,13 @@ class TransactionTable:
         self._slot_heap = list(self._slots)
         heapq.heapify(self._slot_heap)
         self._entries = sum(len(bucket) for bucket in self._slots.values())
+
+    def _live(
+        self, bucket: list[tuple[float, TransactionKey]]
+    ) -> list[tuple[float, TransactionKey]]:
+        """The entries of a slot that are still their transaction's deadline (not stale)."""
+        scheduled = self._scheduled
+        return [entry for entry in bucket if scheduled.get(entry[1]) == entry[0]]
 
     @property
     def timer_entries(self) -> int:

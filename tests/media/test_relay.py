@@ -421,7 +421,6 @@ async def test_close_releases_ports_and_sockets(pool: PortPool) -> None:
     s.close()
     s.close()  # idempotent
     assert pool.in_use == 0
-    await asyncio.sleep(0)  # transports close their sockets on the next loop iteration
     for port in ports:
         probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
