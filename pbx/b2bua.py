@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
@@ -36,6 +35,7 @@ from pbx.media.relay import Side
 from pbx.metrics import Registry
 from pbx.routing.model import CallRequest, LineKey, LineLookup, LineState
 from pbx.routing.router import next_step, start_call
+from pbx.sip import entropy
 from pbx.sip.build import build_response, new_tag
 from pbx.sip.dialog import DialogId
 from pbx.sip.edge import request_origin
@@ -147,7 +147,7 @@ class CallEngine:
             return
         tenant = admission.tenant.id if admission.tenant is not None else None
         core = CallCore(
-            secrets.token_hex(8),
+            entropy.token_hex(8),
             snapshot,
             CallRequest(admission.origin, admission.dialled),
             tenant,
@@ -334,7 +334,7 @@ class CallEngine:
     def _media_ready(self, core: CallCore, ports: tuple[int, int]) -> callcore.MediaReady:
         return callcore.MediaReady(
             *ports,
-            session_id=secrets.randbelow(2**31),
+            session_id=entropy.randbits(31),
             keys=self.media.srtp_keys(core.id),
             host=self.media.media_host(core.id),
         )

@@ -10,12 +10,11 @@ side's duplicates) are allowed on the sending side, so a duplicate is not an err
 
 from __future__ import annotations
 
-import os
-
 from pylibsrtp import Error as SrtpError
 from pylibsrtp import Policy, Session
 
 from pbx.media.sdes import KEY_SALT_LENGTH, Crypto
+from pbx.sip.entropy import token_bytes
 
 __all__ = ["SrtpError", "SrtpLeg", "new_key"]
 
@@ -26,8 +25,9 @@ _PROFILES = {
 
 
 def new_key() -> bytes:
-    """A fresh master key and salt (30 octets) from the operating system's CSPRNG."""
-    return os.urandom(KEY_SALT_LENGTH)
+    """A fresh master key and salt (30 octets) from the operating system's CSPRNG (through the
+    process's pool, ``pbx.sip.entropy``: each byte is used once)."""
+    return token_bytes(KEY_SALT_LENGTH)
 
 
 class SrtpLeg:

@@ -1,4 +1,5 @@
-"""Random tokens (tags, branches, Call-IDs, nonces) from the operating system's CSPRNG.
+"""Random tokens (tags, branches, Call-IDs, nonces, SRTP keys, SDP session ids) from the
+operating system's CSPRNG.
 
 ``secrets.token_bytes`` makes one system call per token; a busy server makes several tokens per
 request. Here ``os.urandom`` is drawn 4 KiB at a time and handed out in slices, each byte once:
@@ -31,3 +32,11 @@ def token_bytes(n: int) -> bytes:
 def token_hex(n: int) -> str:
     """``n`` random bytes as ``2n`` lower-case hex digits."""
     return token_bytes(n).hex()
+
+
+def randbits(k: int) -> int:
+    """A random integer of ``k`` bits: ``0 <= n < 2**k`` (as ``secrets.randbits``)."""
+    if k <= 0:
+        raise ValueError("randbits needs at least one bit")
+    size = (k + 7) // 8
+    return int.from_bytes(token_bytes(size), "big") >> (8 * size - k)
