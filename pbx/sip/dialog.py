@@ -197,11 +197,6 @@ def via_template(via: Via) -> Via:
     return replace(via, params=tuple(kept))
 
 
-def _via_with_branch(template: Via, branch: str) -> Via:
-    kept = tuple((k, v) for k, v in template.params if k.lower() != "branch")
-    return replace(template, params=(*kept, ("branch", branch)))
-
-
 def _request_uri_from_route(uri: Uri) -> Uri:
     # 12.2.1.1: the strict router's URI goes into the Request-URI, "stripping any parameters
     # that are not allowed in a Request-URI".
@@ -485,7 +480,7 @@ class Dialog:
     def _via(self, branch: str | None) -> tuple[Via, ...]:
         if self.local_via is None:
             return ()
-        return (_via_with_branch(self.local_via, branch or new_branch()),)
+        return (self.local_via.with_branch(branch or new_branch()),)
 
     def new_request(
         self,
@@ -769,7 +764,7 @@ class OutgoingInvite:
         request = SipRequest(
             method="INVITE",
             uri=request_uri,
-            via=(_via_with_branch(via, branch or new_branch()),) if via is not None else (),
+            via=(via.with_branch(branch or new_branch()),) if via is not None else (),
             from_=from_,
             to=to,
             call_id=call_id,
@@ -804,7 +799,7 @@ class OutgoingInvite:
         )
         via = old.via
         if via:
-            via = (_via_with_branch(via[0], branch or new_branch()), *via[1:])
+            via = (via[0].with_branch(branch or new_branch()), *via[1:])
         request = replace(
             old,
             via=via,

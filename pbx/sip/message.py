@@ -245,6 +245,16 @@ class Via:
     def param(self, name: str) -> str | None:
         return get_param(self.params, name)
 
+    def with_branch(self, branch: str) -> Via:
+        """This Via for a new transaction: ``branch`` as its branch parameter, written last."""
+        kept = tuple((k, v) for k, v in self.params if k.lower() != "branch")
+        via = Via(self.transport, self.host, self.port, (*kept, ("branch", branch)), self.protocol)
+        object.__setattr__(via, "_branch", (Branch(branch),))
+        if len(kept) == len(self.params):
+            # Only a parameter appended: the text is this value's text plus ";branch=...".
+            remember_text(via, f"{self};branch={branch}")
+        return via
+
     def stamped(self, source: Address) -> Via:
         """This Via as a server keeps it for a request that came from ``source``: ``received``
         added when the sent-by host differs or ``rport`` is asked (RFC 3261 18.2.1), and

@@ -159,6 +159,19 @@ def test_with_tag_appends_to_the_kept_text_or_formats_afresh() -> None:
     assert str(retagged) == "<sip:bob@example.com>;x=1;tag=new"
 
 
+def test_with_branch_appends_to_the_kept_text_or_formats_afresh() -> None:
+    template = parse_via("SIP/2.0/UDP PBX.example:05060;rport")
+    via = template.with_branch("z9hG4bKnew")
+    assert str(via) == "SIP/2.0/UDP pbx.example:5060;rport;branch=z9hG4bKnew"
+    assert str(via) == str(fresh_via(via))
+    assert via.branch == "z9hG4bKnew" == fresh_via(via).branch
+    assert via == Via("UDP", "pbx.example", 5060, (("rport", None), ("branch", "z9hG4bKnew")))
+    rebranched = parse_via("SIP/2.0/TCP 192.0.2.1;branch=z9hG4bKold;x=1").with_branch("z9hG4bK2")
+    assert str(rebranched) == "SIP/2.0/TCP 192.0.2.1;x=1;branch=z9hG4bK2"
+    assert str(rebranched) == str(fresh_via(rebranched))
+    assert rebranched.branch == "z9hG4bK2"
+
+
 def test_kept_text_is_not_part_of_equality_hash_or_repr() -> None:
     parsed = parse_name_addr("<sip:1001@acme.example>;tag=1")
     built = NameAddress(SipUri("sip", "acme.example", "1001"), None, (("tag", "1"),))
@@ -227,3 +240,5 @@ def test_any_parsed_via_formats_as_the_value_does(
 ) -> None:
     via = parse_via(f"SIP/2.0/{transport} {host}{port}{params}")
     assert str(via) == str(fresh_via(via))
+    branched = via.with_branch("z9hG4bKx")
+    assert str(branched) == str(fresh_via(branched))
