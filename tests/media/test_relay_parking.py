@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import socket
 
@@ -82,15 +81,18 @@ async def test_a_parked_pair_is_reused_only_after_its_quarantine_and_then_relays
     try:
         assert {third.a.port, third.b.port} == parked
         assert pool.parked == 2
-        async with endpoint() as a, endpoint() as b:
+        async with endpoint() as a, endpoint() as b, endpoint() as b_rtcp:
             third.set_remote(Side.A, *a.address)
-            third.set_remote(Side.B, *b.address)
+            third.set_remote(Side.B, *b.address, rtcp=b_rtcp.address)
             a.send(rtp(1), (HOST, third.a.port))
-            b.send(rtp(7), (HOST, third.b.port))
             assert (await b.receive())[0] == rtp(1)
+            # Relayed through the parked RTCP sockets to B's declared RTCP address (B has not
+            # sent yet, so nothing of B's is latched).
+            report = b"\x80\xc9\x00\x01rtcp"
+            a.send(report, (HOST, third.a.rtcp_port))
+            assert await b_rtcp.receive() == (report, (HOST, third.b.rtcp_port))
+            b.send(rtp(7), (HOST, third.b.port))
             assert (await a.receive())[0] == rtp(7)
-            a.send(b"\x80\xc9\x00\x01rtcp", (HOST, third.a.rtcp_port))
-            await asyncio.sleep(0.05)
             stats = third.stats(Side.A)
             assert (stats.rtcp_received, stats.rtcp_relayed) == (1, 1)
         assert pool.parked_dropped == 0
