@@ -392,6 +392,9 @@ class ForkLeg:
     cancel_sent: bool = False
     cancel_reason: str | None = None  # the CANCEL's Reason (RFC 3326): answered elsewhere
     answered_dialog: DialogId | None = None  # the dialog of the 2xx taken on this leg
+    # The session interval offered after the callee's 422 (RFC 4028 section 7.4); None: the
+    # call's own (``CallCore._offered_interval``), and no 422 retried yet.
+    session_interval: int | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -984,7 +987,34 @@ class CallCore:
             return
         if leg.state in (LegState.ENDED, LegState.ANSWERED):
             return
+        if status == 422 and self._retry_after_422(leg, resp):
+            return
         self._leg_failed(leg, status)
+
+    def _retry_after_422(self, leg: ForkLeg, resp: SipResponse) -> bool:
+        """RFC 4028 section 7.4: the callee wants a longer session interval than we offered
+        (422 with its ``Min-SE``). The leg's INVITE goes again, once, offering that interval as
+        both ``Session-Expires`` and ``Min-SE``; False when it cannot (the leg fails with 422)."""
+        if leg.session_interval is not None or leg.cancel_wanted:
+            return False
+        if self.state is not CallState.RINGING:
+            return False
+        interval = st.retry_interval(resp, self._offered_interval())
+        if interval is None:
+            return False
+        invite = leg.invite.retried(
+            st.offer_headers(interval, interval), replacing=st.OFFER_HEADER_NAMES
+        )
+        del self._pending[leg.ref]
+        leg.ref = self._ref()
+        leg.invite = invite
+        leg.state = LegState.CALLING
+        leg.dialog = None
+        leg.session_interval = interval
+        self._pending[leg.ref] = leg
+        self.trace.append(f"{leg.label}: 422, Min-SE {interval}s -> INVITE again offering it")
+        self._emit(SendRequest(invite.request, leg.peer, leg.ref))
+        return True
 
     def _relay_provisional(self, resp: SipResponse) -> None:
         has_sdp = bool(resp.body)
@@ -1043,7 +1073,8 @@ class CallCore:
         self._emit(WriteRecord(self.record(), opened=True))  # durable at once (issue 16)
         self._emit(TrackDialog(dialog.id))
         if self._session_request is not None or st.accepted(resp):
-            offered, sent_sdp = self._offered_interval(), leg.invite.request.body
+            offered = leg.session_interval or self._offered_interval()
+            sent_sdp = leg.invite.request.body
             self._b_timer = st.toward_callee(resp, offered, self._now.monotonic, sent_sdp)
         live = self.progress.live_fork(leg.fork_id) if self.progress else None
         if live is not None and isinstance(live.fork, RingExtension):

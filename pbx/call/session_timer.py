@@ -24,7 +24,9 @@ phones that never asked for one). Our refresh is an UPDATE when the
 callee's ``Allow`` names UPDATE, else a re-INVITE repeating the last SDP we offered it (the same
 session version: nothing changes, RFC 3264 section 8). Every 2xx to a re-INVITE or UPDATE that
 crosses the call refreshes both legs; a refresh of ours that fails, or the callee's that does not
-come, ends both legs with ``session_timer`` like the caller's.
+come, ends both legs with ``session_timer`` like the caller's. A callee that answers our INVITE
+with 422 (its ``Min-SE`` is above the interval we offered) gets the INVITE once more, offering its
+``Min-SE`` as both interval and ``Min-SE`` (section 7.4); that leg's timer then starts from it.
 """
 
 from __future__ import annotations
@@ -121,6 +123,28 @@ def offer_headers(interval: int, min_se: int) -> tuple[tuple[str, str], ...]:
         ("Session-Expires", f"{interval};refresher=uac"),
         ("Min-SE", str(min_se)),
     )
+
+
+# The headers ``offer_headers`` writes, as ``OutgoingInvite.retried`` names them.
+OFFER_HEADER_NAMES = ("supported", "session-expires", "min-se")
+# The longest interval a callee's 422 may ask of us: a refresh a day.
+MAX_RETRY_INTERVAL = 86_400
+
+
+def retry_interval(response: SipResponse, offered: int) -> int | None:
+    """After a callee's 422 to our INVITE (section 7.4): the interval to ask again with, the
+    ``Min-SE`` it names. None when that is missing, unreadable, not above what we ``offered``
+    (asking again would get the same 422) or above ``MAX_RETRY_INTERVAL``."""
+    value = response.header("Min-SE")
+    if value is None:
+        return None
+    delta = value.partition(";")[0].strip()
+    if not delta.isdigit() or len(delta) > 10:
+        return None
+    interval = int(delta)
+    if not offered < interval <= MAX_RETRY_INTERVAL:
+        return None
+    return interval
 
 
 def _tokens(value: str | None) -> set[str]:

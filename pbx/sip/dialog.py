@@ -789,14 +789,25 @@ class OutgoingInvite:
     ) -> OutgoingInvite:
         """The INVITE again after a 401/407 (22.2): same Call-ID and From tag, CSeq + 1, a new
         branch, and ``credentials`` (Authorization/Proxy-Authorization) replacing old ones."""
+        return self.retried(
+            credentials, replacing=("authorization", "proxy-authorization"), branch=branch
+        )
+
+    def retried(
+        self,
+        headers: Iterable[tuple[str, str]],
+        *,
+        replacing: Iterable[str],
+        branch: str | None = None,
+    ) -> OutgoingInvite:
+        """The INVITE again after a final response that asks for a change (a 401/407, 22.2; a
+        422, RFC 4028 section 7.4): same Call-ID and From tag, CSeq + 1, a new branch, and
+        ``headers`` instead of those named in ``replacing`` (canonical lower-case names)."""
         if self.dialogs and any(not d.is_terminated for d in self.dialogs.values()):
             raise LocalProtocolError("the INVITE still has live dialogs")
         old = self.request
-        kept = tuple(
-            (k, v)
-            for k, v in old.headers
-            if canonical_header_name(k) not in ("authorization", "proxy-authorization")
-        )
+        replaced = set(replacing)
+        kept = tuple((k, v) for k, v in old.headers if canonical_header_name(k) not in replaced)
         via = old.via
         if via:
             via = (via[0].with_branch(branch or new_branch()), *via[1:])
@@ -804,7 +815,7 @@ class OutgoingInvite:
             old,
             via=via,
             cseq=CSeq(old.cseq.number + 1, "INVITE"),
-            headers=(*kept, *credentials),
+            headers=(*kept, *headers),
         )
         return OutgoingInvite(request, local_via=self.local_via, secure=self.secure)
 

@@ -168,3 +168,72 @@ def test_the_callees_own_refresh_answered_by_the_caller_keeps_the_call_up() -> N
     _respond(b, relayed, 200)
     assert sent(b.advance(87.9), "BYE") == []  # refreshed at 60: the bound is 60 + 88
     assert len(sent(b.advance(0.2), "BYE")) == 2
+
+
+# -- a callee's 422 (RFC 4028 section 7.4) ------------------------------------------------------
+
+
+def _invites(actions: list[CallAction]) -> list[SendRequest]:
+    return sent(actions, "INVITE")
+
+
+def test_a_callees_422_gets_the_invite_again_offering_its_min_se() -> None:
+    b = _bench([], _snapshot(session_expires=1200))
+    b.start()
+    first = b.leg("1001").invite.request
+    out = b.answer("1001", 422, headers=(("Min-SE", "3600"),))
+    (again,) = _invites(out)
+    request = again.request
+    assert again.peer == b.leg("1001").peer
+    assert again.ref == b.leg("1001").ref != None  # noqa: E711 - a new transaction's ref
+    assert (request.call_id, request.from_.tag) == (first.call_id, first.from_.tag)
+    assert request.cseq.number == first.cseq.number + 1
+    assert request.via[0].branch != first.via[0].branch
+    assert request.header("Session-Expires") == "3600;refresher=uac"
+    assert request.header("Min-SE") == "3600"
+    assert [v for k, v in request.headers if k.lower() in ("supported", "k")] == ["timer"]
+    assert request.body == first.body
+    assert b.to_caller(out) == []  # still ringing: nothing final to the caller
+    assert "1001: 422, Min-SE 3600s -> INVITE again offering it" in b.core.record().trace
+    # The callee answers without stating a timer (the caller asked one): we refresh it at
+    # half of what this leg offered, not of the call's own interval.
+    b2 = _bench([("Session-Expires", "1800;refresher=uac")], _snapshot(session_expires=1800))
+    b2.start()
+    b2.answer("1001", 422, headers=(("Min-SE", "7200"),))
+    b2.answer("1001", 200, body=SDP_OFFER)
+    b2.caller_ack()
+    timer = b2.core._b_timer
+    assert timer is not None
+    assert (timer.interval, timer.refresher) == (7200, "uac")
+    assert timer.refresh_at == timer.refreshed_at + 3600
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        (),  # no Min-SE: nothing to ask for
+        (("Min-SE", "1200"),),  # what we offered already
+        (("Min-SE", "600"),),
+        (("Min-SE", "soon"),),
+        (("Min-SE", "99999999999"),),
+        (("Min-SE", "86401"),),  # over a day
+    ],
+)
+def test_a_422_that_asks_nothing_we_can_offer_fails_the_leg(
+    headers: tuple[tuple[str, str], ...],
+) -> None:
+    b = _bench([], _snapshot(session_expires=1200))
+    b.start()
+    out = b.answer("1001", 422, headers=headers)
+    assert _invites(out) == []
+    assert b.leg("1001").state.name == "ENDED"
+
+
+def test_a_second_422_on_the_same_leg_fails_it() -> None:
+    b = _bench([], _snapshot(session_expires=1200))
+    b.start()
+    b.answer("1001", 422, headers=(("Min-SE", "3600"),))
+    out = b.answer("1001", 422, headers=(("Min-SE", "7200"),))
+    assert _invites(out) == []
+    assert b.leg("1001").state.name == "ENDED"
+    assert b.to_caller(out)  # the only target failed: the caller gets its final answer

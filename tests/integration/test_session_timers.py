@@ -7,7 +7,8 @@ server lowers the 1800 s the carrier (SIPp, 127.0.0.2, ``Supported: timer``) ask
 re-INVITE, 3 s after its ACK (relayed to 1004), then stops. Both legs must get BYE at the RFC
 4028 bound (the refresh plus the interval minus a third of it: 3 + 6 - 2 = 7 s after the
 answer): after the refresh kept the call up past the first bound (4 s), and before the session
-would expire (9 s); the record says ``session_timer``, ended by the server.
+would expire (9 s); the record says ``session_timer``, ended by the server. And a callee
+that answers 422 (RFC 4028 section 7.4) gets the INVITE again, offering its Min-SE.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tests.integration.test_calls import (
     TENANT,
     Pbx,
     Sipps,
+    carrier_call,
     closed_record,
     no_active_calls,
     register,
@@ -87,3 +89,35 @@ def test_a_refreshed_session_timer_that_stops_being_refreshed_ends_both_legs(
     lasted = record["ended_at"] - record["answered_at"]
     print(f"session timer: answered for {lasted:.2f} s (bound 7 s after a refresh at 3 s)")
     assert 6.5 <= lasted < 9.0
+
+
+def test_a_callee_wanting_a_longer_interval_gets_the_invite_again_and_answers(
+    tmp_path: Path, sipps: Sipps
+) -> None:
+    """RFC 4028 section 7.4: 1004 answers the server's INVITE (which offers 6 s) with 422 and
+    ``Min-SE: 3600``; the server ACKs it, sends the INVITE again offering 3600 s (the phone
+    checks Session-Expires, Min-SE and CSeq 2), 1004 answers, and the carrier's call goes
+    through to its BYE."""
+    root = tmp_path / "pbx"
+    config = write_config(
+        root, tenants={"acme": TENANT}, server_extra=SERVER_EXTRA, sip_extra=SIP_EXTRA
+    )
+    with running_server(config) as server:
+        port = free_port(host=PHONE_IP)
+        register(server, "1004", port, tmp_path)
+        pbx = Pbx(server, root, 0, {"1004": port})
+        callee = sipp_args(
+            SIPP_DIR / "phone_answer_422.xml",
+            server.udp,
+            local_ip=PHONE_IP,
+            port=port,
+            service="1004",
+        )
+        sipps.start("1004", callee, bound=(PHONE_IP, port))
+        carrier_call(pbx, sipps, NUMBER)
+        sipps.wait_all(timeout=30)
+        record = closed_record(pbx, NUMBER)
+        no_active_calls(pbx)
+    assert (record["disposition"], record["answered_by"]) == ("answered", "1004")
+    assert (record["hangup_cause"], record["ended_by"]) == ("normal", "caller")
+    assert "1004: 422, Min-SE 3600s -> INVITE again offering it" in record["trace"]
