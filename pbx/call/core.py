@@ -699,10 +699,17 @@ class CallCore:
             self._emit(CloseMedia())
             return
         self.media_host = event.host or self.media_host
+        stream = audio_stream(offer) if offer is not None else None
+        if stream is not None and stream.crypto is not None and not all(event.keys):
+            # An SRTP offer, and a media plane that gives no keys (rtpengine relays plain RTP
+            # only here): a plain answer would not answer it (RFC 3264) and would drop the
+            # caller's encryption unasked.
+            self.trace.append("SRTP offered; this node's media engine has no SRTP -> 488")
+            self._fail_call(488, "failed")
+            return
         self.anchor = MediaAnchor(
             offer, self.media_host, event.a_port, event.b_port, event.session_id, event.keys
         )
-        stream = audio_stream(offer) if offer is not None else None
         if stream is not None:
             self._emit(SetRemote(Side.A, stream))
         self._ask(None)

@@ -298,6 +298,12 @@ CATALOG: Mapping[str, Message] = MappingProxyType(
             '"{value}" must be "allow" or "require"',
             '「{value}」は使えません。"allow" か "require" を指定してください',
         ),
+        "tenant.encryption_rtpengine": _m(
+            '"require" needs SRTP, which [media] engine = "rtpengine" does not relay here '
+            "(only the built-in relay does)",
+            '"require" には SRTP が必要ですが、[media] engine = "rtpengine" では使えません'
+            "(SRTP は内蔵リレーのみ対応)",
+        ),
         "tenant.no_numbers": _m(
             "the tenant has no phone numbers ([[numbers]])",
             "電話番号([[numbers]])が1つもありません",

@@ -233,6 +233,9 @@ class TenantLoader:
         if encryption not in ("allow", "require"):
             ten.error("encryption", "tenant.encryption_invalid", value=encryption)
             encryption = "allow"
+        elif encryption == "require" and self.server.media.engine == "rtpengine":
+            # SRTP is the built-in relay's (docs/design.md 10.7): the promise could not be kept.
+            ten.error("encryption", "tenant.encryption_rtpengine")
 
         lim = TableReader(
             self.sink, self.file, self.entity, top.table_("limits"), _LIMIT_KEYS, "limits."

@@ -26,8 +26,9 @@ tells it what to do over the ng protocol (``pbx.media.ng``):
   ``on_inactive(side)`` once, as with the built-in relay (``restart_silence`` starts the count
   again, a new packet re-arms it).
 
-Not carried over from the built-in relay: SRTP (the SDP offered is plain RTP). See
-docs/design.md 10.7.
+Not carried over from the built-in relay: SRTP (the SDP offered is plain RTP; ``srtp_keys`` gives
+none, so the call core answers an SRTP offer 488 rather than with plain RTP, and a tenant that
+requires encryption is a configuration error on such a node). See docs/design.md 10.7.
 """
 
 from __future__ import annotations

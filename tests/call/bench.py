@@ -115,6 +115,8 @@ class CallBench:
     registered: dict[str, int] = field(default_factory=dict)
     busy: tuple[str, ...] = ()
     media: bool = True  # the relay opens as soon as asked
+    # The SRTP keys the media plane hands out (the built-in relay's; none: rtpengine's).
+    keys: tuple[bytes, bytes] = (b"", b"")
     prompts: frozenset[str] = frozenset({"009608"})
     at: str = "2026-11-27 10:00:00"  # a Friday
     clock: FakeClock = field(init=False)
@@ -153,7 +155,8 @@ class CallBench:
             if isinstance(action, AskRouting):
                 self.core.handle(self._decide(action), self.clock.now())
             elif isinstance(action, OpenMedia) and self.media:
-                self.core.handle(MediaReady(20000, 20002, 4242), self.clock.now())
+                ready = MediaReady(20000, 20002, 4242, keys=self.keys)
+                self.core.handle(ready, self.clock.now())
         self.actions.extend(out)
         return out
 

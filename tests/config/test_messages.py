@@ -200,6 +200,12 @@ CASES: dict[str, Case] = {
     "tenant.domain_invalid": head('"acme.example"', '"acme example"'),
     "tenant.timezone_unknown": head("default = true", 'default = true\ntimezone = "Asia/Tokio"'),
     "tenant.encryption_invalid": head("default = true", 'default = true\nencryption = "maybe"'),
+    "tenant.encryption_rtpengine": files(
+        SERVER + '[media]\nengine = "rtpengine"\n',
+        acme=tenant(
+            head=TENANT_HEAD.replace("default = true", 'default = true\nencryption = "require"')
+        ),
+    ),
     "tenant.forward_caller_id_invalid": head(
         "default = true", 'default = true\nforward_caller_id = "both"'
     ),

@@ -17,8 +17,11 @@ from pbx.media.latch import Side
 from pbx.media.relay import MediaSession, PortPool
 from pbx.media.sdes import Crypto, format_crypto, parse_crypto, usable_crypto
 from pbx.media.sdp import audio_stream, parse_sdp
+from tests.call.bench import CallBench, invite
+from tests.call.test_core import ACME
 from tests.media.test_relay import RTCP_RR, rtp
 from tests.media.udp import HOST, TEST_PORTS, endpoint
+from tests.routing.builders import NUMBER, from_trunk, snapshot
 
 KEY_A = bytes(range(30))
 KEY_B = bytes(range(100, 130))
@@ -152,6 +155,26 @@ def test_our_own_answer_to_an_srtp_caller_is_srtp() -> None:
     assert any(
         line.startswith("a=crypto:2 AES_CM_128_HMAC_SHA1_32") for line in crypto_lines(answer.body)
     )
+
+
+@pytest.mark.parametrize(("keys", "refused"), [((KEY_A, KEY_B), False), ((b"", b""), True)])
+def test_an_srtp_offer_is_refused_when_the_media_plane_has_no_keys(
+    keys: tuple[bytes, bytes], refused: bool
+) -> None:
+    # rtpengine's media plane hands out no keys (plain RTP only): answering the SRTP offer with
+    # plain RTP would be no answer to it (RFC 3264) and would drop the caller's encryption.
+    request = replace(invite(NUMBER), body=SECURE, headers=(("Content-Type", "application/sdp"),))
+    b = CallBench(snapshot(ACME), request, from_trunk(), registered={"1001": 1}, keys=keys)
+    b.start()
+    trace = "SRTP offered; this node's media engine has no SRTP -> 488"
+    if refused:
+        assert b.final_to_caller().status == 488
+        assert trace in b.core.record().trace
+        assert b.legs() == []
+    else:
+        assert b.to_caller() == []  # ringing
+        (leg,) = b.legs()
+        assert b"m=audio 20002 RTP/AVP " in leg.invite.request.body  # a callee on UDP: plain
 
 
 # --- the tenant's policy -----------------------------------------------------------------------
