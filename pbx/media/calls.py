@@ -80,6 +80,7 @@ class CallMedia:
         self.counters = RelayCounters()  # packet totals of every session, live or closed
         self.prompts = _load_prompts(prompts_dir)
         self._pool: PortPool | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the pool's
         self._sessions: dict[str, MediaSession] = {}
         self._recorders: dict[str, CallRecorder] = {}
         self._players: dict[str, PromptPlayer] = {}
@@ -110,6 +111,8 @@ class CallMedia:
         """``open`` without waiting: the relay opens at once (``MediaSession.open_now``).
         Raises PbxError or OSError."""
         if self._pool is None:
+            # The pool's sockets and timers belong to this loop; kept with it (issue #21).
+            self._loop = asyncio.get_running_loop()
             self._pool = PortPool(
                 settings.rtp_port_min,
                 settings.rtp_port_max,
@@ -124,6 +127,7 @@ class CallMedia:
             counters=self.counters,
             clock=self.clock,
             await_sdp=True,  # an SRTP party's first packets may come before its SDP (issue #18)
+            loop=self._loop,
         )
         self._sessions[call_id] = session
         return session.a.port, session.b.port

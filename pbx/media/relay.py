@@ -719,6 +719,7 @@ class MediaSession:
         counters: RelayCounters | None = None,
         clock: Callable[[], float] | None = None,
         await_sdp: bool = False,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> MediaSession:
         """Allocate and bind the legs' RTP and RTCP sockets; raise PortPoolExhausted or OSError.
 
@@ -732,6 +733,8 @@ class MediaSession:
         ``clock`` is the monotonic clock (``Clock.monotonic``; the loop's time by default).
         ``await_sdp``: drop what a party sends until its SDP is applied (the call engine's
         sessions; see the module docstring).
+        ``loop``: the running loop, when the caller keeps it (in CPython 3.11 each
+        ``asyncio.get_running_loop()`` makes a ``getpid`` system call).
         """
         session = cls(
             pool,
@@ -740,7 +743,7 @@ class MediaSession:
             on_inactive=on_inactive,
             relatch_seconds=relatch_seconds,
             tick_seconds=tick_seconds,
-            loop=asyncio.get_running_loop(),
+            loop=loop or asyncio.get_running_loop(),
             counters=counters,
             clock=clock,
             rcvbuf=rcvbuf,
