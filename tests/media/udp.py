@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 Address = tuple[str, int]
 HOST = "127.0.0.1"
 # Relay ports in tests come from this range, away from the default 20000-29999.
 TEST_PORTS = (31000, 31999)
+
+
+async def until(condition: Callable[[], bool], seconds: float = 2.0) -> None:
+    """Wait until ``condition()`` holds (a datagram in flight on loopback has been handled);
+    fail after ``seconds``. Only for what nothing observable answers, such as a dropped packet
+    seen in a counter: there is no event to wait on, so the counter is polled."""
+    async with asyncio.timeout(seconds):
+        while not condition():  # noqa: ASYNC110 - a counter, no event to wait on
+            await asyncio.sleep(0.002)
 
 
 class Endpoint(asyncio.DatagramProtocol):
