@@ -243,10 +243,18 @@ def run_step(
     workdir: Path,
     label: str,
     server_pid: int | None = None,
+    settle: int = 0,
 ) -> StepResult:
     """One rate for ``duration`` seconds: a fresh phone process and a fresh carrier; with
-    ``server_pid``, the server's CPU time per call over the step."""
-    calls = rate * duration
+    ``server_pid``, the server's CPU time per call over the step.
+
+    ``settle``: seconds at the same rate before the CPU is measured (the step then lasts
+    ``settle + duration`` seconds and the pass criteria cover all of it). A call's transactions
+    linger 32 s (timers J, L, M) and are cleaned up then; a window that starts after
+    ``settle`` >= 32 s holds that clean-up of earlier calls at the rate calls are made: the
+    steady state. Without it a step's own clean-ups fall after its window, and whether the
+    clean-ups of an earlier step fall inside depends on the gaps between steps."""
+    calls = rate * (settle + duration)
     step_dir = workdir / f"{label}-{rate}-{time.monotonic_ns()}"
     step_dir.mkdir()
     wait_free(PHONE_IP, phone_port)
@@ -262,7 +270,7 @@ def run_step(
         "-fd",
         "5",
         "-timeout",
-        f"{duration + 60}s",
+        f"{settle + duration + 60}s",
     ]
     uac_args = [
         *base_args(SIPP_DIR / "carrier_call.xml", target, CARRIER_IP, free_port(host=CARRIER_IP)),
@@ -285,7 +293,7 @@ def run_step(
         "-rtt_freq",
         "1",
         "-timeout",
-        f"{duration + 60}s",
+        f"{settle + duration + 60}s",
     ]
     uas = subprocess.Popen(
         uas_args, cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -298,7 +306,13 @@ def run_step(
         uac = subprocess.Popen(
             uac_args, cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        uac.wait(timeout=duration + 90)
+        if settle and server_pid is not None:
+            # The measuring window opens ``settle`` seconds into the load (the carrier keeps
+            # calling meanwhile; it ends long after).
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                uac.wait(timeout=settle)
+            cpu_before = cpu_seconds(server_pid)
+        uac.wait(timeout=settle + duration + 90)
         wall = time.monotonic() - started
         try:
             uas.wait(timeout=15)
@@ -325,7 +339,7 @@ def run_step(
         p99_ms=percentile(times, 0.99),
         wall=wall,
         cpu_ms_per_call=(
-            1000 * (cpu_after - cpu_before) / calls
+            1000 * (cpu_after - cpu_before) / (rate * duration if settle else calls)
             if cpu_before is not None and cpu_after is not None
             else None
         ),
@@ -435,10 +449,11 @@ def hold_calls(count: int, workdir: Path, source: Path | None = None, label: str
 
 
 def compare_cpu(
-    rates: list[int], duration: int, rounds: int, before: str, workdir: Path
+    rates: list[int], duration: int, rounds: int, before: str, workdir: Path, settle: int = 0
 ) -> list[tuple[int, list[StepResult], list[StepResult]]]:
     """CPU per call at fixed rates, this checkout against the commit ``before``: two servers
-    side by side, the steps alternating between them (``rounds`` of each per rate)."""
+    side by side, the steps alternating between them (``rounds`` of each per rate), each
+    measured after ``settle`` seconds at its rate (``run_step``)."""
     found: list[tuple[int, list[StepResult], list[StepResult]]] = []
     with (
         checkout(before) as source,
@@ -452,10 +467,14 @@ def compare_cpu(
             news: list[StepResult] = []
             for _ in range(rounds):
                 pid = old.process.pid
-                olds.append(run_step(rate, duration, old.udp, old_port, workdir, "before", pid))
+                olds.append(
+                    run_step(rate, duration, old.udp, old_port, workdir, "before", pid, settle)
+                )
                 print(olds[-1].row("before"), flush=True)
                 pid = new.process.pid
-                news.append(run_step(rate, duration, new.udp, new_port, workdir, "pbx", pid))
+                news.append(
+                    run_step(rate, duration, new.udp, new_port, workdir, "pbx", pid, settle)
+                )
                 print(news[-1].row("pbx"), flush=True)
             found.append((rate, olds, news))
     return found
@@ -494,6 +513,13 @@ def main() -> int:
     )
     parser.add_argument("--cpu-rates", default="500", help="the fixed rates of the comparison")
     parser.add_argument("--cpu-rounds", type=int, default=2, help="steps per server and rate")
+    parser.add_argument(
+        "--cpu-settle",
+        type=int,
+        default=40,
+        help="seconds at each rate before its CPU is measured (the steady state: calls' 32 s "
+        "clean-ups inside the window); 0 measures from the first call",
+    )
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-calls-") as tmp:
@@ -501,7 +527,9 @@ def main() -> int:
         found = None
         if args.before:
             cpu_rates = [int(r) for r in args.cpu_rates.split(",")]
-            found = compare_cpu(cpu_rates, args.duration, args.cpu_rounds, args.before, workdir)
+            found = compare_cpu(
+                cpu_rates, args.duration, args.cpu_rounds, args.before, workdir, args.cpu_settle
+            )
         if not args.skip_ladder:
             ladder(rates, args, workdir)
         if found is not None and args.before:
