@@ -34,6 +34,10 @@ on how busy the machine is; this figure much less.
 - ``--warmup``: seconds at the first rate before the measured steps (unmeasured), so the measured
   steps refresh bindings as phones do, instead of creating them: give it at least 10,000
   registrations (``--warmup 7`` at 1,500/s), or the first step still creates some bindings.
+  For the steady state give it at least 32 s (``--warmup 40``): an authenticated REGISTER's
+  server transaction lingers 32 s (timer J) and is cleaned up then, so only a step that starts
+  32 s into the load holds the clean-up of the registrations before it at the rate they are
+  made (as ``bench_calls --cpu-settle`` does for calls).
 - ``--spy FILE``: the server runs under py-spy (500 Hz, raw stacks to FILE; the ``--before``
   server's to ``FILE.REV``), and the functions with the most samples are printed
   (``loadtests.profile_top``). Under py-spy the CPU figures are not the server's alone.

@@ -30,6 +30,7 @@ from pbx.config.load import load_config
 from pbx.config.model import ConfigSnapshot, ListenSpec, MediaSettings, TenantId
 from pbx.config.problems import ConfigError
 from pbx.fdlimit import raise_open_file_limit, tcp_connection_budget
+from pbx.gcpolicy import BusyShare, FullCollectionPolicy
 from pbx.http import HttpListener
 from pbx.log import configure_logging
 from pbx.media.calls import MediaPlane
@@ -65,7 +66,10 @@ GC_FREEZE_SECONDS = 0.2
 GC_YOUNG_THRESHOLD = 200_000
 GC_FULL_GROWTH = 2.0  # a full collection once the heap has doubled ...
 GC_FULL_MIN_BLOCKS = 2_000_000  # ... from at least this many allocated blocks ...
-GC_FULL_MIN_SECONDS = 300.0  # ... and not more often than this
+GC_FULL_MIN_SECONDS = 300.0  # ... and not more often than this ...
+GC_FULL_QUIET_SHARE = 0.2  # ... at a moment the process uses under a fifth of a core ...
+GC_FULL_QUIET_WINDOW = 10.0  # ... over this many seconds ...
+GC_FULL_URGENT_GROWTH = 4.0  # ... or at once, under load too, once it has grown fourfold
 # A loop-lag sample this late is logged (a UDP client retransmits after 0.5 s).
 LOOP_LAG_WARNING_SECONDS = 0.1
 
@@ -435,40 +439,45 @@ def _call_encryption(core: CallCore) -> dict[str, object]:
 
 
 async def _gc_policy() -> None:
-    """Freeze what survived each fifth of a second; a full collection once the heap doubled.
+    """Freeze what survived each fifth of a second; a full collection when the policy says so
+    (``FullCollectionPolicy``: the heap doubled, at a quiet moment; or grown fourfold).
 
     Reference counting frees frozen objects as usual, so the heap follows what is live. Only
     reference cycles among frozen objects wait for a full collection, and those are rare (a few
     hundred objects per five minutes of load in the soak test). A full collection scans every
-    object and stops the loop (0.5-1 s under load: longer than a phone waits before it
-    retransmits), so it runs only when the heap (``sys.getallocatedblocks``, cheap to read) has
-    doubled since the last one (counting from at least ``GC_FULL_MIN_BLOCKS``: a heap that grows
-    to 2 million blocks under load is not a leak; one full collection at that point, in the
-    load suite, took 0.58 s and collected nothing), and at most every ``GC_FULL_MIN_SECONDS``.
-    A leak of cycles grows the heap and so brings the collection on; a steady load never pays.
+    object and stops the loop (0.5-2 s under load: longer than a phone waits before it
+    retransmits), so it is a guard against a leak only (``pbx.gcpolicy``).
     """
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     gc.collect()
     gc.freeze()
-    baseline = max(GC_FULL_MIN_BLOCKS, sys.getallocatedblocks())
-    last_full = time.monotonic()
+    policy = FullCollectionPolicy(
+        time.monotonic(),
+        sys.getallocatedblocks(),
+        growth=GC_FULL_GROWTH,
+        urgent_growth=GC_FULL_URGENT_GROWTH,
+        min_blocks=GC_FULL_MIN_BLOCKS,
+        min_seconds=GC_FULL_MIN_SECONDS,
+        quiet_share=GC_FULL_QUIET_SHARE,
+    )
+    busy = BusyShare(GC_FULL_QUIET_WINDOW)
     while True:
         await asyncio.sleep(GC_FREEZE_SECONDS)
         gc.freeze()
+        now = time.monotonic()
         blocks = sys.getallocatedblocks()
-        due = time.monotonic() - last_full >= GC_FULL_MIN_SECONDS
-        if due and blocks > GC_FULL_GROWTH * baseline:
+        if policy.due(now, blocks, busy.add(now, time.process_time())):
             gc.unfreeze()
             started = time.perf_counter()
             collected = gc.collect()
             gc.freeze()
-            baseline = max(GC_FULL_MIN_BLOCKS, sys.getallocatedblocks())
-            last_full = time.monotonic()
+            after = sys.getallocatedblocks()
+            policy.collected(time.monotonic(), after)
             log.info(
                 "gc_full_collection",
                 collected=collected,
                 blocks_before=blocks,
-                blocks_after=baseline,
+                blocks_after=after,
                 ms=round(1000 * (time.perf_counter() - started), 1),
             )
 

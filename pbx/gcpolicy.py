@@ -1,0 +1,74 @@
+"""When the server runs a full garbage collection: pure, time and figures passed in.
+
+Under load the server freezes what survives (``gc.freeze``) and collects only the youngest
+generation (``pbx.server``), so reference cycles among frozen objects wait for a full, unfrozen
+collection. That one scans every object and holds the event loop for 0.5-2 s under load: longer
+than a phone or a trunk waits before it retransmits, and long enough for calls to fail (issue
+#21: 700 of 35,000 calls failed at 500 calls/s when one ran mid-load). Cycles are rare (a few
+hundred objects per five minutes of load), so the collection is only a guard against a leak:
+
+- it is due once the heap (allocated blocks) has grown ``growth`` times since the last one
+  (counting from at least ``min_blocks``: a heap that grows to 2 million blocks under load is
+  not a leak), and at most every ``min_seconds``;
+- a due collection waits for a quiet moment: the process used less than ``quiet_share`` of a
+  core over the last window. A heap that doubled because the load grew (the morning's calls)
+  is collected at night, not under the load that made it;
+- unless the heap has grown ``urgent_growth`` times: a leak under a steady load keeps growing
+  and gets there, and then memory matters more than one pause.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+
+@dataclass
+class FullCollectionPolicy:
+    """Whether a full collection is due (``due``); ``collected`` after running one."""
+
+    started: float  # monotonic seconds: the first collection is counted from here
+    blocks: int  # the heap at start
+    growth: float = 2.0
+    urgent_growth: float = 4.0
+    min_blocks: int = 2_000_000
+    min_seconds: float = 300.0
+    quiet_share: float = 0.2
+    baseline: int = field(init=False)
+    last_full: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.collected(self.started, self.blocks)
+
+    def due(self, now: float, blocks: int, busy_share: float) -> bool:
+        """``blocks``: the heap now; ``busy_share``: the process's CPU over the last window,
+        as a share of one core."""
+        if now - self.last_full < self.min_seconds:
+            return False
+        if blocks > self.urgent_growth * self.baseline:
+            return True
+        return blocks > self.growth * self.baseline and busy_share < self.quiet_share
+
+    def collected(self, now: float, blocks: int) -> None:
+        """A full collection ran at ``now`` and left ``blocks``: the next is counted from it."""
+        self.baseline = max(self.min_blocks, blocks)
+        self.last_full = now
+
+
+@dataclass
+class BusyShare:
+    """The process's CPU time over the last ``window`` seconds as a share of one core, from
+    samples of (monotonic time, CPU seconds) taken by the caller."""
+
+    window: float = 10.0
+    _samples: deque[tuple[float, float]] = field(default_factory=deque)
+
+    def add(self, now: float, cpu: float) -> float:
+        """Record a sample; the share over the samples kept (0.0 until two are)."""
+        samples = self._samples
+        samples.append((now, cpu))
+        while len(samples) > 2 and now - samples[1][0] >= self.window:
+            samples.popleft()
+        first_time, first_cpu = samples[0]
+        elapsed = now - first_time
+        return (cpu - first_cpu) / elapsed if elapsed > 0 else 0.0

@@ -1,0 +1,58 @@
+"""When the server runs a full garbage collection (``pbx.gcpolicy``): a guard against a leak of
+reference cycles that does not stop the loop under the load that grew the heap."""
+
+from __future__ import annotations
+
+import pytest
+
+from pbx.gcpolicy import BusyShare, FullCollectionPolicy
+
+M = 1_000_000
+
+
+def policy() -> FullCollectionPolicy:
+    return FullCollectionPolicy(1000.0, 1 * M, min_blocks=2 * M, min_seconds=300.0)
+
+
+def test_not_before_min_seconds_even_when_the_heap_grew_fourfold() -> None:
+    p = policy()
+    assert not p.due(1299.0, 9 * M, busy_share=0.0)
+    assert p.due(1300.0, 9 * M, busy_share=0.0)
+
+
+def test_a_doubled_heap_waits_for_a_quiet_moment() -> None:
+    p = policy()  # baseline 2 M (the floor: the heap at start was smaller)
+    assert not p.due(2000.0, 4 * M, busy_share=0.0)  # not above twice the baseline
+    assert not p.due(2000.0, 5 * M, busy_share=0.9)  # doubled, but under load: later
+    assert not p.due(2000.0, 5 * M, busy_share=0.2)
+    assert p.due(2000.0, 5 * M, busy_share=0.19)  # the load has gone
+
+
+def test_a_heap_grown_fourfold_is_collected_under_load_too() -> None:
+    p = policy()
+    assert not p.due(2000.0, 8 * M, busy_share=0.9)
+    assert p.due(2000.0, 8 * M + 1, busy_share=0.9)
+
+
+def test_the_next_collection_counts_from_the_last() -> None:
+    p = policy()
+    p.collected(2000.0, 6 * M)
+    assert (p.baseline, p.last_full) == (6 * M, 2000.0)
+    assert not p.due(2299.0, 30 * M, busy_share=0.0)
+    assert not p.due(2300.0, 12 * M, busy_share=0.0)
+    assert p.due(2300.0, 12 * M + 1, busy_share=0.0)
+    p.collected(2400.0, 1 * M)  # most of it was garbage: the floor again
+    assert p.baseline == 2 * M
+
+
+def test_busy_share_is_cpu_over_the_last_window() -> None:
+    share = BusyShare(window=10.0)
+    assert share.add(0.0, 0.0) == 0.0
+    # Busy for 10 s (0.8 of a core), then idle for 10 s.
+    for step in range(1, 51):
+        busy = share.add(step * 0.2, step * 0.16)
+    assert busy == pytest.approx(0.8)
+    for step in range(1, 51):
+        quiet = share.add(10.0 + step * 0.2, 8.0 + step * 0.001)
+    assert quiet < 0.02  # the busy seconds have left the window
+    assert share.add(20.2, 8.05) == pytest.approx((8.05 - 8.0) / 10.2, rel=0.1)
