@@ -466,18 +466,35 @@ def compare_cpu(
             olds: list[StepResult] = []
             news: list[StepResult] = []
             for _ in range(rounds):
+                seen = len(old.log_lines)
                 pid = old.process.pid
                 olds.append(
                     run_step(rate, duration, old.udp, old_port, workdir, "before", pid, settle)
                 )
-                print(olds[-1].row("before"), flush=True)
+                print(olds[-1].row("before") + stalls(old, seen), flush=True)
+                seen = len(new.log_lines)
                 pid = new.process.pid
                 news.append(
                     run_step(rate, duration, new.udp, new_port, workdir, "pbx", pid, settle)
                 )
-                print(news[-1].row("pbx"), flush=True)
+                print(news[-1].row("pbx") + stalls(new, seen), flush=True)
             found.append((rate, olds, news))
     return found
+
+
+def stalls(server: RunningServer, seen: int) -> str:
+    """The server's full collections and event-loop lags logged since line ``seen``."""
+    lines = list(server.log_lines)[seen:]
+    gcs = [line.get("ms") for line in lines if line.get("event") == "gc_full_collection"]
+    lags = [
+        float(line.get("lag_seconds") or 0.0)
+        for line in lines
+        if line.get("event") == "event_loop_lagged"
+    ]
+    parts = [f"full gc {ms} ms" for ms in gcs]
+    if lags:
+        parts.append(f"{len(lags)} loop lags (max {max(lags)} s)")
+    return f"  [{'; '.join(parts)}]" if parts else ""
 
 
 def cpu_table(before: str, found: list[tuple[int, list[StepResult], list[StepResult]]]) -> str:
