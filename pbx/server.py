@@ -54,8 +54,8 @@ DATABASE_NAME = "pbx.sqlite3"
 # timers J, L, M), so at a few hundred calls/s the heap holds millions of tracked objects and
 # each full collection scanned them all (pauses of 0.1-0.8 s, measured by loadtests/bench_calls).
 # Objects that have lived a fifth of a second are moved to the permanent generation (gc.freeze):
-# reference counting still frees them, and a full unfrozen collection, once the heap has doubled,
-# takes back the rare reference cycles among them (``_gc_policy``).
+# reference counting still frees them, and a full unfrozen collection, once the heap has doubled
+# and the load has gone (``pbx.gcpolicy``), takes back the rare reference cycles among them.
 GC_FREEZE_SECONDS = 0.2
 # The youngest generation is collected once this many container objects allocated since the
 # last freeze are still alive (Python's default is 700). A call leaves a few hundred alive for
