@@ -32,6 +32,11 @@ server is ``pbx run`` with its normal JSON logging at info level (to a file), as
   cProfile (``python -m pstats FILE``; the figures are then cProfile's, not the server's);
   ``--spy FILE`` samples it with py-spy (500 Hz, raw stacks to FILE) and prints the functions
   with the most samples, by their own time and with what they call (``loadtests.profile_top``).
+- The timed rounds last seconds, while a call's transactions linger 32 s and are cleaned up
+  then (timers J, L, M): after the default warm-up the rounds measure calls without their
+  clean-up. ``--base 30000`` (about 30 s of calls first) makes them hold the clean-up of the
+  warm-up's calls, as in the steady state (docs/design.md 9.11); callgrind runs wait
+  ``--settle`` seconds after the last call for the same reason.
 
 The driver uses only the public face of the server (its command line and SIP), so it runs
 unchanged on older commits (copy it there) for an A/B figure.
