@@ -4,7 +4,7 @@ Under load the server freezes what survives (``gc.freeze``) and collects only th
 generation (``pbx.server``), so reference cycles among frozen objects wait for a full, unfrozen
 collection. That one scans every object and holds the event loop for 0.5-2 s under load: longer
 than a phone or a trunk waits before it retransmits, and long enough for calls to fail (issue
-#21: 700 of 35,000 calls failed at 500 calls/s when one ran mid-load). Cycles are rare (a few
+#21: one of 1,649 ms at 500 calls/s, and 492 of 35,000 calls failed). Cycles are rare (a few
 hundred objects per five minutes of load), so the collection is only a guard against a leak:
 
 - it is due once the heap (allocated blocks) has grown ``growth`` times since the last one
