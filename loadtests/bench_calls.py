@@ -531,6 +531,13 @@ def main() -> int:
     parser.add_argument("--cpu-rates", default="500", help="the fixed rates of the comparison")
     parser.add_argument("--cpu-rounds", type=int, default=2, help="steps per server and rate")
     parser.add_argument(
+        "--ladder-settle",
+        type=int,
+        default=0,
+        help="seconds at each rate of the ladder before its --duration (the steady state; "
+        "the pass criteria cover the whole step)",
+    )
+    parser.add_argument(
         "--cpu-settle",
         type=int,
         default=40,
@@ -566,11 +573,14 @@ def ladder(rates: list[int], args: argparse.Namespace, workdir: Path) -> None:
         run_step(50, 5, server.udp, phone_port, workdir, "warmup")
         for rate in rates:
             pid = server.process.pid
-            result = run_step(rate, args.duration, server.udp, phone_port, workdir, "pbx", pid)
+            settle = args.ladder_settle
+            result = run_step(
+                rate, args.duration, server.udp, phone_port, workdir, "pbx", pid, settle
+            )
             print(result.row("pbx"), flush=True)
             if not result.passed:
                 result = run_step(
-                    rate, args.duration, server.udp, phone_port, workdir, "pbx-again", pid
+                    rate, args.duration, server.udp, phone_port, workdir, "pbx-again", pid, settle
                 )
                 print(result.row("pbx"), flush=True)
             if not result.passed:
@@ -588,8 +598,11 @@ def ladder(rates: list[int], args: argparse.Namespace, workdir: Path) -> None:
             if not result.passed:
                 break
             best_direct = rate
+    held = f"{args.duration} s" + (
+        f" after {args.ladder_settle} s at the rate" if args.ladder_settle else ""
+    )
     print(
-        f"highest rate sustained {args.duration} s: pbx {best_pbx} cps, "
+        f"highest rate sustained {held}: pbx {best_pbx} cps, "
         f"SIPp to SIPp directly "
         f"{best_direct if not args.skip_baseline else 'n/a'} cps "
         f"(of the rates tried: {args.rates})"
