@@ -262,9 +262,17 @@ def register(server: RunningServer, ext: str, port: int, workdir: Path) -> None:
     run(register_args(server.udp, PHONE_IP, port, ext, PASSWORDS[ext]), workdir)
 
 
-def wait_bound(host: str, port: int, deadline: float) -> None:
-    """Wait until something (the SIPp we started) has bound UDP ``host:port``."""
+def wait_bound(
+    host: str, port: int, deadline: float, proc: subprocess.Popen[str] | None = None
+) -> None:
+    """Wait until something (the SIPp we started) has bound UDP ``host:port``; with ``proc``,
+    fail with its output as soon as it has exited without binding."""
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout is not None else ""
+            raise AssertionError(
+                f"exited ({proc.returncode}) before binding {host}:{port}: {out[-2000:]}"
+            )
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             try:
                 probe.bind((host, port))
@@ -284,17 +292,28 @@ class Sipps:
         self.procs: list[tuple[str, subprocess.Popen[str]]] = []
 
     def start(self, name: str, args: list[str], bound: tuple[str, int] | None = None) -> None:
-        proc = subprocess.Popen(
-            args,
-            cwd=self.workdir,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        )
-        self.procs.append((name, proc))
-        if bound is not None:
-            wait_bound(*bound, time.monotonic() + 10)
+        """Start SIPp; with ``bound``, wait until it has bound that address. A SIPp that exits
+        before binding (its port taken for a moment by another socket's ephemeral port: seen
+        once in CI) is started once more, and its output is part of the failure otherwise."""
+        for attempt in (1, 2):
+            proc = subprocess.Popen(
+                args,
+                cwd=self.workdir,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+            )
+            self.procs.append((name, proc))
+            if bound is None:
+                return
+            try:
+                wait_bound(*bound, time.monotonic() + 10, proc)
+                return
+            except AssertionError:
+                if attempt == 2 or proc.poll() is None:
+                    raise
+                self.procs.remove((name, proc))
 
     def wait_all(self, timeout: float = SIPP_TIMEOUT + 15) -> dict[str, int]:
         deadline = time.monotonic() + timeout
