@@ -571,9 +571,9 @@ def ladder(rates: list[int], args: argparse.Namespace, workdir: Path) -> None:
     best_pbx = 0
     with bench_server(workdir) as (server, phone_port):
         run_step(50, 5, server.udp, phone_port, workdir, "warmup")
+        settle = args.ladder_settle
         for rate in rates:
             pid = server.process.pid
-            settle = args.ladder_settle
             result = run_step(
                 rate, args.duration, server.udp, phone_port, workdir, "pbx", pid, settle
             )

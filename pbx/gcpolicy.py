@@ -20,25 +20,25 @@ hundred objects per five minutes of load), so the collection is only a guard aga
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 
 @dataclass
 class FullCollectionPolicy:
     """Whether a full collection is due (``due``); ``collected`` after running one."""
 
-    started: float  # monotonic seconds: the first collection is counted from here
-    blocks: int  # the heap at start
-    growth: float = 2.0
-    urgent_growth: float = 4.0
-    min_blocks: int = 2_000_000
-    min_seconds: float = 300.0
-    quiet_share: float = 0.2
+    started: InitVar[float]  # monotonic seconds: the first collection is counted from here
+    blocks: InitVar[int]  # the heap at start
+    growth: float = 2.0  # due once the heap has doubled ...
+    urgent_growth: float = 4.0  # ... (at once, under load too, once it has grown fourfold)
+    min_blocks: int = 2_000_000  # ... from at least this many allocated blocks ...
+    min_seconds: float = 300.0  # ... and not more often than this ...
+    quiet_share: float = 0.2  # ... at a moment the process uses under a fifth of a core
     baseline: int = field(init=False)
     last_full: float = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.collected(self.started, self.blocks)
+    def __post_init__(self, started: float, blocks: int) -> None:
+        self.collected(started, blocks)
 
     def due(self, now: float, blocks: int, busy_share: float) -> bool:
         """``blocks``: the heap now; ``busy_share``: the process's CPU over the last window,
@@ -60,7 +60,7 @@ class BusyShare:
     """The process's CPU time over the last ``window`` seconds as a share of one core, from
     samples of (monotonic time, CPU seconds) taken by the caller."""
 
-    window: float = 10.0
+    window: float = 10.0  # seconds
     _samples: deque[tuple[float, float]] = field(default_factory=deque)
 
     def add(self, now: float, cpu: float) -> float:

@@ -64,12 +64,6 @@ GC_FREEZE_SECONDS = 0.2
 # of live objects to find nothing: 4-6 % of the server's CPU per call at 700 or 20,000 (issue
 # 21). At 200,000, with a freeze every 0.2 s, it runs only above ~1,500 calls/s (a 20 ms scan).
 GC_YOUNG_THRESHOLD = 200_000
-GC_FULL_GROWTH = 2.0  # a full collection once the heap has doubled ...
-GC_FULL_MIN_BLOCKS = 2_000_000  # ... from at least this many allocated blocks ...
-GC_FULL_MIN_SECONDS = 300.0  # ... and not more often than this ...
-GC_FULL_QUIET_SHARE = 0.2  # ... at a moment the process uses under a fifth of a core ...
-GC_FULL_QUIET_WINDOW = 10.0  # ... over this many seconds ...
-GC_FULL_URGENT_GROWTH = 4.0  # ... or at once, under load too, once it has grown fourfold
 # A loop-lag sample this late is logged (a UDP client retransmits after 0.5 s).
 LOOP_LAG_WARNING_SECONDS = 0.1
 
@@ -451,16 +445,8 @@ async def _gc_policy() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     gc.collect()
     gc.freeze()
-    policy = FullCollectionPolicy(
-        time.monotonic(),
-        sys.getallocatedblocks(),
-        growth=GC_FULL_GROWTH,
-        urgent_growth=GC_FULL_URGENT_GROWTH,
-        min_blocks=GC_FULL_MIN_BLOCKS,
-        min_seconds=GC_FULL_MIN_SECONDS,
-        quiet_share=GC_FULL_QUIET_SHARE,
-    )
-    busy = BusyShare(GC_FULL_QUIET_WINDOW)
+    policy = FullCollectionPolicy(time.monotonic(), sys.getallocatedblocks())
+    busy = BusyShare()
     while True:
         await asyncio.sleep(GC_FREEZE_SECONDS)
         gc.freeze()

@@ -13,6 +13,7 @@ that answers 422 (RFC 4028 section 7.4) gets the INVITE again, offering its Min-
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from tests.integration.test_calls import (
     carrier_call,
     closed_record,
     no_active_calls,
+    phone,
     register,
     sipp_args,
 )
@@ -48,6 +50,19 @@ def sipps(tmp_path: Path) -> Iterator[Sipps]:
         group.close()
 
 
+@contextlib.contextmanager
+def server_with_1004(tmp_path: Path) -> Iterator[Pbx]:
+    """A server with the short lab timers of ``SIP_EXTRA`` and 1004 registered."""
+    root = tmp_path / "pbx"
+    config = write_config(
+        root, tenants={"acme": TENANT}, server_extra=SERVER_EXTRA, sip_extra=SIP_EXTRA
+    )
+    with running_server(config) as server:
+        port = free_port(host=PHONE_IP)
+        register(server, "1004", port, tmp_path)
+        yield Pbx(server, root, 0, {"1004": port})
+
+
 @pytest.mark.parametrize(
     "carrier",
     ["carrier_session_timer.xml", "carrier_session_timer_reinvite.xml"],
@@ -56,25 +71,11 @@ def sipps(tmp_path: Path) -> Iterator[Sipps]:
 def test_a_refreshed_session_timer_that_stops_being_refreshed_ends_both_legs(
     tmp_path: Path, sipps: Sipps, carrier: str
 ) -> None:
-    root = tmp_path / "pbx"
-    config = write_config(
-        root, tenants={"acme": TENANT}, server_extra=SERVER_EXTRA, sip_extra=SIP_EXTRA
-    )
-    with running_server(config) as server:
-        port = free_port(host=PHONE_IP)
-        register(server, "1004", port, tmp_path)
-        pbx = Pbx(server, root, 0, {"1004": port})
-        callee = sipp_args(
-            SIPP_DIR / "phone_answer_session_timer.xml",
-            server.udp,
-            local_ip=PHONE_IP,
-            port=port,
-            service="1004",
-        )
-        sipps.start("1004", callee, bound=(PHONE_IP, port))
+    with server_with_1004(tmp_path) as pbx:
+        phone(pbx, sipps, "1004", "phone_answer_session_timer.xml")
         caller = sipp_args(
             SIPP_DIR / carrier,
-            server.udp,
+            pbx.server.udp,
             local_ip=CARRIER_IP,
             port=free_port(host=CARRIER_IP),
             service=NUMBER,
@@ -98,22 +99,8 @@ def test_a_callee_wanting_a_longer_interval_gets_the_invite_again_and_answers(
     ``Min-SE: 3600``; the server ACKs it, sends the INVITE again offering 3600 s (the phone
     checks Session-Expires, Min-SE and CSeq 2), 1004 answers, and the carrier's call goes
     through to its BYE."""
-    root = tmp_path / "pbx"
-    config = write_config(
-        root, tenants={"acme": TENANT}, server_extra=SERVER_EXTRA, sip_extra=SIP_EXTRA
-    )
-    with running_server(config) as server:
-        port = free_port(host=PHONE_IP)
-        register(server, "1004", port, tmp_path)
-        pbx = Pbx(server, root, 0, {"1004": port})
-        callee = sipp_args(
-            SIPP_DIR / "phone_answer_422.xml",
-            server.udp,
-            local_ip=PHONE_IP,
-            port=port,
-            service="1004",
-        )
-        sipps.start("1004", callee, bound=(PHONE_IP, port))
+    with server_with_1004(tmp_path) as pbx:
+        phone(pbx, sipps, "1004", "phone_answer_422.xml")
         carrier_call(pbx, sipps, NUMBER)
         sipps.wait_all(timeout=30)
         record = closed_record(pbx, NUMBER)
