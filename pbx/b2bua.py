@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -72,6 +72,10 @@ class CallEngine:
         self.dialogs: dict[DialogId, CallCore] = {}
         self.line_calls: Counter[LineKey] = Counter()
         self._timers: dict[str, tuple[float, asyncio.TimerHandle]] = {}
+        # Ended calls whose dialogs are forgotten FORGET_DIALOGS_SECONDS later, oldest first
+        # (loop time): one timer for all of them, not one loop timer per call (issue #21).
+        self._forgets: deque[tuple[float, CallCore]] = deque()
+        self._forget_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.media: MediaPlane = media or CallMedia(clock.monotonic)
         self._prompt_names = frozenset(self.media.prompts)
@@ -301,7 +305,10 @@ class CallEngine:
         if not self.calls:
             self._no_calls.set()
         self.by_invite.pop(core.a_key, None)
-        self._running_loop().call_later(FORGET_DIALOGS_SECONDS, self._forget, core)
+        loop = self._running_loop()
+        self._forgets.append((loop.time() + FORGET_DIALOGS_SECONDS, core))
+        if self._forget_timer is None:
+            self._forget_timer = loop.call_at(self._forgets[0][0], self._forget_due)
         self.m_calls.inc(disposition=ended.disposition)
         log.info(
             "call_ended",
@@ -310,6 +317,13 @@ class CallEngine:
             answered_by=core.answered_by,
             duration=ended.duration,
         )
+
+    def _forget_due(self) -> None:
+        loop = self._running_loop()
+        forgets, now = self._forgets, loop.time()
+        while forgets and forgets[0][0] <= now:
+            self._forget(forgets.popleft()[1])
+        self._forget_timer = loop.call_at(forgets[0][0], self._forget_due) if forgets else None
 
     def _forget(self, core: CallCore) -> None:
         caller = (core.a_invite.call_id, core.a_invite.from_.tag or "")
@@ -388,6 +402,9 @@ class CallEngine:
         for _, handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
+        if self._forget_timer is not None:
+            self._forget_timer.cancel()
+            self._forget_timer = None
         self.media.close()  # the port pairs parked for reuse (issue #21)
 
     def calls_view(self) -> list[dict[str, object]]:

@@ -32,7 +32,6 @@ answer (``Decided``). What the core owns:
 from __future__ import annotations
 
 import enum
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -554,9 +553,12 @@ class CallCore:
         self._pending: dict[int, ForkLeg | _RelayedRequest] = {}
         self._next_ref = 0
         self._asking = False
-        self._asks: deque[ForkEnded] = deque()
-        self._deferred: deque[Callable[[], None]] = deque()
-        self._actions: deque[CallAction] = deque()
+        # Lists, not deques: they hold a few entries at most, and an ended call lives on for
+        # 32 s (crossing BYEs, retransmissions), where an empty deque keeps a 64-slot block
+        # (about 600 bytes) and an empty list 56 bytes (issue #21: the working set).
+        self._asks: list[ForkEnded] = []
+        self._deferred: list[Callable[[], None]] = []
+        self._actions: list[CallAction] = []
         self._emit: Callable[[CallAction], None] = self._actions.append
         self._now = now
 
@@ -568,17 +570,17 @@ class CallCore:
         # Steps that follow a decision run once it is carried out (a contact that cannot be
         # reached, an announcement), like a call_soon in the adapter: one decision at a time.
         while self._deferred:
-            self._deferred.popleft()()
+            self._deferred.pop(0)()
         if self._asks:
             self._ask_next()
 
     def next_action(self) -> CallAction | None:
         """The next thing to do, or None."""
-        return self._actions.popleft() if self._actions else None
+        return self._actions.pop(0) if self._actions else None
 
     def take_actions(self) -> list[CallAction]:
         """Every action due so far, in order (as many ``next_action`` calls would give)."""
-        actions = list(self._actions)
+        actions = self._actions[:]
         self._actions.clear()
         return actions
 
@@ -732,10 +734,9 @@ class CallCore:
 
     def _ask_next(self) -> None:
         while not self._asking and self._asks and not self.ended:
-            event = self._asks.popleft()
             if self.progress is None:
-                self._asks.appendleft(event)
                 return
+            event = self._asks.pop(0)
             if self.state is not CallState.RINGING and not isinstance(event, ForkAnswered):
                 continue  # the call was answered meanwhile: a fork ending changes nothing
             self._asking = True

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import enum
 import heapq
-from collections import deque
 from collections.abc import Mapping
 from typing import ClassVar, Final, NamedTuple
 
@@ -454,6 +453,8 @@ NON_INVITE_SERVER_TRANSITIONS: Final[Transitions] = {
 # Each machine lists the timers a state starts on entry (ENTRY_TIMERS) and those it keeps
 # running from the state before (KEPT_TIMERS); every other timer stops on a state change.
 _EMPTY: Final[frozenset[TransactionTimer]] = frozenset()
+# The timers re-armed from their last interval (``_rearm_fired``); only theirs are kept.
+_RETRANSMIT_TIMERS: Final = frozenset({TransactionTimer.A, TransactionTimer.E, TransactionTimer.G})
 
 
 def _response_input(status: int, *, from_tu: bool) -> Input:
@@ -471,6 +472,21 @@ def _response_input(status: int, *, from_tu: bool) -> Input:
 class _Transaction:
     """The machinery the four machines share: state, timers, event queue and outbox."""
 
+    # Slotted, and the event queue a list (an empty deque holds a 64-slot block, about 600
+    # bytes): a call's transactions live 32 s after it (timers J, L, M), so at 500 calls/s the
+    # table holds some 60,000 of them, and their size is the server's working set (issue #21).
+    __slots__ = (
+        "_deadlines",
+        "_events",
+        "_intervals",
+        "_outbox",
+        "key",
+        "peer",
+        "reliable",
+        "state",
+        "timers",
+    )
+
     TRANSITIONS: ClassVar[Transitions]
     ENTRY_TIMERS: ClassVar[Mapping[TransactionState, tuple[TransactionTimer, ...]]]
     KEPT_TIMERS: ClassVar[Mapping[TransactionState, frozenset[TransactionTimer]]] = {}
@@ -484,7 +500,7 @@ class _Transaction:
         self.state = TransactionState.TERMINATED  # set for real by _start
         self._deadlines: dict[TransactionTimer, float] = {}
         self._intervals: dict[TransactionTimer, float] = {}
-        self._events: deque[TxEvent] = deque()
+        self._events: list[TxEvent] = []
         self._outbox: list[tuple[SipMessage, Address]] = []
 
     def __repr__(self) -> str:
@@ -507,7 +523,7 @@ class _Transaction:
 
     def next_event(self) -> TxEvent | None:
         """The next event for the TU, or None."""
-        return self._events.popleft() if self._events else None
+        return self._events.pop(0) if self._events else None
 
     def messages_to_send(self) -> list[tuple[SipMessage, Address]]:
         """The messages to send since the last call, with their destination."""
@@ -585,7 +601,8 @@ class _Transaction:
             interval = self.timers.t2  # 17.1.2.2: "reset with a value of T2 seconds"
         else:
             interval = min(2 * previous, self.timers.t2)  # E in Trying, G: capped at T2
-        self._intervals[timer] = interval
+        if timer in _RETRANSMIT_TIMERS:
+            self._intervals[timer] = interval
         if interval <= 0:
             self._input(_TIMER_INPUT[timer], now, timer=timer)
         else:
@@ -617,6 +634,7 @@ class _Transaction:
 
 
 class _ClientTransaction(_Transaction):
+    __slots__ = ("_ack", "request")
     key: ClientKey
 
     def __init__(
@@ -663,6 +681,8 @@ class InviteClientTransaction(_ClientTransaction):
     """RFC 3261 17.1.1 with RFC 6026 8.4: sends the INVITE, retransmits it on timer A, ACKs
     non-2xx finals itself, passes every 2xx up (the TU ACKs those)."""
 
+    __slots__ = ()
+
     TRANSITIONS = INVITE_CLIENT_TRANSITIONS
     ENTRY_TIMERS: ClassVar[Mapping[TransactionState, tuple[TransactionTimer, ...]]] = {
         TransactionState.CALLING: (TransactionTimer.A, TransactionTimer.B),
@@ -688,6 +708,8 @@ class InviteClientTransaction(_ClientTransaction):
 
 class NonInviteClientTransaction(_ClientTransaction):
     """RFC 3261 17.1.2: sends the request, retransmits it on timer E until a final response."""
+
+    __slots__ = ()
 
     TRANSITIONS = NON_INVITE_CLIENT_TRANSITIONS
     ENTRY_TIMERS: ClassVar[Mapping[TransactionState, tuple[TransactionTimer, ...]]] = {
@@ -715,6 +737,7 @@ class NonInviteClientTransaction(_ClientTransaction):
 
 
 class _ServerTransaction(_Transaction):
+    __slots__ = ("_last_bytes", "cseq", "last_to_tag")
     key: ServerKey
 
     def __init__(
@@ -790,6 +813,8 @@ class InviteServerTransaction(_ServerTransaction):
     """RFC 3261 17.2.1 with RFC 6026 7.1: answers 100 Trying at once, retransmits a non-2xx
     final on timer G until the ACK, sends the TU's 2xx (and its retransmissions) from Accepted."""
 
+    __slots__ = ("trying",)
+
     TRANSITIONS = INVITE_SERVER_TRANSITIONS
     ENTRY_TIMERS: ClassVar[Mapping[TransactionState, tuple[TransactionTimer, ...]]] = {
         TransactionState.COMPLETED: (TransactionTimer.G, TransactionTimer.H),
@@ -821,6 +846,8 @@ class InviteServerTransaction(_ServerTransaction):
 class NonInviteServerTransaction(_ServerTransaction):
     """RFC 3261 17.2.2: passes the request up once and answers retransmissions with the last
     response sent."""
+
+    __slots__ = ()
 
     TRANSITIONS = NON_INVITE_SERVER_TRANSITIONS
     ENTRY_TIMERS: ClassVar[Mapping[TransactionState, tuple[TransactionTimer, ...]]] = {
@@ -1059,10 +1086,16 @@ class TransactionTable:
         return out
 
     def _after(self, tx: Transaction) -> list[TxEvent]:
-        self._outbox.extend(tx.messages_to_send())
-        events: list[TxEvent] = []
-        while (event := tx.next_event()) is not None:
-            events.append(event)
+        # The transaction's outbox and events are taken as they are (same module; most
+        # steps leave one of them empty, and nothing new is made for it).
+        if tx._outbox:
+            self._outbox.extend(tx._outbox)
+            tx._outbox = []
+        events = tx._events
+        if events:
+            tx._events = []
+        else:
+            events = []
         key = tx.key
         scheduled = self._scheduled
         if tx.terminated:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,3 +199,61 @@ async def test_media_that_cannot_be_opened_at_once_fails_the_call_in_the_same_st
     assert [r.status for _, r in sip.responded] == [503]
     assert media.spawned == []
     assert [entry["event"] for entry in logs if entry["event"].startswith("media_")] == [logged]
+
+
+@dataclass
+class EndedCore(ScriptedCore):
+    """An ended call as ``_ended`` and ``_forget`` see it: its ids and its dialogs."""
+
+    a_key: Any = None
+    a_invite: Any = None
+    answered_by: str | None = None
+    dialogs: tuple[Any, ...] = ()
+
+    def dialog_ids(self) -> list[Any]:
+        return list(self.dialogs)
+
+
+@pytest.mark.asyncio
+async def test_ended_calls_dialogs_are_forgotten_32_s_later_oldest_first_by_one_timer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A crossing BYE or a retransmission still finds an ended call for FORGET_DIALOGS_SECONDS;
+    # then its dialogs are forgotten. The ended calls wait in one queue with one loop timer
+    # (for its oldest), not a timer each (issue #21: at 500 calls/s, 16,000 of them).
+    from pbx import b2bua
+
+    loop = asyncio.get_running_loop()
+    t = 1000.0
+    monkeypatch.setattr(loop, "time", lambda: t)
+    request = parse_message(INVITE)
+    assert isinstance(request, SipRequest)
+    engine = CallEngine(BrokenSip(), None, None, None, Registry(), FakeClock())  # type: ignore[arg-type]
+    cores = [
+        EndedCore([], id=f"call-{n}", a_invite=request, dialogs=(f"dialog-{n}a", f"dialog-{n}b"))
+        for n in (1, 2)
+    ]
+    for n, core in enumerate(cores):
+        t = 1000.0 + 10 * n  # the second ends 10 s after the first
+        for dialog in core.dialogs:
+            engine.dialogs[dialog] = core  # type: ignore[index, assignment]
+        engine.calls[core.id] = core  # type: ignore[assignment]
+        engine._ended(core, callcore.CallEnded("answered", (), 1.0), engine.clock.now())  # type: ignore[arg-type]
+    assert engine.calls == {}
+    timer = engine._forget_timer
+    assert timer is not None
+    assert timer.when() == 1000.0 + b2bua.FORGET_DIALOGS_SECONDS
+    t = 1000.0 + b2bua.FORGET_DIALOGS_SECONDS - 0.01  # early (a loop timer may fire early)
+    engine._forget_due()
+    assert sorted(engine.dialogs) == ["dialog-1a", "dialog-1b", "dialog-2a", "dialog-2b"]
+    t = 1000.0 + b2bua.FORGET_DIALOGS_SECONDS
+    engine._forget_due()
+    assert sorted(engine.dialogs) == ["dialog-2a", "dialog-2b"]
+    timer = engine._forget_timer
+    assert timer is not None
+    assert timer.when() == 1010.0 + b2bua.FORGET_DIALOGS_SECONDS
+    t = 1010.0 + b2bua.FORGET_DIALOGS_SECONDS
+    engine._forget_due()
+    assert engine.dialogs == {}
+    assert engine._forget_timer is None
+    await engine.stop()
