@@ -236,7 +236,7 @@ async def test_ended_calls_dialogs_are_forgotten_32_s_later_oldest_first_by_one_
     for n, core in enumerate(cores):
         t = 1000.0 + 10 * n  # the second ends 10 s after the first
         for dialog in core.dialogs:
-            engine.dialogs[dialog] = core  # type: ignore[index, assignment]
+            engine.dialogs[dialog] = core  # type: ignore[assignment]
         engine.calls[core.id] = core  # type: ignore[assignment]
         engine._ended(core, callcore.CallEnded("answered", (), 1.0), engine.clock.now())  # type: ignore[arg-type]
     assert engine.calls == {}
@@ -245,10 +245,10 @@ async def test_ended_calls_dialogs_are_forgotten_32_s_later_oldest_first_by_one_
     assert timer.when() == 1000.0 + b2bua.FORGET_DIALOGS_SECONDS
     t = 1000.0 + b2bua.FORGET_DIALOGS_SECONDS - 0.01  # early (a loop timer may fire early)
     engine._forget_due()
-    assert sorted(engine.dialogs) == ["dialog-1a", "dialog-1b", "dialog-2a", "dialog-2b"]
+    assert set(engine.dialogs) == {"dialog-1a", "dialog-1b", "dialog-2a", "dialog-2b"}  # type: ignore[comparison-overlap]
     t = 1000.0 + b2bua.FORGET_DIALOGS_SECONDS
     engine._forget_due()
-    assert sorted(engine.dialogs) == ["dialog-2a", "dialog-2b"]
+    assert set(engine.dialogs) == {"dialog-2a", "dialog-2b"}  # type: ignore[comparison-overlap]
     timer = engine._forget_timer
     assert timer is not None
     assert timer.when() == 1010.0 + b2bua.FORGET_DIALOGS_SECONDS
