@@ -110,6 +110,7 @@ class StepResult:
     p99_ms: float
     wall: float
     cpu_ms_per_call: float | None = None  # the server's CPU time over the step, per call
+    rss_mib: int | None = None  # the server's resident memory at the step's end
 
     @property
     def retrans_ratio(self) -> float:
@@ -136,7 +137,9 @@ class StepResult:
             f"uas ok/failed {self.uas_ok}/{self.uas_failed}  "
             f"retrans {100 * self.retrans_ratio:.3f} %  "
             f"INVITE->200 p50 {self.p50_ms:.1f} ms p99 {self.p99_ms:.1f} ms  "
-            f"CPU {cpu} ms/call  {verdict}  "
+            f"CPU {cpu} ms/call  "
+            + (f"RSS {self.rss_mib} MiB  " if self.rss_mib is not None else "")
+            + f"{verdict}  "
             f"(load avg {load:.2f})"
         )
 
@@ -299,6 +302,7 @@ def run_step(
         uas_args, cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     uac: subprocess.Popen[bytes] | None = None
+    rss: int | None = None
     try:
         wait_bound(PHONE_IP, phone_port)
         started = time.monotonic()
@@ -319,6 +323,7 @@ def run_step(
         except subprocess.TimeoutExpired:
             stop_process(uas)
         cpu_after = cpu_seconds(server_pid) if server_pid is not None else None
+        rss = rss_kib(server_pid) // 1024 if server_pid is not None else None
     finally:
         if uac is not None:
             stop_process(uac)
@@ -343,6 +348,7 @@ def run_step(
             if cpu_before is not None and cpu_after is not None
             else None
         ),
+        rss_mib=rss,
     )
 
 
@@ -485,13 +491,16 @@ def compare_cpu(
 def stalls(server: RunningServer, seen: int) -> str:
     """The server's full collections and event-loop lags logged since line ``seen``."""
     lines = list(server.log_lines)[seen:]
-    gcs = [line.get("ms") for line in lines if line.get("event") == "gc_full_collection"]
+    gcs = [line for line in lines if line.get("event") == "gc_full_collection"]
     lags = [
         float(line.get("lag_seconds") or 0.0)
         for line in lines
         if line.get("event") == "event_loop_lagged"
     ]
-    parts = [f"full gc {ms} ms" for ms in gcs]
+    parts = [
+        f"full gc {line.get('ms')} ms of {int(line.get('blocks_before') or 0) / 1e6:.1f} M blocks"
+        for line in gcs
+    ]
     if lags:
         parts.append(f"{len(lags)} loop lags (max {max(lags)} s)")
     return f"  [{'; '.join(parts)}]" if parts else ""

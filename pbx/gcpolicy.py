@@ -13,8 +13,13 @@ hundred objects per five minutes of load), so the collection is only a guard aga
 - a due collection waits for a quiet moment: the process used less than ``quiet_share`` of a
   core over the last window. A heap that doubled because the load grew (the morning's calls)
   is collected at night, not under the load that made it;
-- unless the heap has grown ``urgent_growth`` times: a leak under a steady load keeps growing
-  and gets there, and then memory matters more than one pause.
+- unless the heap has grown ``urgent_growth`` times *and* the process holds
+  ``urgent_memory_share`` of the memory it may use (its cgroup's limit, or the machine's): a
+  leak under a steady load keeps growing and gets there, and then memory matters more than one
+  pause. A heap grown fourfold alone is no sign of a leak: a busy server's heap is mostly the
+  calls of the last 32 s (their transactions linger, RFC 3261 timers J, L, M), so it grows
+  with the load, and a full collection of it stopped the loop for 20 s at 500 calls/s (13,192
+  of 35,000 calls failed; ``loadtests/bench_calls``, issue #21).
 """
 
 from __future__ import annotations
@@ -34,20 +39,24 @@ class FullCollectionPolicy:
     min_blocks: int = 2_000_000  # ... from at least this many allocated blocks ...
     min_seconds: float = 300.0  # ... and not more often than this ...
     quiet_share: float = 0.2  # ... at a moment the process uses under a fifth of a core
+    urgent_memory_share: float = 0.5  # the fourfold heap: only once memory is this scarce
     baseline: int = field(init=False)
     last_full: float = field(init=False)
 
     def __post_init__(self, started: float, blocks: int) -> None:
         self.collected(started, blocks)
 
-    def due(self, now: float, blocks: int, busy_share: float) -> bool:
+    def due(self, now: float, blocks: int, busy_share: float, memory_share: float) -> bool:
         """``blocks``: the heap now; ``busy_share``: the process's CPU over the last window,
-        as a share of one core."""
-        if now - self.last_full < self.min_seconds:
+        as a share of one core; ``memory_share``: its resident memory as a share of the memory
+        it may use."""
+        if now - self.last_full < self.min_seconds or blocks <= self.growth * self.baseline:
             return False
-        if blocks > self.urgent_growth * self.baseline:
+        if busy_share < self.quiet_share:
             return True
-        return blocks > self.growth * self.baseline and busy_share < self.quiet_share
+        return (
+            blocks > self.urgent_growth * self.baseline and memory_share >= self.urgent_memory_share
+        )
 
     def collected(self, now: float, blocks: int) -> None:
         """A full collection ran at ``now`` and left ``blocks``: the next is counted from it."""
@@ -72,3 +81,13 @@ class BusyShare:
         first_time, first_cpu = samples[0]
         elapsed = now - first_time
         return (cpu - first_cpu) / elapsed if elapsed > 0 else 0.0
+
+
+def memory_limit(cgroup_max: str | None, physical: int) -> int:
+    """The memory the process may use, in bytes: its cgroup's ``memory.max`` when that is a
+    number below the machine's memory (a systemd ``MemoryMax=``, a container's limit), else
+    the machine's memory (``physical``)."""
+    text = (cgroup_max or "").strip()
+    if text.isdigit() and 0 < int(text) < physical:
+        return int(text)
+    return physical

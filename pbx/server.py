@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
+import os
 import signal
 import sys
 import time
@@ -30,7 +32,7 @@ from pbx.config.load import load_config
 from pbx.config.model import ConfigSnapshot, ListenSpec, MediaSettings, TenantId
 from pbx.config.problems import ConfigError
 from pbx.fdlimit import raise_open_file_limit, tcp_connection_budget
-from pbx.gcpolicy import BusyShare, FullCollectionPolicy
+from pbx.gcpolicy import BusyShare, FullCollectionPolicy, memory_limit
 from pbx.http import HttpListener
 from pbx.log import configure_logging
 from pbx.media.calls import MediaPlane
@@ -434,12 +436,13 @@ def _call_encryption(core: CallCore) -> dict[str, object]:
 
 async def _gc_policy() -> None:
     """Freeze what survived each fifth of a second; a full collection when the policy says so
-    (``FullCollectionPolicy``: the heap doubled, at a quiet moment; or grown fourfold).
+    (``FullCollectionPolicy``: the heap doubled, at a quiet moment; or grown fourfold while
+    the process holds half the memory it may use).
 
     Reference counting frees frozen objects as usual, so the heap follows what is live. Only
     reference cycles among frozen objects wait for a full collection, and those are rare (a few
     hundred objects per five minutes of load in the soak test). A full collection scans every
-    object and stops the loop (0.5-2 s under load: longer than a phone waits before it
+    object and stops the loop (0.5-20 s under load: longer than a phone waits before it
     retransmits), so it is a guard against a leak only (``pbx.gcpolicy``).
     """
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
@@ -447,12 +450,14 @@ async def _gc_policy() -> None:
     gc.freeze()
     policy = FullCollectionPolicy(time.monotonic(), sys.getallocatedblocks())
     busy = BusyShare()
+    limit = _memory_limit()
     while True:
         await asyncio.sleep(GC_FREEZE_SECONDS)
         gc.freeze()
         now = time.monotonic()
         blocks = sys.getallocatedblocks()
-        if policy.due(now, blocks, busy.add(now, time.process_time())):
+        share = busy.add(now, time.process_time())
+        if policy.due(now, blocks, share, _resident_bytes() / limit):
             gc.unfreeze()
             started = time.perf_counter()
             collected = gc.collect()
@@ -466,6 +471,36 @@ async def _gc_policy() -> None:
                 blocks_after=after,
                 ms=round(1000 * (time.perf_counter() - started), 1),
             )
+
+
+def _memory_limit() -> int:
+    """The memory this process may use: its cgroup's limit (v2 ``memory.max``, v1
+    ``memory.limit_in_bytes``), else the machine's."""
+    physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    limits = []
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, group = line.split(":", 2)
+            if controllers == "":
+                limits.append(Path("/sys/fs/cgroup", group.lstrip("/"), "memory.max"))
+            elif "memory" in controllers.split(","):
+                limits.append(
+                    Path("/sys/fs/cgroup/memory", group.lstrip("/"), "memory.limit_in_bytes")
+                )
+    found = [physical]
+    for path in limits:
+        with contextlib.suppress(OSError, ValueError):
+            found.append(memory_limit(path.read_text(), physical))
+    return min(found)
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory (``/proc/self/statm``; 0 where there is none)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 async def serve(config_path: Path, snapshot: ConfigSnapshot) -> int:

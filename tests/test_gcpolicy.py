@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pbx.gcpolicy import BusyShare, FullCollectionPolicy
+from pbx.gcpolicy import BusyShare, FullCollectionPolicy, memory_limit
 
 M = 1_000_000
 
@@ -16,31 +16,44 @@ def policy() -> FullCollectionPolicy:
 
 def test_not_before_min_seconds_even_when_the_heap_grew_fourfold() -> None:
     p = policy()
-    assert not p.due(1299.0, 9 * M, busy_share=0.0)
-    assert p.due(1300.0, 9 * M, busy_share=0.0)
+    assert not p.due(1299.0, 9 * M, busy_share=0.0, memory_share=0.9)
+    assert p.due(1300.0, 9 * M, busy_share=0.0, memory_share=0.0)
 
 
 def test_a_doubled_heap_waits_for_a_quiet_moment() -> None:
     p = policy()  # baseline 2 M (the floor: the heap at start was smaller)
-    assert not p.due(2000.0, 4 * M, busy_share=0.0)  # not above twice the baseline
-    assert not p.due(2000.0, 5 * M, busy_share=0.9)  # doubled, but under load: later
-    assert not p.due(2000.0, 5 * M, busy_share=0.2)
-    assert p.due(2000.0, 5 * M, busy_share=0.19)  # the load has gone
+    # not above twice the baseline
+    assert not p.due(2000.0, 4 * M, busy_share=0.0, memory_share=0.0)
+    # doubled, but under load: later
+    assert not p.due(2000.0, 5 * M, busy_share=0.9, memory_share=0.0)
+    assert not p.due(2000.0, 5 * M, busy_share=0.2, memory_share=0.0)
+    assert p.due(2000.0, 5 * M, busy_share=0.19, memory_share=0.0)  # the load has gone
 
 
-def test_a_heap_grown_fourfold_is_collected_under_load_too() -> None:
+def test_a_heap_grown_fourfold_under_load_waits_while_memory_is_plentiful() -> None:
+    # A busy server's heap is its calls of the last 32 s: it grows with the load. A full
+    # collection of it under that load stopped the loop for 20 s at 500 calls/s (issue #21).
     p = policy()
-    assert not p.due(2000.0, 8 * M, busy_share=0.9)
-    assert p.due(2000.0, 8 * M + 1, busy_share=0.9)
+    assert not p.due(2000.0, 8 * M + 1, busy_share=0.9, memory_share=0.1)
+    assert not p.due(2000.0, 40 * M, busy_share=0.9, memory_share=0.49)
+    assert p.due(2000.0, 40 * M, busy_share=0.1, memory_share=0.1)  # at the quiet moment
+
+
+def test_a_heap_grown_fourfold_is_collected_under_load_once_memory_is_scarce() -> None:
+    # A leak under a steady load keeps growing: before memory runs out, a pause is the lesser
+    # harm.
+    p = policy()
+    assert not p.due(2000.0, 8 * M, busy_share=0.9, memory_share=0.9)  # not fourfold
+    assert p.due(2000.0, 8 * M + 1, busy_share=0.9, memory_share=0.5)
 
 
 def test_the_next_collection_counts_from_the_last() -> None:
     p = policy()
     p.collected(2000.0, 6 * M)
     assert (p.baseline, p.last_full) == (6 * M, 2000.0)
-    assert not p.due(2299.0, 30 * M, busy_share=0.0)
-    assert not p.due(2300.0, 12 * M, busy_share=0.0)
-    assert p.due(2300.0, 12 * M + 1, busy_share=0.0)
+    assert not p.due(2299.0, 30 * M, busy_share=0.0, memory_share=0.0)
+    assert not p.due(2300.0, 12 * M, busy_share=0.0, memory_share=0.0)
+    assert p.due(2300.0, 12 * M + 1, busy_share=0.0, memory_share=0.0)
     p.collected(2400.0, 1 * M)  # most of it was garbage: the floor again
     assert p.baseline == 2 * M
 
@@ -56,3 +69,12 @@ def test_busy_share_is_cpu_over_the_last_window() -> None:
         quiet = share.add(10.0 + step * 0.2, 8.0 + step * 0.001)
     assert quiet < 0.02  # the busy seconds have left the window
     assert share.add(20.2, 8.05) == pytest.approx((8.05 - 8.0) / 10.2, rel=0.1)
+
+
+def test_memory_limit_is_the_cgroups_when_it_sets_one() -> None:
+    gib = 1 << 30
+    assert memory_limit("2147483648\n", 24 * gib) == 2 * gib  # systemd MemoryMax=2G
+    assert memory_limit("max\n", 24 * gib) == 24 * gib  # no limit
+    assert memory_limit(None, 24 * gib) == 24 * gib  # no cgroup v2
+    assert memory_limit(str(64 * gib), 24 * gib) == 24 * gib  # above the machine's
+    assert memory_limit("0", 24 * gib) == 24 * gib
