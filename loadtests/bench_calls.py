@@ -477,19 +477,30 @@ def compare_cpu(
                 olds.append(
                     run_step(rate, duration, old.udp, old_port, workdir, "before", pid, settle)
                 )
-                print(olds[-1].row("before") + stalls(old, seen), flush=True)
+                print(olds[-1].row("before") + holds(old) + stalls(old, seen), flush=True)
                 seen = len(new.log_lines)
                 pid = new.process.pid
                 news.append(
                     run_step(rate, duration, new.udp, new_port, workdir, "pbx", pid, settle)
                 )
-                print(news[-1].row("pbx") + stalls(new, seen), flush=True)
+                print(news[-1].row("pbx") + holds(new) + stalls(new, seen), flush=True)
             found.append((rate, olds, news))
     return found
 
 
+def holds(server: RunningServer) -> str:
+    """What the server still holds at a step's end (``GET /status``): at a steady rate, about
+    32 s of calls' transactions and dialogs (RFC 3261 timers J, L, M), not the whole step's."""
+    _, status = server.admin_request("GET", "/status")
+    return (
+        f"  [holds {status.get('transactions')} transactions, {status.get('dialogs')} dialogs, "
+        f"{status.get('calls_active')} calls]"
+    )
+
+
 def stalls(server: RunningServer, seen: int) -> str:
-    """The server's full collections and event-loop lags logged since line ``seen``."""
+    """The server's full collections, event-loop lags and busy RTP ports logged since line
+    ``seen``."""
     lines = list(server.log_lines)[seen:]
     gcs = [line for line in lines if line.get("event") == "gc_full_collection"]
     lags = [
@@ -503,6 +514,9 @@ def stalls(server: RunningServer, seen: int) -> str:
     ]
     if lags:
         parts.append(f"{len(lags)} loop lags (max {max(lags)} s)")
+    busy = sum(1 for line in lines if line.get("event") == "rtp_port_busy")
+    if busy:
+        parts.append(f"{busy} RTP ports found busy")
     return f"  [{'; '.join(parts)}]" if parts else ""
 
 

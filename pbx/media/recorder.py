@@ -418,7 +418,9 @@ def _append_all(jobs: list[tuple[int, bytes, int, int]]) -> list[OSError | None]
         try:
             _append(*job)
         except OSError as exc:
-            errors.append(exc)
+            # Without its traceback: its frames hold ``errors`` (a cycle holding the frames'
+            # audio, which only a full collection frees; issue #21).
+            errors.append(exc.with_traceback(None))
         else:
             errors.append(None)
     return errors

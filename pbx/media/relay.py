@@ -798,39 +798,45 @@ class MediaSession:
         last_error: OSError | None = None
         rcvbuf = self.rcvbuf
         tried: set[int] = set()
-        for _ in range(attempts):
-            parked = self.pool.take_parked(self.host, rcvbuf, early=bool(tried))
-            if parked is not None:
-                port, pair = parked
+        # The bind error is dropped from this frame on the way out: kept, it would make a
+        # cycle (error -> traceback -> this frame -> error) holding the session and its call,
+        # which only a full collection frees, and the server runs none under load (issue #21).
+        try:
+            for _ in range(attempts):
+                parked = self.pool.take_parked(self.host, rcvbuf, early=bool(tried))
+                if parked is not None:
+                    port, pair = parked
+                    self._ports.append(port)
+                    self._endpoints[port] = [pair.rtp, pair.rtcp]
+                    return port
+                port = self.pool.allocate()
+                if port in tried:
+                    self.pool.release(port)
+                    break
+                tried.add(port)
                 self._ports.append(port)
-                self._endpoints[port] = [pair.rtp, pair.rtcp]
+                try:
+                    rtp_sock = _bind_udp(self.host, port, rcvbuf)
+                except OSError as exc:
+                    last_error = exc
+                    self._give_back(port, exc)
+                    continue
+                try:
+                    rtcp_sock = _bind_udp(self.host, rtcp_port(port), rcvbuf)
+                except OSError as exc:
+                    rtp_sock.close()
+                    last_error = exc
+                    self._give_back(port, exc)
+                    continue
+                self._endpoints[port] = [
+                    UdpEndpoint(self._loop, rtp_sock, _UNWIRED),
+                    UdpEndpoint(self._loop, rtcp_sock, _UNWIRED),
+                ]
                 return port
-            port = self.pool.allocate()
-            if port in tried:
-                self.pool.release(port)
-                break
-            tried.add(port)
-            self._ports.append(port)
-            try:
-                rtp_sock = _bind_udp(self.host, port, rcvbuf)
-            except OSError as exc:
-                last_error = exc
-                self._give_back(port, exc)
-                continue
-            try:
-                rtcp_sock = _bind_udp(self.host, rtcp_port(port), rcvbuf)
-            except OSError as exc:
-                rtp_sock.close()
-                last_error = exc
-                self._give_back(port, exc)
-                continue
-            self._endpoints[port] = [
-                UdpEndpoint(self._loop, rtp_sock, _UNWIRED),
-                UdpEndpoint(self._loop, rtcp_sock, _UNWIRED),
-            ]
-            return port
-        assert last_error is not None
-        raise last_error
+            assert last_error is not None
+            raise last_error
+        finally:
+            last_error = None
 
     def _give_back(self, port: int, exc: OSError) -> None:
         self._ports.remove(port)

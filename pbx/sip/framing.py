@@ -62,7 +62,10 @@ class StreamFramer:
         self._buf = bytearray()
         self._scanned = 0  # bytes of the current header block already searched for CRLF CRLF
         self._need: int | None = None  # total size of the current message, once its head is read
-        self._error: RemoteProtocolError | None = None
+        # The framing error's message and status, not the error itself: a raised error kept on
+        # the framer would hold its traceback, whose frames hold the framer (a cycle only a
+        # full collection frees; the server runs none under load, issue #21).
+        self._error: tuple[str, int] | None = None
 
     @property
     def buffered(self) -> int:
@@ -77,12 +80,12 @@ class StreamFramer:
         Raises ``RemoteProtocolError`` on a framing error; the framer then refuses further data.
         """
         if self._error is not None:
-            raise self._error
+            raise RemoteProtocolError(*self._error)
         self._buf += data
         try:
             return self._drain()
         except RemoteProtocolError as exc:
-            self._error = exc
+            self._error = (str(exc), exc.status_hint)
             self._buf.clear()
             raise
 

@@ -205,3 +205,15 @@ async def test_close_does_not_wait_for_the_next_flush(tmp_path: Path) -> None:
     result = await recorder.close()
     assert loop.time() - began < 1.0
     assert result.frames > 0  # the 50 ms heard so far (silence) are written on close
+
+
+def test_a_failed_write_is_reported_without_the_frames_that_held_its_audio() -> None:
+    # The write runs in a worker thread and its error comes back in a list. With its
+    # traceback, the error held the worker's frame, which held that list: a cycle keeping the
+    # batch's audio until a full collection, which the server runs none of under load
+    # (issue #21).
+    from pbx.media import recorder
+
+    [error] = recorder._append_all([(-1, b"\x00" * 320, 44, 320)])  # a bad descriptor
+    assert isinstance(error, OSError)
+    assert error.__traceback__ is None

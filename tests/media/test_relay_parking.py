@@ -294,3 +294,30 @@ async def test_call_media_opens_at_once_and_reuses_parked_pairs_under_load() -> 
     assert media.ports_in_use == 2
     media.release("new")
     media.close()
+
+
+async def test_a_session_that_met_a_busy_port_is_freed_by_reference_counting() -> None:
+    # The bind error was kept in a local of the frame it was raised through: error ->
+    # traceback -> frame -> error, a cycle holding the session and, through its callbacks, the
+    # whole call. The server freezes what survives (gc.freeze) and runs no full collection
+    # under load, so every call that met a busy port (one held by another process) stayed in
+    # memory: about 27 KB a call, 935 MiB per 35,000 calls (issue #21, loadtests/bench_calls).
+    import gc
+    import weakref
+
+    pool = PortPool(31450, 31455)
+    holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        holder.bind((HOST, 31450))
+        session = await MediaSession.open(pool, HOST)
+        assert session.a.port == 31452  # 31450 was busy: given back, the next pair taken
+        gone = weakref.ref(session)
+        session.close()
+        del session
+        assert gone() is None  # freed at once, with no collection
+    finally:
+        holder.close()
+        if collecting:
+            gc.enable()

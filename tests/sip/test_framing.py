@@ -204,3 +204,27 @@ def test_any_chunking_gives_the_same_frames(items: list[bytes], cuts: list[int])
         out.extend(framer.feed(stream[lo:hi]))
     assert out == expected
     assert framer.buffered == 0
+
+
+def test_a_framer_that_failed_is_freed_by_reference_counting() -> None:
+    # It keeps the error's message and status, not the raised error: that one's traceback
+    # holds the framer, a cycle that only a full collection frees, and the server runs none
+    # under load (issue #21). A peer could leave one behind per bad TCP connection.
+    import gc
+    import weakref
+
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        framer = StreamFramer()
+        for _ in range(2):  # the failure, then the refusal of anything further
+            with pytest.raises(RemoteProtocolError) as info:
+                framer.feed(message(b"hello", length_header="Content-Length:"))
+            assert info.value.status_hint == 400
+        del info
+        gone = weakref.ref(framer)
+        del framer
+        assert gone() is None
+    finally:
+        if collecting:
+            gc.enable()
