@@ -90,8 +90,10 @@ def start_server(
         server_extra=SERVER_EXTRA,
         trunk=f"{CARRIER_IP}:{free_port(host=CARRIER_IP)}",
         listen='["udp:127.0.0.1:0"]',
-        # The --before server has a range of its own (both keep ports bound between calls).
-        rtp_ports="34000-35999" if source is not None else "32000-33999",
+        # The --before server has a range of its own (both keep ports bound between calls),
+        # and both are below Linux's ephemeral ports (32768-60999): SIPp's and the driver's
+        # sockets took ports of 32000-35999, and every call met busy ports (issue #21).
+        rtp_ports="26000-27999" if source is not None else "24000-25999",
     )
     log = root / "server.log"
     with log.open("wb") as err:

@@ -364,8 +364,10 @@ def bench_server(
         tenants={"acme": TENANT},
         server_extra=SERVER_EXTRA,
         trunk=f"{CARRIER_IP}:{free_port(host=CARRIER_IP)}",
-        # The --before server has a range of its own (both keep ports bound between calls).
-        rtp_ports=rtp_ports or ("34000-35999" if source is not None else "32000-33999"),
+        # The --before server has a range of its own (both keep ports bound between calls),
+        # and both are below Linux's ephemeral ports (32768-60999): SIPp's and the driver's
+        # sockets took ports of 32000-35999, and every call met busy ports (issue #21).
+        rtp_ports=rtp_ports or ("26000-27999" if source is not None else "24000-25999"),
     )
     with running_server(config, source=source) as server:
         phone_port = free_port(host=PHONE_IP)
