@@ -143,6 +143,12 @@ class PortPool:
       timer, ``sweep``), so ports are not held once the load has gone.
     Ready parked pairs are taken before cold ports. Parked ports count as available, not in
     use. ``clock`` is the monotonic clock these times are read on.
+
+    Busy ports: a port another process holds (its bind failed, EADDRINUSE) is set aside for
+    ``busy_seconds`` and then goes to the back of the queue. Given back at once, it was met
+    again on every round of the queue: with half a range held, two failed binds and two
+    ``rtp_port_busy`` warnings per call (issue #21, design 9.12). Set-aside ports count
+    neither as in use nor as available.
     """
 
     def __init__(
@@ -154,6 +160,7 @@ class PortPool:
         park_min_rate: int = 20,
         quarantine_seconds: float = 2.0,
         linger_seconds: float = 2.0,
+        busy_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 1024 <= first <= last <= 65535:
@@ -170,7 +177,10 @@ class PortPool:
         self.park_min_rate = park_min_rate
         self.quarantine_seconds = quarantine_seconds
         self.linger_seconds = linger_seconds
+        self.busy_seconds = busy_seconds
         self.clock = clock
+        # Ports another process held, with when they are tried again, in that order.
+        self._aside: collections.deque[tuple[float, int]] = collections.deque()
         # Parked pairs by port, in the order they were parked, with when.
         self._parked: collections.OrderedDict[int, tuple[float, ParkedPair]] = (
             collections.OrderedDict()
@@ -197,6 +207,11 @@ class PortPool:
 
         Cold ports only: parked ones come from ``take_parked``.
         """
+        aside = self._aside
+        if aside and aside[0][0] <= self.clock():
+            now = self.clock()
+            while aside and aside[0][0] <= now:
+                self._free.append(aside.popleft()[1])
         if not self._free:
             raise PortPoolExhausted(
                 f"no free RTP port pair in {self.first}-{self.last} ({self.size} pairs in use)"
@@ -290,6 +305,20 @@ class PortPool:
         except KeyError:
             raise ValueError(f"RTP port {port} is not allocated") from None
         self._free.append(port)
+
+    def set_aside(self, port: int) -> None:
+        """Give back ``port``, which another process holds: offered again only after
+        ``busy_seconds`` (see the class docstring)."""
+        try:
+            self._in_use.remove(port)
+        except KeyError:
+            raise ValueError(f"RTP port {port} is not allocated") from None
+        self._aside.append((self.clock() + self.busy_seconds, port))
+
+    @property
+    def set_aside_count(self) -> int:
+        """How many port pairs are set aside because another process held them."""
+        return len(self._aside)
 
     def close_parked(self) -> None:
         """Close every parked pair (server shutdown); their ports become free ones."""
@@ -791,9 +820,9 @@ class MediaSession:
         sockets, and keep its endpoints (``_endpoints``); its port.
 
         A cold port that cannot be bound (another process holds it, or its old socket is not
-        closed yet) goes back to the pool, and the next attempt takes a parked pair even within
-        its quarantine, then the next cold port. A port met a second time means every free
-        port has been tried: the bind error is raised rather than trying it again.
+        closed yet) is set aside by the pool for a while, and the next attempt takes a parked
+        pair even within its quarantine, then the next cold port. When no cold port is left
+        (or a port is met a second time), the bind error is raised.
         """
         last_error: OSError | None = None
         rcvbuf = self.rcvbuf
@@ -809,7 +838,12 @@ class MediaSession:
                     self._ports.append(port)
                     self._endpoints[port] = [pair.rtp, pair.rtcp]
                     return port
-                port = self.pool.allocate()
+                try:
+                    port = self.pool.allocate()
+                except PortPoolExhausted:
+                    if last_error is None:
+                        raise
+                    break  # the rest are set aside: the bind error says why
                 if port in tried:
                     self.pool.release(port)
                     break
@@ -840,10 +874,11 @@ class MediaSession:
 
     def _give_back(self, port: int, exc: OSError) -> None:
         self._ports.remove(port)
-        self.pool.release(port)
         if exc.errno != errno.EADDRINUSE:
+            self.pool.release(port)
             raise exc
-        log.warning("rtp_port_busy", port=port)
+        self.pool.set_aside(port)
+        log.warning("rtp_port_busy", port=port, retry_seconds=self.pool.busy_seconds)
 
     @property
     def sides(self) -> tuple[Side, ...]:

@@ -6,6 +6,7 @@ import errno
 import socket
 
 import pytest
+from structlog.testing import capture_logs
 
 from pbx.clock import FakeClock
 from pbx.config.model import MediaSettings
@@ -225,10 +226,12 @@ async def test_a_busy_last_cold_port_falls_back_to_a_parked_pair_within_its_quar
     assert pool.in_use == 0
 
 
-async def test_a_port_whose_bind_fails_is_tried_once_per_pair_not_again_and_again() -> None:
+async def test_a_port_whose_bind_fails_is_set_aside_not_tried_again_and_again() -> None:
     # Without parking: the only free pair is held by another process. The session fails at
-    # once with the bind error, having tried that port once, and the port stays in the pool.
-    pool = PortPool(31426, 31427)
+    # once with the bind error, having tried that port once; the port is set aside (neither in
+    # use nor available) and offered again after busy_seconds.
+    clock = FakeClock()
+    pool = PortPool(31426, 31427, busy_seconds=60.0, clock=clock.monotonic)
     holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     tried: list[int] = []
     allocate = pool.allocate
@@ -246,8 +249,39 @@ async def test_a_port_whose_bind_fails_is_tried_once_per_pair_not_again_and_agai
         assert raised.value.errno == errno.EADDRINUSE
     finally:
         holder.close()
-    assert tried == [31426, 31426]  # tried, given back, met again: stop
-    assert (pool.in_use, pool.available) == (0, 1)
+    assert tried == [31426]
+    assert (pool.in_use, pool.available, pool.set_aside_count) == (0, 0, 1)
+    clock.advance(59.9)
+    with pytest.raises(PortPoolExhausted):
+        pool.allocate()
+    clock.advance(0.1)
+    assert pool.allocate() == 31426  # the holder is gone: it binds again
+    pool.release(31426)
+
+
+async def test_a_busy_port_is_met_once_per_busy_seconds_not_by_every_call() -> None:
+    # Given back at once, a port another process holds was met again on every round of the
+    # pool: with half a range held, two failed binds and two warnings per call (issue #21).
+    clock = FakeClock()
+    pool = PortPool(31460, 31467, busy_seconds=60.0, clock=clock.monotonic)
+    holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        holder.bind((HOST, 31460))
+        with capture_logs() as logs:
+            for _ in range(6):
+                session = await MediaSession.open(pool, HOST)
+                assert 31460 not in (session.a.port, session.b.port)
+                session.close()
+        assert [entry["port"] for entry in logs if entry["event"] == "rtp_port_busy"] == [31460]
+        clock.advance(60.0)
+        with capture_logs() as logs:
+            for _ in range(3):
+                session = await MediaSession.open(pool, HOST)
+                session.close()
+        assert [entry["port"] for entry in logs if entry["event"] == "rtp_port_busy"] == [31460]
+    finally:
+        holder.close()
+    assert (pool.in_use, pool.set_aside_count) == (0, 1)
 
 
 async def test_open_now_opens_at_once_parked_pairs_first_and_relays() -> None:
