@@ -147,8 +147,10 @@ class PortPool:
     Busy ports: a port another process holds (its bind failed, EADDRINUSE) is set aside for
     ``busy_seconds`` and then goes to the back of the queue. Given back at once, it was met
     again on every round of the queue: with half a range held, two failed binds and two
-    ``rtp_port_busy`` warnings per call (issue #21, design 9.12). Set-aside ports count
-    neither as in use nor as available.
+    ``rtp_port_busy`` warnings per call (issue #21, design 9.12). When no other port is left,
+    the longest set aside is handed out early (as a parked pair within its quarantine is: our
+    own socket of a moment ago may be what held it). Set-aside ports count neither as in use
+    nor as available.
     """
 
     def __init__(
@@ -208,9 +210,11 @@ class PortPool:
         Cold ports only: parked ones come from ``take_parked``.
         """
         aside = self._aside
-        if aside and aside[0][0] <= self.clock():
+        if aside and (not self._free or aside[0][0] <= self.clock()):
             now = self.clock()
             while aside and aside[0][0] <= now:
+                self._free.append(aside.popleft()[1])
+            if not self._free:  # nothing else left: the longest set aside, early
                 self._free.append(aside.popleft()[1])
         if not self._free:
             raise PortPoolExhausted(

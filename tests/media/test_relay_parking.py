@@ -226,12 +226,11 @@ async def test_a_busy_last_cold_port_falls_back_to_a_parked_pair_within_its_quar
     assert pool.in_use == 0
 
 
-async def test_a_port_whose_bind_fails_is_set_aside_not_tried_again_and_again() -> None:
+async def test_a_port_whose_bind_fails_is_tried_once_per_pair_not_again_and_again() -> None:
     # Without parking: the only free pair is held by another process. The session fails at
-    # once with the bind error, having tried that port once; the port is set aside (neither in
-    # use nor available) and offered again after busy_seconds.
-    clock = FakeClock()
-    pool = PortPool(31426, 31427, busy_seconds=60.0, clock=clock.monotonic)
+    # once with the bind error, having tried that port once: set aside, it is the only port
+    # left, so it is handed out early, met again, and given back (it stays in the pool).
+    pool = PortPool(31426, 31427)
     holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     tried: list[int] = []
     allocate = pool.allocate
@@ -249,14 +248,27 @@ async def test_a_port_whose_bind_fails_is_set_aside_not_tried_again_and_again() 
         assert raised.value.errno == errno.EADDRINUSE
     finally:
         holder.close()
-    assert tried == [31426]
-    assert (pool.in_use, pool.available, pool.set_aside_count) == (0, 0, 1)
-    clock.advance(59.9)
-    with pytest.raises(PortPoolExhausted):
-        pool.allocate()
-    clock.advance(0.1)
-    assert pool.allocate() == 31426  # the holder is gone: it binds again
-    pool.release(31426)
+    assert tried == [31426, 31426]  # tried, set aside, the only one left, met again: stop
+    assert (pool.in_use, pool.available, pool.set_aside_count) == (0, 1, 0)
+
+
+async def test_a_set_aside_port_returns_after_busy_seconds_or_when_nothing_else_is_left() -> None:
+    clock = FakeClock()
+    pool = PortPool(31470, 31473, busy_seconds=60.0, clock=clock.monotonic)
+    busy = pool.allocate()
+    pool.set_aside(busy)
+    assert (pool.available, pool.set_aside_count) == (1, 1)
+    other = pool.allocate()
+    assert other != busy
+    pool.release(other)
+    assert pool.allocate() == other  # the set-aside port is not offered while others are
+    pool.release(other)
+    clock.advance(60.0)
+    assert pool.allocate() == other  # due again: to the back of the queue
+    assert pool.allocate() == busy
+    pool.set_aside(busy)
+    assert pool.allocate() == busy  # set aside again, but nothing else is left: early
+    assert (pool.in_use, pool.set_aside_count) == (2, 0)
 
 
 async def test_a_busy_port_is_met_once_per_busy_seconds_not_by_every_call() -> None:
