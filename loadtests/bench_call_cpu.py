@@ -63,7 +63,15 @@ from pathlib import Path
 
 from loadtests import profile_top
 from loadtests.before import checkout, describe
-from loadtests.bench_calls import CARRIER_IP, NUMBER, PHONE_IP, SERVER_EXTRA, TENANT
+from loadtests.bench_calls import (
+    CARRIER_IP,
+    NUMBER,
+    PHONE_IP,
+    RTP_PORTS,
+    RTP_PORTS_BEFORE,
+    SERVER_EXTRA,
+    TENANT,
+)
 from loadtests.bench_register import thread_cpu
 from tests.integration.harness import free_port, write_config
 from tests.integration.sip_client import SipUdpClient
@@ -90,10 +98,7 @@ def start_server(
         server_extra=SERVER_EXTRA,
         trunk=f"{CARRIER_IP}:{free_port(host=CARRIER_IP)}",
         listen='["udp:127.0.0.1:0"]',
-        # The --before server has a range of its own (both keep ports bound between calls),
-        # and both are below Linux's ephemeral ports (32768-60999): SIPp's and the driver's
-        # sockets took ports of 32000-35999, and every call met busy ports (issue #21).
-        rtp_ports="26000-27999" if source is not None else "24000-25999",
+        rtp_ports=RTP_PORTS_BEFORE if source is not None else RTP_PORTS,
     )
     log = root / "server.log"
     with log.open("wb") as err:

@@ -97,6 +97,13 @@ max_calls_per_user = 1000000
 """
 
 
+# The server's RTP range, and the --before server's own (both keep ports bound between calls).
+# Both lie below Linux's ephemeral ports (32768-60999): in 32000-35999, SIPp's and the driver's
+# sockets took some of them, and every call met busy ports (issue #21, design 9.12).
+RTP_PORTS = "24000-25999"
+RTP_PORTS_BEFORE = "26000-27999"
+
+
 @dataclass
 class StepResult:
     rate: int
@@ -364,10 +371,7 @@ def bench_server(
         tenants={"acme": TENANT},
         server_extra=SERVER_EXTRA,
         trunk=f"{CARRIER_IP}:{free_port(host=CARRIER_IP)}",
-        # The --before server has a range of its own (both keep ports bound between calls),
-        # and both are below Linux's ephemeral ports (32768-60999): SIPp's and the driver's
-        # sockets took ports of 32000-35999, and every call met busy ports (issue #21).
-        rtp_ports=rtp_ports or ("26000-27999" if source is not None else "24000-25999"),
+        rtp_ports=rtp_ports or (RTP_PORTS_BEFORE if source is not None else RTP_PORTS),
     )
     with running_server(config, source=source) as server:
         phone_port = free_port(host=PHONE_IP)

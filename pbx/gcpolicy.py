@@ -25,6 +25,7 @@ hundred objects per five minutes of load), so the collection is only a guard aga
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import InitVar, dataclass, field
 
 
@@ -46,16 +47,19 @@ class FullCollectionPolicy:
     def __post_init__(self, started: float, blocks: int) -> None:
         self.collected(started, blocks)
 
-    def due(self, now: float, blocks: int, busy_share: float, memory_share: float) -> bool:
+    def due(
+        self, now: float, blocks: int, busy_share: float, memory_share: Callable[[], float]
+    ) -> bool:
         """``blocks``: the heap now; ``busy_share``: the process's CPU over the last window,
-        as a share of one core; ``memory_share``: its resident memory as a share of the memory
-        it may use."""
+        as a share of one core; ``memory_share``: gives its resident memory as a share of the
+        memory it may use (asked only for a heap grown fourfold under load)."""
         if now - self.last_full < self.min_seconds or blocks <= self.growth * self.baseline:
             return False
         if busy_share < self.quiet_share:
             return True
         return (
-            blocks > self.urgent_growth * self.baseline and memory_share >= self.urgent_memory_share
+            blocks > self.urgent_growth * self.baseline
+            and memory_share() >= self.urgent_memory_share
         )
 
     def collected(self, now: float, blocks: int) -> None:

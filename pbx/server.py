@@ -457,7 +457,7 @@ async def _gc_policy() -> None:
         now = time.monotonic()
         blocks = sys.getallocatedblocks()
         share = busy.add(now, time.process_time())
-        if policy.due(now, blocks, share, _resident_bytes() / limit):
+        if policy.due(now, blocks, share, lambda: _resident_bytes() / limit):
             gc.unfreeze()
             started = time.perf_counter()
             collected = gc.collect()

@@ -210,11 +210,11 @@ class PortPool:
         Cold ports only: parked ones come from ``take_parked``.
         """
         aside = self._aside
-        if aside and (not self._free or aside[0][0] <= self.clock()):
+        if aside:
             now = self.clock()
             while aside and aside[0][0] <= now:
                 self._free.append(aside.popleft()[1])
-            if not self._free:  # nothing else left: the longest set aside, early
+            if aside and not self._free:  # nothing else left: the longest set aside, early
                 self._free.append(aside.popleft()[1])
         if not self._free:
             raise PortPoolExhausted(
