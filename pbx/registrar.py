@@ -38,6 +38,7 @@ from collections.abc import Iterable, Iterator, Sequence, Set
 from dataclasses import field
 from email.utils import formatdate
 from functools import lru_cache
+from typing import TypeVar
 from urllib.parse import unquote
 
 from pbx.config.model import ConfigSnapshot, Extension, TenantConfig, TenantId
@@ -48,6 +49,7 @@ from pbx.sip.message import Address, NameAddress, Params, SipRequest, SipUri, ge
 
 # (tenant, extension, contact key): identifies one binding.
 BindingKey = tuple[TenantId, Extension, str]
+_Name = TypeVar("_Name")
 
 MAX_DELTA_SECONDS = 2**32 - 1  # RFC 3261 20.19
 # RFC 3261 19.1.4: these URI parameters, when present in either URI, must match.
@@ -369,10 +371,19 @@ def presence(
 
 
 class Registrations:
-    """Every binding in memory, by AOR (a pure container the adapter keeps next to the store)."""
+    """Every binding in memory, by AOR (a pure container the adapter keeps next to the store).
+
+    TCP bindings are also indexed by their connection and by the addresses a send to them
+    goes to, so a closed connection or a failed send finds its bindings without a scan of
+    every binding (a mass reconnect of TCP phones would otherwise cost bindings x bindings).
+    """
 
     def __init__(self, bindings: Iterable[Binding] = ()) -> None:
         self._by_aor: dict[tuple[TenantId, Extension], dict[str, Binding]] = {}
+        # TCP bindings: by connection id, and by source and Contact address (insertion-ordered
+        # dicts as ordered sets of binding keys).
+        self._by_connection: dict[str, dict[BindingKey, None]] = {}
+        self._by_stream_address: dict[Address, dict[BindingKey, None]] = {}
         self.unreachable: set[BindingKey] = set()
         for binding in bindings:
             self._put(binding)
@@ -409,7 +420,18 @@ class Registrations:
 
     def on_connection(self, connection_id: str) -> list[Binding]:
         """The bindings that were registered over a TCP connection (to mark them unreachable)."""
-        return [b for b in self if b.connection_id == connection_id]
+        return self._resolve(self._by_connection.get(connection_id))
+
+    def stream_contacts_at(self, destination: Address) -> list[Binding]:
+        """The TCP bindings a send to ``destination`` was for: registered from it, or with
+        their Contact at it (a TCP connect or send to it failed)."""
+        return self._resolve(self._by_stream_address.get(destination))
+
+    def _resolve(self, keys: dict[BindingKey, None] | None) -> list[Binding]:
+        if not keys:
+            return []
+        found = (self.get(key) for key in keys)
+        return [binding for binding in found if binding is not None]
 
     def get(self, key: BindingKey) -> Binding | None:
         """One binding by its key (expired ones included until ``expire`` runs)."""
@@ -474,8 +496,16 @@ class Registrations:
 
     def _put(self, binding: Binding) -> None:
         per_aor = self._by_aor.setdefault((binding.tenant, binding.extension), {})
-        per_aor.pop(binding.contact_key, None)
+        old = per_aor.pop(binding.contact_key, None)
+        if old is not None:
+            self._unindex(old)
         per_aor[binding.contact_key] = binding
+        if binding.transport == "TCP":
+            key = binding.key
+            if binding.connection_id is not None:
+                self._by_connection.setdefault(binding.connection_id, {})[key] = None
+            for address in _stream_addresses(binding):
+                self._by_stream_address.setdefault(address, {})[key] = None
 
     def _drop(self, binding: Binding) -> None:
         aor = (binding.tenant, binding.extension)
@@ -485,8 +515,33 @@ class Registrations:
         if per_aor.get(binding.contact_key) == binding:
             del per_aor[binding.contact_key]
             self.unreachable.discard(binding.key)
+            self._unindex(binding)
         if not per_aor:
             del self._by_aor[aor]
+
+    def _unindex(self, binding: Binding) -> None:
+        if binding.transport != "TCP":
+            return
+        key = binding.key
+        if binding.connection_id is not None:
+            _discard(self._by_connection, binding.connection_id, key)
+        for address in _stream_addresses(binding):
+            _discard(self._by_stream_address, address, key)
+
+
+def _stream_addresses(binding: Binding) -> tuple[Address, ...]:
+    """Where a send to a TCP binding goes: its source, or its Contact's host and port."""
+    source = binding.source
+    contact = (binding.uri.host.strip("[]"), binding.uri.port or 5060)
+    return (source,) if contact == source else (source, contact)
+
+
+def _discard(index: dict[_Name, dict[BindingKey, None]], name: _Name, key: BindingKey) -> None:
+    keys = index.get(name)
+    if keys is not None:
+        keys.pop(key, None)
+        if not keys:
+            del index[name]
 
 
 # --- helpers ------------------------------------------------------------------------------

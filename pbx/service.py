@@ -1065,12 +1065,8 @@ class SipService:
         ends at once; the TCP contacts registered at that address are unreachable."""
         for event in self.table.transport_failed(destination, self.clock.monotonic()):
             self._on_client_event(event)
-        for binding in self.registrations:
-            if binding.transport == "TCP" and destination in (
-                binding.source,
-                (binding.uri.host.strip("[]"), binding.uri.port or 5060),
-            ):
-                self.contact_failed(binding.key, "tcp connect or send failed")
+        for binding in self.registrations.stream_contacts_at(destination):
+            self.contact_failed(binding.key, "tcp connect or send failed")
         self._flush()
         self._rearm()
 

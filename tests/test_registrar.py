@@ -612,3 +612,47 @@ def test_registrations_container_applies_results_and_expires() -> None:
     assert [b.contact for b in gone] == ["sip:1001@10.0.0.2:5060"]
     assert len(regs) == 0
     assert regs.unreachable == set()
+
+
+def test_tcp_bindings_are_found_by_connection_and_address_through_every_change() -> None:
+    # A closed connection and a failed send find their bindings through an index (no scan of
+    # every binding); the index must follow refreshes, moves, removals and expiry.
+    regs = Registrations()
+    regs.apply(run(register(contact(), call_id="udp")))  # UDP from PHONE: never a stream contact
+    over_c1 = Source("10.0.0.9", 40000, "TCP", "c1")
+    regs.apply(
+        run(
+            register(contact("10.0.0.2", 5070), contact("10.0.0.3", None), call_id="tcp"),
+            regs.bindings_of(ACME, E1001),
+            source=over_c1,
+        )
+    )
+    udp, a, b = regs.bindings_of(ACME, E1001)
+    assert (a.connection_id, b.connection_id) == ("c1", "c1")
+    assert regs.on_connection("c1") == [a, b]
+    assert regs.stream_contacts_at(("10.0.0.9", 40000)) == [a, b]
+    assert regs.stream_contacts_at(("10.0.0.2", 5070)) == [a]
+    assert regs.stream_contacts_at(("10.0.0.3", 5060)) == [b]  # no port: 5060
+    assert regs.stream_contacts_at(udp.source) == []
+    assert regs.on_connection("c2") == []
+    # A refresh of one contact over a new connection moves it; the other stays on c1.
+    over_c2 = Source("10.0.0.9", 40001, "TCP", "c2")
+    refresh = register(contact("10.0.0.2", 5070), call_id="tcp", cseq=2)
+    regs.apply(run(refresh, regs.bindings_of(ACME, E1001), source=over_c2))
+    moved = regs.get(a.key)
+    assert moved is not None
+    assert moved.connection_id == "c2"
+    assert regs.on_connection("c1") == [b]
+    assert regs.on_connection("c2") == [moved]
+    assert regs.stream_contacts_at(("10.0.0.9", 40000)) == [b]
+    assert regs.stream_contacts_at(("10.0.0.9", 40001)) == [moved]
+    assert regs.stream_contacts_at(("10.0.0.2", 5070)) == [moved]
+    # Removed (its user deleted) and expired: gone from the index, which keeps nothing empty.
+    regs.remove(b)
+    assert regs.on_connection("c1") == []
+    assert regs.stream_contacts_at(("10.0.0.3", 5060)) == []
+    assert regs.expire(NOW + 10_000) == [udp, moved]
+    assert regs.on_connection("c2") == []
+    assert regs.stream_contacts_at(("10.0.0.2", 5070)) == []
+    assert regs._by_connection == {}
+    assert regs._by_stream_address == {}

@@ -894,6 +894,10 @@ class TransactionTable:
     ``get_timer()``); entries that no longer match it are stale and skipped when their slot
     comes. Timers still fire exactly at or after their deadline, in deadline order, and
     ``next_deadline`` is exact (kept, and found again only when the earliest timer goes).
+
+    Transactions are also indexed by peer (``_by_peer``), so a transport failure reaches the
+    transactions of that peer without a scan of every live one (about 64,000 at 500 calls/s):
+    a TCP trunk that goes down under load fails each call's transactions in microseconds.
     """
 
     SLOT_SECONDS: Final = 0.02
@@ -901,6 +905,8 @@ class TransactionTable:
     def __init__(self, timers: SipTimers | None = None) -> None:
         self.timers = timers or SipTimers()
         self._transactions: dict[TransactionKey, Transaction] = {}
+        # peer -> its live transactions' keys (an insertion-ordered dict as an ordered set)
+        self._by_peer: dict[Address, dict[TransactionKey, None]] = {}
         self._scheduled: dict[TransactionKey, float] = {}
         # slot number -> its entries (deadline, key), in the order they were scheduled
         self._slots: dict[int, list[tuple[float, TransactionKey]]] = {}
@@ -963,6 +969,7 @@ class TransactionTable:
         else:
             new = NonInviteServerTransaction(msg, source, self.timers, reliable=reliable)
         self._transactions[key] = new
+        self._add_peer(source, key)
         return self._after(new)
 
     def send_request(
@@ -979,6 +986,7 @@ class TransactionTable:
         if tx.key in self._transactions:
             raise LocalProtocolError(f"client transaction {tx.key} already exists")
         self._transactions[tx.key] = tx
+        self._add_peer(destination, tx.key)
         events = self._after(tx)
         if events:  # only a zero-length timer could do this, and none starts in Calling/Trying
             raise LocalProtocolError(f"unexpected events starting {tx.key}: {events}")
@@ -1002,9 +1010,10 @@ class TransactionTable:
 
     def transport_failed(self, destination: Address, now: float) -> list[TxEvent]:
         """Messages to ``destination`` cannot be delivered (TCP connection refused or lost):
-        every transaction talking to it is told (17.1.4, 17.2.4). Scans all; it is rare."""
+        every transaction talking to it is told (17.1.4, 17.2.4), oldest first."""
         events: list[TxEvent] = []
-        for tx in [t for t in self._transactions.values() if t.peer == destination]:
+        for key in list(self._by_peer.get(destination, ())):
+            tx = self._transactions[key]
             tx.handle_transport_error(now)
             events.extend(self._after(tx))
         return events
@@ -1099,7 +1108,11 @@ class TransactionTable:
         key = tx.key
         scheduled = self._scheduled
         if tx.terminated:
-            self._transactions.pop(key, None)
+            if self._transactions.pop(key, None) is not None:
+                peers = self._by_peer[tx.peer]
+                del peers[key]
+                if not peers:
+                    del self._by_peer[tx.peer]
             self._unschedule(scheduled.pop(key, None))
             return events
         deadline = tx.get_timer()
@@ -1126,6 +1139,13 @@ class TransactionTable:
             if self._entries > 64 + 4 * len(scheduled):
                 self._compact()
         return events
+
+    def _add_peer(self, peer: Address, key: TransactionKey) -> None:
+        keys = self._by_peer.get(peer)
+        if keys is None:
+            self._by_peer[peer] = {key: None}
+        else:
+            keys[key] = None
 
     def _unschedule(self, deadline: float | None) -> None:
         """A live deadline is no longer: if it was the earliest, that is looked up again."""

@@ -930,6 +930,35 @@ def test_table_reports_transport_failure_to_every_transaction_of_that_peer() -> 
     assert len(table) == 1
 
 
+def test_table_finds_a_peers_transactions_after_others_ended_and_forgets_ended_peers() -> None:
+    # The table indexes transactions by peer (no scan of every live one on a transport
+    # failure); the index must follow transactions that end on their own.
+    table = TransactionTable()
+    done_req = make_request("OPTIONS", branch="z9hG4bKd")
+    done = table.send_request(done_req, PBX, 0.0, reliable=True)
+    live = table.send_request(make_request("OPTIONS", branch="z9hG4bKl"), PBX, 0.0, reliable=True)
+    # Without an explicit transport a message may leave over the peer's TCP connection, so a
+    # UDP transaction to that peer is told too.
+    udp = table.send_request(make_request("OPTIONS", branch="z9hG4bKu"), PBX, 0.0)
+    server_req = make_request("OPTIONS", branch="z9hG4bKs")
+    [received] = table.receive(server_req, PHONE, 0.0)
+    assert isinstance(received, RequestReceived)
+    ended = table.receive(build_response(done_req, 200, to_tag="t"), PBX, 0.1)
+    assert ended[-1] == TransactionTerminated(done)  # timer K is 0 over TCP
+    assert table.transport_failed(PBX, 0.2) == [
+        TransportFailed(live),
+        TransactionTerminated(live),
+        TransportFailed(udp),
+        TransactionTerminated(udp),
+    ]
+    assert table.transport_failed(PBX, 0.3) == []
+    assert table._by_peer == {PHONE: {received.key: None}}
+    table.respond(received.key, build_response(server_req, 200, to_tag="t"), 0.4)
+    table.handle_timers(64.0)  # timer J
+    assert len(table) == 0
+    assert table._by_peer == {}
+
+
 def test_table_abandon_forgets_a_transaction() -> None:
     table = TransactionTable()
     invite = make_request()
