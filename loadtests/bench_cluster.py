@@ -213,7 +213,7 @@ def write_one_node_config(root: Path, tenants: Path, port: int) -> Path:
             data_dir = "data"
 
             [media]
-            rtp_ports = "32000-32999"
+            rtp_ports = "23000-23999"
 
             [[trunks]]
             name = "carrier"

@@ -109,7 +109,7 @@ def write_load_config(
             ban_after_failures = 1000000
 
             [media]
-            rtp_ports = "32000-32999"
+            rtp_ports = "23000-23999"
 
             [[trunks]]
             name = "carrier"

@@ -11,7 +11,10 @@ This benchmark builds the service in process (fake transport and clock, as the t
 sockets), fills it with ``--bindings`` registrations (half over TCP, each with its own
 connection) and ``--transactions`` live UDP server transactions, then times
 ``--failures`` connection closures and ``--failures`` failed sends (each of a peer with one
-live transaction and one binding). One core, pure Python: the figure is the adapter's own
+live transaction and one binding). It also times ``--failures`` new TCP connections at the
+connection cap (``--bindings`` connections, all but the newest ten trusted: a phone
+authenticated over them), each of which evicts the oldest untrusted one, as a flood of idle
+connections from an attacker does. One core, pure Python: the figure is the adapter's own
 work per failure.
 
     PYTHONPATH=. .venv/bin/python -m loadtests.bench_transport_failures [--before REV]
@@ -132,10 +135,39 @@ async def measure(bindings: int, transactions: int, failures: int) -> dict[str, 
                 "bindings": float(len(svc.registrations)),
                 "connection closed (µs)": closed * 1e6,
                 "send failed (µs)": failed * 1e6,
+                "new connection at the cap (µs)": _newcomer_seconds(bindings, failures) * 1e6,
             }
         finally:
             await svc.stop()
             await store.close()
+
+
+def _newcomer_seconds(connections: int, newcomers: int) -> float:
+    """Seconds per TCP connection admitted at the connection cap (``connections``), where all
+    but the newest few are phones' trusted connections: each newcomer evicts the oldest
+    untrusted one (an attacker's flood of idle connections)."""
+    from pbx.sip.transport import SipTransport, TcpLimits, _TcpConnection
+
+    transport = SipTransport(lambda _: None, TcpLimits(max_connections=connections))
+    local = ("127.0.0.1", 5060)
+
+    def connect(n: int) -> _TcpConnection:
+        conn = _TcpConnection(transport, local)
+        conn.peer = (f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}", 40000)
+        assert transport._admit(conn)
+        return conn
+
+    for n in range(connections - 10):
+        transport.trust(connect(n).id)
+    for n in range(connections - 10, connections):
+        connect(n)
+    started = time.perf_counter()
+    for n in range(connections, connections + newcomers):
+        connect(n)
+    seconds = (time.perf_counter() - started) / newcomers
+    assert transport.evicted == newcomers
+    assert transport.tcp_connection_count == connections
+    return seconds
 
 
 def _before(rev: str, argv: list[str]) -> dict[str, float]:
@@ -172,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     if before is not None:
         print(f"before: {describe(args.before)}")
     for name, value in after.items():
-        line = f"{name:<26} {value:12,.1f}"
+        line = f"{name:<32} {value:12,.1f}"
         if before is not None and name in before:
             old = before[name]
             line += f"   before {old:12,.1f}"

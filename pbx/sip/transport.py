@@ -249,6 +249,10 @@ class SipTransport:
         self._udp: dict[Address, _UdpProtocol] = {}
         self._servers: list[asyncio.Server] = []
         self._connections: dict[int, _TcpConnection] = {}
+        # The untrusted ones, oldest first: the eviction order, without a scan past the trusted
+        # (10,000 phones' connections ahead of an attacker's would make each newcomer cost a
+        # pass over all of them).
+        self._untrusted: dict[int, _TcpConnection] = {}
         self._by_peer: dict[Address, _TcpConnection] = {}
         self._per_source: dict[str, int] = {}
         # Connection ids are stored with registrations, which outlive the process: each process
@@ -374,12 +378,15 @@ class SipTransport:
         if len(self._connections) >= self.max_connections and not self._evict_one():
             return False
         self._connections[conn.id] = conn
+        if not conn.trusted:
+            self._untrusted[conn.id] = conn
         self._by_peer[conn.peer] = conn
         self._per_source[host] = self._per_source.get(host, 0) + 1
         return True
 
     def _forget(self, conn: _TcpConnection) -> None:
         if self._connections.pop(conn.id, None) is not None:
+            self._untrusted.pop(conn.id, None)
             if self._by_peer.get(conn.peer) is conn:
                 del self._by_peer[conn.peer]
             if self.on_connection_closed is not None:
@@ -394,7 +401,7 @@ class SipTransport:
     def _evict_one(self) -> bool:
         """Close the oldest untrusted connection (dicts keep insertion order); False if every
         connection is trusted."""
-        victim = next((c for c in self._connections.values() if not c.trusted), None)
+        victim = next(iter(self._untrusted.values()), None)
         if victim is None:
             return False
         log.debug("tcp_connection_evicted", source=victim.peer, spoke=victim.spoke)
@@ -407,7 +414,11 @@ class SipTransport:
         """A request authenticated over this connection: never evicted for a newcomer."""
         conn = self._connections.get(connection_id)
         if conn is not None:
-            conn.trusted = True
+            self._trusted(conn)
+
+    def _trusted(self, conn: _TcpConnection) -> None:
+        conn.trusted = True
+        self._untrusted.pop(conn.id, None)
 
     def connection_alive(self, connection_id: int) -> bool:
         return connection_id in self._connections
@@ -468,7 +479,8 @@ class SipTransport:
             self._send_failed(dest)
             return
         # Our own connection (to a trunk or a phone): not an attacker's to be evicted.
-        proto.trusted = proto.spoke = True
+        proto.spoke = True
+        self._trusted(proto)
         proto._arm_idle()
         proto.write(data)
 

@@ -90,6 +90,12 @@ end = "23:59"
 """
 
 
+# The test servers' RTP relay range: below Linux's ephemeral ports (32768-60999), where no
+# socket another process opens (SIPp's, a softphone's, a connection's) can hold one of them.
+# Fixed ranges of the tests' phones and relays also stay below 32768.
+RTP_PORTS = "21000-21999"
+
+
 def write_config(
     root: Path,
     *,
@@ -99,7 +105,7 @@ def write_config(
     admin_port: int = 0,
     sip_extra: str = "",
     listen: str = '["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]',
-    rtp_ports: str = "32000-32999",
+    rtp_ports: str = RTP_PORTS,
 ) -> Path:
     """A pbx.toml listening on loopback port 0 (UDP, TCP, admin) with data under ``root``
     (``rtp_ports``: two servers side by side need ranges of their own)."""

@@ -17,7 +17,7 @@ callback in a thread whose end makes it forget the call, so the answering callba
 until the call ends; it acknowledges a 2xx with a new random To tag, which the server must
 still take (the last test: otherwise it retransmits the 200 and tears the call down after 64*T1).
 
-The server's ``[media] rtp_ports`` is the harness's 32000-32999; the phones use 41000-41299.
+The server's ``[media] rtp_ports`` is the harness's ``RTP_PORTS``; the phones use 18000-18299.
 """
 
 from __future__ import annotations
@@ -42,7 +42,13 @@ from typing import Any
 import pytest
 
 from pbx.media.g711 import decode_ulaw
-from tests.integration.harness import RunningServer, free_port, running_server, write_config
+from tests.integration.harness import (
+    RTP_PORTS,
+    RunningServer,
+    free_port,
+    running_server,
+    write_config,
+)
 from tests.media.audio import goertzel_power
 
 pytestmark = pytest.mark.integration
@@ -106,7 +112,7 @@ max_requests_per_second = 10000
 """
 
 # RTP port ranges of the phones (pyVoIP picks a random port in its range for each call).
-PHONE_RTP = {"1001": 41000, "1002": 41100, "1003": 41200}
+PHONE_RTP = {"1001": 18000, "1002": 18100, "1003": 18200}
 RATE = 8000
 PACKET = 160  # samples per 20 ms packet, pyVoIP's fixed packetisation
 TONE_SECONDS = 2.5
@@ -487,7 +493,8 @@ def test_two_pyvoip_phones_hear_each_others_tone_through_the_relay(
 
     # Media went through the relay: each phone's SDP peer is the server's port range.
     for c in (call, incoming):
-        assert 32000 <= client_of(c).outPort <= 32999, client_of(c).outPort
+        low, high = map(int, RTP_PORTS.split("-"))
+        assert low <= client_of(c).outPort <= high, client_of(c).outPort
         assert client_of(c).outIP == pbx.server.udp[0]
 
     tone_count = round(TONE_SECONDS * RATE / PACKET)

@@ -303,8 +303,8 @@ def test_pyvoip_phone_registers_and_is_listed(server: RunningServer) -> None:
         PASSWORDS["1001"],
         myIP="127.0.0.1",
         sipPort=sip_port,
-        rtpPortLow=41000,
-        rtpPortHigh=41099,
+        rtpPortLow=18300,
+        rtpPortHigh=18399,
     )
     phone.sip.register_timeout = 5  # its REGISTER waits (start and stop block on it)
     # start() registers synchronously and retries on failure: run it beside the test.

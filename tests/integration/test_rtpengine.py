@@ -1,7 +1,7 @@
 """rtpengine as the media plane (issue #20): ``pbx run`` with ``[media] engine = "rtpengine"``.
 
 A private rtpengine (Debian's ``rtpengine-daemon``, userspace only: ``--table=-1``) listens for
-the ng protocol on a free loopback port, relays in 35000-35999 and records with its ``pcap``
+the ng protocol on a free loopback port, relays in 22000-22999 and records with its ``pcap``
 method into the test's folder; it is started here and ended by its pid. Two pyVoIP phones (the
 helpers of test_media_calls) then show, through rtpengine and not the node:
 1. a recorded call: each phone hears the other's tone, and the call's WAV (made by the node from
@@ -27,7 +27,13 @@ import pytest
 
 from pbx.media.ng import ng_reply, ng_request
 from tests.integration import test_media_calls
-from tests.integration.harness import RunningServer, free_port, running_server, write_config
+from tests.integration.harness import (
+    RTP_PORTS,
+    RunningServer,
+    free_port,
+    running_server,
+    write_config,
+)
 from tests.integration.test_media_calls import (
     CALLEE_HZ,
     CALLER_HZ,
@@ -59,7 +65,7 @@ pytestmark = pytest.mark.integration
 phones = test_media_calls.phones
 rtp_capture = test_media_calls.rtp_capture
 
-RTPENGINE_PORTS = (35000, 35999)
+RTPENGINE_PORTS = (22000, 22999)
 INACTIVITY = 2  # seconds; the phones send all the time (silence too) until muted
 
 
@@ -122,13 +128,13 @@ def node(
     config = write_config(root, tenants={"acme": TENANT}, server_extra=SERVER_EXTRA)
     text = config.read_text(encoding="utf-8")
     engine = (
-        'rtp_ports = "32000-32999"\n'
+        f'rtp_ports = "{RTP_PORTS}"\n'
         f"inactivity_seconds = {INACTIVITY}\n"
         'engine = "rtpengine"\n'
         f'rtpengine = "udp:127.0.0.1:{ng_port}"\n'
         f'rtpengine_recording_dir = "{recordings}"\n'
     )
-    config.write_text(text.replace('rtp_ports = "32000-32999"\n', engine), encoding="utf-8")
+    config.write_text(text.replace(f'rtp_ports = "{RTP_PORTS}"\n', engine), encoding="utf-8")
     with running_server(config) as server:
         yield server, root
 

@@ -58,9 +58,9 @@ from tests.tlscerts import make_certificate
 
 pytestmark = pytest.mark.integration
 
-# This server's [media] rtp_ports, not write_config's 32000-32999: the capture sees the whole
+# This server's [media] rtp_ports, not write_config's RTP_PORTS: the capture sees the whole
 # loopback, where other tests' servers relay in that range.
-RELAY_PORTS = range(36000, 36200)
+RELAY_PORTS = range(23000, 23200)
 EVERY_DAY = 'days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun", "holiday"]'
 SECURE_TENANT = f"""
 [tenant]
@@ -164,8 +164,8 @@ def capture_loopback() -> Iterator[LoopbackCapture]:
         sock.close()
 
 
-CALLER_RTP = range(35100, 35120)  # each baresip's rtp_ports: other tests' traffic is not ours
-CALLEE_RTP = range(35200, 35220)
+CALLER_RTP = range(23300, 23320)  # each baresip's rtp_ports: other tests' traffic is not ours
+CALLEE_RTP = range(23400, 23420)
 
 
 def rtp_sizes(capture: LoopbackCapture, phone: range) -> set[int]:
@@ -432,10 +432,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningSer
         sip_extra='tls_certificate = "sip.crt"\ntls_key = "sip.key"',
         # baresip 1.0 (libre 1.1) answers only MD5 challenges.
         server_extra='[auth]\nalgorithms = ["MD5"]\n',
+        rtp_ports=f"{RELAY_PORTS.start}-{RELAY_PORTS.stop - 1}",
     )
-    text = config.read_text(encoding="utf-8")
-    ours = f'rtp_ports = "{RELAY_PORTS.start}-{RELAY_PORTS.stop - 1}"'
-    config.write_text(text.replace('rtp_ports = "32000-32999"', ours), encoding="utf-8")
     with running_server(config) as server:
         yield server, cert
 

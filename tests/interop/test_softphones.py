@@ -113,7 +113,7 @@ def phone(server: RunningServer, root: Path, extension: str, transport: str = "u
         server.tcp if transport == "tcp" else server.udp,
         tone=TONES[extension],
         sip_port=base,
-        rtp_base=base * 2,
+        rtp_base=base + 3000,
         transport=transport,
     )
 
