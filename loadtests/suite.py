@@ -708,7 +708,7 @@ def soak(
     )
     phone_sf = scenario("phone_answer.xml", soak_dir, audio)
     announcement_sf = scenario(
-        "carrier_announcement.xml", soak_dir, audio, {"m=audio 32[0-9][0-9][0-9]": "m=audio [0-9]+"}
+        "carrier_announcement.xml", soak_dir, audio, {"m=audio 21[0-9][0-9][0-9]": "m=audio [0-9]+"}
     )
     # Three plain calls for each forwarded one (1002 is offline and forwards to 1000).
     numbers = numbers_csv(soak_dir / "numbers.csv", [TO_SOAK, TO_SOAK, FORWARDED, TO_SOAK])
