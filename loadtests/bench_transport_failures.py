@@ -60,7 +60,6 @@ async def measure(bindings: int, transactions: int, failures: int) -> dict[str, 
     from pbx.config.holder import ConfigHolder
     from pbx.config.load import load_config
     from pbx.config.model import Extension, TenantId
-    from pbx.log import configure_logging
     from pbx.metrics import Registry
     from pbx.registrar import Binding, Registrations
     from pbx.service import SipService
@@ -72,7 +71,6 @@ async def measure(bindings: int, transactions: int, failures: int) -> dict[str, 
     from tests.integration.harness import write_config
     from tests.test_service import FakeTransport
 
-    configure_logging("warning")
     with tempfile.TemporaryDirectory(prefix="pbx-bench-failures-") as tmp:
         snapshot = load_config(write_config(Path(tmp) / "pbx"))
         store = await Store.open_in(snapshot.server.storage.data_dir)
@@ -193,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--before", metavar="REV", help="also measure this commit (a worktree)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON only")
     args = ap.parse_args(argv)
+    # Here, not in ``measure``: the test suite calls that, and logging is the process's.
+    from pbx.log import configure_logging
+
+    configure_logging("warning")
     sizes = ["--bindings", str(args.bindings), "--transactions", str(args.transactions)]
     sizes += ["--failures", str(args.failures)]
     if args.json:
