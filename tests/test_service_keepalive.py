@@ -20,6 +20,7 @@ from pbx.service import SipService
 from pbx.sip.build import build_response
 from pbx.sip.message import SipRequest
 from pbx.sip.parse import parse_message
+from pbx.sip.transaction import TransactionTerminated, TransportFailed
 from pbx.sip.transport import Inbound, ListenAddress
 from pbx.store import Store
 from tests.integration.harness import DEFAULT_TENANT, write_config
@@ -198,3 +199,44 @@ async def test_md5_only_by_default_and_a_tenant_turns_sha256_on(start: Factory) 
     (challenge,) = fake_sha.responses()
     offered = [v for k, v in challenge.headers if k == "WWW-Authenticate"]
     assert ["algorithm=SHA-256" in offered[0], "algorithm=MD5" in offered[1]] == [True, True]
+
+
+@pytest.mark.asyncio
+async def test_a_failed_tcp_send_fails_that_peers_transactions_and_its_tcp_contacts_only(
+    start: Factory,
+) -> None:
+    svc, fake, clock = await start("")
+    sign_in(svc, fake, "TCP", 7)
+    assert online(svc, clock)
+    outcomes: dict[str, list[object]] = {"phone": [], "trunk": []}
+    trunk = ("127.0.0.2", 5080)
+    for name, peer in (("phone", PHONE), ("trunk", trunk)):
+        request = parse_message(
+            (
+                f"OPTIONS sip:{peer[0]}:{peer[1]} SIP/2.0\r\n"
+                f"Via: SIP/2.0/TCP {LOCAL[0]}:{LOCAL[1]};branch=z9hG4bK-fail-{name}\r\n"
+                "Max-Forwards: 70\r\nFrom: <sip:pbx@acme.example>;tag=f\r\n"
+                f"To: <sip:{peer[0]}>\r\nCall-ID: fail-{name}\r\nCSeq: 1 OPTIONS\r\n"
+                "Content-Length: 0\r\n\r\n"
+            ).encode()
+        )
+        assert isinstance(request, SipRequest)
+        svc.send_request(request, peer, outcomes[name].append, reliable=True)
+    live = len(svc.table)
+    # A TCP send to the trunk fails (connect refused): its transaction ends at once, the
+    # phone's does not, and the phone's TCP contact stays reachable.
+    svc._on_send_failed(trunk)
+    assert [type(event) for event in outcomes["trunk"]] == [
+        TransportFailed,
+        TransactionTerminated,
+    ]
+    assert outcomes["phone"] == []
+    assert len(svc.table) == live - 1
+    assert online(svc, clock)
+    # Then one to the phone's address: its transaction fails and its TCP contact is offline.
+    svc._on_send_failed(PHONE)
+    assert [type(event) for event in outcomes["phone"]] == [
+        TransportFailed,
+        TransactionTerminated,
+    ]
+    assert not online(svc, clock)
