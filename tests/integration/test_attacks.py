@@ -261,7 +261,12 @@ def test_malformed_messages_write_little_log(server: RunningServer) -> None:
         2.0,
         lambda src, n: message("OPTIONS", src, branch=f"b{n}", via=garbage),
     )
-    time.sleep(0.5)
+    # Every line the flood caused has been written once the server answers the barrier, and
+    # read by the harness once a line it writes after that has arrived.
+    settle(server)
+    reloads = len(server.events("config_reload_unchanged"))
+    assert server.admin_request("POST", "/reload")[0] == 200
+    assert len(server.wait_for_events("config_reload_unchanged", reloads + 1)) == reloads + 1
     logged = sum(len(str(line)) for line in list(server.log_lines)) - before
     print(f"log bytes per attack byte: {logged / sent:.4f} ({logged} of {sent})")
     assert logged / sent < 0.05
