@@ -34,6 +34,8 @@ requires encryption is a configuration error on such a node). See docs/design.md
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import secrets
 from collections.abc import Callable, Coroutine
@@ -248,13 +250,19 @@ class RtpengineMedia:
         if not pcaps:
             log.warning("recording_failed", call=call.ng_id, error="rtpengine wrote no pcap")
             return
+        # Written beside and renamed into place: the recording's path never holds part of a
+        # WAV (a full disk, a crash), and a reader that sees it sees all of it.
+        part = call.recording.with_name(call.recording.name + ".part")
         try:
             wav = pcap_to_stereo_wav(pcaps[-1].read_bytes(), *call.ports)
             call.recording.parent.mkdir(parents=True, exist_ok=True)
-            call.recording.write_bytes(wav)
+            part.write_bytes(wav)
+            os.replace(part, call.recording)
             for pcap in pcaps:
                 pcap.unlink()
         except (OSError, ValueError) as exc:
+            with contextlib.suppress(OSError):
+                part.unlink()
             log.warning("recording_failed", call=call.ng_id, error=str(exc))
 
     async def _ng(self, call: _Call, command: str, sdp: bytes) -> Reply:

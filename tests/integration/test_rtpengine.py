@@ -173,8 +173,8 @@ def test_recorded_call_through_rtpengine_both_ways_and_a_stereo_file(
     wait_until("the BYE at the callee", lambda: incoming.state is CallState.ENDED, SETUP_TIMEOUT)
     record = closed_record(root, "1003", 0)
     path = Path(record["recording_path"])
+    # Renamed into place once written whole: once it exists, it is complete.
     wait_until("the WAV made from rtpengine's pcap", path.exists, 10)
-    time.sleep(0.2)  # written in one go; the size settles at once
     with wave.open(str(path), "rb") as wav:
         assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (2, 2, RATE)
         frames = wav.readframes(wav.getnframes())

@@ -4,6 +4,7 @@ requests ``RtpengineMedia`` makes for a call, and rtpengine's pcap made into a s
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import socket
 import struct
@@ -318,3 +319,34 @@ async def test_the_watcher_calls_on_inactive_and_stops_at_release() -> None:
     media.release("c1")
     await asyncio.gather(*media._tasks)
     await asyncio.sleep(0)
+
+
+def test_a_recording_that_cannot_be_written_whole_leaves_no_partial_wav(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pcaps = tmp_path / "rtpengine" / "pcaps"
+    pcaps.mkdir(parents=True)
+    loud = encode_ulaw(array("h", [8000, -8000] * 80).tobytes())
+    records = [(100.0 + 0.02 * i, rtp_ip(5000, 35002, i, loud)) for i in range(10)]
+    records += [(100.01 + 0.02 * i, rtp_ip(6000, 35000, i, loud)) for i in range(10)]
+    (pcaps / "ng1-1.pcap").write_bytes(pcap(sorted(records, key=lambda record: record[0])))
+    media = RtpengineMedia(lambda: 0.0, ("127.0.0.1", 1), recording_dir=tmp_path / "rtpengine")
+    call = _Call("ng1", ports=(35002, 35000), recording=tmp_path / "rec" / "call.wav")
+    real_write = Path.write_bytes
+
+    def disk_full_halfway(self: Path, data: bytes) -> int:
+        real_write(self, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full_halfway)
+    media._write_recording(call)
+    # Nothing at the recording's path (a reader would take half a WAV for the call), no
+    # leftover, and the pcap kept.
+    assert list((tmp_path / "rec").iterdir()) == []
+    assert (pcaps / "ng1-1.pcap").exists()
+    monkeypatch.undo()
+    media._write_recording(call)
+    with wave.open(str(call.recording), "rb") as wav:
+        assert (wav.getnchannels(), wav.getnframes()) == (2, 1600)
+    assert list((tmp_path / "rec").iterdir()) == [call.recording]
+    assert list(pcaps.iterdir()) == []
