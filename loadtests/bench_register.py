@@ -52,6 +52,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import json
 import os
 import shutil
 import signal
@@ -465,9 +466,10 @@ def climb(
     moving: bool = False,
     steps: list[Step] | None = None,
     local_port: int | None = None,
+    server_log: ServerLog | None = None,
 ) -> Step | None:
     """Step up through ``rates``; the highest passing step (None if the first fails). Every
-    step run is appended to ``steps``."""
+    step run is appended to ``steps``; ``server_log``: the server's stalls are noted."""
     best = None
     # The same 10,000 phones at every step: one address, so a step refreshes the bindings the
     # last one made. ``moving``: a new address per step, so every step adds a contact to each
@@ -480,13 +482,64 @@ def climb(
             break
         step = run_step(target, users, rate, seconds, workdir, measured_pid, local_port)
         # The machine may be shared: the 1-minute load average tells how quiet it was.
-        print(f"  {name:8} {_row(step)}  load {os.getloadavg()[0]:.2f}", flush=True)
+        load = os.getloadavg()[0]
+        print(f"  {name:8} {_row(step)}  load {load:.2f}{_noted(step, server_log)}", flush=True)
         if steps is not None:
             steps.append(step)
         if not step.passed:
             break
         best = step
     return best
+
+
+class ServerLog:
+    """What the server logged about its own stalls during a step: event-loop lags, slow
+    commits, full collections. A failed step with none of them was delayed outside the server
+    (the load generator, the machine: e.g. another process's disk writes throttling SIPp's)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def stalls(self) -> tuple[int, str]:
+        """How many stall lines were logged since the last call, and a summary."""
+        with self.path.open("rb") as handle:
+            handle.seek(self.offset)
+            data = handle.read()
+        whole = data.rfind(b"\n") + 1
+        self.offset += whole
+        lags: list[float] = []
+        commits: list[float] = []
+        collections: list[str] = []
+        for raw in data[:whole].splitlines():
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            event = line.get("event") if isinstance(line, dict) else None
+            if event == "event_loop_lagged":
+                lags.append(float(line.get("lag_seconds") or 0.0))
+            elif event == "store_commit_slow":
+                commits.append(float(line.get("seconds") or 0.0))
+            elif event == "gc_full_collection":
+                collections.append(f"{line.get('ms')} ms")
+        parts = []
+        if lags:
+            parts.append(f"{len(lags)} loop lags (max {max(lags)} s)")
+        if commits:
+            parts.append(f"{len(commits)} slow commits (max {max(commits)} s)")
+        if collections:
+            parts.append(f"full gc {', '.join(collections)}")
+        count = len(lags) + len(commits) + len(collections)
+        return count, "; ".join(parts) or "no stall logged"
+
+
+def _noted(step: Step, log: ServerLog | None) -> str:
+    """The server's stalls after a step's row, when it had any or the step failed."""
+    if log is None:
+        return ""
+    count, text = log.stalls()
+    return f"  [server: {text}]" if count or not step.passed else ""
 
 
 def _row(step: Step) -> str:
@@ -629,9 +682,11 @@ def _server_run(
     with pbx_server(config, port, server_log, args.log_level, source=source, spy=spy) as pid:
         print(f"pbx {label} (pid {pid}, UDP {port}, log level {args.log_level}):", flush=True)
         local_port = None if args.moving_phones else free_udp_port()
+        stalls = ServerLog(server_log)
         if args.warmup:
             step = run_step(port, users, rates[0], args.warmup, root, pid, local_port)
-            print(f"  warm-up  {_row(step)}  load {os.getloadavg()[0]:.2f}", flush=True)
+            load = os.getloadavg()[0]
+            print(f"  warm-up  {_row(step)}  load {load:.2f}{_noted(step, stalls)}", flush=True)
         best = climb(
             "pbx",
             port,
@@ -644,6 +699,7 @@ def _server_run(
             moving=args.moving_phones,
             steps=steps,
             local_port=local_port,
+            server_log=stalls,
         )
         threads = ", ".join(f"{name} {cpu:.2f} s" for name, cpu in thread_cpu(pid)[:4])
         user, system = user_system_seconds(pid)
