@@ -71,6 +71,8 @@ async def measure(bindings: int, transactions: int, failures: int) -> dict[str, 
     from tests.integration.harness import write_config
     from tests.test_service import FakeTransport
 
+    # Built here rather than with ``tests.test_service.running_service``: with --before, the
+    # other commit's tests are imported, and older ones have no such helper.
     with tempfile.TemporaryDirectory(prefix="pbx-bench-failures-") as tmp:
         snapshot = load_config(write_config(Path(tmp) / "pbx"))
         store = await Store.open_in(snapshot.server.storage.data_dir)

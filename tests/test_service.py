@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import AsyncIterator
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from pbx.clock import FakeClock
+from pbx.clock import Clock, FakeClock
 from pbx.config.holder import ConfigHolder
 from pbx.config.load import load_config
 from pbx.metrics import Registry
@@ -54,12 +55,16 @@ class FakeTransport:
         return [r for r in out if isinstance(r, SipResponse)]
 
 
-@pytest_asyncio.fixture
-async def service(tmp_path: Path) -> AsyncIterator[tuple[SipService, FakeTransport]]:
-    snapshot = load_config(write_config(tmp_path / "pbx"))
+@contextlib.asynccontextmanager
+async def running_service(
+    config: Path, *, clock: Clock | None = None, transport: FakeTransport | None = None
+) -> AsyncIterator[tuple[SipService, FakeTransport]]:
+    """A started service on ``config`` (its SQLite store, a fake transport: ``transport`` or a
+    new one; ``clock`` or the system's), stopped and its store closed on the way out."""
+    snapshot = load_config(config)
     store = await Store.open_in(snapshot.server.storage.data_dir)
-    svc = SipService(ConfigHolder(snapshot), store, Registry())
-    fake = FakeTransport()
+    svc = SipService(ConfigHolder(snapshot), store, Registry(), clock)
+    fake = transport or FakeTransport()
     svc.attach(fake)  # type: ignore[arg-type]
     await svc.start()
     try:
@@ -67,6 +72,12 @@ async def service(tmp_path: Path) -> AsyncIterator[tuple[SipService, FakeTranspo
     finally:
         await svc.stop()
         await store.close()
+
+
+@pytest_asyncio.fixture
+async def service(tmp_path: Path) -> AsyncIterator[tuple[SipService, FakeTransport]]:
+    async with running_service(write_config(tmp_path / "pbx")) as started:
+        yield started
 
 
 def register(cseq: int, *, branch: str = "z9hG4bK-1", authorization: str = "") -> bytes:
@@ -156,14 +167,8 @@ async def test_the_authenticated_register_is_stateful_and_stored(
 
 @pytest.mark.asyncio
 async def test_the_service_stamps_bindings_with_its_injected_clock(tmp_path: Path) -> None:
-    snapshot = load_config(write_config(tmp_path / "pbx"))
-    store = await Store.open_in(snapshot.server.storage.data_dir)
     clock = FakeClock(wall=1_800_000_000.0)
-    svc = SipService(ConfigHolder(snapshot), store, Registry(), clock)
-    fake = FakeTransport()
-    svc.attach(fake)  # type: ignore[arg-type]
-    await svc.start()
-    try:
+    async with running_service(write_config(tmp_path / "pbx"), clock=clock) as (svc, fake):
         svc.on_inbound(Inbound(register(1), PHONE, LOCAL, "UDP"))
         (challenge,) = fake.responses()
         clock.advance(5.0)
@@ -176,6 +181,3 @@ async def test_the_service_stamps_bindings_with_its_injected_clock(tmp_path: Pat
         clock.advance(100.0)
         (view,) = svc.registrations_view()
         assert view["expires_in"] == 500
-    finally:
-        await svc.stop()
-        await store.close()

@@ -4,6 +4,7 @@ TCP connection is offline at once, and the digest algorithms offered follow the 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -11,20 +12,16 @@ import pytest
 import pytest_asyncio
 
 from pbx.clock import FakeClock
-from pbx.config.holder import ConfigHolder
-from pbx.config.load import load_config
 from pbx.config.model import Extension, TenantConfig, TenantId
 from pbx.keepalive import probe_timeout
-from pbx.metrics import Registry
 from pbx.service import SipService
 from pbx.sip.build import build_response
 from pbx.sip.message import SipRequest
 from pbx.sip.parse import parse_message
 from pbx.sip.transaction import TransactionTerminated, TransportFailed
 from pbx.sip.transport import Inbound, ListenAddress
-from pbx.store import Store
 from tests.integration.harness import DEFAULT_TENANT, write_config
-from tests.test_service import LOCAL, PHONE, FakeTransport, answer, register
+from tests.test_service import LOCAL, PHONE, FakeTransport, answer, register, running_service
 
 INTERVAL = 2.0
 
@@ -43,27 +40,21 @@ Factory = Callable[[str], Awaitable[Started]]
 @pytest_asyncio.fixture
 async def start(tmp_path: Path) -> AsyncIterator[Factory]:
     """Start a service whose tenant file has ``head_extra`` added to its [tenant] table."""
-    running: list[tuple[SipService, Store]] = []
+    roots = iter(range(100))
+    async with contextlib.AsyncExitStack() as running:
 
-    async def factory(head_extra: str) -> Started:
-        # The harness's tenant turns checks off for its scripted clients: start from the default.
-        base = DEFAULT_TENANT.replace("qualify_seconds = 0\n", "")
-        tenant = base.replace("default = true", f"default = true\n{head_extra}")
-        root = tmp_path / f"pbx{len(running)}"
-        snapshot = load_config(write_config(root, tenants={"acme": tenant}))
-        store = await Store.open_in(snapshot.server.storage.data_dir)
-        clock = FakeClock()
-        svc = SipService(ConfigHolder(snapshot), store, Registry(), clock)
-        fake = ProbeTransport()
-        svc.attach(fake)  # type: ignore[arg-type]
-        await svc.start()
-        running.append((svc, store))
-        return svc, fake, clock
+        async def factory(head_extra: str) -> Started:
+            # The harness's tenant turns checks off for its scripted clients: start from the
+            # default.
+            base = DEFAULT_TENANT.replace("qualify_seconds = 0\n", "")
+            tenant = base.replace("default = true", f"default = true\n{head_extra}")
+            config = write_config(tmp_path / f"pbx{next(roots)}", tenants={"acme": tenant})
+            clock = FakeClock()
+            started = running_service(config, clock=clock, transport=ProbeTransport())
+            svc, fake = await running.enter_async_context(started)
+            return svc, fake, clock
 
-    yield factory
-    for svc, store in running:
-        await svc.stop()
-        await store.close()
+        yield factory
 
 
 def sign_in(

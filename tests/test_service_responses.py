@@ -11,18 +11,14 @@ import pytest
 import pytest_asyncio
 
 from pbx.clock import FakeClock
-from pbx.config.holder import ConfigHolder
-from pbx.config.load import load_config
-from pbx.metrics import Registry
 from pbx.service import SipService
 from pbx.sip.build import build_response
 from pbx.sip.message import SipRequest
 from pbx.sip.parse import parse_message
 from pbx.sip.transaction import ResponseReceived, TxEvent
 from pbx.sip.transport import Inbound
-from pbx.store import Store
 from tests.integration.harness import DEFAULT_TENANT, write_config
-from tests.test_service import LOCAL, FakeTransport
+from tests.test_service import LOCAL, FakeTransport, running_service
 
 NAT = ("198.51.100.9", 5060)  # one public address for many phones
 LIMIT = 5
@@ -31,20 +27,10 @@ LIMIT = 5
 @pytest_asyncio.fixture
 async def service(tmp_path: Path) -> AsyncIterator[tuple[SipService, FakeTransport, FakeClock]]:
     extra = f"[security]\nmax_requests_per_second = {LIMIT}\n"
-    snapshot = load_config(
-        write_config(tmp_path / "pbx", tenants={"acme": DEFAULT_TENANT}, server_extra=extra)
-    )
-    store = await Store.open_in(snapshot.server.storage.data_dir)
+    config = write_config(tmp_path / "pbx", tenants={"acme": DEFAULT_TENANT}, server_extra=extra)
     clock = FakeClock()
-    svc = SipService(ConfigHolder(snapshot), store, Registry(), clock)
-    fake = FakeTransport()
-    svc.attach(fake)  # type: ignore[arg-type]
-    await svc.start()
-    try:
+    async with running_service(config, clock=clock) as (svc, fake):
         yield svc, fake, clock
-    finally:
-        await svc.stop()
-        await store.close()
 
 
 def options(index: int) -> SipRequest:
