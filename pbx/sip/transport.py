@@ -261,6 +261,10 @@ class SipTransport:
         self._connection_ids = itertools.count(1 + secrets.randbits(52))
         self._route_cache: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # TCP connects of ours in progress, by destination: the messages waiting for each. One
+        # connection per destination: a burst to a trunk (or a phone) with none open waits
+        # for the one being opened instead of opening one each, and leaves in order.
+        self._connecting: dict[Address, list[bytes]] = {}
         self._accepting: list[tuple[socket.socket, asyncio.Task[None]]] = []
         # The connection cap in force: the configured one within the open-file budget.
         self.max_connections = self.limits.max_connections
@@ -440,9 +444,14 @@ class SipTransport:
 
         Without ``transport``: over the peer's TCP connection when one is open from exactly
         that address and port (the request's own connection), else over UDP. TCP to a peer
-        with no connection opens one.
+        with no connection opens one; what is sent to it meanwhile waits for that one.
         """
         conn = self._connections.get(connection_id) if connection_id is not None else None
+        if conn is None and transport == "TCP":
+            waiting = self._connecting.get(dest)
+            if waiting is not None:
+                waiting.append(data)
+                return True
         if conn is None and transport != "UDP":
             conn = self._by_peer.get(dest)
         if conn is not None:
@@ -456,7 +465,8 @@ class SipTransport:
             log.info("tls_no_connection", dest=dest)
             return False
         if transport == "TCP":
-            task = asyncio.get_running_loop().create_task(self._connect_and_send(data, dest))
+            self._connecting[dest] = [data]
+            task = asyncio.get_running_loop().create_task(self._connect_and_send(dest))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return True
@@ -466,23 +476,31 @@ class SipTransport:
         proto.transport.sendto(data, dest)
         return True
 
-    async def _connect_and_send(self, data: bytes, dest: Address) -> None:
+    async def _connect_and_send(self, dest: Address) -> None:
+        """Open our connection to ``dest`` and write the messages waiting for it, in order; if
+        it cannot be opened, they are dropped and the failure is reported once."""
         loop = asyncio.get_running_loop()
         listen = next((a for a in self.listening if a.transport == "TCP"), None)
         local = (listen.host, listen.port) if listen else ("0.0.0.0", 0)
         try:
-            _, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: _TcpConnection(self, local), *dest), timeout=5
-            )
-        except (OSError, TimeoutError) as exc:
-            log.info("tcp_connect_failed", dest=dest, error=str(exc))
-            self._send_failed(dest)
-            return
-        # Our own connection (to a trunk or a phone): not an attacker's to be evicted.
-        proto.spoke = True
-        self._trusted(proto)
-        proto._arm_idle()
-        proto.write(data)
+            try:
+                _, proto = await asyncio.wait_for(
+                    loop.create_connection(lambda: _TcpConnection(self, local), *dest), timeout=5
+                )
+            except (OSError, TimeoutError) as exc:
+                dropped = len(self._connecting.pop(dest, ()))
+                log.info("tcp_connect_failed", dest=dest, error=str(exc), messages=dropped)
+                self._send_failed(dest)
+                return
+            waiting = self._connecting.pop(dest, [])
+            # Our own connection (to a trunk or a phone): not an attacker's to be evicted.
+            proto.spoke = True
+            self._trusted(proto)
+            proto._arm_idle()
+            for data in waiting:
+                proto.write(data)
+        finally:
+            self._connecting.pop(dest, None)  # cancelled (closing): nothing waits any more
 
     def _send_failed(self, dest: Address) -> None:
         if self.on_send_failed is not None:
