@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtests.before import checkout, describe
-from loadtests.bench_register import cpu_seconds
+from loadtests.bench_register import cpu_seconds, stall_parts
 from tests.integration.harness import (
     SIPP_DIR,
     RunningServer,
@@ -505,24 +505,9 @@ def holds(server: RunningServer) -> str:
 
 
 def stalls(server: RunningServer, seen: int) -> str:
-    """The server's full collections, event-loop lags and busy RTP ports logged since line
-    ``seen``."""
-    lines = list(server.log_lines)[seen:]
-    gcs = [line for line in lines if line.get("event") == "gc_full_collection"]
-    lags = [
-        float(line.get("lag_seconds") or 0.0)
-        for line in lines
-        if line.get("event") == "event_loop_lagged"
-    ]
-    parts = [
-        f"full gc {line.get('ms')} ms of {int(line.get('blocks_before') or 0) / 1e6:.1f} M blocks"
-        for line in gcs
-    ]
-    if lags:
-        parts.append(f"{len(lags)} loop lags (max {max(lags)} s)")
-    busy = sum(1 for line in lines if line.get("event") == "rtp_port_busy")
-    if busy:
-        parts.append(f"{busy} RTP ports found busy")
+    """The server's full collections, event-loop lags, slow commits and busy RTP ports logged
+    since line ``seen``."""
+    parts = stall_parts(list(server.log_lines)[seen:])
     return f"  [{'; '.join(parts)}]" if parts else ""
 
 

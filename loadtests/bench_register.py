@@ -62,9 +62,10 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from loadtests import profile_top
 from loadtests.before import checkout
@@ -492,46 +493,64 @@ def climb(
     return best
 
 
+STALL_EVENTS = ("gc_full_collection", "event_loop_lagged", "store_commit_slow", "rtp_port_busy")
+
+
+def stall_parts(lines: Iterable[Mapping[str, Any]]) -> list[str]:
+    """What the server logged about its own stalls among ``lines`` (parsed JSON log lines):
+    full collections, event-loop lags, slow commits, busy RTP ports; a phrase each kind (one
+    per collection). ``bench_calls`` reports its steps' with it too."""
+    collections: list[str] = []
+    lags: list[float] = []
+    commits: list[float] = []
+    busy = 0
+    for line in lines:
+        event = line.get("event")
+        if event == "gc_full_collection":
+            blocks = line.get("blocks_before")
+            of = f" of {int(blocks) / 1e6:.1f} M blocks" if blocks else ""
+            collections.append(f"full gc {line.get('ms')} ms{of}")
+        elif event == "event_loop_lagged":
+            lags.append(float(line.get("lag_seconds") or 0.0))
+        elif event == "store_commit_slow":
+            commits.append(float(line.get("seconds") or 0.0))
+        elif event == "rtp_port_busy":
+            busy += 1
+    parts = collections
+    if lags:
+        parts.append(f"{len(lags)} loop lags (max {max(lags)} s)")
+    if commits:
+        parts.append(f"{len(commits)} slow commits (max {max(commits)} s)")
+    if busy:
+        parts.append(f"{busy} RTP ports found busy")
+    return parts
+
+
 class ServerLog:
-    """What the server logged about its own stalls during a step: event-loop lags, slow
-    commits, full collections. A failed step with none of them was delayed outside the server
-    (the load generator, the machine: e.g. another process's disk writes throttling SIPp's)."""
+    """What the server logged about its own stalls during a step (``stall_parts``), read from
+    its log file. A failed step with none was delayed outside the server (the load generator,
+    the machine: e.g. another process's disk writes throttling SIPp's)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.offset = 0
 
     def stalls(self) -> tuple[int, str]:
-        """How many stall lines were logged since the last call, and a summary."""
+        """How many stall lines were logged since the last call, and a summary of them."""
         with self.path.open("rb") as handle:
             handle.seek(self.offset)
             data = handle.read()
         whole = data.rfind(b"\n") + 1
         self.offset += whole
-        lags: list[float] = []
-        commits: list[float] = []
-        collections: list[str] = []
+        lines: list[Mapping[str, Any]] = []
         for raw in data[:whole].splitlines():
             try:
                 line = json.loads(raw)
             except ValueError:
                 continue
-            event = line.get("event") if isinstance(line, dict) else None
-            if event == "event_loop_lagged":
-                lags.append(float(line.get("lag_seconds") or 0.0))
-            elif event == "store_commit_slow":
-                commits.append(float(line.get("seconds") or 0.0))
-            elif event == "gc_full_collection":
-                collections.append(f"{line.get('ms')} ms")
-        parts = []
-        if lags:
-            parts.append(f"{len(lags)} loop lags (max {max(lags)} s)")
-        if commits:
-            parts.append(f"{len(commits)} slow commits (max {max(commits)} s)")
-        if collections:
-            parts.append(f"full gc {', '.join(collections)}")
-        count = len(lags) + len(commits) + len(collections)
-        return count, "; ".join(parts) or "no stall logged"
+            if isinstance(line, dict) and line.get("event") in STALL_EVENTS:
+                lines.append(line)
+        return len(lines), "; ".join(stall_parts(lines)) or "no stall logged"
 
 
 def _noted(step: Step, log: ServerLog | None) -> str:

@@ -7,6 +7,7 @@ addresses 127.0.0.3-127.0.0.9, and prints the figure it checks. The server is th
 
 from __future__ import annotations
 
+import itertools
 import os
 import resource
 import socket
@@ -76,7 +77,7 @@ def udp_socket(host: str) -> socket.socket:
     return sock
 
 
-_settles = iter(range(1_000_000))
+_settles = itertools.count()
 
 
 def settle(server: RunningServer) -> None:
