@@ -128,7 +128,14 @@ class TlsSettings:
 
 
 class _TcpConnection(asyncio.Protocol):
-    def __init__(self, owner: SipTransport, local: Address, kind: TransportName = "TCP") -> None:
+    def __init__(
+        self,
+        owner: SipTransport,
+        local: Address,
+        kind: TransportName = "TCP",
+        *,
+        ours: bool = False,
+    ) -> None:
         self.owner = owner
         self.local = local
         self.kind = kind
@@ -136,8 +143,10 @@ class _TcpConnection(asyncio.Protocol):
         self.peer: Address = ("", 0)
         self.transport: asyncio.Transport | None = None
         self.framer = StreamFramer()
-        self.spoke = False  # has delivered a message (not only keep-alives)
-        self.trusted = False  # a request authenticated over it, or a trunk's
+        # Our own connection (to a trunk, to a phone over TCP) counts as spoken and trusted from
+        # the start: it is admitted past the per-source limit and never evicted for a newcomer.
+        self.spoke = ours  # has delivered a message (not only keep-alives)
+        self.trusted = ours  # a request authenticated over it, or a trunk's, or ours
         self.admitted = False  # counted by the owner (TLS: before its handshake)
         self.socket: socket.socket | None = None  # TLS: the accepted socket, until handed over
         self._idle: asyncio.TimerHandle | None = None
@@ -377,7 +386,10 @@ class SipTransport:
     # -- TCP bookkeeping
     def _admit(self, conn: _TcpConnection) -> bool:
         host = conn.peer[0]
-        if self._per_source.get(host, 0) >= self.limits.max_connections_per_source:
+        if (
+            not conn.trusted
+            and self._per_source.get(host, 0) >= self.limits.max_connections_per_source
+        ):
             return False
         if len(self._connections) >= self.max_connections and not self._evict_one():
             return False
@@ -485,7 +497,8 @@ class SipTransport:
         try:
             try:
                 _, proto = await asyncio.wait_for(
-                    loop.create_connection(lambda: _TcpConnection(self, local), *dest), timeout=5
+                    loop.create_connection(lambda: _TcpConnection(self, local, ours=True), *dest),
+                    timeout=5,
                 )
             except (OSError, TimeoutError) as exc:
                 dropped = len(self._connecting.pop(dest, ()))
@@ -493,10 +506,11 @@ class SipTransport:
                 self._send_failed(dest)
                 return
             waiting = self._connecting.pop(dest, [])
-            # Our own connection (to a trunk or a phone): not an attacker's to be evicted.
-            proto.spoke = True
-            self._trusted(proto)
-            proto._arm_idle()
+            if not self.connection_alive(proto.id):
+                # Refused by the cap (every connection held is trusted) or closed at once.
+                log.info("tcp_connect_failed", dest=dest, error="closed", messages=len(waiting))
+                self._send_failed(dest)
+                return
             for data in waiting:
                 proto.write(data)
         finally:

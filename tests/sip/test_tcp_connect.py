@@ -1,7 +1,9 @@
 """Our own TCP connections (to a TCP trunk, to a phone registered over TCP): messages sent to a
 destination while its connection is being opened wait for that one connection and leave in
-order; a destination that refuses is reported once, not once per message. Real sockets on
-loopback."""
+order; a destination that refuses is reported once, not once per message. Our connection is
+trusted from the start: the per-source limit (meant for what connects to us) does not refuse
+it, and when the connection cap refuses it the failure is reported, not dropped silently.
+Real sockets on loopback."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import socket
 import pytest
 
 from pbx.sip.message import Address
-from pbx.sip.transport import SipTransport, TcpLimits
+from pbx.sip.transport import SipTransport, TcpLimits, _TcpConnection
 
 MESSAGES = [f"OPTIONS sip:trunk SIP/2.0\r\nX-N: {n}\r\n\r\n".encode() for n in range(5)]
 
@@ -76,3 +78,76 @@ async def test_a_destination_that_refuses_is_reported_once_for_a_burst() -> None
         assert transport._connecting == {}
     finally:
         await transport.close()
+
+
+def _hold(transport: SipTransport, peer: Address, *, trusted: bool) -> None:
+    """A connection already held, admitted as ``connection_made`` admits one."""
+    conn = _TcpConnection(transport, ("127.0.0.1", 5060))
+    conn.peer = peer
+    assert transport._admit(conn)
+    if trusted:
+        transport.trust(conn.id)
+
+
+class _Trunk:
+    """A TCP listener on loopback that keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.received = bytearray()
+        self.everything = asyncio.Event()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        while chunk := await reader.read(65536):
+            self.received.extend(chunk)
+            if len(self.received) >= sum(map(len, MESSAGES)):
+                self.everything.set()
+        writer.close()
+
+
+@pytest.mark.asyncio
+async def test_our_connection_is_not_refused_by_the_per_source_limit() -> None:
+    trunk = _Trunk()
+    server = await asyncio.start_server(trunk.serve, "127.0.0.1", 0)
+    transport = SipTransport(lambda _: None, TcpLimits(max_connections_per_source=1))
+    try:
+        dest: Address = server.sockets[0].getsockname()[:2]
+        # The trunk's host already has its one connection to us (untrusted so far).
+        _hold(transport, ("127.0.0.1", 40000), trusted=False)
+        for data in MESSAGES:
+            assert transport.send(data, dest, "TCP")
+        async with asyncio.timeout(5):
+            await trunk.everything.wait()
+        assert bytes(trunk.received) == b"".join(MESSAGES)
+        assert transport.tcp_connection_count == 2
+    finally:
+        await transport.close()
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_our_connection_refused_by_the_cap_is_reported_once() -> None:
+    trunk = _Trunk()
+    server = await asyncio.start_server(trunk.serve, "127.0.0.1", 0)
+    transport = SipTransport(lambda _: None, TcpLimits(max_connections=1))
+    failed: list[Address] = []
+    transport.on_send_failed = failed.append
+    try:
+        dest: Address = server.sockets[0].getsockname()[:2]
+        _hold(transport, ("192.0.2.1", 40000), trusted=True)  # a phone's: never evicted
+        for data in MESSAGES:
+            assert transport.send(data, dest, "TCP")
+        async with asyncio.timeout(5):
+            while transport._tasks:  # the connect attempt over
+                await asyncio.wait(set(transport._tasks))
+        await asyncio.sleep(0)  # the report it scheduled (call_soon) has run
+        assert failed == [dest]
+        assert transport._connecting == {}
+        assert transport.tcp_connection_count == 1
+        assert trunk.received == b""
+    finally:
+        await transport.close()
+        server.close()
+        await server.wait_closed()
