@@ -300,6 +300,10 @@ class Step:
     response_ms: float  # SIPp's mean response time (401 + 200 exchanges, "call length")
     cpu: float | None  # the server's CPU use over the step, in % of one core
     cpu_seconds: float | None = None  # the server's CPU time over the step
+    # Datagrams the kernel dropped at each side's socket during the step (a receive buffer
+    # full: that side fell behind), from /proc/net/udp; None when it could not be read.
+    server_drops: int | None = None
+    sipp_drops: int | None = None
 
     @property
     def cpu_per_registration_ms(self) -> float | None:
@@ -351,6 +355,28 @@ def thread_cpu(pid: int) -> list[tuple[str, float]]:
     return sorted(found, key=lambda item: -item[1])
 
 
+def udp_drops(table: str, ports: Iterable[int]) -> dict[int, int]:
+    """Datagrams the kernel dropped at the UDP sockets bound to ``ports`` (their receive buffer
+    was full), by port, from the text of ``/proc/net/udp``: its last column."""
+    wanted = set(ports)
+    found: dict[int, int] = {}
+    for line in table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 13 or ":" not in fields[1]:
+            continue
+        port = int(fields[1].rsplit(":", 1)[1], 16)
+        if port in wanted:
+            found[port] = found.get(port, 0) + int(fields[-1])
+    return found
+
+
+def _read_udp_table() -> str:
+    try:
+        return Path("/proc/net/udp").read_text()
+    except OSError:
+        return ""
+
+
 def run_step(
     target: int,
     users: Path,
@@ -365,6 +391,7 @@ def run_step(
     ``local_port`` on 127.0.0.1 (the phones' address, in their Contact; a free one when None)."""
     planned = rate * seconds
     stats = workdir / f"stats-{target}-{rate}.csv"
+    sipp_port = local_port if local_port is not None else free_udp_port()
     args = [
         sipp_binary(),
         f"{host}:{target}",
@@ -377,7 +404,7 @@ def run_step(
         "-i",
         HOST,
         "-p",
-        str(local_port if local_port is not None else free_udp_port()),
+        str(sipp_port),
         "-r",
         str(rate),
         "-m",
@@ -400,20 +427,40 @@ def run_step(
         "1",
     ]
     cpu_before = cpu_seconds(measured_pid)
+    server_drops_before = udp_drops(_read_udp_table(), [target]).get(target)
+    sipp_drops: int | None = None
+    errors = workdir / f"sipp-stderr-{target}-{rate}.txt"
     started = time.monotonic()
-    process = subprocess.Popen(
-        args,
-        cwd=workdir,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        _, err = process.communicate(timeout=seconds * 3 + 60)
-    finally:
-        stop(process)
+    with errors.open("wb") as err_file:
+        process = subprocess.Popen(
+            args,
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err_file,
+        )
+        try:
+            # SIPp's socket goes with it: its drop count is sampled while it runs.
+            deadline = started + seconds * 3 + 60
+            while True:
+                try:
+                    process.wait(timeout=0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() > deadline:
+                        raise
+                sipp_drops = udp_drops(_read_udp_table(), [sipp_port]).get(sipp_port, sipp_drops)
+        finally:
+            stop(process)
+    err = errors.read_bytes()
     elapsed = time.monotonic() - started
     cpu_after = cpu_seconds(measured_pid)
+    server_drops_after = udp_drops(_read_udp_table(), [target]).get(target)
+    server_drops = (
+        server_drops_after - server_drops_before
+        if server_drops_before is not None and server_drops_after is not None
+        else None
+    )
     cpu = used = None
     if cpu_before is not None and cpu_after is not None:
         used = cpu_after - cpu_before
@@ -431,6 +478,8 @@ def run_step(
         response_ms=_duration_ms(last.get("CallLength(C)", "")),
         cpu=cpu,
         cpu_seconds=used,
+        server_drops=server_drops,
+        sipp_drops=sipp_drops,
     )
 
 
@@ -554,11 +603,19 @@ class ServerLog:
 
 
 def _noted(step: Step, log: ServerLog | None) -> str:
-    """The server's stalls after a step's row, when it had any or the step failed."""
-    if log is None:
-        return ""
-    count, text = log.stalls()
-    return f"  [server: {text}]" if count or not step.passed else ""
+    """The server's stalls after a step's row, when it had any or the step failed, and the
+    datagrams the kernel dropped at either side's socket, when it dropped any or the step
+    failed (a side whose receive buffer overflowed fell behind: the server or SIPp)."""
+    notes = ""
+    if log is not None:
+        count, text = log.stalls()
+        if count or not step.passed:
+            notes += f"  [server: {text}]"
+    drops = (step.server_drops, step.sipp_drops)
+    if any(drops) or not step.passed:
+        server, sipp = ("?" if d is None else f"{d:,}" for d in drops)
+        notes += f"  [datagrams dropped by the kernel: {server} at the server, {sipp} at SIPp]"
+    return notes
 
 
 def _row(step: Step) -> str:
