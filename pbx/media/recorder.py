@@ -1,12 +1,14 @@
 """Call recording: a stereo 16-bit 8 kHz WAV, caller on the left channel, callee on the right.
 
 Adapter (asyncio). The relay's taps append ``(arrival_time, datagram)`` to a deque per side
-(O(1) on the hot path). A timer drains them once per ``flush_seconds`` (the first wait is
-randomised so that many recorders do not flush together), copies each PCMU/PCMA payload (RFC
-3551 payload types 0 and 8; telephone-event, comfort noise and anything else are skipped) onto
-a per-party timeline of G.711 codes, decodes the finished second of both parties in one call
-(straight into stereo frames), and writes it from a worker thread: neither decoding nor disk
-I/O holds up the relay. A party that switches codec mid-call is transcoded into its first codec.
+(O(1) on the hot path). A timer drains them once per ``flush_seconds``, on the recorder's own
+schedule (its first flush at a random moment, so that many recorders do not flush together,
+and every later one a whole period after it, however long the writes took), copies each
+PCMU/PCMA payload (RFC 3551 payload types 0 and 8; telephone-event, comfort noise and anything
+else are skipped) onto a per-party timeline of G.711 codes, decodes the finished second of
+both parties in one call (straight into stereo frames), and writes it from a worker thread:
+neither decoding nor disk I/O holds up the relay. A party that switches codec mid-call is
+transcoded into its first codec.
 
 Writes in batches (issue #21): handing a flush's two small positioned writes to a thread cost
 more than the writes (a future, a wake-up, the GIL changing hands, per recorder and second), so
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import os
 import random
 import struct
@@ -247,23 +250,29 @@ class CallRecorder:
 
     async def _run(self) -> None:
         # close() cancels this task only while it sleeps, never during a write (_sleeping);
-        # a plain sleep is far cheaper than waiting on an event with a timeout. The first wait
-        # is random so that recorders started together do not all flush at once.
-        wait = self._flush_seconds * (0.5 + random.random())
+        # a plain sleep is far cheaper than waiting on an event with a timeout. The first flush
+        # is at a random moment so that recorders started together do not all flush at once,
+        # and each later one keeps to that recorder's own schedule (``next_flush``): counted
+        # from the end of its last write instead, the recorders whose writes shared a batch
+        # would all wake together a period later, and under load they gathered into a few
+        # bursts of hundreds of flushes that held the relay up (late packets, loss).
+        loop = self._loop
+        period = self._flush_seconds
+        due = loop.time() + period * (0.5 + random.random())
         while not self._stopping:
             self._sleeping = True
             try:
-                await asyncio.sleep(wait)
+                await asyncio.sleep(max(0.0, due - loop.time()))
             finally:
                 self._sleeping = False
-            wait = self._flush_seconds
             try:
-                await self._flush(self._position(self._loop.time() - self._jitter_seconds))
+                await self._flush(self._position(loop.time() - self._jitter_seconds))
             except OSError:
                 log.exception("recording_write_failed", path=str(self.path))
                 self._failed = True
                 self._detach()
                 return
+            due = next_flush(due, period, loop.time())
 
     def _detach(self) -> None:
         if self._session is not None and not self._session.closed:
@@ -392,6 +401,13 @@ class CallRecorder:
             late_packets=self._result.late_packets,
         )
         return self._result
+
+
+def next_flush(due: float, period: float, now: float) -> float:
+    """A recorder's next flush: the first moment after ``now`` on its own schedule, ``due``
+    plus a whole number (at least one) of periods; a flush whose write overran a period skips
+    the moments it missed rather than flushing again at once."""
+    return due + max(1, math.floor((now - due) / period) + 1) * period
 
 
 def _create(path: Path) -> FileIO:

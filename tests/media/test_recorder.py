@@ -12,7 +12,7 @@ import pytest_asyncio
 
 from pbx.media import g711
 from pbx.media.g711 import Codec
-from pbx.media.recorder import CallRecorder
+from pbx.media.recorder import CallRecorder, next_flush
 from pbx.media.relay import MediaSession, PortPool, Side
 from pbx.media.rtp import build_rtp_header
 from tests.media.audio import dominant, rms, split_stereo, tone
@@ -217,3 +217,10 @@ def test_a_failed_write_is_reported_without_the_frames_that_held_its_audio() -> 
     [error] = recorder._append_all([(-1, b"\x00" * 320, 44, 320)])  # a bad descriptor
     assert isinstance(error, OSError)
     assert error.__traceback__ is None
+
+
+def test_next_flush_keeps_the_schedule_and_skips_the_moments_missed() -> None:
+    assert next_flush(10.0, 1.0, 10.004) == 11.0  # a quick flush: one period on
+    assert next_flush(10.0, 1.0, 11.0) == 12.0  # never at once again
+    assert next_flush(10.0, 1.0, 12.3) == 13.0  # a write that overran: the missed moments skipped
+    assert next_flush(10.0, 0.5, 9.9) == 10.5  # at least one period on

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 import pytest
 
+from pbx.media import recorder as recorder_module
 from pbx.media.recorder import BatchedWriter, CallRecorder
 from pbx.media.wav import TELEPHONE_STEREO, WAV_HEADER_SIZE, build_wav_header
 
@@ -77,3 +79,39 @@ async def test_the_recorders_of_a_loop_share_its_writer(tmp_path: Path) -> None:
     finally:
         await one.close()
         await two.close()
+
+
+async def test_a_recorder_keeps_its_own_schedule_however_long_its_writes_take(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counted from the end of each write, the next flush drifted by the write's time and the
+    batch's wait; recorders whose writes shared a batch then woke together (design 9.14)."""
+    slow = recorder_module._append_all
+
+    def slow_append_all(jobs: list[tuple[int, bytes, int, int]]) -> list[OSError | None]:
+        time.sleep(0.04)  # a slow disk, in the worker thread
+        return slow(jobs)
+
+    monkeypatch.setattr(recorder_module, "_append_all", slow_append_all)
+    loop = asyncio.get_running_loop()
+    # No jitter allowance: every flush writes (its audio is final at once).
+    recorder = await CallRecorder.start(tmp_path, "slow.wav", flush_seconds=0.1, jitter_seconds=0.0)
+    flushed: list[float] = []
+    enough = asyncio.Event()
+    flush = recorder._flush
+
+    async def timed_flush(horizon: int) -> None:
+        flushed.append(loop.time())
+        if len(flushed) == 6:
+            enough.set()
+        await flush(horizon)
+
+    recorder._flush = timed_flush  # type: ignore[method-assign]
+    try:
+        async with asyncio.timeout(5):
+            await enough.wait()
+    finally:
+        await recorder.close()
+    mean = (flushed[5] - flushed[0]) / 5
+    # On its schedule: 0.1 s apart (each write takes 0.04 s plus the batch's 0.05 s wait).
+    assert 0.09 <= mean < 0.13, flushed
