@@ -89,13 +89,13 @@ async def test_a_recorder_keeps_its_own_schedule_however_long_its_writes_take(
     slow = recorder_module._append_all
 
     def slow_append_all(jobs: list[tuple[int, bytes, int, int]]) -> list[OSError | None]:
-        time.sleep(0.04)  # a slow disk, in the worker thread
+        time.sleep(0.03)  # a slow disk, in the worker thread
         return slow(jobs)
 
     monkeypatch.setattr(recorder_module, "_append_all", slow_append_all)
     loop = asyncio.get_running_loop()
     # No jitter allowance: every flush writes (its audio is final at once).
-    recorder = await CallRecorder.start(tmp_path, "slow.wav", flush_seconds=0.1, jitter_seconds=0.0)
+    recorder = await CallRecorder.start(tmp_path, "slow.wav", flush_seconds=0.2, jitter_seconds=0.0)
     flushed: list[float] = []
     enough = asyncio.Event()
     flush = recorder._flush
@@ -113,5 +113,6 @@ async def test_a_recorder_keeps_its_own_schedule_however_long_its_writes_take(
     finally:
         await recorder.close()
     mean = (flushed[5] - flushed[0]) / 5
-    # On its schedule: 0.1 s apart (each write takes 0.04 s plus the batch's 0.05 s wait).
-    assert 0.09 <= mean < 0.13, flushed
+    # On its schedule: 0.2 s apart. Counted from the end of each write (0.03 s, after the
+    # batch's 0.05 s wait), they were 0.28 s apart.
+    assert 0.18 <= mean < 0.24, flushed
