@@ -18,34 +18,49 @@ from pbx.sip.transport import SipTransport, TcpLimits, _TcpConnection
 MESSAGES = [f"OPTIONS sip:trunk SIP/2.0\r\nX-N: {n}\r\n\r\n".encode() for n in range(5)]
 
 
-@pytest.mark.asyncio
-async def test_a_burst_to_a_destination_opens_one_connection_and_keeps_its_order() -> None:
-    accepted: list[asyncio.StreamReader] = []
-    received = bytearray()
-    everything = asyncio.Event()
+def _hold(transport: SipTransport, peer: Address, *, trusted: bool) -> None:
+    """A connection already held, admitted as ``connection_made`` admits one."""
+    conn = _TcpConnection(transport, ("127.0.0.1", 5060))
+    conn.peer = peer
+    assert transport._admit(conn)
+    if trusted:
+        transport.trust(conn.id)
 
-    async def trunk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        accepted.append(reader)
+
+class _Trunk:
+    """A TCP listener on loopback that keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.received = bytearray()
+        self.everything = asyncio.Event()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
         while chunk := await reader.read(65536):
-            received.extend(chunk)
-            if len(received) >= sum(map(len, MESSAGES)):
-                everything.set()
+            self.received.extend(chunk)
+            if len(self.received) >= sum(map(len, MESSAGES)):
+                self.everything.set()
         writer.close()
 
-    server = await asyncio.start_server(trunk, "127.0.0.1", 0)
+
+@pytest.mark.asyncio
+async def test_a_burst_to_a_destination_opens_one_connection_and_keeps_its_order() -> None:
+    trunk = _Trunk()
+    server = await asyncio.start_server(trunk.serve, "127.0.0.1", 0)
     transport = SipTransport(lambda _: None, TcpLimits())
     try:
         dest: Address = server.sockets[0].getsockname()[:2]
         for data in MESSAGES:  # all before the connection is open
             assert transport.send(data, dest, "TCP")
         async with asyncio.timeout(5):
-            await everything.wait()
-        assert bytes(received) == b"".join(MESSAGES)
-        assert len(accepted) == 1
+            await trunk.everything.wait()
+        assert bytes(trunk.received) == b"".join(MESSAGES)
+        assert trunk.accepted == 1
         assert transport.tcp_connection_count == 1
         # Once open, the next message takes the same connection.
         assert transport.send(MESSAGES[0], dest, "TCP")
-        assert len(accepted) == 1
+        assert trunk.accepted == 1
     finally:
         await transport.close()
         server.close()
@@ -78,32 +93,6 @@ async def test_a_destination_that_refuses_is_reported_once_for_a_burst() -> None
         assert transport._connecting == {}
     finally:
         await transport.close()
-
-
-def _hold(transport: SipTransport, peer: Address, *, trusted: bool) -> None:
-    """A connection already held, admitted as ``connection_made`` admits one."""
-    conn = _TcpConnection(transport, ("127.0.0.1", 5060))
-    conn.peer = peer
-    assert transport._admit(conn)
-    if trusted:
-        transport.trust(conn.id)
-
-
-class _Trunk:
-    """A TCP listener on loopback that keeps what it receives."""
-
-    def __init__(self) -> None:
-        self.accepted = 0
-        self.received = bytearray()
-        self.everything = asyncio.Event()
-
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.accepted += 1
-        while chunk := await reader.read(65536):
-            self.received.extend(chunk)
-            if len(self.received) >= sum(map(len, MESSAGES)):
-                self.everything.set()
-        writer.close()
 
 
 @pytest.mark.asyncio
