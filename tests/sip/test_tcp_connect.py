@@ -8,7 +8,9 @@ Real sockets on loopback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -44,13 +46,25 @@ class _Trunk:
         writer.close()
 
 
-@pytest.mark.asyncio
-async def test_a_burst_to_a_destination_opens_one_connection_and_keeps_its_order() -> None:
+@contextlib.asynccontextmanager
+async def _trunk_and_transport(
+    limits: TcpLimits,
+) -> AsyncIterator[tuple[_Trunk, SipTransport, Address]]:
+    """A trunk listening on loopback, our transport, and the trunk's address; both closed."""
     trunk = _Trunk()
     server = await asyncio.start_server(trunk.serve, "127.0.0.1", 0)
-    transport = SipTransport(lambda _: None, TcpLimits())
+    transport = SipTransport(lambda _: None, limits)
     try:
-        dest: Address = server.sockets[0].getsockname()[:2]
+        yield trunk, transport, server.sockets[0].getsockname()[:2]
+    finally:
+        await transport.close()
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_a_burst_to_a_destination_opens_one_connection_and_keeps_its_order() -> None:
+    async with _trunk_and_transport(TcpLimits()) as (trunk, transport, dest):
         for data in MESSAGES:  # all before the connection is open
             assert transport.send(data, dest, "TCP")
         async with asyncio.timeout(5):
@@ -61,10 +75,6 @@ async def test_a_burst_to_a_destination_opens_one_connection_and_keeps_its_order
         # Once open, the next message takes the same connection.
         assert transport.send(MESSAGES[0], dest, "TCP")
         assert trunk.accepted == 1
-    finally:
-        await transport.close()
-        server.close()
-        await server.wait_closed()
 
 
 @pytest.mark.asyncio
@@ -97,11 +107,8 @@ async def test_a_destination_that_refuses_is_reported_once_for_a_burst() -> None
 
 @pytest.mark.asyncio
 async def test_our_connection_is_not_refused_by_the_per_source_limit() -> None:
-    trunk = _Trunk()
-    server = await asyncio.start_server(trunk.serve, "127.0.0.1", 0)
-    transport = SipTransport(lambda _: None, TcpLimits(max_connections_per_source=1))
-    try:
-        dest: Address = server.sockets[0].getsockname()[:2]
+    limits = TcpLimits(max_connections_per_source=1)
+    async with _trunk_and_transport(limits) as (trunk, transport, dest):
         # The trunk's host already has its one connection to us (untrusted so far).
         _hold(transport, ("127.0.0.1", 40000), trusted=False)
         for data in MESSAGES:
@@ -110,21 +117,13 @@ async def test_our_connection_is_not_refused_by_the_per_source_limit() -> None:
             await trunk.everything.wait()
         assert bytes(trunk.received) == b"".join(MESSAGES)
         assert transport.tcp_connection_count == 2
-    finally:
-        await transport.close()
-        server.close()
-        await server.wait_closed()
 
 
 @pytest.mark.asyncio
 async def test_our_connection_refused_by_the_cap_is_reported_once() -> None:
-    trunk = _Trunk()
-    server = await asyncio.start_server(trunk.serve, "127.0.0.1", 0)
-    transport = SipTransport(lambda _: None, TcpLimits(max_connections=1))
     failed: list[Address] = []
-    transport.on_send_failed = failed.append
-    try:
-        dest: Address = server.sockets[0].getsockname()[:2]
+    async with _trunk_and_transport(TcpLimits(max_connections=1)) as (trunk, transport, dest):
+        transport.on_send_failed = failed.append
         _hold(transport, ("192.0.2.1", 40000), trusted=True)  # a phone's: never evicted
         for data in MESSAGES:
             assert transport.send(data, dest, "TCP")
@@ -136,7 +135,3 @@ async def test_our_connection_refused_by_the_cap_is_reported_once() -> None:
         assert transport._connecting == {}
         assert transport.tcp_connection_count == 1
         assert trunk.received == b""
-    finally:
-        await transport.close()
-        server.close()
-        await server.wait_closed()
