@@ -430,11 +430,8 @@ class SipTransport:
         """A request authenticated over this connection: never evicted for a newcomer."""
         conn = self._connections.get(connection_id)
         if conn is not None:
-            self._trusted(conn)
-
-    def _trusted(self, conn: _TcpConnection) -> None:
-        conn.trusted = True
-        self._untrusted.pop(conn.id, None)
+            conn.trusted = True
+            self._untrusted.pop(conn.id, None)
 
     def connection_alive(self, connection_id: int) -> bool:
         return connection_id in self._connections
@@ -501,11 +498,12 @@ class SipTransport:
                     timeout=5,
                 )
             except (OSError, TimeoutError) as exc:
-                dropped = len(self._connecting.pop(dest, ()))
+                dropped = len(self._connecting.get(dest, ()))
                 log.info("tcp_connect_failed", dest=dest, error=str(exc), messages=dropped)
                 self._send_failed(dest)
                 return
-            waiting = self._connecting.pop(dest, [])
+            # No await from here on: nothing joins the list while it is written out.
+            waiting = self._connecting.get(dest, [])
             if not self.connection_alive(proto.id):
                 # Refused by the cap (every connection held is trusted) or closed at once.
                 log.info("tcp_connect_failed", dest=dest, error="closed", messages=len(waiting))
@@ -514,7 +512,9 @@ class SipTransport:
             for data in waiting:
                 proto.write(data)
         finally:
-            self._connecting.pop(dest, None)  # cancelled (closing): nothing waits any more
+            # Whatever the outcome (opened, refused, cancelled while closing): later messages
+            # to ``dest`` take the open connection or open a new one.
+            self._connecting.pop(dest, None)
 
     def _send_failed(self, dest: Address) -> None:
         if self.on_send_failed is not None:
