@@ -9,8 +9,9 @@ source "$(dirname "$0")/_env.sh"
 # tests/deploy, tests/integration/test_tls_baresip.py); systemd: the unit file is checked by
 # systemd-analyze verify; openssl: the TLS tests make their certificates with it; postgresql:
 # the shared store's tests start a private server (pbx/pg_local.py); kamailio: the SIP edge of
-# scripts/cluster.sh (tests/integration/test_cluster.py).
-apt_install sip-tester espeak-ng sox chromium baresip linphone-cli systemd openssl postgresql kamailio rtpengine-daemon
+# scripts/cluster.sh (tests/integration/test_cluster.py); nftables: the relay's kernel fast path
+# (tests/media/test_relay_kernel.py loads a private table, as root).
+apt_install sip-tester espeak-ng sox chromium baresip linphone-cli systemd openssl postgresql kamailio rtpengine-daemon nftables
 ensure_venv ".[test]"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 .venv/bin/ruff check pbx tests loadtests

@@ -40,7 +40,7 @@ LAYERS: dict[str, tuple[set[str], tuple[str, ...]]] = {
         ("pbx.routing.", "pbx.config.model", "pbx.numbers", "pbx.errors", "pbx.immutable"),
     ),
     "media": (
-        {"array", "sys", "io", "wave", "pathlib", "ipaddress", "base64", "binascii"},
+        {"array", "sys", "io", "wave", "pathlib", "ipaddress", "base64", "binascii", "json"},
         ("pbx.media.", "pbx.errors"),
     ),
     "call": (
@@ -105,6 +105,7 @@ ADAPTERS = {
     "media/calls.py",
     "media/ng.py",  # issue #20: the ng client (UDP); its message functions are pure
     "media/rtpengine.py",
+    "media/kernel.py",  # issue #21: runs nft; what it runs is media/kernelflows.py's
 }
 # Deliberate exceptions, each with its reason.
 EXCEPTIONS = {

@@ -182,6 +182,12 @@ CATALOG: Mapping[str, Message] = MappingProxyType(
             '"{value}" is not one of "builtin", "rtpengine"',
             '「{value}」は使えません。"builtin" か "rtpengine" を指定してください',
         ),
+        "media.kernel_forwarding_rtpengine": _m(
+            'applies to the built-in relay only: with engine = "rtpengine" it does nothing '
+            "(rtpengine forwards in the kernel itself when its module is loaded)",
+            'engine = "rtpengine" では使われません(内蔵リレー専用の設定です。rtpengine は'
+            "カーネルモジュールがあればそれ自身でカーネル転送します)",
+        ),
         "media.rtpengine_format": _m(
             '"{value}" must be "udp:HOST:PORT" (e.g. "udp:127.0.0.1:2223")',
             '「{value}」は「udp:アドレス:ポート」の形で書いてください(例: "udp:127.0.0.1:2223")',

@@ -126,6 +126,8 @@ class MediaSettings:
     rtpengine: tuple[str, int] = ("127.0.0.1", 2223)
     # rtpengine's --recording-dir, on this machine: its pcaps become the calls' WAVs (10.7).
     rtpengine_recording_dir: Path | None = None
+    # issue #21: the built-in relay hands latched calls' packets to nftables (pbx.media.kernel).
+    kernel_forwarding: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -260,7 +260,14 @@ def load_server(
         file,
         "[media]",
         top.table_("media"),
-        ("rtp_ports", "inactivity_seconds", "engine", "rtpengine", "rtpengine_recording_dir"),
+        (
+            "rtp_ports",
+            "inactivity_seconds",
+            "engine",
+            "rtpengine",
+            "rtpengine_recording_dir",
+            "kernel_forwarding",
+        ),
     )
     md = MediaSettings()
     port_min, port_max = md.rtp_port_min, md.rtp_port_max
@@ -577,6 +584,11 @@ def _media_engine(med: TableReader, base: Path) -> dict[str, Any]:
             out["rtpengine"] = split_host_port(address, default_port=2223)
         except AddressError:
             med.error("rtpengine", "media.rtpengine_format", value=control)
+    kernel = med.boolean("kernel_forwarding", False)
+    if kernel:
+        if out.get("engine") == "rtpengine":
+            med.warn("kernel_forwarding", "media.kernel_forwarding_rtpengine")
+        out["kernel_forwarding"] = True
     recordings = med.text("rtpengine_recording_dir")
     if recordings == "":
         med.error("rtpengine_recording_dir", "value.empty")

@@ -20,6 +20,7 @@ import structlog
 from pbx.config.model import MediaSettings
 from pbx.errors import PbxError
 from pbx.media.g711 import Codec
+from pbx.media.kernel import KernelForwarder
 from pbx.media.player import PlaybackFinished, PromptPlayer
 from pbx.media.recorder import CallRecorder
 from pbx.media.relay import MediaSession, PortPool, RelayCounters, Side
@@ -84,6 +85,7 @@ class CallMedia:
         self._sessions: dict[str, MediaSession] = {}
         self._recorders: dict[str, CallRecorder] = {}
         self._players: dict[str, PromptPlayer] = {}
+        self._kernel: KernelForwarder | None = None  # [media] kernel_forwarding
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
@@ -119,6 +121,9 @@ class CallMedia:
                 park_limit=_park_limit(),
                 clock=self.clock,
             )
+            if settings.kernel_forwarding:
+                self._kernel = KernelForwarder(self._loop)
+                self._kernel.start()
         session = MediaSession.open_now(
             self._pool,
             bind_host,
@@ -128,6 +133,7 @@ class CallMedia:
             clock=self.clock,
             await_sdp=True,  # an SRTP party's first packets may come before its SDP (issue #18)
             loop=self._loop,
+            kernel=self._kernel,
         )
         self._sessions[call_id] = session
         return session.a.port, session.b.port
@@ -205,6 +211,9 @@ class CallMedia:
         """Server shutdown: close the port pairs parked for reuse (live sessions stay)."""
         if self._pool is not None:
             self._pool.close_parked()
+        if self._kernel is not None:
+            self._kernel.close()  # its table goes with it
+            self._kernel = None
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` as a task kept until it is done."""

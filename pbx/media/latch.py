@@ -56,13 +56,16 @@ class Channel:
         "dest",
         "dropped",
         "highest_seq",
+        "kernel_received",
         "last_active",
         "latest",
         "lost_before",
+        "offloaded",
         "received",
         "received_base",
         "rejected",
         "relayed",
+        "resync",
         "seen",
         "source",
         "stray_seen",
@@ -79,6 +82,13 @@ class Channel:
         self.dropped = 0  # rejected sources and packets with no destination
         self.rejected = 0  # from a source other than the latched one
         self.stray_seen = False
+        # The kernel fast path (``pbx.media.kernel``): whether the kernel forwards this
+        # channel's packets now, and how many it has forwarded (also relayed, never in
+        # ``received``, so the loss count covers what the relay itself read).
+        self.offloaded = False
+        self.kernel_received = 0
+        # The next packet read opens a new stream (its packets went through the kernel since).
+        self.resync = False
         # Loss counting (module docstring; read for RTP only). The hot path just keeps the
         # latest datagram; catch_up reads its sequence number. The current stream: its first and
         # highest extended sequence numbers, and `received` before its first packet; a jump
@@ -106,6 +116,11 @@ class Channel:
         if data is None or len(data) < 4:  # nothing yet, or too short to be RTP
             return
         seq = data[2] << 8 | data[3]
+        if self.resync:
+            # Back from the kernel: the stream goes on from here, counted from this packet.
+            self.resync = False
+            self._close_stream(seq, self.received - 1)
+            return
         step = (seq - self.highest_seq) & (SEQ_MOD - 1)
         if step < MAX_DROPOUT:  # in order, maybe after a gap (0: nothing new, or a duplicate)
             self.highest_seq += step
@@ -128,6 +143,23 @@ class Channel:
         """Packets lost in every stream this channel has had, up to the latest packet."""
         self.catch_up()
         return self.lost_before + self.stream_lost()
+
+    def hand_to_kernel(self) -> None:
+        """The kernel forwards this channel's packets from now on: close the current stream
+        (its loss is kept); the relay's next packet opens another (``resync``)."""
+        self.catch_up()
+        self.lost_before += self.stream_lost()
+        # No stream until the relay reads a packet again: nothing expected, nothing received.
+        self.base_seq, self.highest_seq, self.bad_seq = 0, -1, -1
+        self.received_base = self.received
+        self.latest = None
+        self.resync = True
+        self.offloaded = True
+
+    @property
+    def total_received(self) -> int:
+        """What the party sent us, whoever forwarded it."""
+        return self.received + self.kernel_received
 
     def start_stream(self, data: bytes) -> None:
         """A new source latched: close the current stream; ``data`` (not yet counted) opens one."""
@@ -219,7 +251,9 @@ class Party:
         """
         verdict = SourceVerdict.LATCHED
         if channel.source is not None and addr != channel.declared:
-            if now - channel.last_active < self.relatch_seconds:
+            # While the kernel forwards the latched source, its silence is not known here:
+            # the kernel path hands a silent source back first (``pbx.media.kernel``).
+            if channel.offloaded or now - channel.last_active < self.relatch_seconds:
                 if channel.stray_seen:
                     return SourceVerdict.REJECTED
                 channel.stray_seen = True
@@ -235,8 +269,9 @@ class Party:
         """Note which channels moved since the last tick; return when the party last sent."""
         self.rtp.catch_up()
         for channel in (self.rtp, self.rtcp):
-            if channel.received != channel.seen:
-                channel.seen = channel.received
+            received = channel.received + channel.kernel_received
+            if received != channel.seen:
+                channel.seen = received
                 channel.last_active = now
         return max(self.rtp.last_active, self.rtcp.last_active)
 

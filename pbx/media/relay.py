@@ -74,6 +74,7 @@ from typing import Any
 import structlog
 
 from pbx.errors import PbxError
+from pbx.media.kernel import KernelForwarder
 from pbx.media.latch import Address, Channel, Party, SourceVerdict
 from pbx.media.latch import Side as Side
 from pbx.media.rtp import rtcp_port
@@ -494,10 +495,10 @@ class RelayLeg(Party):
     def stats(self) -> LegStats:
         """A snapshot of this leg's counters."""
         return LegStats(
-            self.rtp.received,
+            self.rtp.total_received,
             self.rtp.relayed,
             self.rtp.dropped,
-            self.rtcp.received,
+            self.rtcp.total_received,
             self.rtcp.relayed,
             self.rtcp.dropped,
             self.rtp.source,
@@ -517,18 +518,20 @@ class PacketTotals:
     rtp_rejected: int = 0  # from a source other than the latched one
     rtp_undeliverable: int = 0  # no destination: the other party on hold, unknown or absent
     rtp_lost: int = 0
+    rtp_kernel: int = 0  # of the relayed, those the kernel forwarded (``pbx.media.kernel``)
     rtcp_received: int = 0
     rtcp_relayed: int = 0
 
     def add_leg(self, leg: RelayLeg) -> None:
         """Add one leg's counters (read from its channels: no snapshot object is built)."""
         rtp, rtcp = leg.rtp, leg.rtcp
-        self.rtp_received += rtp.received
+        self.rtp_received += rtp.received + rtp.kernel_received
         self.rtp_relayed += rtp.relayed
         self.rtp_rejected += rtp.rejected
         self.rtp_undeliverable += rtp.dropped - rtp.rejected
         self.rtp_lost += rtp.lost()
-        self.rtcp_received += rtcp.received
+        self.rtp_kernel += rtp.kernel_received
+        self.rtcp_received += rtcp.received + rtcp.kernel_received
         self.rtcp_relayed += rtcp.relayed
 
 
@@ -584,6 +587,11 @@ class RelayCounters:
         rtcp_relayed = registry.counter(
             "pbx_rtcp_packets_relayed_total", "RTCP packets relayed to the other party"
         )
+        kernel = registry.counter(
+            "pbx_rtp_packets_kernel_total",
+            "RTP packets the kernel forwarded ([media] kernel_forwarding); also counted as "
+            "received and relayed",
+        )
 
         def collect() -> None:
             totals = self.totals()
@@ -593,6 +601,7 @@ class RelayCounters:
             dropped.set_total(totals.rtp_undeliverable, reason="no_destination")
             lost.set_total(totals.rtp_lost)
             rtcp_relayed.set_total(totals.rtcp_relayed)
+            kernel.set_total(totals.rtp_kernel)
 
         registry.on_render(collect)
 
@@ -710,8 +719,10 @@ class MediaSession:
         counters: RelayCounters | None = None,
         clock: Callable[[], float] | None = None,
         rcvbuf: int | None = None,
+        kernel: KernelForwarder | None = None,
     ) -> None:
         self.pool = pool
+        self._kernel = kernel
         self.host = host
         self.rcvbuf = rcvbuf
         self.inactivity_seconds = inactivity_seconds
@@ -753,6 +764,7 @@ class MediaSession:
         clock: Callable[[], float] | None = None,
         await_sdp: bool = False,
         loop: asyncio.AbstractEventLoop | None = None,
+        kernel: KernelForwarder | None = None,
     ) -> MediaSession:
         """Allocate and bind the legs' RTP and RTCP sockets; raise PortPoolExhausted or OSError.
 
@@ -768,6 +780,8 @@ class MediaSession:
         sessions; see the module docstring).
         ``loop``: the running loop, when the caller keeps it (in CPython 3.11 each
         ``asyncio.get_running_loop()`` makes a ``getpid`` system call).
+        ``kernel``: hand the latched flows to nftables when nothing needs their packets here
+        (``pbx.media.kernel``; ``_offer_kernel``).
         """
         session = cls(
             pool,
@@ -780,6 +794,7 @@ class MediaSession:
             counters=counters,
             clock=clock,
             rcvbuf=rcvbuf,
+            kernel=kernel,
         )
         try:
             session._wire(sides, bind_attempts, await_sdp)
@@ -913,6 +928,7 @@ class MediaSession:
         rtcp: Address | None = None,
     ) -> None:
         """Apply one party's SDP (its address, RTP port and direction); resets its latch."""
+        self._take_back()
         self._legs[side].set_remote(address, port, direction, rtcp=rtcp)
         for is_rtcp in (False, True):
             protocol = self._protocols.get((side, is_rtcp))
@@ -936,6 +952,7 @@ class MediaSession:
         current = leg.srtp.theirs if leg.srtp is not None else None
         if crypto == current:
             return
+        self._take_back()
         leg.srtp = SrtpLeg(crypto, self.srtp_keys[side]) if crypto is not None else None
         srtp = leg.srtp
         for is_rtcp in (False, True):
@@ -952,6 +969,8 @@ class MediaSession:
 
     def set_tap(self, side: Side, sink: PacketSink | None) -> None:
         """Copy every RTP packet this party sends to sink(arrival_time, datagram), or stop."""
+        if sink is not None:
+            self._take_back()
         self._protocols[(side, False)].tap = sink
 
     def stats(self, side: Side) -> LegStats:
@@ -987,8 +1006,53 @@ class MediaSession:
                         self.on_inactive(side)
                     except Exception:
                         log.exception("on_inactive_failed", side=side.value)
+        if self._kernel is not None and not self.closed:
+            self._offer_kernel(now)
         if not self.closed:
             self._timer = self._loop.call_later(self._tick_seconds, self._tick)
+
+    def _offer_kernel(self, now: float) -> None:
+        """Hand each channel to the kernel that it may forward, take back the others.
+
+        A channel may go when the session has both legs, nothing here needs its packets (no
+        recording tap, no SRTP on either leg, both SDPs applied), it has latched a source, the
+        other party has a destination, and it is active: it moved in this tick, or the kernel
+        holds it already (the kernel path gives back a flow that falls silent, and it returns
+        here once the relay reads packets from it again).
+        """
+        kernel = self._kernel
+        assert kernel is not None
+        if not kernel.active:
+            return
+        legs = self._legs
+        whole = len(legs) == 2 and not any(
+            p.tap is not None or p.unprotect is not None or p.protect is not None
+            for p in self._protocols.values()
+        )
+        for (side, is_rtcp), protocol in self._protocols.items():
+            channel, out = protocol.channel, protocol.out
+            leg, other = legs[side], legs.get(side.other)
+            port = leg.rtcp_port if is_rtcp else leg.port
+            flow = None
+            if (
+                whole
+                and other is not None
+                and channel.source is not None
+                and out.dest is not None
+                and (channel.offloaded or channel.last_active == now)
+            ):
+                out_port = other.rtcp_port if is_rtcp else other.port
+                flow = kernel.flow(channel.source, port, out_port, out.dest, self.host)
+            kernel.want(port, flow, channel)
+
+    def _take_back(self) -> None:
+        """Every channel back to the relay (a new SDP, key or tap, or the end)."""
+        kernel = self._kernel
+        if kernel is None:
+            return
+        for (side, is_rtcp), protocol in self._protocols.items():
+            leg = self._legs[side]
+            kernel.want(leg.rtcp_port if is_rtcp else leg.port, None, protocol.channel)
 
     def close(self) -> None:
         """Close every socket and give the ports back to the pool (idempotent); with a parking
@@ -996,6 +1060,7 @@ class MediaSession:
         if self.closed:
             return
         self.closed = True
+        self._take_back()
         if self._counters is not None:
             # Its counts move to the closed sessions' sum in one step: never counted twice.
             self._counters.session_closed(self)

@@ -574,3 +574,11 @@ def test_rtpengine_media_settings(write: Writer) -> None:  # issue #20
     assert media.rtpengine == ("127.0.0.9", 2300)
     assert media.rtpengine_recording_dir == (path.parent / "rec").resolve()
     assert loads(write()).server.media.rtpengine_recording_dir is None
+
+
+def test_kernel_forwarding_is_off_unless_asked_for(write: Writer) -> None:  # issue #21
+    assert loads(write()).server.media.kernel_forwarding is False
+    path = write(server=SERVER + "\n[media]\nkernel_forwarding = true\n")
+    assert loads(path).server.media.kernel_forwarding is True
+    with pytest.raises(ConfigError, match="kernel_forwarding"):
+        load_config(write(server=SERVER + '\n[media]\nkernel_forwarding = "yes"\n'))

@@ -165,6 +165,9 @@ CASES: dict[str, Case] = {
     "sip.edge_invalid": files(SERVER.replace("[sip]\n", '[sip]\nedge = ["edge.example"]\n')),
     "media.engine_unknown": server('[media]\nengine = "asterisk"\n'),
     "media.rtpengine_format": server('[media]\nrtpengine = "127.0.0.1:2223"\n'),
+    "media.kernel_forwarding_rtpengine": server(
+        '[media]\nengine = "rtpengine"\nkernel_forwarding = true\n'
+    ),
     "auth.algorithm_unknown": server('[auth]\nalgorithms = ["SHA-512"]\n'),
     "auth.algorithm_duplicate": server('[auth]\nalgorithms = ["MD5", "md5"]\n'),
     "auth.algorithms_empty": server("[auth]\nalgorithms = []\n"),

@@ -1,0 +1,283 @@
+"""The relay's kernel fast path: nftables forwards the packets of latched calls (issue #21;
+docs/design.md 9.15; ``[media] kernel_forwarding = true``).
+
+Adapter (asyncio, subprocesses). The relay (``MediaSession``) says at each tick which of its
+channels the kernel may forward (``want``: a ``Flow``, or None); one task runs ``nft`` with
+the batched changes (``pbx.media.kernelflows.FlowTable``), one transaction at a time, and lists
+the flows' packet counters every ``poll_seconds``. What the kernel forwarded is added to the
+channels' counts (``Channel.kernel_received`` and ``relayed``), so the session's inactivity
+timer, its statistics and the packet metrics go on as before. A flow that forwarded nothing
+between two listings is taken back (its party fell silent, moved, or is on hold): the relay
+reads its packets again, so the latching rules and the inactivity timer see them. A flow being
+removed has its counter read first, so no packet is left uncounted.
+
+What stays in user space (``MediaSession`` decides): sessions with one leg (the PBX answering
+itself), SRTP, recording, a party whose SDP is not applied yet, IPv6, and parties on other
+hosts when this host does not forward IP packets (``net.ipv4.ip_forward`` is 0: the kernel
+would drop them). What the kernel forwards is not parsed: the RTP loss count covers the packets
+the relay read itself (a stream restarts each time a channel comes back).
+
+When ``nft`` is missing or refuses (no ``CAP_NET_ADMIN``), the relay stays in user space and
+says so once (``kernel_forwarding_unavailable``). The table is this process's
+(``pbx_relay_<pid>``); a table left by a process that is gone is removed at start, and ours at
+``close``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import structlog
+
+from pbx.media.kernelflows import (
+    Address,
+    Flow,
+    FlowTable,
+    get_script,
+    parse_counters,
+    parse_element_counters,
+    stale_tables,
+    table_name,
+    table_script,
+)
+from pbx.media.latch import Channel
+
+log = structlog.get_logger("pbx.media.kernel")
+
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+NFT_TIMEOUT = 10.0
+
+
+class KernelForwarder:
+    """Hands latched flows to nftables and reads their counters (module docstring)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        table: str | None = None,
+        poll_seconds: float = 2.0,
+        nft: str = "nft",
+    ) -> None:
+        self._loop = loop
+        self.flows = FlowTable(table or table_name(os.getpid()))
+        self.poll_seconds = poll_seconds
+        self._nft = nft
+        self.active = False  # the table is loaded: flows may be handed over
+        self.ended = False  # it never will be (nft failed) or no longer is (closed)
+        self.forwards_ip = _ip_forward()
+        self._channels: dict[int, Channel] = {}  # each wanted or installed port's channel
+        self._sources: dict[str, str] = {}  # our address towards each destination
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.forwarded = 0  # packets the kernel forwarded, over every flow
+
+    def start(self) -> None:
+        """Load the table and start serving the relay's wishes (in the background)."""
+        if self._task is None:
+            self._task = self._loop.create_task(self._run())
+
+    @property
+    def table(self) -> str:
+        return self.flows.table
+
+    def flow(
+        self, source: Address, port: int, out_port: int, dest: Address, host: str
+    ) -> Flow | None:
+        """The flow for a latched channel, or None if the kernel cannot forward it: IPv6, or a
+        party on another host while this host does not forward IP packets."""
+        try:
+            src, dst = ipaddress.ip_address(source[0]), ipaddress.ip_address(dest[0])
+        except ValueError:
+            return None
+        if src.version != 4 or dst.version != 4:
+            return None
+        if not (self.forwards_ip or (src.is_loopback and dst.is_loopback)):
+            return None
+        local = host if host not in ("", "0.0.0.0") else self._source_towards(dest[0])
+        if local is None:
+            return None
+        return Flow(source, port, out_port, dest, local)
+
+    def want(self, port: int, flow: Flow | None, channel: Channel) -> None:
+        """Forward ``flow`` for ``port`` in the kernel (None: take it back; at once for the
+        relay, which then reads the channel's packets again, and for the kernel with the next
+        batch)."""
+        if not self.active or self.flows.wanted.get(port) == flow:
+            return
+        self.flows.want(port, flow)
+        if flow is None:
+            channel.offloaded = False
+        else:
+            self._channels[port] = channel
+        self._idle.clear()
+        self._wake.set()
+
+    async def settled(self) -> None:
+        """Wait until the kernel holds what is wanted (for tests and benchmarks)."""
+        await self._idle.wait()
+
+    async def poll_now(self) -> None:
+        """List the counters at once (for tests)."""
+        await self._poll()
+
+    def close(self) -> None:
+        """Stop, and remove the table (synchronously: at shutdown)."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        was_active, self.active, self.ended = self.active, False, True
+        self._idle.set()
+        if was_active:
+            try:
+                subprocess.run(
+                    [self._nft, "delete", "table", "ip", self.table],
+                    capture_output=True,
+                    timeout=NFT_TIMEOUT,
+                    check=False,
+                )
+            except (OSError, subprocess.SubprocessError) as exc:
+                log.warning("kernel_table_not_removed", table=self.table, error=str(exc))
+            for channel in self._channels.values():
+                channel.offloaded = False
+        self._channels.clear()
+
+    async def _run(self) -> None:
+        try:
+            await self._load()
+        except _NftError as exc:
+            self.ended = True
+            self._idle.set()
+            log.warning("kernel_forwarding_unavailable", error=str(exc))
+            return
+        self.active = True
+        log.info("kernel_forwarding_ready", table=self.table, other_hosts=self.forwards_ip)
+        loop = self._loop
+        next_poll = loop.time() + self.poll_seconds
+        while True:
+            if not self.flows.pending:
+                self._idle.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_poll - loop.time()))
+            self._wake.clear()
+            try:
+                if self.flows.pending:
+                    await self._apply()
+                if loop.time() >= next_poll:
+                    next_poll = loop.time() + self.poll_seconds
+                    await self._poll()
+            except _NftError as exc:
+                log.warning("kernel_forwarding_failed", error=str(exc))
+                await self._reset()
+
+    async def _load(self) -> None:
+        listing = await self._run_nft(["-j", "list", "tables"])
+        alive = {int(p) for p in os.listdir("/proc") if p.isdigit()}
+        script = "".join(f"delete table ip {name}\n" for name in stale_tables(listing, alive))
+        await self._run_nft(["-f", "-"], script + table_script(self.table))
+
+    async def _apply(self) -> None:
+        removed, added = self.flows.changes()
+        if removed:
+            # The last packets of the flows going away, counted before they are removed.
+            text = await self._run_nft(get_script(self.table, removed))
+            self._credit(*self.flows.count(parse_element_counters(text)))
+        await self._run_nft(["-f", "-"], self.flows.script(removed, added))
+        self.flows.applied(removed, added)
+        for flow in added:
+            if self.flows.wanted.get(flow.port) == flow:
+                self._channels[flow.port].hand_to_kernel()
+        for flow in removed:
+            if flow.port not in self.flows.wanted and flow.port not in self.flows.installed:
+                self._channels.pop(flow.port, None)
+
+    async def _poll(self) -> None:
+        if not self.flows.installed:
+            return
+        listing = await self._run_nft(["-j", "list", "set", "ip", self.table, "flows"])
+        moved, silent = self.flows.count(parse_counters(listing))
+        self._credit(moved, silent)
+
+    def _credit(self, moved: dict[int, int], silent: list[int]) -> None:
+        for port, packets in moved.items():
+            channel = self._channels.get(port)
+            if channel is not None and packets:
+                channel.kernel_received += packets
+                channel.relayed += packets
+                self.forwarded += packets
+        for port in silent:
+            channel = self._channels.get(port)
+            if channel is not None:
+                self.want(port, None, channel)  # back to the relay: it sees what happens next
+
+    async def _reset(self) -> None:
+        """After a failed batch: empty the table; everything wanted is added again."""
+        try:
+            await self._run_nft(["-f", "-"], self.flows.flush_script())
+        except _NftError as exc:
+            log.warning("kernel_forwarding_failed", error=str(exc))
+        self.flows.lost()
+        for port, channel in self._channels.items():
+            if port not in self.flows.wanted:
+                channel.offloaded = False
+        self._wake.set()
+
+    async def _run_nft(self, args: list[str], script: str | None = None) -> str:
+        try:
+            process = await asyncio.create_subprocess_exec(
+                self._nft,
+                *args,
+                stdin=subprocess.PIPE if script is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise _NftError(f"{self._nft}: {exc}") from None
+        try:
+            out, err = await asyncio.wait_for(
+                process.communicate(script.encode() if script is not None else None), NFT_TIMEOUT
+            )
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            command = " ".join([self._nft, *args])
+            raise _NftError(f"{command}: no answer in {NFT_TIMEOUT:g} s") from None
+        if process.returncode != 0:
+            lines = err.decode(errors="replace").strip().splitlines()
+            detail = lines[0] if lines else f"exit status {process.returncode}"
+            raise _NftError(f"{' '.join([self._nft, *args[:3]])}: {detail}")
+        return out.decode(errors="replace")
+
+    def _source_towards(self, address: str) -> str | None:
+        """Our address for packets to ``address`` (the kernel's choice, as for the relay's
+        own sockets bound to every address); asked once per destination address."""
+        local = self._sources.get(address)
+        if local is None:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                try:
+                    probe.connect((address, 9))  # no packet is sent: a route lookup
+                except OSError:
+                    return None
+                local = str(probe.getsockname()[0])
+            if len(self._sources) > 4096:
+                self._sources.clear()
+            self._sources[address] = local
+        return local
+
+
+class _NftError(Exception):
+    pass
+
+
+def _ip_forward() -> bool:
+    try:
+        return IP_FORWARD.read_text().strip() == "1"
+    except OSError:
+        return False

@@ -1,0 +1,199 @@
+"""The relay's kernel fast path with real nftables on loopback (``[media] kernel_forwarding``).
+
+The tests run as root (as the test command does here): they load a private table per test
+process, named after its pid, and remove it at the end. Phones sit on 127.0.0.2 and 127.0.0.3
+and the relay on 127.0.0.1, so what arrives from the kernel shows both rewritten ports and
+the rewritten source address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from pbx.media.kernel import KernelForwarder
+from pbx.media.relay import MediaSession, PortPool, Side
+from pbx.media.rtp import RtpPacket
+from tests.media.udp import HOST, TEST_PORTS, Endpoint, until
+
+PHONE_A, PHONE_B = "127.0.0.2", "127.0.0.3"
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
+
+
+def rtp(seq: int) -> bytes:
+    return bytes(RtpPacket(0, seq, seq * 160, 0x1234, b"\xff" * 160))
+
+
+@contextlib.asynccontextmanager
+async def phone(host: str) -> AsyncIterator[Endpoint]:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(Endpoint, local_addr=(host, 0))
+    try:
+        yield protocol
+    finally:
+        transport.close()
+
+
+def table_exists(name: str) -> bool:
+    result = subprocess.run(["nft", "list", "table", "ip", name], capture_output=True)
+    return result.returncode == 0
+
+
+@pytest_asyncio.fixture
+async def kernel() -> AsyncIterator[KernelForwarder]:
+    forwarder = KernelForwarder(asyncio.get_running_loop(), poll_seconds=0.2)
+    forwarder.start()
+    try:
+        await until(lambda: forwarder.active or forwarder.ended, 10)
+        assert forwarder.active, "nft did not load the table"
+        yield forwarder
+    finally:
+        forwarder.close()
+    assert not table_exists(forwarder.table)
+
+
+@pytest_asyncio.fixture
+async def call(
+    kernel: KernelForwarder,
+) -> AsyncIterator[tuple[MediaSession, Endpoint, Endpoint]]:
+    pool = PortPool(*TEST_PORTS)
+    session = MediaSession.open_now(pool, HOST, tick_seconds=0.05, kernel=kernel)
+    try:
+        async with phone(PHONE_A) as a, phone(PHONE_B) as b:
+            session.set_remote(Side.A, *a.address)
+            session.set_remote(Side.B, *b.address)
+            yield session, a, b
+    finally:
+        session.close()
+        await kernel.settled()
+    assert not kernel.flows.installed
+
+
+async def talk(session: MediaSession, a: Endpoint, b: Endpoint, seq: int) -> None:
+    """One packet each way, and both received."""
+    a.send(rtp(seq), (HOST, session.a.port))
+    b.send(rtp(seq), (HOST, session.b.port))
+    await b.receive()
+    await a.receive()
+
+
+async def in_kernel(
+    session: MediaSession, a: Endpoint, b: Endpoint, kernel: KernelForwarder
+) -> int:
+    """Talk until both RTP channels are in the kernel; the next sequence number."""
+    seq = 0
+    async with asyncio.timeout(10):
+        while not (session.a.rtp.offloaded and session.b.rtp.offloaded):
+            await talk(session, a, b, seq)
+            seq += 1
+            await asyncio.sleep(0.02)  # a phone's pace: the relay's tick sees the channel move
+    await kernel.settled()
+    return seq
+
+
+async def test_latched_calls_are_forwarded_by_the_kernel_with_our_addresses(
+    call: tuple[MediaSession, Endpoint, Endpoint], kernel: KernelForwarder
+) -> None:
+    session, a, b = call
+    seq = await in_kernel(session, a, b, kernel)
+    b.drain()
+    a.drain()
+    read_by_relay = session.a.rtp.received, session.b.rtp.received
+    for n in range(seq, seq + 20):
+        await talk(session, a, b, n)
+    # What arrives comes from the relay's other port and address, as the relay's own would.
+    a.send(rtp(seq + 20), (HOST, session.a.port))
+    data, source = await b.receive()
+    assert data == rtp(seq + 20)
+    assert source == (HOST, session.b.port)
+    b.send(rtp(seq + 20), (HOST, session.b.port))
+    assert await a.receive() == (rtp(seq + 20), (HOST, session.a.port))
+    # The relay read none of them, and counts them all once the kernel's counters are read.
+    assert (session.a.rtp.received, session.b.rtp.received) == read_by_relay
+    await kernel.poll_now()
+    stats = session.stats(Side.A)
+    assert stats.rtp_received == stats.rtp_relayed == seq + 21
+    assert session.a.rtp.kernel_received >= 21
+    assert stats.rtp_lost == 0
+    assert kernel.forwarded >= 42
+
+
+async def test_a_recording_tap_takes_the_call_back_to_the_relay(
+    call: tuple[MediaSession, Endpoint, Endpoint], kernel: KernelForwarder
+) -> None:
+    session, a, b = call
+    seq = await in_kernel(session, a, b, kernel)
+    tapped: list[tuple[float, bytes]] = []
+    session.set_tap(Side.A, tapped.append)
+    assert not session.a.rtp.offloaded
+    await kernel.settled()
+    assert not kernel.flows.installed
+    for n in range(seq, seq + 5):
+        await talk(session, a, b, n)
+    assert [packet for _, packet in tapped] == [rtp(n) for n in range(seq, seq + 5)]
+    await asyncio.sleep(0.3)  # several ticks: a tapped session stays with the relay
+    assert not kernel.flows.wanted
+    # Every packet counted once, whoever forwarded it; nothing counted as lost.
+    stats = session.stats(Side.A)
+    assert stats.rtp_received == stats.rtp_relayed == seq + 5
+    assert stats.rtp_lost == 0
+
+
+async def test_a_flow_that_falls_silent_comes_back_to_the_relay(
+    call: tuple[MediaSession, Endpoint, Endpoint], kernel: KernelForwarder
+) -> None:
+    session, a, b = call
+    await in_kernel(session, a, b, kernel)
+    # A stops; B goes on. Two listings without a packet from A: A's flow is handed back.
+    async with asyncio.timeout(5):
+        n = 1000
+        while session.a.rtp.offloaded:
+            b.send(rtp(n), (HOST, session.b.port))
+            n += 1
+            await asyncio.sleep(0.02)
+    assert session.b.rtp.offloaded
+    await kernel.settled()
+    assert set(kernel.flows.installed) == {session.b.port}
+
+
+async def test_a_stray_source_cannot_take_a_channel_the_kernel_forwards(
+    call: tuple[MediaSession, Endpoint, Endpoint], kernel: KernelForwarder
+) -> None:
+    session, a, b = call
+    seq = await in_kernel(session, a, b, kernel)
+    latched = session.a.rtp.source
+    async with phone(PHONE_A) as stray:
+        for n in range(5):
+            stray.send(rtp(5000 + n), (HOST, session.a.port))
+        await until(lambda: session.a.rtp.rejected == 5)
+    await b.expect_nothing()
+    assert session.a.rtp.source == latched
+    await talk(session, a, b, seq)
+
+
+async def test_without_nft_the_relay_stays_in_user_space() -> None:
+    loop = asyncio.get_running_loop()
+    forwarder = KernelForwarder(loop, nft="/nonexistent/nft", table="pbx_relay_test_missing")
+    forwarder.start()
+    await until(lambda: forwarder.ended, 5)
+    assert not forwarder.active
+    pool = PortPool(*TEST_PORTS)
+    session = MediaSession.open_now(pool, HOST, tick_seconds=0.05, kernel=forwarder)
+    try:
+        async with phone(PHONE_A) as a, phone(PHONE_B) as b:
+            session.set_remote(Side.A, *a.address)
+            session.set_remote(Side.B, *b.address)
+            for n in range(10):
+                await talk(session, a, b, n)
+                await asyncio.sleep(0.02)
+            assert session.a.rtp.received == 10
+            assert not session.a.rtp.offloaded
+    finally:
+        session.close()
+        forwarder.close()
