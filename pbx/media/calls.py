@@ -124,6 +124,7 @@ class CallMedia:
             if settings.kernel_forwarding:
                 self._kernel = KernelForwarder(self._loop)
                 self._kernel.start()
+                self.counters.kernel = self._kernel
         session = MediaSession.open_now(
             self._pool,
             bind_host,

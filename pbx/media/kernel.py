@@ -5,11 +5,12 @@ Adapter (asyncio, subprocesses). The relay (``MediaSession``) says at each tick 
 channels the kernel may forward (``want``: a ``Flow``, or None); one task runs ``nft`` with
 the batched changes (``pbx.media.kernelflows.FlowTable``), one transaction at a time, and lists
 the flows' packet counters every ``poll_seconds``. What the kernel forwarded is added to the
-channels' counts (``Channel.kernel_received`` and ``relayed``), so the session's inactivity
-timer, its statistics and the packet metrics go on as before. A flow that forwarded nothing
-between two listings is taken back (its party fell silent, moved, or is on hold): the relay
-reads its packets again, so the latching rules and the inactivity timer see them. A flow being
-removed has its counter read first, so no packet is left uncounted.
+channels' counts (``Channel.kernel_received``), so the session's inactivity timer and its
+statistics go on as before; the packet metrics add the forwarder's own totals
+(``rtp_forwarded``), which also hold what was counted after a session had closed. A flow that
+forwarded nothing between two listings is taken back (its party fell silent, moved, or is on
+hold): the relay reads its packets again, so the latching rules and the inactivity timer see
+them. A flow being removed has its counter read first, so no packet is left uncounted.
 
 What stays in user space (``MediaSession`` decides): sessions with one leg (the PBX answering
 itself), SRTP, recording, a party whose SDP is not applied yet, IPv6, and parties on other
@@ -77,7 +78,10 @@ class KernelForwarder:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.forwarded = 0  # packets the kernel forwarded, over every flow
+        # What the kernel forwarded over every flow, live or gone (the relay's metrics):
+        # RTP and RTCP packets.
+        self.rtp_forwarded = 0
+        self.rtcp_forwarded = 0
 
     def start(self) -> None:
         """Load the table and start serving the relay's wishes (in the background)."""
@@ -89,7 +93,14 @@ class KernelForwarder:
         return self.flows.table
 
     def flow(
-        self, source: Address, port: int, out_port: int, dest: Address, host: str
+        self,
+        source: Address,
+        port: int,
+        out_port: int,
+        dest: Address,
+        host: str,
+        *,
+        rtcp: bool = False,
     ) -> Flow | None:
         """The flow for a latched channel, or None if the kernel cannot forward it: IPv6, or a
         party on another host while this host does not forward IP packets."""
@@ -104,7 +115,7 @@ class KernelForwarder:
         local = host if host not in ("", "0.0.0.0") else self._source_towards(dest[0])
         if local is None:
             return None
-        return Flow(source, port, out_port, dest, local)
+        return Flow(source, port, out_port, dest, local, rtcp)
 
     def want(self, port: int, flow: Flow | None, channel: Channel) -> None:
         """Forward ``flow`` for ``port`` in the kernel (None: take it back; at once for the
@@ -188,7 +199,8 @@ class KernelForwarder:
         if removed:
             # The last packets of the flows going away, counted before they are removed.
             text = await self._run_nft(get_script(self.table, removed))
-            self._credit(*self.flows.count(parse_element_counters(text)))
+            installed = dict(self.flows.installed)
+            self._credit(*self.flows.count(parse_element_counters(text)), installed)
         await self._run_nft(["-f", "-"], self.flows.script(removed, added))
         self.flows.applied(removed, added)
         for flow in added:
@@ -202,16 +214,21 @@ class KernelForwarder:
         if not self.flows.installed:
             return
         listing = await self._run_nft(["-j", "list", "set", "ip", self.table, "flows"])
+        installed = dict(self.flows.installed)
         moved, silent = self.flows.count(parse_counters(listing))
-        self._credit(moved, silent)
+        self._credit(moved, silent, installed)
 
-    def _credit(self, moved: dict[int, int], silent: list[int]) -> None:
+    def _credit(self, moved: dict[int, int], silent: list[int], flows: dict[int, Flow]) -> None:
         for port, packets in moved.items():
+            if not packets:
+                continue
+            if flows[port].rtcp:
+                self.rtcp_forwarded += packets
+            else:
+                self.rtp_forwarded += packets
             channel = self._channels.get(port)
-            if channel is not None and packets:
+            if channel is not None:
                 channel.kernel_received += packets
-                channel.relayed += packets
-                self.forwarded += packets
         for port in silent:
             channel = self._channels.get(port)
             if channel is not None:

@@ -48,6 +48,7 @@ class Flow:
     out_port: int  # our port the packets leave from
     dest: Address  # the other party
     local: str  # our address, the packets' new source
+    rtcp: bool = False  # an RTCP channel's flow (for the counts)
 
     @property
     def key(self) -> tuple[str, int, int]:

@@ -496,10 +496,10 @@ class RelayLeg(Party):
         """A snapshot of this leg's counters."""
         return LegStats(
             self.rtp.total_received,
-            self.rtp.relayed,
+            self.rtp.relayed + self.rtp.kernel_received,
             self.rtp.dropped,
             self.rtcp.total_received,
-            self.rtcp.relayed,
+            self.rtcp.relayed + self.rtcp.kernel_received,
             self.rtcp.dropped,
             self.rtp.source,
             self.rtcp.source,
@@ -518,20 +518,19 @@ class PacketTotals:
     rtp_rejected: int = 0  # from a source other than the latched one
     rtp_undeliverable: int = 0  # no destination: the other party on hold, unknown or absent
     rtp_lost: int = 0
-    rtp_kernel: int = 0  # of the relayed, those the kernel forwarded (``pbx.media.kernel``)
+    rtp_kernel: int = 0  # of the relayed, those the kernel forwarded (``RelayCounters``)
     rtcp_received: int = 0
     rtcp_relayed: int = 0
 
     def add_leg(self, leg: RelayLeg) -> None:
         """Add one leg's counters (read from its channels: no snapshot object is built)."""
         rtp, rtcp = leg.rtp, leg.rtcp
-        self.rtp_received += rtp.received + rtp.kernel_received
+        self.rtp_received += rtp.received  # the relay's own: the kernel's are the forwarder's
         self.rtp_relayed += rtp.relayed
         self.rtp_rejected += rtp.rejected
         self.rtp_undeliverable += rtp.dropped - rtp.rejected
         self.rtp_lost += rtp.lost()
-        self.rtp_kernel += rtp.kernel_received
-        self.rtcp_received += rtcp.received + rtcp.kernel_received
+        self.rtcp_received += rtcp.received
         self.rtcp_relayed += rtcp.relayed
 
 
@@ -545,6 +544,7 @@ class RelayCounters:
 
     def __init__(self) -> None:
         self.live: set[MediaSession] = set()
+        self.kernel: KernelForwarder | None = None  # its totals are added (``totals``)
         self._closed = PacketTotals()
         self._lost_shown = 0
 
@@ -561,6 +561,13 @@ class RelayCounters:
         for session in self.live:
             for side in session.sides:
                 totals.add_leg(session.leg(side))
+        if self.kernel is not None:
+            kernel = self.kernel
+            totals.rtp_received += kernel.rtp_forwarded
+            totals.rtp_relayed += kernel.rtp_forwarded
+            totals.rtp_kernel = kernel.rtp_forwarded
+            totals.rtcp_received += kernel.rtcp_forwarded
+            totals.rtcp_relayed += kernel.rtcp_forwarded
         # A live stream's loss shrinks when a late packet fills a gap; a counter never goes
         # down, so it shows the highest sum reported so far until the real one passes it.
         totals.rtp_lost = self._lost_shown = max(self._lost_shown, totals.rtp_lost)
@@ -1042,7 +1049,9 @@ class MediaSession:
                 and (channel.offloaded or channel.last_active == now)
             ):
                 out_port = other.rtcp_port if is_rtcp else other.port
-                flow = kernel.flow(channel.source, port, out_port, out.dest, self.host)
+                flow = kernel.flow(
+                    channel.source, port, out_port, out.dest, self.host, rtcp=is_rtcp
+                )
             kernel.want(port, flow, channel)
 
     def _take_back(self) -> None:

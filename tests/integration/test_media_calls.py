@@ -858,3 +858,58 @@ def test_pyvoip_callers_ack_stops_the_2xx_retransmissions(
     while len(oks()) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(oks()) == 1, f"the 200 came {len(oks())} times: the ACK was not taken"
+
+
+# --- 6. the kernel fast path (issue #21) ----------------------------------------------------------
+
+
+def test_with_kernel_forwarding_the_phones_hear_each_other_through_nftables(
+    tmp_path: Path, phones: Callable[[RunningServer, str], Phone]
+) -> None:
+    from pyVoIP.VoIP import CallState
+
+    root = tmp_path / "pbx"
+    config = write_config(root, tenants={"acme": TENANT}, server_extra=SERVER_EXTRA)
+    text = config.read_text(encoding="utf-8")  # write_config wrote the [media] table
+    config.write_text(text.replace("[media]\n", "[media]\nkernel_forwarding = true\n"))
+    with running_server(config) as server:
+        table = f"pbx_relay_{server.process.pid}"
+        callee = phones(server, "1001")
+        caller = phones(server, "1002")
+        call, incoming = talk(caller, callee, "1001")
+        assert nft_table_exists(table)
+        for listener, talker, expected, other in (
+            (call, incoming, CALLEE_HZ, CALLER_HZ),
+            (incoming, call, CALLER_HZ, CALLEE_HZ),
+        ):
+            heard = tone_packets(received_packets(listener))
+            sent = sent_tone_count(sent_payloads(talker))
+            assert len(heard) >= 0.9 * sent, (len(heard), sent)
+            assert_hears(b"".join(heard), expected, other)
+        call.hangup()
+        wait_until(
+            "the BYE at the callee", lambda: incoming.state is CallState.ENDED, SETUP_TIMEOUT
+        )
+        wait_until("the relay ports released", lambda: ports_in_use(server) == 0, 5)
+        sent = len(sent_payloads(call)) + len(sent_payloads(incoming))
+        heard = len(received_packets(call)) + len(received_packets(incoming))
+        # The flows' last counts are read as they are removed, just after the session closed.
+        wait_until(
+            "the kernel's counts",
+            lambda: server.metrics()["pbx_rtp_packets_relayed_total"] >= heard,
+            5,
+            interval=0.05,
+        )
+        metrics = server.metrics()
+        relayed = metrics["pbx_rtp_packets_relayed_total"]
+        kernel = metrics["pbx_rtp_packets_kernel_total"]
+        print(f"rtp: phones sent {sent}, relayed {relayed:g} ({kernel:g} by the kernel)")
+        assert heard <= relayed <= sent, (heard, relayed, sent)
+        # The relay hands the flows over within a second of the media: most of the tones.
+        assert kernel >= 0.5 * sent, (kernel, sent)
+        assert metrics["pbx_rtp_packets_lost_total"] == 0
+    assert not nft_table_exists(table)  # removed at shutdown
+
+
+def nft_table_exists(name: str) -> bool:
+    return subprocess.run(["nft", "list", "table", "ip", name], capture_output=True).returncode == 0

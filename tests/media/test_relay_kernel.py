@@ -121,7 +121,7 @@ async def test_latched_calls_are_forwarded_by_the_kernel_with_our_addresses(
     assert stats.rtp_received == stats.rtp_relayed == seq + 21
     assert session.a.rtp.kernel_received >= 21
     assert stats.rtp_lost == 0
-    assert kernel.forwarded >= 42
+    assert kernel.rtp_forwarded >= 42
 
 
 async def test_a_recording_tap_takes_the_call_back_to_the_relay(
