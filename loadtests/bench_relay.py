@@ -88,7 +88,9 @@ REPO = Path(__file__).resolve().parents[1]
 RELAY_PORTS = (20000, 29999)
 # The --before relay's range (both relays are up at once), below the ephemeral ports as well.
 BEFORE_PORTS = (10000, 19999)
-RTPENGINE_PORTS = (30000, 39999)  # the rtpengine mode's relay (4 ports a call: RTP and RTCP)
+RTPENGINE_PORTS = (30000, 39999)
+# relay+kernel: extra warm-up, for the relay's ticks (0.5 s) to hand every call to the kernel.
+KERNEL_HANDOVER = 2.0  # the rtpengine mode's relay (4 ports a call: RTP and RTCP)
 PACKET_INTERVAL = 0.020  # 50 packets/s per direction
 PHASES = 20  # phase groups, one every millisecond
 LOSS_LIMIT = 0.001  # 0.1 %
@@ -209,10 +211,29 @@ def relay_process(
     sessions: list[MediaSession] = []
     recorders: list[CallRecorder] = []
     record_dir = Path(tempfile.mkdtemp(prefix="bench_relay_rec_"))
+    forwarder: Any = None  # the kernel fast path, made for the first relay+kernel level
 
-    async def open_calls(count: int, record: bool, srtp: bool = False) -> list[Any]:
+    async def kernel_forwarder() -> Any:
+        nonlocal forwarder
+        if forwarder is None:
+            from pbx.media.kernel import KernelForwarder
+
+            forwarder = KernelForwarder(asyncio.get_running_loop())
+            forwarder.start()
+            async with asyncio.timeout(10):
+                while not (forwarder.active or forwarder.ended):  # noqa: ASYNC110 - no event
+                    await asyncio.sleep(0.01)
+            if not forwarder.active:
+                raise RuntimeError("relay+kernel: nft could not load the table (root needed)")
+        return forwarder
+
+    async def open_calls(
+        count: int, record: bool, srtp: bool = False, kernel: bool = False
+    ) -> list[Any]:
+        fast = await kernel_forwarder() if kernel else None
         for i in range(count):
-            session = await MediaSession.open(pool, HOST, inactivity_seconds=3600)
+            options = {"kernel": fast} if fast is not None else {}
+            session = await MediaSession.open(pool, HOST, inactivity_seconds=3600, **options)
             sessions.append(session)
             if srtp:  # both phones send with PHONE_KEY; the relay answers with its own keys
                 for side in Side:
@@ -246,6 +267,9 @@ def relay_process(
             late += (await recorder.close()).late_packets
         for session in sessions:
             session.close()
+        if forwarder is not None:
+            await forwarder.settled()  # the flows of the closed sessions removed: ports reused
+            result["kernel_forwarded"] = forwarder.rtp_forwarded
         recorders.clear()
         sessions.clear()
         await asyncio.to_thread(_empty, record_dir)
@@ -266,6 +290,8 @@ def relay_process(
             },
         )
     finally:
+        if forwarder is not None:
+            forwarder.close()  # its table too
         shutil.rmtree(record_dir, ignore_errors=True)
 
 
@@ -603,6 +629,7 @@ class Result:
     gen_cpu: float
     gen_lag_ms: float
     others: float
+    machine: float = 0.0  # the whole machine's CPU meanwhile (1.0 = one core)
 
     @property
     def ok(self) -> bool:
@@ -618,7 +645,12 @@ def run_level(
         gen.call("setup", calls)
     else:
         rec, srtp = mode == "relay+rec", mode == "relay+srtp"
-        ports = relay.call(ng + "open", calls, rec, srtp, timeout=120)
+        kernel = mode == "relay+kernel"
+        ports = relay.call(
+            ng + "open", *((calls, rec, srtp, True) if kernel else (calls, rec, srtp)), timeout=120
+        )
+        if kernel:
+            warmup += KERNEL_HANDOVER  # the relay's ticks hand the calls over first
         addresses = gen.call("setup", ports, timeout=120)
         relay.call(ng + "remote", addresses, timeout=120)
     try:
@@ -652,6 +684,7 @@ def run_level(
         report["cpu"],
         report["max_lag_ms"],
         others,
+        machine,
     )
 
 
@@ -781,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
             print(header, flush=True)
             for mode in modes:
                 relays = [(mode, relay)]
-                if before is not None and mode.startswith("relay"):
+                if before is not None and mode.startswith("relay") and mode != "relay+kernel":
                     relays.append((mode + before_tag, before))
                 labels += [label for label, _ in relays]
                 stopped: set[str] = set()
@@ -834,17 +867,39 @@ def main(argv: list[str] | None = None) -> int:
             f"most concurrent calls with < 0.1 % loss, {label:<{width}}: "
             f"{best.calls if best else 0}"
         )
-        if best is not None and best.relay_cpu:
+        if best is not None and best.mode == "relay+kernel":
+            line += _kernel_cost(best, results)
+        elif best is not None and best.relay_cpu:
             # CPU cost per call at that level: how many calls one whole core would carry.
             line += (
                 f"; relay CPU {100 * best.relay_cpu:.0f} % -> ~{best.calls / best.relay_cpu:.0f}"
             )
             line += " calls per fully used core"
         print(line + note)
+        if label == "relay+kernel":
+            for r in held:  # each level's figure: the whole machine's CPU is a noisy measure
+                print(f"  relay+kernel at {r.calls} calls{_kernel_cost(r, results)}")
     if before_tag:
         _print_comparison(results, modes, before_tag)
     print(f"total time {time.monotonic() - began:.0f} s")
     return 0
+
+
+def _kernel_cost(r: Result, results: list[Result]) -> str:
+    """What forwarding in the kernel cost: the kernel forwards in the senders' system calls and
+    softirqs, charged to whatever runs then (mostly the generator), so its cost is the whole
+    machine's CPU beyond what the same traffic sent directly between the phones used."""
+    direct = next((d for d in results if d.mode == "direct" and d.calls == r.calls), None)
+    relay = r.relay_cpu or 0.0
+    if direct is None:
+        return f"; relay process CPU {100 * relay:.0f} % (run the direct mode for the whole cost)"
+    extra = r.machine - direct.machine
+    cost = max(extra, relay, 1e-3)
+    return (
+        f"; whole machine {100 * r.machine:.0f} % against {100 * direct.machine:.0f} % direct "
+        f"(relay process {100 * relay:.0f} %) -> forwarding costs {100 * extra:+.0f} % of a "
+        f"core, ~{r.calls / cost:.0f} calls per fully used core"
+    )
 
 
 def _print_comparison(results: list[Result], modes: list[str], tag: str) -> None:

@@ -53,6 +53,9 @@ log = structlog.get_logger("pbx.media.kernel")
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 NFT_TIMEOUT = 10.0
+# The most flows whose counters one ``nft get element`` reads: nft 1.0.6 (Debian 12) crashes
+# with a segmentation fault on 200 keys and more; above this, the whole set is listed.
+GET_LIMIT = 64
 
 
 class KernelForwarder:
@@ -75,6 +78,7 @@ class KernelForwarder:
         self.forwards_ip = _ip_forward()
         self._channels: dict[int, Channel] = {}  # each wanted or installed port's channel
         self._sources: dict[str, str] = {}  # our address towards each destination
+        self._addresses: dict[str, bool] = {}  # _forwardable's answers
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -104,18 +108,28 @@ class KernelForwarder:
     ) -> Flow | None:
         """The flow for a latched channel, or None if the kernel cannot forward it: IPv6, or a
         party on another host while this host does not forward IP packets."""
-        try:
-            src, dst = ipaddress.ip_address(source[0]), ipaddress.ip_address(dest[0])
-        except ValueError:
-            return None
-        if src.version != 4 or dst.version != 4:
-            return None
-        if not (self.forwards_ip or (src.is_loopback and dst.is_loopback)):
+        if not (self._forwardable(source[0]) and self._forwardable(dest[0])):
             return None
         local = host if host not in ("", "0.0.0.0") else self._source_towards(dest[0])
         if local is None:
             return None
         return Flow(source, port, out_port, dest, local, rtcp)
+
+    def _forwardable(self, address: str) -> bool:
+        """Whether the kernel may forward packets from and to ``address``: IPv4, and on this
+        host (loopback) unless this host forwards IP packets. Remembered per address."""
+        known = self._addresses.get(address)
+        if known is None:
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                known = False
+            else:
+                known = ip.version == 4 and (self.forwards_ip or ip.is_loopback)
+            if len(self._addresses) > 65536:
+                self._addresses.clear()
+            self._addresses[address] = known
+        return known
 
     def want(self, port: int, flow: Flow | None, channel: Channel) -> None:
         """Forward ``flow`` for ``port`` in the kernel (None: take it back; at once for the
@@ -196,7 +210,9 @@ class KernelForwarder:
 
     async def _apply(self) -> None:
         removed, added = self.flows.changes()
-        if removed:
+        if len(removed) > GET_LIMIT:
+            await self._poll()  # the last packets of the flows going away, all listed
+        elif removed:
             # The last packets of the flows going away, counted before they are removed.
             text = await self._run_nft(get_script(self.table, removed))
             installed = dict(self.flows.installed)

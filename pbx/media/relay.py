@@ -600,6 +600,13 @@ class RelayCounters:
             "received and relayed",
         )
 
+        registry.gauge(
+            "pbx_rtp_kernel_flows",
+            "Relayed channels the kernel forwards now ([media] kernel_forwarding; one per "
+            "direction of RTP and of RTCP)",
+            lambda: len(self.kernel.flows.installed) if self.kernel is not None else 0,
+        )
+
         def collect() -> None:
             totals = self.totals()
             received.set_total(totals.rtp_received)
@@ -1036,10 +1043,20 @@ class MediaSession:
             p.tap is not None or p.unprotect is not None or p.protect is not None
             for p in self._protocols.values()
         )
+        wanted = kernel.flows.wanted
         for (side, is_rtcp), protocol in self._protocols.items():
             channel, out = protocol.channel, protocol.out
             leg, other = legs[side], legs.get(side.other)
             port = leg.rtcp_port if is_rtcp else leg.port
+            flow = wanted.get(port)
+            if (
+                whole
+                and channel.offloaded
+                and flow is not None
+                and flow.source == channel.source
+                and flow.dest == out.dest
+            ):
+                continue  # in the kernel, unchanged: the common case, kept cheap
             flow = None
             if (
                 whole

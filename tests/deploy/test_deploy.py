@@ -74,6 +74,29 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     assert "pbx.service" not in done.stderr, done.stderr  # no warning about our unit
 
 
+def test_systemd_analyze_verify_accepts_the_kernel_forwarding_drop_in(tmp_path: Path) -> None:
+    # issue #21: [media] kernel_forwarding needs CAP_NET_ADMIN and netlink, granted by a drop-in.
+    venv_pbx = Path(sys.executable).parent / "pbx"
+    text = UNIT.read_text(encoding="utf-8").replace("/opt/pbx/.venv/bin/pbx", str(venv_pbx))
+    (tmp_path / "pbx.service").write_text(text, encoding="utf-8")
+    drop_in = REPO / "deploy" / "pbx.service.d" / "kernel-forwarding.conf"
+    (tmp_path / "pbx.service.d").mkdir()
+    shutil.copy(drop_in, tmp_path / "pbx.service.d" / drop_in.name)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(tmp_path / "pbx.service")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "kernel-forwarding.conf" not in done.stderr, done.stderr  # read, and no warning
+    lines = drop_in.read_text(encoding="utf-8").splitlines()
+    assert "AmbientCapabilities=CAP_NET_ADMIN" in lines
+    assert "CapabilityBoundingSet=CAP_NET_ADMIN" in lines
+    assert "RestrictAddressFamilies=AF_NETLINK" in lines
+
+
 def test_the_unit_runs_as_its_own_user_restarts_and_is_hardened() -> None:
     for key, value in {
         "User": "pbx",
