@@ -27,6 +27,13 @@ relay without and with recording. ``relay+srtp`` (issue #18) makes every leg SRT
 ``AES_CM_128_HMAC_SHA1_80``): the generator encrypts what each phone sends with that phone's key
 and decrypts what comes back with the relay's key for that leg (libsrtp through ``pylibsrtp``,
 as the relay), so the relay decrypts and re-encrypts every packet, through real sockets.
+``relay+kernel`` (issue #21, docs/design.md 9.15) gives the sessions the kernel fast path
+(``pbx.media.kernel``, nftables; needs root): after 2 s more warm-up, for the relay's ticks to
+hand the calls over, the kernel forwards them. It costs the relay process little; the kernel
+forwards in the senders' system calls and softirqs, charged to whatever runs then (here mostly
+the generator), so the end of the run prints, for each level held, the whole machine's CPU
+beyond the ``direct`` mode's at the same level: a difference of two noisy figures (run
+``direct`` too, and repeat).
 A packet counts as lost if it never arrives or arrives more than 50 ms after it was sent (it
 would miss a phone's jitter buffer). Latency is one-way (send to receive; CLOCK_MONOTONIC is
 shared by processes); "added" is the relay's mean latency minus the direct mean at the same
