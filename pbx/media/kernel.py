@@ -111,7 +111,7 @@ class KernelForwarder:
         if not (self._forwardable(source[0]) and self._forwardable(dest[0])):
             return None
         local = host if host not in ("", "0.0.0.0") else self._source_towards(dest[0])
-        if local is None:
+        if local is None or not self._forwardable(local):
             return None
         return Flow(source, port, out_port, dest, local, rtcp)
 
@@ -200,6 +200,9 @@ class KernelForwarder:
                     await self._poll()
             except _NftError as exc:
                 log.warning("kernel_forwarding_failed", error=str(exc))
+                await self._reset()
+            except Exception:  # a bug: logged, and the kernel emptied rather than left stale
+                log.exception("kernel_forwarding_failed")
                 await self._reset()
 
     async def _load(self) -> None:

@@ -177,6 +177,70 @@ async def test_a_stray_source_cannot_take_a_channel_the_kernel_forwards(
     await talk(session, a, b, seq)
 
 
+async def test_a_new_sdp_takes_the_call_back_before_anything_goes_to_the_old_address(
+    call: tuple[MediaSession, Endpoint, Endpoint], kernel: KernelForwarder
+) -> None:
+    session, a, b = call
+    seq = await in_kernel(session, a, b, kernel)
+    async with phone(PHONE_B) as moved:  # a re-INVITE: B's media now comes from elsewhere
+        session.set_remote(Side.B, *moved.address)
+        assert not session.a.rtp.offloaded  # the relay reads A's packets again at once
+        await kernel.settled()
+        assert not kernel.flows.installed
+        a.send(rtp(seq), (HOST, session.a.port))
+        assert await moved.receive() == (rtp(seq), (HOST, session.b.port))
+        await b.expect_nothing()
+        # Once the new party sends too, the call goes back to the kernel, to the new address.
+        async with asyncio.timeout(10):
+            while not (session.a.rtp.offloaded and session.b.rtp.offloaded):
+                seq += 1
+                a.send(rtp(seq), (HOST, session.a.port))
+                moved.send(rtp(seq), (HOST, session.b.port))
+                await moved.receive()
+                await a.receive()
+                await asyncio.sleep(0.02)
+        await kernel.settled()
+        a.send(rtp(seq + 1), (HOST, session.a.port))
+        assert await moved.receive() == (rtp(seq + 1), (HOST, session.b.port))
+        await b.expect_nothing()
+        session.set_remote(Side.B, *b.address)  # before the socket closes
+
+
+async def test_a_party_that_stops_sending_in_the_kernel_is_reported_inactive(
+    kernel: KernelForwarder,
+) -> None:
+    inactive: list[Side] = []
+    pool = PortPool(*TEST_PORTS)
+    session = MediaSession.open_now(
+        pool,
+        HOST,
+        tick_seconds=0.05,
+        inactivity_seconds=1.0,
+        on_inactive=inactive.append,
+        kernel=kernel,
+    )
+    try:
+        async with phone(PHONE_A) as a, phone(PHONE_B) as b:
+            session.set_remote(Side.A, *a.address)
+            session.set_remote(Side.B, *b.address)
+            await in_kernel(session, a, b, kernel)
+            # A falls silent; B goes on through the kernel, past the inactivity time.
+            loop = asyncio.get_running_loop()
+            silent_from = loop.time()
+            async with asyncio.timeout(10):
+                n = 1000
+                while Side.A not in inactive:
+                    b.send(rtp(n), (HOST, session.b.port))
+                    n += 1
+                    await asyncio.sleep(0.02)
+            assert loop.time() - silent_from >= 1.0
+            assert inactive == [Side.A]  # B's packets, counted from the kernel, keep B active
+            assert session.b.rtp.offloaded
+    finally:
+        session.close()
+        await kernel.settled()
+
+
 async def test_without_nft_the_relay_stays_in_user_space() -> None:
     loop = asyncio.get_running_loop()
     forwarder = KernelForwarder(loop, nft="/nonexistent/nft", table="pbx_relay_test_missing")
