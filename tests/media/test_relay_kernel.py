@@ -83,13 +83,17 @@ async def talk(session: MediaSession, a: Endpoint, b: Endpoint, seq: int) -> Non
     await a.receive()
 
 
+def both_in_kernel(session: MediaSession) -> bool:
+    return session.a.rtp.offloaded and session.b.rtp.offloaded
+
+
 async def in_kernel(
     session: MediaSession, a: Endpoint, b: Endpoint, kernel: KernelForwarder
 ) -> int:
     """Talk until both RTP channels are in the kernel; the next sequence number."""
     seq = 0
     async with asyncio.timeout(10):
-        while not (session.a.rtp.offloaded and session.b.rtp.offloaded):
+        while not both_in_kernel(session):
             await talk(session, a, b, seq)
             seq += 1
             await asyncio.sleep(0.02)  # a phone's pace: the relay's tick sees the channel move
@@ -192,7 +196,7 @@ async def test_a_new_sdp_takes_the_call_back_before_anything_goes_to_the_old_add
         await b.expect_nothing()
         # Once the new party sends too, the call goes back to the kernel, to the new address.
         async with asyncio.timeout(10):
-            while not (session.a.rtp.offloaded and session.b.rtp.offloaded):
+            while not both_in_kernel(session):
                 seq += 1
                 a.send(rtp(seq), (HOST, session.a.port))
                 moved.send(rtp(seq), (HOST, session.b.port))
