@@ -12,11 +12,12 @@ forwarded nothing between two listings is taken back (its party fell silent, mov
 hold): the relay reads its packets again, so the latching rules and the inactivity timer see
 them. A flow being removed has its counter read first, so no packet is left uncounted.
 
-What stays in user space (``MediaSession`` decides): sessions with one leg (the PBX answering
-itself), SRTP, recording, a party whose SDP is not applied yet, IPv6, and parties on other
-hosts when this host does not forward IP packets (``net.ipv4.ip_forward`` is 0: the kernel
-would drop them). What the kernel forwards is not parsed: the RTP loss count covers the packets
-the relay read itself (a stream restarts each time a channel comes back).
+What stays in user space (``MediaSession`` decides): RTCP (a packet every few seconds, which
+would fall silent between two listings and come back, again and again), sessions with one leg
+(the PBX answering itself), SRTP, recording, a party whose SDP is not applied yet, IPv6, and
+parties on other hosts when this host does not forward IP packets (``net.ipv4.ip_forward`` is
+0: the kernel would drop them). What the kernel forwards is not parsed: the RTP loss count
+covers the packets the relay read itself (a stream restarts each time a channel comes back).
 
 When ``nft`` is missing or refuses (no ``CAP_NET_ADMIN``), the relay stays in user space and
 says so once (``kernel_forwarding_unavailable``). The table is this process's
@@ -82,10 +83,8 @@ class KernelForwarder:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        # What the kernel forwarded over every flow, live or gone (the relay's metrics):
-        # RTP and RTCP packets.
+        # RTP packets the kernel forwarded over every flow, live or gone (the relay's metrics).
         self.rtp_forwarded = 0
-        self.rtcp_forwarded = 0
 
     def start(self) -> None:
         """Load the table and start serving the relay's wishes (in the background)."""
@@ -103,8 +102,6 @@ class KernelForwarder:
         out_port: int,
         dest: Address,
         host: str,
-        *,
-        rtcp: bool = False,
     ) -> Flow | None:
         """The flow for a latched channel, or None if the kernel cannot forward it: IPv6, or a
         party on another host while this host does not forward IP packets."""
@@ -113,7 +110,7 @@ class KernelForwarder:
         local = host if host not in ("", "0.0.0.0") else self._source_towards(dest[0])
         if local is None or not self._forwardable(local):
             return None
-        return Flow(source, port, out_port, dest, local, rtcp)
+        return Flow(source, port, out_port, dest, local)
 
     def _forwardable(self, address: str) -> bool:
         """Whether the kernel may forward packets from and to ``address``: IPv4, and on this
@@ -184,6 +181,12 @@ class KernelForwarder:
             return
         self.active = True
         log.info("kernel_forwarding_ready", table=self.table, other_hosts=self.forwards_ip)
+        if not self.forwards_ip:
+            log.warning(
+                "kernel_forwarding_local_only",
+                reason="net.ipv4.ip_forward is 0: calls with a party on another host stay with "
+                "the relay",
+            )
         loop = self._loop
         next_poll = loop.time() + self.poll_seconds
         while True:
@@ -218,8 +221,7 @@ class KernelForwarder:
         elif removed:
             # The last packets of the flows going away, counted before they are removed.
             text = await self._run_nft(get_script(self.table, removed))
-            installed = dict(self.flows.installed)
-            self._credit(*self.flows.count(parse_element_counters(text)), installed)
+            self._credit(*self.flows.count(parse_element_counters(text)))
         await self._run_nft(["-f", "-"], self.flows.script(removed, added))
         self.flows.applied(removed, added)
         for flow in added:
@@ -233,18 +235,11 @@ class KernelForwarder:
         if not self.flows.installed:
             return
         listing = await self._run_nft(["-j", "list", "set", "ip", self.table, "flows"])
-        installed = dict(self.flows.installed)
-        moved, silent = self.flows.count(parse_counters(listing))
-        self._credit(moved, silent, installed)
+        self._credit(*self.flows.count(parse_counters(listing)))
 
-    def _credit(self, moved: dict[int, int], silent: list[int], flows: dict[int, Flow]) -> None:
+    def _credit(self, moved: dict[int, int], silent: list[int]) -> None:
         for port, packets in moved.items():
-            if not packets:
-                continue
-            if flows[port].rtcp:
-                self.rtcp_forwarded += packets
-            else:
-                self.rtp_forwarded += packets
+            self.rtp_forwarded += packets
             channel = self._channels.get(port)
             if channel is not None:
                 channel.kernel_received += packets

@@ -4,7 +4,7 @@ make it so (issue #21; docs/design.md 9.15).
 Pure: no processes, no sockets, no clock. ``pbx.media.kernel`` runs the scripts with ``nft``
 and reads the counters back.
 
-A *flow* is one direction of one relayed channel (RTP or RTCP): what the latched source sends
+A *flow* is one direction of a call's RTP: what the latched source sends
 to our ``port`` leaves from our ``out_port`` (the other leg's port of the same kind) to
 ``dest``, with ``local`` (our address) as its source. Each relay port receives from one latched
 source, so a flow is keyed by its ``port`` in every set and map of the table:
@@ -48,7 +48,6 @@ class Flow:
     out_port: int  # our port the packets leave from
     dest: Address  # the other party
     local: str  # our address, the packets' new source
-    rtcp: bool = False  # an RTCP channel's flow (for the counts)
 
     @property
     def key(self) -> tuple[str, int, int]:

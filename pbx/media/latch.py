@@ -83,8 +83,9 @@ class Channel:
         self.rejected = 0  # from a source other than the latched one
         self.stray_seen = False
         # The kernel fast path (``pbx.media.kernel``): whether the kernel forwards this
-        # channel's packets now, and how many it has forwarded (also relayed, never in
-        # ``received``, so the loss count covers what the relay itself read).
+        # channel's packets now, and how many it has forwarded (the statistics count them as
+        # received and relayed; ``received`` does not, so the loss count covers what the relay
+        # itself read).
         self.offloaded = False
         self.kernel_received = 0
         # The next packet read opens a new stream (its packets went through the kernel since).

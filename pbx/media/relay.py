@@ -562,12 +562,10 @@ class RelayCounters:
             for side in session.sides:
                 totals.add_leg(session.leg(side))
         if self.kernel is not None:
-            kernel = self.kernel
-            totals.rtp_received += kernel.rtp_forwarded
-            totals.rtp_relayed += kernel.rtp_forwarded
-            totals.rtp_kernel = kernel.rtp_forwarded
-            totals.rtcp_received += kernel.rtcp_forwarded
-            totals.rtcp_relayed += kernel.rtcp_forwarded
+            forwarded = self.kernel.rtp_forwarded
+            totals.rtp_received += forwarded
+            totals.rtp_relayed += forwarded
+            totals.rtp_kernel = forwarded
         # A live stream's loss shrinks when a late packet fills a gap; a counter never goes
         # down, so it shows the highest sum reported so far until the real one passes it.
         totals.rtp_lost = self._lost_shown = max(self._lost_shown, totals.rtp_lost)
@@ -602,8 +600,7 @@ class RelayCounters:
 
         registry.gauge(
             "pbx_rtp_kernel_flows",
-            "Relayed channels the kernel forwards now ([media] kernel_forwarding; one per "
-            "direction of RTP and of RTCP)",
+            "Directions of calls' RTP the kernel forwards now ([media] kernel_forwarding)",
             lambda: len(self.kernel.flows.installed) if self.kernel is not None else 0,
         )
 
@@ -1028,7 +1025,7 @@ class MediaSession:
     def _offer_kernel(self, now: float) -> None:
         """Hand each channel to the kernel that it may forward, take back the others.
 
-        A channel may go when the session has both legs, nothing here needs its packets (no
+        An RTP channel may go when the session has both legs, nothing here needs its packets (no
         recording tap, no SRTP on either leg, both SDPs applied), it has latched a source, the
         other party has a destination, and it is active: it moved in this tick, or the kernel
         holds it already (the kernel path gives back a flow that falls silent, and it returns
@@ -1045,9 +1042,11 @@ class MediaSession:
         )
         wanted = kernel.flows.wanted
         for (side, is_rtcp), protocol in self._protocols.items():
+            if is_rtcp:
+                continue  # RTCP stays here (``pbx.media.kernel``)
             channel, out = protocol.channel, protocol.out
             leg, other = legs[side], legs.get(side.other)
-            port = leg.rtcp_port if is_rtcp else leg.port
+            port = leg.port
             flow = wanted.get(port)
             if (
                 whole
@@ -1065,10 +1064,7 @@ class MediaSession:
                 and out.dest is not None
                 and (channel.offloaded or channel.last_active == now)
             ):
-                out_port = other.rtcp_port if is_rtcp else other.port
-                flow = kernel.flow(
-                    channel.source, port, out_port, out.dest, self.host, rtcp=is_rtcp
-                )
+                flow = kernel.flow(channel.source, port, other.port, out.dest, self.host)
             kernel.want(port, flow, channel)
 
     def _take_back(self) -> None:
@@ -1077,8 +1073,8 @@ class MediaSession:
         if kernel is None:
             return
         for (side, is_rtcp), protocol in self._protocols.items():
-            leg = self._legs[side]
-            kernel.want(leg.rtcp_port if is_rtcp else leg.port, None, protocol.channel)
+            if not is_rtcp:
+                kernel.want(self._legs[side].port, None, protocol.channel)
 
     def close(self) -> None:
         """Close every socket and give the ports back to the pool (idempotent); with a parking

@@ -128,6 +128,22 @@ async def test_latched_calls_are_forwarded_by_the_kernel_with_our_addresses(
     assert kernel.rtp_forwarded >= 42
 
 
+async def test_rtcp_stays_with_the_relay(
+    call: tuple[MediaSession, Endpoint, Endpoint], kernel: KernelForwarder
+) -> None:
+    session, a, b = call
+    await in_kernel(session, a, b, kernel)
+    assert set(kernel.flows.installed) == {session.a.port, session.b.port}
+    report = bytes([0x80, 201, 0, 1]) + (0x1234).to_bytes(4, "big")
+    async with phone(PHONE_A) as a_rtcp:
+        for n in range(1, 11):  # over several of the relay's ticks: each is read here
+            a_rtcp.send(report, (HOST, session.a.rtcp_port))
+            await until(lambda n=n: session.a.rtcp.received == n)  # type: ignore[misc]
+            await asyncio.sleep(0.03)
+            assert session.a.rtcp_port not in kernel.flows.wanted
+    assert session.a.rtcp.relayed == 10
+
+
 async def test_a_recording_tap_takes_the_call_back_to_the_relay(
     call: tuple[MediaSession, Endpoint, Endpoint], kernel: KernelForwarder
 ) -> None:
