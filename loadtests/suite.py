@@ -194,8 +194,11 @@ def rss_kib(pid: int) -> int | None:
 # --- configuration ----------------------------------------------------------------------------
 
 
-def write_suite_config(root: Path) -> tuple[Path, Path, dict[str, Path]]:
-    """pbx.toml, three tenants; returns (config, storm users CSV, registration CSV by phone)."""
+def write_suite_config(
+    root: Path, kernel_forwarding: bool = False
+) -> tuple[Path, Path, dict[str, Path]]:
+    """pbx.toml, three tenants; returns (config, storm users CSV, registration CSV by phone).
+    ``kernel_forwarding``: the relay's kernel fast path (docs/design.md 9.15; needs root)."""
     (root / "tenants").mkdir(parents=True)
     (root / "data").mkdir()
     (root / "pbx.toml").write_text(
@@ -219,6 +222,7 @@ max_calls_per_user = 1000000
 
 [media]
 rtp_ports = "30000-39999"
+kernel_forwarding = {"true" if kernel_forwarding else "false"}
 
 [[trunks]]
 name = "carrier"
@@ -1212,6 +1216,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", help="comma-separated steps: register,calls,media,recording,soak (default all)"
     )
+    parser.add_argument(
+        "--kernel-forwarding",
+        action="store_true",
+        help="the server's relay hands latched calls to nftables ([media] kernel_forwarding)",
+    )
     args = parser.parse_args(argv)
     prof = QUICK if args.quick else FULL
     wanted = set((args.only or "register,calls,media,recording,soak").split(","))
@@ -1232,7 +1241,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     try:
-        config, storm, phones = write_suite_config(workdir / "pbx")
+        config, storm, phones = write_suite_config(workdir / "pbx", args.kernel_forwarding)
         audio = write_audio(workdir / "audio.al")
         secs = prof.seconds
         signalling = CallKind(

@@ -23,3 +23,9 @@ def test_the_suite_config_loads_with_keep_alives_off(tmp_path: Path) -> None:
         rows += [line.split(";")[:2] for line in csv.read_text().splitlines()[1:]]
     assert rows
     assert {(domain, extension) for extension, domain in rows} <= users
+
+
+def test_the_suite_can_run_the_relay_with_its_kernel_fast_path(tmp_path: Path) -> None:
+    assert not load_config(write_suite_config(tmp_path / "a")[0]).server.media.kernel_forwarding
+    config = write_suite_config(tmp_path / "b", kernel_forwarding=True)[0]
+    assert load_config(config).server.media.kernel_forwarding
