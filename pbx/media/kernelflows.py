@@ -37,6 +37,9 @@ Address = tuple[str, int]
 # The packet mark of forwarded packets: how the input and postrouting chains tell them apart.
 MARK = 0x50420000
 TABLE_PREFIX = "pbx_relay_"
+# Keys per ``get element`` command: nft 1.0.6 (Debian 12) crashes with a segmentation fault on
+# one of 200 keys; several commands of this many in one run are fine.
+GET_CHUNK = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,9 +172,14 @@ class FlowTable:
         return removed, added
 
     def script(self, removed: list[Flow], added: list[Flow]) -> str:
-        """One nft transaction: the removals, then the additions."""
+        """One nft run: the counters of the flows about to go (printed, for
+        ``parse_element_counters``), then one transaction of the removals and the additions."""
         t = self.table
         lines = []
+        for start in range(0, len(removed), GET_CHUNK):
+            chunk = removed[start : start + GET_CHUNK]
+            keys = ", ".join(f"{a} . {s} . {p}" for a, s, p in (flow.key for flow in chunk))
+            lines.append(f"get element ip {t} flows {{ {keys} }}")
         for flow in removed:
             address, sport, port = flow.key
             lines += [
@@ -224,10 +232,14 @@ class FlowTable:
         self._counted.clear()
         self._listed.clear()
 
-    def count(self, counts: dict[tuple[str, int, int], int]) -> tuple[dict[int, int], list[int]]:
+    def count(
+        self, counts: dict[tuple[str, int, int], int], *, silence: bool = True
+    ) -> tuple[dict[int, int], list[int]]:
         """What each installed flow forwarded since the last listing, by port (a flow the
         listing does not show, or shows for another source, is left out), and the ports of
-        the flows that forwarded nothing since a listing before this one: silent ones."""
+        the flows that forwarded nothing since a listing before this one: silent ones.
+        ``silence=False`` (the counters read just before a removal, which may show other
+        flows too) finds none and leaves the next periodic listing to judge silence."""
         moved: dict[int, int] = {}
         silent: list[int] = []
         for port, flow in self.installed.items():
@@ -237,6 +249,8 @@ class FlowTable:
             delta = max(0, packets - self._counted[port])
             self._counted[port] = packets
             moved[port] = delta
+            if not silence:
+                continue
             if delta == 0 and port in self._listed:
                 silent.append(port)
             self._listed.add(port)
@@ -247,15 +261,9 @@ _ELEMENT = re.compile(r"(\d+\.\d+\.\d+\.\d+) \. (\d+) \. (\d+) counter packets (
 
 
 def parse_element_counters(text: str) -> dict[tuple[str, int, int], int]:
-    """Packets per flow key, from ``nft get element ip TABLE flows { ... }`` (text: nft 1.0.6
-    prints this one as text even with ``-j``)."""
+    """Packets per flow key, from what ``get element ip TABLE flows { ... }`` prints (text:
+    nft 1.0.6 prints it as text even with ``-j``; it may print more elements than asked)."""
     return {
         (address, int(sport), int(port)): int(packets)
         for address, sport, port, packets in _ELEMENT.findall(text)
     }
-
-
-def get_script(table: str, flows: list[Flow]) -> list[str]:
-    """The ``nft`` arguments that print the counters of ``flows``."""
-    keys = ", ".join(f"{a} . {s} . {p}" for a, s, p in (flow.key for flow in flows))
-    return ["get", "element", "ip", table, "flows", f"{{ {keys} }}"]
