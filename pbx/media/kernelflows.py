@@ -180,24 +180,11 @@ class FlowTable:
             chunk = removed[start : start + GET_CHUNK]
             keys = ", ".join(f"{a} . {s} . {p}" for a, s, p in (flow.key for flow in chunk))
             lines.append(f"get element ip {t} flows {{ {keys} }}")
-        for flow in removed:
-            address, sport, port = flow.key
-            lines += [
-                f"delete element ip {t} flows {{ {address} . {sport} . {port} }}",
-                f"delete element ip {t} daddr_of {{ {port} }}",
-                f"delete element ip {t} dport_of {{ {port} }}",
-                f"delete element ip {t} sport_of {{ {port} }}",
-                f"delete element ip {t} saddr_of {{ {flow.out_port} }}",
-            ]
-        for flow in added:
-            address, sport, port = flow.key
-            lines += [
-                f"add element ip {t} flows {{ {address} . {sport} . {port} }}",
-                f"add element ip {t} daddr_of {{ {port} : {flow.dest[0]} }}",
-                f"add element ip {t} dport_of {{ {port} : {flow.dest[1]} }}",
-                f"add element ip {t} sport_of {{ {port} : {flow.out_port} }}",
-                f"add element ip {t} saddr_of {{ {flow.out_port} : {flow.local} }}",
-            ]
+        for verb, flows in (("delete", removed), ("add", added)):
+            for flow in flows:
+                for name, key, value in _elements(flow):
+                    element = key if verb == "delete" else f"{key}{value}"
+                    lines.append(f"{verb} element ip {t} {name} {{ {element} }}")
         return "".join(line + "\n" for line in lines)
 
     def flush_script(self) -> str:
@@ -255,6 +242,18 @@ class FlowTable:
                 silent.append(port)
             self._listed.add(port)
         return moved, silent
+
+
+def _elements(flow: Flow) -> list[tuple[str, str, str]]:
+    """A flow's element in each set and map: (name, key, " : value" or "")."""
+    address, sport, port = flow.key
+    return [
+        ("flows", f"{address} . {sport} . {port}", ""),
+        ("daddr_of", str(port), f" : {flow.dest[0]}"),
+        ("dport_of", str(port), f" : {flow.dest[1]}"),
+        ("sport_of", str(port), f" : {flow.out_port}"),
+        ("saddr_of", str(flow.out_port), f" : {flow.local}"),
+    ]
 
 
 _ELEMENT = re.compile(r"(\d+\.\d+\.\d+\.\d+) \. (\d+) \. (\d+) counter packets (\d+)")

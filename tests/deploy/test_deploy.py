@@ -57,38 +57,36 @@ def unit_values(key: str) -> list[str]:
 # --- the systemd unit -------------------------------------------------------------------------
 
 
-def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
+def verify_unit(folder: Path, *drop_ins: Path) -> subprocess.CompletedProcess[str]:
+    """``systemd-analyze verify`` of the unit (with these drop-ins) copied into ``folder``."""
     # verify checks that ExecStart's program exists: point it at this checkout's venv.
     venv_pbx = Path(sys.executable).parent / "pbx"
     assert venv_pbx.exists()
     text = UNIT.read_text(encoding="utf-8").replace("/opt/pbx/.venv/bin/pbx", str(venv_pbx))
-    (tmp_path / "pbx.service").write_text(text, encoding="utf-8")
-    done = subprocess.run(
-        ["systemd-analyze", "verify", str(tmp_path / "pbx.service")],
+    (folder / "pbx.service").write_text(text, encoding="utf-8")
+    if drop_ins:
+        (folder / "pbx.service.d").mkdir()
+    for drop_in in drop_ins:
+        shutil.copy(drop_in, folder / "pbx.service.d" / drop_in.name)
+    return subprocess.run(
+        ["systemd-analyze", "verify", str(folder / "pbx.service")],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
+    done = verify_unit(tmp_path)
     assert done.returncode == 0, done.stderr
     assert "pbx.service" not in done.stderr, done.stderr  # no warning about our unit
 
 
 def test_systemd_analyze_verify_accepts_the_kernel_forwarding_drop_in(tmp_path: Path) -> None:
     # issue #21: [media] kernel_forwarding needs CAP_NET_ADMIN and netlink, granted by a drop-in.
-    venv_pbx = Path(sys.executable).parent / "pbx"
-    text = UNIT.read_text(encoding="utf-8").replace("/opt/pbx/.venv/bin/pbx", str(venv_pbx))
-    (tmp_path / "pbx.service").write_text(text, encoding="utf-8")
     drop_in = REPO / "deploy" / "pbx.service.d" / "kernel-forwarding.conf"
-    (tmp_path / "pbx.service.d").mkdir()
-    shutil.copy(drop_in, tmp_path / "pbx.service.d" / drop_in.name)
-    done = subprocess.run(
-        ["systemd-analyze", "verify", str(tmp_path / "pbx.service")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = verify_unit(tmp_path, drop_in)
     assert done.returncode == 0, done.stderr
     assert "kernel-forwarding.conf" not in done.stderr, done.stderr  # read, and no warning
     lines = drop_in.read_text(encoding="utf-8").splitlines()

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import subprocess
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -58,12 +59,13 @@ async def kernel() -> AsyncIterator[KernelForwarder]:
     assert not table_exists(forwarder.table)
 
 
-@pytest_asyncio.fixture
-async def call(
-    kernel: KernelForwarder,
+@contextlib.asynccontextmanager
+async def relayed_call(
+    kernel: KernelForwarder, **options: Any
 ) -> AsyncIterator[tuple[MediaSession, Endpoint, Endpoint]]:
+    """A session with its kernel path, and two phones it relays between; closed on exit."""
     pool = PortPool(*TEST_PORTS)
-    session = MediaSession.open_now(pool, HOST, tick_seconds=0.05, kernel=kernel)
+    session = MediaSession.open_now(pool, HOST, tick_seconds=0.05, kernel=kernel, **options)
     try:
         async with phone(PHONE_A) as a, phone(PHONE_B) as b:
             session.set_remote(Side.A, *a.address)
@@ -72,6 +74,14 @@ async def call(
     finally:
         session.close()
         await kernel.settled()
+
+
+@pytest_asyncio.fixture
+async def call(
+    kernel: KernelForwarder,
+) -> AsyncIterator[tuple[MediaSession, Endpoint, Endpoint]]:
+    async with relayed_call(kernel) as parties:
+        yield parties
     assert not kernel.flows.installed
 
 
@@ -230,35 +240,21 @@ async def test_a_party_that_stops_sending_in_the_kernel_is_reported_inactive(
     kernel: KernelForwarder,
 ) -> None:
     inactive: list[Side] = []
-    pool = PortPool(*TEST_PORTS)
-    session = MediaSession.open_now(
-        pool,
-        HOST,
-        tick_seconds=0.05,
-        inactivity_seconds=1.0,
-        on_inactive=inactive.append,
-        kernel=kernel,
-    )
-    try:
-        async with phone(PHONE_A) as a, phone(PHONE_B) as b:
-            session.set_remote(Side.A, *a.address)
-            session.set_remote(Side.B, *b.address)
-            await in_kernel(session, a, b, kernel)
-            # A falls silent; B goes on through the kernel, past the inactivity time.
-            loop = asyncio.get_running_loop()
-            silent_from = loop.time()
-            async with asyncio.timeout(10):
-                n = 1000
-                while Side.A not in inactive:
-                    b.send(rtp(n), (HOST, session.b.port))
-                    n += 1
-                    await asyncio.sleep(0.02)
-            assert loop.time() - silent_from >= 1.0
-            assert inactive == [Side.A]  # B's packets, counted from the kernel, keep B active
-            assert session.b.rtp.offloaded
-    finally:
-        session.close()
-        await kernel.settled()
+    options = {"inactivity_seconds": 1.0, "on_inactive": inactive.append}
+    async with relayed_call(kernel, **options) as (session, a, b):
+        await in_kernel(session, a, b, kernel)
+        # A falls silent; B goes on through the kernel, past the inactivity time.
+        loop = asyncio.get_running_loop()
+        silent_from = loop.time()
+        async with asyncio.timeout(10):
+            n = 1000
+            while Side.A not in inactive:
+                b.send(rtp(n), (HOST, session.b.port))
+                n += 1
+                await asyncio.sleep(0.02)
+        assert loop.time() - silent_from >= 1.0
+        assert inactive == [Side.A]  # B's packets, counted from the kernel, keep B active
+        assert session.b.rtp.offloaded
 
 
 async def test_without_nft_the_relay_stays_in_user_space() -> None:
@@ -267,17 +263,12 @@ async def test_without_nft_the_relay_stays_in_user_space() -> None:
     forwarder.start()
     await until(lambda: forwarder.ended, 5)
     assert not forwarder.active
-    pool = PortPool(*TEST_PORTS)
-    session = MediaSession.open_now(pool, HOST, tick_seconds=0.05, kernel=forwarder)
     try:
-        async with phone(PHONE_A) as a, phone(PHONE_B) as b:
-            session.set_remote(Side.A, *a.address)
-            session.set_remote(Side.B, *b.address)
+        async with relayed_call(forwarder) as (session, a, b):
             for n in range(10):
                 await talk(session, a, b, n)
                 await asyncio.sleep(0.02)
             assert session.a.rtp.received == 10
             assert not session.a.rtp.offloaded
     finally:
-        session.close()
         forwarder.close()
