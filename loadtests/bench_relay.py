@@ -95,9 +95,9 @@ REPO = Path(__file__).resolve().parents[1]
 RELAY_PORTS = (20000, 29999)
 # The --before relay's range (both relays are up at once), below the ephemeral ports as well.
 BEFORE_PORTS = (10000, 19999)
-RTPENGINE_PORTS = (30000, 39999)
+RTPENGINE_PORTS = (30000, 39999)  # the rtpengine mode's relay (4 ports a call: RTP and RTCP)
 # relay+kernel: extra warm-up, for the relay's ticks (0.5 s) to hand every call to the kernel.
-KERNEL_HANDOVER = 2.0  # the rtpengine mode's relay (4 ports a call: RTP and RTCP)
+KERNEL_HANDOVER = 2.0
 PACKET_INTERVAL = 0.020  # 50 packets/s per direction
 PHASES = 20  # phase groups, one every millisecond
 LOSS_LIMIT = 0.001  # 0.1 %
@@ -228,9 +228,8 @@ def relay_process(
             forwarder = KernelForwarder(asyncio.get_running_loop())
             forwarder.start()
             async with asyncio.timeout(10):
-                while not (forwarder.active or forwarder.ended):  # noqa: ASYNC110 - no event
-                    await asyncio.sleep(0.01)
-            if not forwarder.active:
+                loaded = await forwarder.started()
+            if not loaded:
                 raise RuntimeError("relay+kernel: nft could not load the table (root needed)")
         return forwarder
 

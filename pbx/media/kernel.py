@@ -82,6 +82,7 @@ class KernelForwarder:
         self._addresses: dict[str, bool] = {}  # _forwardable's answers
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
+        self._started = asyncio.Event()  # the table is loaded, or it never will be
         self._task: asyncio.Task[None] | None = None
         # RTP packets the kernel forwarded over every flow, live or gone (the relay's metrics).
         self.rtp_forwarded = 0
@@ -142,6 +143,11 @@ class KernelForwarder:
         self._idle.clear()
         self._wake.set()
 
+    async def started(self) -> bool:
+        """Wait until the table is loaded (True) or nft has refused it (False)."""
+        await self._started.wait()
+        return self.active
+
     async def settled(self) -> None:
         """Wait until the kernel holds what is wanted (for tests and benchmarks)."""
         await self._idle.wait()
@@ -157,6 +163,7 @@ class KernelForwarder:
             self._task = None
         was_active, self.active, self.ended = self.active, False, True
         self._idle.set()
+        self._started.set()
         if was_active:
             try:
                 subprocess.run(
@@ -177,9 +184,11 @@ class KernelForwarder:
         except _NftError as exc:
             self.ended = True
             self._idle.set()
+            self._started.set()
             log.warning("kernel_forwarding_unavailable", error=str(exc))
             return
         self.active = True
+        self._started.set()
         log.info("kernel_forwarding_ready", table=self.table, other_hosts=self.forwards_ip)
         if not self.forwards_ip:
             log.warning(

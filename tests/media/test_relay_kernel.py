@@ -51,8 +51,8 @@ async def kernel() -> AsyncIterator[KernelForwarder]:
     forwarder = KernelForwarder(asyncio.get_running_loop(), poll_seconds=0.2)
     forwarder.start()
     try:
-        await until(lambda: forwarder.active or forwarder.ended, 10)
-        assert forwarder.active, "nft did not load the table"
+        async with asyncio.timeout(10):
+            assert await forwarder.started(), "nft did not load the table"
         yield forwarder
     finally:
         forwarder.close()
@@ -261,8 +261,9 @@ async def test_without_nft_the_relay_stays_in_user_space() -> None:
     loop = asyncio.get_running_loop()
     forwarder = KernelForwarder(loop, nft="/nonexistent/nft", table="pbx_relay_test_missing")
     forwarder.start()
-    await until(lambda: forwarder.ended, 5)
-    assert not forwarder.active
+    async with asyncio.timeout(5):
+        assert not await forwarder.started()
+    assert forwarder.ended
     try:
         async with relayed_call(forwarder) as (session, a, b):
             for n in range(10):
