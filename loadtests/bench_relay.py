@@ -28,12 +28,12 @@ relay without and with recording. ``relay+srtp`` (issue #18) makes every leg SRT
 and decrypts what comes back with the relay's key for that leg (libsrtp through ``pylibsrtp``,
 as the relay), so the relay decrypts and re-encrypts every packet, through real sockets.
 ``relay+kernel`` (issue #21, docs/design.md 9.15) gives the sessions the kernel fast path
-(``pbx.media.kernel``, nftables; needs root): after 2 s more warm-up, for the relay's ticks to
-hand the calls over, the kernel forwards them. It costs the relay process little; the kernel
-forwards in the senders' system calls and softirqs, charged to whatever runs then (here mostly
-the generator), so the end of the run prints, for each level held, the whole machine's CPU
-beyond the ``direct`` mode's at the same level: a difference of two noisy figures (run
-``direct`` too, and repeat).
+(``pbx.media.kernel``, nftables; needs root): 2 s of traffic that is not measured (CPU
+included) let the relay's ticks hand the calls over, then the kernel forwards them. It costs
+the relay process little; the kernel forwards in the senders' system calls and softirqs,
+charged to whatever runs then (here mostly the generator), so the end of the run prints, for
+each level held, the whole machine's CPU beyond the ``direct`` mode's at the same level: a
+difference of two noisy figures (run ``direct`` too, and repeat).
 A packet counts as lost if it never arrives or arrives more than 50 ms after it was sent (it
 would miss a phone's jitter buffer). Latency is one-way (send to receive; CLOCK_MONOTONIC is
 shared by processes); "added" is the relay's mean latency minus the direct mean at the same
@@ -96,7 +96,7 @@ RELAY_PORTS = (20000, 29999)
 # The --before relay's range (both relays are up at once), below the ephemeral ports as well.
 BEFORE_PORTS = (10000, 19999)
 RTPENGINE_PORTS = (30000, 39999)  # the rtpengine mode's relay (4 ports a call: RTP and RTCP)
-# relay+kernel: extra warm-up, for the relay's ticks (0.5 s) to hand every call to the kernel.
+# relay+kernel: unmeasured traffic first, for the relay's ticks (0.5 s) to hand the calls over.
 KERNEL_HANDOVER = 2.0
 PACKET_INTERVAL = 0.020  # 50 packets/s per direction
 PHASES = 20  # phase groups, one every millisecond
@@ -655,10 +655,12 @@ def run_level(
         ports = relay.call(
             ng + "open", *((calls, rec, srtp, True) if kernel else (calls, rec, srtp)), timeout=120
         )
-        if kernel:
-            warmup += KERNEL_HANDOVER  # the relay's ticks hand the calls over first
         addresses = gen.call("setup", ports, timeout=120)
         relay.call(ng + "remote", addresses, timeout=120)
+        if kernel:
+            # The relay's ticks hand the calls over while this unmeasured traffic flows, so
+            # the CPU below is the kernel path's, not that of the relay relaying meanwhile.
+            gen.call("run", KERNEL_HANDOVER, 0.0, timeout=KERNEL_HANDOVER + 30)
     try:
         before = relay.call(ng + "counters") if mode != "direct" else None
         busy = _machine_busy()
