@@ -33,7 +33,10 @@ included) let the relay's ticks hand the calls over, then the kernel forwards th
 the relay process little; the kernel forwards in the senders' system calls and softirqs,
 charged to whatever runs then (here mostly the generator), so the end of the run prints, for
 each level held, the whole machine's CPU beyond the ``direct`` mode's at the same level: a
-difference of two noisy figures (run ``direct`` too, and repeat).
+difference of two noisy figures (run ``direct`` too, and repeat). ``relay+rec+kernel`` records
+every call as ``relay+rec`` does, with the kernel fast path: the kernel forwards each packet and
+copies it to the relay's socket for the recorder (``Flow.copy``), so the relay reads every
+packet and sends none; its cost is printed the same way.
 A packet counts as lost if it never arrives or arrives more than 50 ms after it was sent (it
 would miss a phone's jitter buffer). Latency is one-way (send to receive; CLOCK_MONOTONIC is
 shared by processes); "added" is the relay's mean latency minus the direct mean at the same
@@ -218,7 +221,7 @@ def relay_process(
     sessions: list[MediaSession] = []
     recorders: list[CallRecorder] = []
     record_dir = Path(tempfile.mkdtemp(prefix="bench_relay_rec_"))
-    forwarder: Any = None  # the kernel fast path, made for the first relay+kernel level
+    forwarder: Any = None  # the kernel fast path, made for the first +kernel level
 
     async def kernel_forwarder() -> Any:
         nonlocal forwarder
@@ -650,8 +653,8 @@ def run_level(
     if mode == "direct":
         gen.call("setup", calls)
     else:
-        rec, srtp = mode == "relay+rec", mode == "relay+srtp"
-        kernel = mode == "relay+kernel"
+        rec, srtp = mode.startswith("relay+rec"), mode == "relay+srtp"
+        kernel = mode.endswith("+kernel")
         ports = relay.call(
             ng + "open", *((calls, rec, srtp, True) if kernel else (calls, rec, srtp)), timeout=120
         )
@@ -822,7 +825,7 @@ def main(argv: list[str] | None = None) -> int:
             print(header, flush=True)
             for mode in modes:
                 relays = [(mode, relay)]
-                if before is not None and mode.startswith("relay") and mode != "relay+kernel":
+                if before is not None and mode.startswith("relay") and not mode.endswith("+kernel"):
                     relays.append((mode + before_tag, before))
                 labels += [label for label, _ in relays]
                 stopped: set[str] = set()
@@ -875,7 +878,7 @@ def main(argv: list[str] | None = None) -> int:
             f"most concurrent calls with < 0.1 % loss, {label:<{width}}: "
             f"{best.calls if best else 0}"
         )
-        if best is not None and best.mode == "relay+kernel":
+        if best is not None and best.mode.endswith("+kernel"):
             line += _kernel_cost(best, results)
         elif best is not None and best.relay_cpu:
             # CPU cost per call at that level: how many calls one whole core would carry.
@@ -884,9 +887,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             line += " calls per fully used core"
         print(line + note)
-        if label == "relay+kernel":
+        if label.endswith("+kernel"):
             for r in held:  # each level's figure: the whole machine's CPU is a noisy measure
-                print(f"  relay+kernel at {r.calls} calls{_kernel_cost(r, results)}")
+                print(f"  {label} at {r.calls} calls{_kernel_cost(r, results)}")
     if before_tag:
         _print_comparison(results, modes, before_tag)
     print(f"total time {time.monotonic() - began:.0f} s")

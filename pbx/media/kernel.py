@@ -14,10 +14,15 @@ them. A flow being removed has its counter read first, so no packet is left unco
 
 What stays in user space (``MediaSession`` decides): RTCP (a packet every few seconds, which
 would fall silent between two listings and come back, again and again), sessions with one leg
-(the PBX answering itself), SRTP, recording, a party whose SDP is not applied yet, IPv6, and
-parties on other hosts when this host does not forward IP packets (``net.ipv4.ip_forward`` is
-0: the kernel would drop them). What the kernel forwards is not parsed: the RTP loss count
-covers the packets the relay read itself (a stream restarts each time a channel comes back).
+(the PBX answering itself), SRTP, a party whose SDP is not applied yet, IPv6, and parties on
+other hosts when this host does not forward IP packets (``net.ipv4.ip_forward`` is 0: the
+kernel would drop them). What the kernel forwards is not parsed: the RTP loss count covers the
+packets the relay read itself (a stream restarts each time a channel comes back).
+
+A recorded channel is forwarded as a copied flow (``Flow.copy``): the kernel also copies each
+packet to the relay's socket, where the recorder gets it and the relay counts it (so its loss
+count goes on), and sends nothing. Its counter still finds silence; its packets are not added
+to the channel a second time (``rtp_copied``).
 
 When ``nft`` is missing or refuses (no ``CAP_NET_ADMIN``), the relay stays in user space and
 says so once (``kernel_forwarding_unavailable``). The table is this process's
@@ -38,6 +43,7 @@ from pathlib import Path
 import structlog
 
 from pbx.media.kernelflows import (
+    COPY_PORT,
     Address,
     Flow,
     FlowTable,
@@ -84,8 +90,10 @@ class KernelForwarder:
         self._idle = asyncio.Event()
         self._started = asyncio.Event()  # the table is loaded, or it never will be
         self._task: asyncio.Task[None] | None = None
-        # RTP packets the kernel forwarded over every flow, live or gone (the relay's metrics).
+        # RTP packets the kernel forwarded over every flow, live or gone (the relay's metrics),
+        # and of those, the ones it also copied to the relay (which counted them itself).
         self.rtp_forwarded = 0
+        self.rtp_copied = 0
 
     def start(self) -> None:
         """Load the table and start serving the relay's wishes (in the background)."""
@@ -103,6 +111,8 @@ class KernelForwarder:
         out_port: int,
         dest: Address,
         host: str,
+        *,
+        copy: bool = False,
     ) -> Flow | None:
         """The flow for a latched channel, or None if the kernel cannot forward it: IPv6, or a
         party on another host while this host does not forward IP packets."""
@@ -111,7 +121,7 @@ class KernelForwarder:
         local = host if host not in ("", "0.0.0.0") else self._source_towards(dest[0])
         if local is None or not self._forwardable(local):
             return None
-        return Flow(source, port, out_port, dest, local)
+        return Flow(source, port, out_port, dest, local, copy)
 
     def _forwardable(self, address: str) -> bool:
         """Whether the kernel may forward packets from and to ``address``: IPv4, and on this
@@ -140,6 +150,8 @@ class KernelForwarder:
             channel.offloaded = False
         else:
             self._channels[port] = channel
+            if flow.copy:  # its copies may come as soon as the batch has run
+                channel.copied_from = (flow.source[0], COPY_PORT)
         self._idle.clear()
         self._wake.set()
 
@@ -235,7 +247,7 @@ class KernelForwarder:
         self.flows.applied(removed, added)
         for flow in added:
             if self.flows.wanted.get(flow.port) == flow:
-                self._channels[flow.port].hand_to_kernel()
+                self._channels[flow.port].hand_to_kernel(copied=flow.copy)
         for flow in removed:
             if flow.port not in self.flows.wanted and flow.port not in self.flows.installed:
                 self._channels.pop(flow.port, None)
@@ -247,8 +259,12 @@ class KernelForwarder:
         self._credit(*self.flows.count(parse_counters(listing)))
 
     def _credit(self, moved: dict[int, int], silent: list[int]) -> None:
+        installed = self.flows.installed
         for port, packets in moved.items():
             self.rtp_forwarded += packets
+            if installed[port].copy:
+                self.rtp_copied += packets  # the relay counted their copies
+                continue
             channel = self._channels.get(port)
             if channel is not None:
                 channel.kernel_received += packets

@@ -21,6 +21,14 @@ before routing would make the kernel drop the packet as a martian). A packet who
 does not match (a stray sender, a party that moved) is not touched and reaches the relay's
 socket, so the latching rules stay in user space.
 
+A flow may also be *copied* (``Flow.copy``: the call is recorded, and the recorder needs every
+packet): the ``copies`` set holds its key too, and ``prerouting`` first duplicates the packet
+(``dup``) to its own destination, our port, marked ``COPY_MARK``. The copy comes back into
+``prerouting`` through the loopback device; there its source port is set to ``COPY_PORT`` (0,
+which no party sends from) and it goes on untouched to the relay's socket. The relay tells a
+copy by that source port: it records and counts it, and sends nothing (the kernel forwarded
+the packet), even while a flow is being taken back (``pbx.media.relay``).
+
 ``FlowTable`` keeps what the relay wants forwarded and what the kernel holds, and turns the
 difference into one ``nft -f`` script (an nft script is one transaction: all or nothing).
 """
@@ -36,6 +44,9 @@ Address = tuple[str, int]
 
 # The packet mark of forwarded packets: how the input and postrouting chains tell them apart.
 MARK = 0x50420000
+# The mark of a copied flow's copies (``Flow.copy``), and the source port they reach us from.
+COPY_MARK = MARK | 1
+COPY_PORT = 0
 TABLE_PREFIX = "pbx_relay_"
 # Keys per ``get element`` command: nft 1.0.6 (Debian 12) crashes with a segmentation fault on
 # one of 200 keys; several commands of this many in one run are fine.
@@ -51,6 +62,7 @@ class Flow:
     out_port: int  # our port the packets leave from
     dest: Address  # the other party
     local: str  # our address, the packets' new source
+    copy: bool = False  # a copy of each packet also reaches our port (module docstring)
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -65,17 +77,20 @@ def table_name(pid: int) -> str:
 
 def table_script(table: str) -> str:
     """Create the table afresh (an older one of the same name is replaced)."""
-    mark = f"0x{MARK:08x}"
+    mark, copy = f"0x{MARK:08x}", f"0x{COPY_MARK:08x}"
     return f"""add table ip {table}
 delete table ip {table}
 table ip {table} {{
   set flows {{ type ipv4_addr . inet_service . inet_service; counter; }}
+  set copies {{ type ipv4_addr . inet_service . inet_service; }}
   map daddr_of {{ type inet_service : ipv4_addr; }}
   map dport_of {{ type inet_service : inet_service; }}
   map sport_of {{ type inet_service : inet_service; }}
   map saddr_of {{ type inet_service : ipv4_addr; }}
   chain prerouting {{
     type filter hook prerouting priority raw; policy accept;
+    meta mark {copy} udp sport set {COPY_PORT} accept
+    ip saddr . udp sport . udp dport @copies meta mark set {copy} dup to ip daddr
     ip saddr . udp sport . udp dport @flows notrack meta mark set {mark} \
 ip daddr set udp dport map @daddr_of udp sport set udp dport map @sport_of \
 udp dport set udp dport map @dport_of
@@ -194,6 +209,7 @@ class FlowTable:
             f"flush {kind} ip {t} {name}\n"
             for kind, name in (
                 ("set", "flows"),
+                ("set", "copies"),
                 ("map", "daddr_of"),
                 ("map", "dport_of"),
                 ("map", "sport_of"),
@@ -247,8 +263,11 @@ class FlowTable:
 def _elements(flow: Flow) -> list[tuple[str, str, str]]:
     """A flow's element in each set and map: (name, key, " : value" or "")."""
     address, sport, port = flow.key
+    key = f"{address} . {sport} . {port}"
+    copies = [("copies", key, "")] if flow.copy else []
     return [
-        ("flows", f"{address} . {sport} . {port}", ""),
+        ("flows", key, ""),
+        *copies,
         ("daddr_of", str(port), f" : {flow.dest[0]}"),
         ("dport_of", str(port), f" : {flow.dest[1]}"),
         ("sport_of", str(port), f" : {flow.out_port}"),

@@ -52,6 +52,7 @@ class Channel:
         "bad_received",
         "bad_seq",
         "base_seq",
+        "copied_from",
         "declared",
         "dest",
         "dropped",
@@ -90,6 +91,10 @@ class Channel:
         self.kernel_received = 0
         # The next packet read opens a new stream (its packets went through the kernel since).
         self.resync = False
+        # Where the kernel's copies of this channel's packets come from, once it copies them
+        # (a recorded call: ``pbx.media.kernelflows``): the relay counts and records them, and
+        # sends nothing. Kept after the flow ends: copies may still wait in the socket.
+        self.copied_from: Address | None = None
         # Loss counting (module docstring; read for RTP only). The hot path just keeps the
         # latest datagram; catch_up reads its sequence number. The current stream: its first and
         # highest extended sequence numbers, and `received` before its first packet; a jump
@@ -145,9 +150,14 @@ class Channel:
         self.catch_up()
         return self.lost_before + self.stream_lost()
 
-    def hand_to_kernel(self) -> None:
+    def hand_to_kernel(self, *, copied: bool = False) -> None:
         """The kernel forwards this channel's packets from now on: close the current stream
-        (its loss is kept); the relay's next packet opens another (``resync``)."""
+        (its loss is kept); the relay's next packet opens another (``resync``). ``copied``: the
+        relay still reads a copy of each packet, so they are counted here as before and the
+        stream goes on."""
+        if copied:
+            self.offloaded = True
+            return
         self.catch_up()
         self.lost_before += self.stream_lost()
         # No stream until the relay reads a packet again: nothing expected, nothing received.

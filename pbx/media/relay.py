@@ -400,10 +400,21 @@ class _RelayProtocol(asyncio.DatagramProtocol):
                 else:
                     channel.rejected += 1
                 return
-        if addr != channel.source and not self.leg._accept_source(channel, addr, data):
-            channel.dropped += 1
-            channel.rejected += 1
-            return
+        if addr != channel.source:
+            if addr == channel.copied_from:
+                # The kernel's copy of a packet it forwarded (a recorded call): counted and
+                # recorded, not sent again.
+                channel.received += 1
+                channel.relayed += 1
+                channel.latest = data
+                tap = self.tap
+                if tap is not None:
+                    tap((self.leg.clock(), data))
+                return
+            if not self.leg._accept_source(channel, addr, data):
+                channel.dropped += 1
+                channel.rejected += 1
+                return
         channel.received += 1
         channel.latest = data  # its sequence number is read later (catch_up), not here
         tap = self.tap
@@ -562,9 +573,10 @@ class RelayCounters:
             for side in session.sides:
                 totals.add_leg(session.leg(side))
         if self.kernel is not None:
+            # The copied ones (recorded calls) the sessions counted as they read the copies.
             forwarded = self.kernel.rtp_forwarded
-            totals.rtp_received += forwarded
-            totals.rtp_relayed += forwarded
+            totals.rtp_received += forwarded - self.kernel.rtp_copied
+            totals.rtp_relayed += forwarded - self.kernel.rtp_copied
             totals.rtp_kernel = forwarded
         # A live stream's loss shrinks when a late packet fills a gap; a counter never goes
         # down, so it shows the highest sum reported so far until the real one passes it.
@@ -979,10 +991,14 @@ class MediaSession:
                 )
 
     def set_tap(self, side: Side, sink: PacketSink | None) -> None:
-        """Copy every RTP packet this party sends to sink(arrival_time, datagram), or stop."""
-        if sink is not None:
-            self._take_back()
+        """Copy every RTP packet this party sends to sink(arrival_time, datagram), or stop.
+
+        With the kernel fast path, a channel the kernel forwards goes on being forwarded
+        there, with a copy of each packet for the tap from the next batch on (or no longer).
+        """
         self._protocols[(side, False)].tap = sink
+        if self._kernel is not None and not self.closed:
+            self._offer_kernel(self._clock())
 
     def stats(self, side: Side) -> LegStats:
         """Counters for what one party sent."""
@@ -1025,11 +1041,12 @@ class MediaSession:
     def _offer_kernel(self, now: float) -> None:
         """Hand each channel to the kernel that it may forward, take back the others.
 
-        An RTP channel may go when the session has both legs, nothing here needs its packets (no
-        recording tap, no SRTP on either leg, both SDPs applied), it has latched a source, the
-        other party has a destination, and it is active: it moved in this tick, or the kernel
-        holds it already (the kernel path gives back a flow that falls silent, and it returns
-        here once the relay reads packets from it again).
+        An RTP channel may go when the session has both legs and no SRTP on either (the relay
+        re-keys each leg), both SDPs are applied, it has latched a source, the other party has
+        a destination, and it is active: it moved in this tick, or the kernel holds it already
+        (the kernel path gives back a flow that falls silent, and it returns here once the
+        relay reads packets from it again). A recorded channel (a tap) goes as a copied flow:
+        the kernel forwards its packets and copies each to the relay for the recorder.
         """
         kernel = self._kernel
         assert kernel is not None
@@ -1037,8 +1054,7 @@ class MediaSession:
             return
         legs = self._legs
         whole = len(legs) == 2 and not any(
-            p.tap is not None or p.unprotect is not None or p.protect is not None
-            for p in self._protocols.values()
+            p.unprotect is not None or p.protect is not None for p in self._protocols.values()
         )
         wanted = kernel.flows.wanted
         for (side, is_rtcp), protocol in self._protocols.items():
@@ -1048,12 +1064,14 @@ class MediaSession:
             leg, other = legs[side], legs.get(side.other)
             port = leg.port
             flow = wanted.get(port)
+            copy = protocol.tap is not None
             if (
                 whole
                 and channel.offloaded
                 and flow is not None
                 and flow.source == channel.source
                 and flow.dest == out.dest
+                and flow.copy == copy
             ):
                 continue  # in the kernel, unchanged: the common case, kept cheap
             flow = None
@@ -1064,11 +1082,11 @@ class MediaSession:
                 and out.dest is not None
                 and (channel.offloaded or channel.last_active == now)
             ):
-                flow = kernel.flow(channel.source, port, other.port, out.dest, self.host)
+                flow = kernel.flow(channel.source, port, other.port, out.dest, self.host, copy=copy)
             kernel.want(port, flow, channel)
 
     def _take_back(self) -> None:
-        """Every channel back to the relay (a new SDP, key or tap, or the end)."""
+        """Every channel back to the relay (a new SDP or key, or the end)."""
         kernel = self._kernel
         if kernel is None:
             return

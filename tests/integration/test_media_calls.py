@@ -652,6 +652,15 @@ def test_recorded_call_keeps_each_party_on_its_own_channel(
     # The recorder finishes after the call (its last flush); the port gauge drops after that.
     wait_until("the recording to be closed", lambda: ports_in_use(pbx.server) == 0, 10)
 
+    assert_recording(path, record, call, incoming, pause)
+    no_active_calls(pbx.server)
+
+
+def assert_recording(
+    path: Path, record: dict[str, Any], call: Any, incoming: Any, pause: float
+) -> None:
+    """The recording of ``talk(..., caller_pause=pause)``: a stereo WAV as long as the call,
+    the caller's tone on the left and the callee's on the right, each where it was sent."""
     with wave.open(str(path), "rb") as wav:
         assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (2, 2, RATE)
         frames = wav.readframes(wav.getnframes())
@@ -699,7 +708,6 @@ def test_recorded_call_keeps_each_party_on_its_own_channel(
     gap = spans["left"][0] - spans["right"][0]
     assert abs(gap - (sent_at["left"] - sent_at["right"])) <= 0.1, (spans, sent_at)
     assert pause - 0.1 <= gap <= pause + 0.3, gap
-    no_active_calls(pbx.server)
 
 
 # --- 4. RTP inactivity ----------------------------------------------------------------------------
@@ -863,7 +871,7 @@ def test_pyvoip_callers_ack_stops_the_2xx_retransmissions(
 # --- 6. the kernel fast path (issue #21) ----------------------------------------------------------
 
 
-def test_with_kernel_forwarding_the_phones_hear_each_other_through_nftables(
+def test_with_kernel_forwarding_the_phones_hear_each_other_and_are_recorded_through_nftables(
     tmp_path: Path, phones: Callable[[RunningServer, str], Phone]
 ) -> None:
     from pyVoIP.VoIP import CallState
@@ -910,6 +918,35 @@ def test_with_kernel_forwarding_the_phones_hear_each_other_through_nftables(
         # The relay hands the flows over within a second of the media: most of the tones.
         assert kernel >= 0.5 * sent, (kernel, sent)
         assert metrics["pbx_rtp_packets_lost_total"] == 0
+
+        # A recorded call goes to the kernel too, which copies each packet for the recorder:
+        # the recording is whole, and no packet reaches a phone twice.
+        before = len(call_records(root, "1003"))
+        recorded = phones(server, "1003")  # recording = true
+        call, incoming = talk(caller, recorded, "1003", caller_pause=1.0)
+        assert server.metrics()["pbx_rtp_kernel_flows"] == 2
+        call.hangup()
+        wait_until(
+            "the BYE at the callee", lambda: incoming.state is CallState.ENDED, SETUP_TIMEOUT
+        )
+        record = closed_record(root, "1003", before)
+        wait_until("the recording to be closed", lambda: ports_in_use(server) == 0, 10)
+        wait_until(
+            "the flows removed from the kernel",
+            lambda: server.metrics()["pbx_rtp_kernel_flows"] == 0,
+            5,
+            interval=0.05,
+        )
+        sent = len(sent_payloads(call)) + len(sent_payloads(incoming))
+        heard = len(received_packets(call)) + len(received_packets(incoming))
+        after = server.metrics()
+        relayed = after["pbx_rtp_packets_relayed_total"] - metrics["pbx_rtp_packets_relayed_total"]
+        kernel = after["pbx_rtp_packets_kernel_total"] - metrics["pbx_rtp_packets_kernel_total"]
+        print(f"recorded: phones sent {sent}, relayed {relayed:g} ({kernel:g} by the kernel)")
+        assert heard <= relayed <= sent, (heard, relayed, sent)
+        assert kernel >= 0.5 * sent, (kernel, sent)
+        assert after["pbx_rtp_packets_lost_total"] == 0
+        assert_recording(Path(record["recording_path"]), record, call, incoming, 1.0)
     assert not nft_table_exists(table)  # removed at shutdown
 
 

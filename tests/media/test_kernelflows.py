@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 from pbx.media.kernelflows import (
+    COPY_MARK,
+    COPY_PORT,
     GET_CHUNK,
     MARK,
     Flow,
@@ -92,6 +94,33 @@ def test_a_batch_adds_what_is_wanted_and_removes_what_is_not() -> None:
     assert table.installed == {20000: moved}
 
 
+def test_a_copied_flow_is_duplicated_to_our_port_and_its_copies_are_told_apart() -> None:
+    script = table_script("pbx_relay_42")
+    chain = script[script.index("chain prerouting") : script.index("chain input")]
+    copy = f"0x{COPY_MARK:08x}"
+    # A copy coming back through loopback first: sent on to our socket from port 0, untouched
+    # by the forwarding rule below (and not copied again).
+    assert chain.index(f"meta mark {copy} udp sport set {COPY_PORT} accept") < chain.index(
+        f"@copies meta mark set {copy} dup to ip daddr"
+    )
+    # Duplicated before the forwarding rule rewrites the packet: the copy goes to our port.
+    assert chain.index("dup to ip daddr") < chain.index("@flows notrack")
+    recorded = Flow(("10.0.0.2", 4000), 20000, 20002, ("10.0.0.3", 5000), "192.0.2.1", True)
+    table = FlowTable("t")
+    table.want(20000, recorded)
+    script = table.script(*table.changes())
+    assert "add element ip t copies { 10.0.0.2 . 4000 . 20000 }\n" in script
+    assert "add element ip t flows { 10.0.0.2 . 4000 . 20000 }\n" in script
+    table.applied(*table.changes())
+    # The recording stops: the same flow without its copies, in one batch.
+    table.want(20000, A_TO_B)
+    removed, added = table.changes()
+    assert (removed, added) == ([recorded], [A_TO_B])
+    script = table.script(removed, added)
+    assert "delete element ip t copies { 10.0.0.2 . 4000 . 20000 }\n" in script
+    assert "copies" not in script[script.index("add element") :]
+
+
 def test_a_failed_batch_leaves_the_table_to_be_filled_again() -> None:
     table = FlowTable("t")
     table.want(20000, A_TO_B)
@@ -99,7 +128,7 @@ def test_a_failed_batch_leaves_the_table_to_be_filled_again() -> None:
     table.lost()
     assert table.pending
     assert table.changes() == ([], [A_TO_B])
-    assert table.flush_script().count("flush ") == 5
+    assert table.flush_script().count("flush ") == 6  # every set and map, copies too
 
 
 def test_counters_give_what_each_flow_forwarded_since_the_last_listing_and_the_silent_ones() -> (
@@ -228,6 +257,19 @@ def test_the_loss_count_covers_what_the_relay_read_around_a_kernel_phase() -> No
     channel.received += 1
     assert channel.lost() == 3
     assert channel.total_received == 3 + 500 + 2
+
+
+def test_a_copied_channel_keeps_its_stream_the_relay_reads_every_packet() -> None:
+    channel = Channel(0.0)
+    channel.start_stream(rtp(100))
+    channel.received = 1
+    channel.hand_to_kernel(copied=True)
+    assert channel.offloaded
+    for seq in (101, 102, 104):  # the copies, read by the relay; 103 is lost
+        channel.latest = rtp(seq)
+        channel.received += 1
+    assert channel.lost() == 1
+    assert channel.total_received == 4
 
 
 def test_a_channel_the_kernel_forwards_is_not_relatched_by_a_stray_source() -> None:

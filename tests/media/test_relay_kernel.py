@@ -154,25 +154,82 @@ async def test_rtcp_stays_with_the_relay(
     assert session.a.rtcp.relayed == 10
 
 
-async def test_a_recording_tap_takes_the_call_back_to_the_relay(
+async def exchange(session: MediaSession, a: Endpoint, b: Endpoint, seqs: range) -> None:
+    """A sends each packet of ``seqs`` in turn, B each back; each arrives once, in order, from
+    the relay's ports (a duplicate would arrive before the next packet)."""
+    for n in seqs:
+        a.send(rtp(n), (HOST, session.a.port))
+        assert await b.receive() == (rtp(n), (HOST, session.b.port))
+        b.send(rtp(n), (HOST, session.b.port))
+        assert await a.receive() == (rtp(n), (HOST, session.a.port))
+
+
+async def test_a_recorded_call_stays_in_the_kernel_which_copies_each_packet_for_the_tap(
     call: tuple[MediaSession, Endpoint, Endpoint], kernel: KernelForwarder
 ) -> None:
     session, a, b = call
     seq = await in_kernel(session, a, b, kernel)
     tapped: list[tuple[float, bytes]] = []
     session.set_tap(Side.A, tapped.append)
-    assert not session.a.rtp.offloaded
     await kernel.settled()
-    assert not kernel.flows.installed
-    for n in range(seq, seq + 5):
-        await talk(session, a, b, n)
-    assert [packet for _, packet in tapped] == [rtp(n) for n in range(seq, seq + 5)]
-    await asyncio.sleep(0.3)  # several ticks: a tapped session stays with the relay
-    assert not kernel.flows.wanted
-    # Every packet counted once, whoever forwarded it; nothing counted as lost.
+    installed = kernel.flows.installed
+    assert installed[session.a.port].copy and not installed[session.b.port].copy
+    assert both_in_kernel(session)
+    read_by_relay = session.b.rtp.received
+    await exchange(session, a, b, range(seq, seq + 20))
+    # The tap got each of A's packets once, through the kernel's copies; none was sent twice.
+    await until(lambda: len(tapped) == 20)
+    assert [packet for _, packet in tapped] == [rtp(n) for n in range(seq, seq + 20)]
+    await b.expect_nothing(0.05)
+    assert session.b.rtp.received == read_by_relay  # B's packets: forwarded, not copied
+    await kernel.poll_now()
     stats = session.stats(Side.A)
-    assert stats.rtp_received == stats.rtp_relayed == seq + 5
+    assert stats.rtp_received == stats.rtp_relayed == seq + 20  # copies not counted twice
     assert stats.rtp_lost == 0
+    assert session.stats(Side.B).rtp_received == seq + 20
+    assert kernel.rtp_copied >= 20
+    # The recording stops: the flow goes on in the kernel without copies (it may have come
+    # back meanwhile, silent between two listings: then it returns to the kernel, uncopied).
+    session.set_tap(Side.A, None)
+    seq += 20
+    async with asyncio.timeout(10):
+        while not (both_in_kernel(session) and kernel.flows.wanted[session.a.port].copy is False):
+            await talk(session, a, b, seq)
+            seq += 1
+            await asyncio.sleep(0.02)
+    await kernel.settled()
+    await exchange(session, a, b, range(seq, seq + 10))
+    assert len(tapped) == 20
+    await kernel.poll_now()
+    stats = session.stats(Side.A)
+    assert stats.rtp_received == stats.rtp_relayed == seq + 10
+    assert stats.rtp_lost == 0
+
+
+async def test_copies_still_on_their_way_when_a_recorded_flow_comes_back_are_not_sent_again(
+    call: tuple[MediaSession, Endpoint, Endpoint], kernel: KernelForwarder
+) -> None:
+    session, a, b = call
+    tapped: list[tuple[float, bytes]] = []
+    session.set_tap(Side.A, tapped.append)
+    seq = await in_kernel(session, a, b, kernel)
+    assert kernel.flows.installed[session.a.port].copy
+    # A burst the kernel forwards and copies, and at once a re-INVITE takes the call back:
+    # the relay reads the copies after it stopped being offloaded.
+    for n in range(seq, seq + 10):
+        a.send(rtp(n), (HOST, session.a.port))
+    session.set_remote(Side.A, *a.address)
+    assert not session.a.rtp.offloaded
+    for n in range(seq, seq + 10):
+        assert await b.receive() == (rtp(n), (HOST, session.b.port))
+    await until(lambda: len(tapped) == seq + 10)
+    await b.expect_nothing(0.05)
+    assert [packet for _, packet in tapped] == [rtp(n) for n in range(seq + 10)]
+    await kernel.settled()
+    # Back with the relay: it forwards what A sends from now on, and records it.
+    a.send(rtp(seq + 10), (HOST, session.a.port))
+    assert await b.receive() == (rtp(seq + 10), (HOST, session.b.port))
+    await until(lambda: len(tapped) == seq + 11)
 
 
 async def test_a_flow_that_falls_silent_comes_back_to_the_relay(
@@ -216,7 +273,10 @@ async def test_a_new_sdp_takes_the_call_back_before_anything_goes_to_the_old_add
         session.set_remote(Side.B, *moved.address)
         assert not session.a.rtp.offloaded  # the relay reads A's packets again at once
         await kernel.settled()
-        assert not kernel.flows.installed
+        # A may be handed over again at once (the kernel's last count of it makes it active
+        # in the next tick), but only towards B's new address.
+        assert session.b.port not in kernel.flows.installed
+        assert all(flow.dest == moved.address for flow in kernel.flows.installed.values())
         a.send(rtp(seq), (HOST, session.a.port))
         assert await moved.receive() == (rtp(seq), (HOST, session.b.port))
         await b.expect_nothing()
