@@ -173,7 +173,8 @@ async def test_a_recorded_call_stays_in_the_kernel_which_copies_each_packet_for_
     session.set_tap(Side.A, tapped.append)
     await kernel.settled()
     installed = kernel.flows.installed
-    assert installed[session.a.port].copy and not installed[session.b.port].copy
+    assert installed[session.a.port].copy
+    assert not installed[session.b.port].copy
     assert both_in_kernel(session)
     read_by_relay = session.b.rtp.received
     await exchange(session, a, b, range(seq, seq + 20))
