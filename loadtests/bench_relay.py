@@ -20,8 +20,8 @@ compares the relay CPU of the two at every level both held. A level given more t
 as well: on a VM one pair moves by several percent.
 
 Modes, each stepped through the call counts until loss reaches 0.1 % (a failed level is tried
-once more, ``--retries``, since the machine may be shared; the whole run stops after about
-170 s): ``direct`` sends the same traffic endpoint to endpoint without the relay: the
+once more, ``--retries``, since the machine may be shared; the whole run stops starting
+levels after 170 s, ``--budget``): ``direct`` sends the same traffic endpoint to endpoint without the relay: the
 generator's own limit and the baseline latency. ``relay`` and ``relay+rec`` go through the
 relay without and with recording. ``relay+srtp`` (issue #18) makes every leg SRTP (SDES
 ``AES_CM_128_HMAC_SHA1_80``): the generator encrypts what each phone sends with that phone's key
@@ -773,6 +773,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="two levels, 1 s each (smoke)")
     parser.add_argument(
+        "--budget",
+        type=float,
+        default=TIME_BUDGET,
+        metavar="SECONDS",
+        help=f"stop starting levels after this long (default {TIME_BUDGET:g}; doubled with "
+        "--before)",
+    )
+    parser.add_argument(
         "--before",
         metavar="REV",
         default=None,
@@ -791,7 +799,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.wait_quiet > 0:
         _wait_until_quiet(args.wait_quiet)
     began = time.monotonic()
-    budget = TIME_BUDGET * (2 if args.before else 1)
+    budget = args.budget * (2 if args.before else 1)
     before_tag = f"@{_revision(args.before)}" if args.before else ""
     width = max(10, *(len(m) + len(before_tag) for m in modes))
     print(

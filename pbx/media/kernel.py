@@ -19,9 +19,15 @@ other hosts when this host does not forward IP packets (``net.ipv4.ip_forward`` 
 kernel would drop them). What the kernel forwards is not parsed: the RTP loss count covers the
 packets the relay read itself (a stream restarts each time a channel comes back).
 
-A recorded channel is forwarded as a copied flow (``Flow.copy``): the kernel also copies each
-packet to the relay's socket, where the recorder gets it and the relay counts it (so its loss
-count goes on), and sends nothing. Its counter still finds silence; its packets are not added
+A recorded channel is forwarded as a copied flow (``Flow.copy``): the kernel also sends a copy
+of each packet to one socket of the forwarder's, the *copies socket*, whatever the call (the
+copy's source port says which: ``pbx.media.kernelflows``). The forwarder reads it every
+``COPY_INTERVAL`` while some flow is copied, everything queued at once, where the relay wakes
+up for each datagram of each call's socket (at 300 recorded calls, the wake-ups alone cost
+more than the reading): each copy is counted on its channel (so the loss count goes on) and
+handed to the channel's tap (the recorder, with the time of the read as its arrival: at most
+``COPY_INTERVAL`` late, well within the recorder's jitter allowance), and nothing is sent. A copy read after its flow was taken back is still only a copy, so a packet
+never reaches a party twice. The flow's counter still finds silence; its packets are not added
 to the channel a second time (``rtp_copied``).
 
 When ``nft`` is missing or refuses (no ``CAP_NET_ADMIN``), the relay stays in user space and
@@ -38,12 +44,13 @@ import ipaddress
 import os
 import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
 from pbx.media.kernelflows import (
-    COPY_PORT,
     Address,
     Flow,
     FlowTable,
@@ -59,6 +66,20 @@ log = structlog.get_logger("pbx.media.kernel")
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 NFT_TIMEOUT = 10.0
+# How often the copies socket is read, the copies read per turn of the event loop at most (the
+# rest are read in the next turn), and the socket's receive buffer: at 1,000 recorded calls,
+# 100,000 copies a second arrive there, 1,000 between two reads (about 1 kB each in the buffer).
+COPY_INTERVAL = 0.01
+COPY_BATCH = 4096
+COPY_RCVBUF = 8 * 1024 * 1024
+MAX_DATAGRAM = 65535
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux
+
+
+class Tapped(Protocol):
+    """Where a channel's copies go: its ``tap`` (the relay's receiving side of a channel)."""
+
+    tap: Callable[[tuple[float, bytes]], object] | None
 
 
 class KernelForwarder:
@@ -84,6 +105,12 @@ class KernelForwarder:
         self.ended = False  # it never will be (nft failed) or no longer is (closed)
         self.forwards_ip = _ip_forward()
         self._channels: dict[int, Channel] = {}  # each wanted or installed port's channel
+        # The copies socket, and for each port whose flow is or was copied, its channel and
+        # tap; a port no longer copied stays until a listing has passed (its late copies).
+        self._copies: socket.socket | None = None
+        self._copied: dict[int, tuple[Channel, Tapped]] = {}
+        self._retiring: set[int] = set()
+        self._copies_timer: asyncio.TimerHandle | None = None
         self._sources: dict[str, str] = {}  # our address towards each destination
         self._addresses: dict[str, bool] = {}  # _forwardable's answers
         self._wake = asyncio.Event()
@@ -103,6 +130,11 @@ class KernelForwarder:
     @property
     def table(self) -> str:
         return self.flows.table
+
+    @property
+    def copies_port(self) -> int | None:
+        """The port the kernel sends the copied flows' copies to (None before the start)."""
+        return None if self._copies is None else int(self._copies.getsockname()[1])
 
     def flow(
         self,
@@ -139,10 +171,12 @@ class KernelForwarder:
             self._addresses[address] = known
         return known
 
-    def want(self, port: int, flow: Flow | None, channel: Channel) -> None:
+    def want(
+        self, port: int, flow: Flow | None, channel: Channel, tapped: Tapped | None = None
+    ) -> None:
         """Forward ``flow`` for ``port`` in the kernel (None: take it back; at once for the
         relay, which then reads the channel's packets again, and for the kernel with the next
-        batch)."""
+        batch). A copied flow's copies are handed to ``tapped.tap``."""
         if not self.active or self.flows.wanted.get(port) == flow:
             return
         self.flows.want(port, flow)
@@ -150,8 +184,13 @@ class KernelForwarder:
             channel.offloaded = False
         else:
             self._channels[port] = channel
-            if flow.copy:  # its copies may come as soon as the batch has run
-                channel.copied_from = (flow.source[0], COPY_PORT)
+            if flow.copy:
+                if tapped is None:
+                    raise ValueError("a copied flow needs where its copies go")
+                self._copied[port] = (channel, tapped)
+                self._retiring.discard(port)
+                if self._copies_timer is None:
+                    self._copies_timer = self._loop.call_later(COPY_INTERVAL, self._read_copies)
         self._idle.clear()
         self._wake.set()
 
@@ -173,6 +212,13 @@ class KernelForwarder:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        if self._copies_timer is not None:
+            self._copies_timer.cancel()
+            self._copies_timer = None
+        if self._copies is not None:
+            self._copies.close()
+            self._copies = None
+        self._copied.clear()
         was_active, self.active, self.ended = self.active, False, True
         self._idle.set()
         self._started.set()
@@ -236,7 +282,59 @@ class KernelForwarder:
         listing = await self._run_nft(["-j", "list", "tables"])
         alive = {int(p) for p in os.listdir("/proc") if p.isdigit()}
         script = "".join(f"delete table ip {name}\n" for name in stale_tables(listing, alive))
-        await self._run_nft(["-f", "-"], script + table_script(self.table))
+        copies = self._open_copies()
+        await self._run_nft(["-f", "-"], script + table_script(self.table, copies))
+
+    def _open_copies(self) -> int:
+        """Bind the copies socket (every address, so copies of calls on any of ours arrive;
+        the table drops whatever else is sent to it); its port. Its buffer is set past the
+        host's ``net.core.rmem_max`` (``SO_RCVBUFFORCE``: the forwarder has ``CAP_NET_ADMIN``)."""
+        if self._copies is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, COPY_RCVBUF)
+                except OSError:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, COPY_RCVBUF)
+                sock.bind(("0.0.0.0", 0))
+                sock.setblocking(False)
+            except OSError as exc:
+                sock.close()
+                raise _NftError(f"copies socket: {exc}") from None
+            self._copies = sock
+        return int(self._copies.getsockname()[1])
+
+    def _read_copies(self) -> None:
+        """The copies of the recorded calls' packets: counted on their channels and handed to
+        their taps; every ``COPY_INTERVAL`` while a flow is copied (module docstring)."""
+        self._copies_timer = None
+        sock, copied = self._copies, self._copied
+        if sock is None:
+            return
+        if copied:  # the next read; sooner if this one leaves copies queued
+            self._copies_timer = self._loop.call_later(COPY_INTERVAL, self._read_copies)
+        now = self._loop.time()
+        for _ in range(COPY_BATCH):
+            try:
+                data, addr = sock.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # nothing a copy could be at fault for; read again next time
+                return
+            target = copied.get(addr[1])
+            if target is None:
+                continue  # a copy of a flow long gone
+            channel, tapped = target
+            channel.received += 1
+            channel.relayed += 1
+            channel.latest = data
+            tap = tapped.tap
+            if tap is not None:
+                tap((now, data))
+        # A full batch: the rest in the next turn of the loop, after what else is due.
+        if self._copies_timer is not None:
+            self._copies_timer.cancel()
+        self._copies_timer = self._loop.call_later(0, self._read_copies)
 
     async def _apply(self) -> None:
         removed, added = self.flows.changes()
@@ -253,7 +351,14 @@ class KernelForwarder:
                 self._channels.pop(flow.port, None)
 
     async def _poll(self) -> None:
-        if not self.flows.installed:
+        # The ports copied no longer since the last listing: their late copies have been read.
+        flows = self.flows
+        copied = {p for p, f in flows.wanted.items() if f.copy}
+        copied.update(p for p, f in flows.installed.items() if f.copy)
+        for port in self._retiring - copied:
+            self._copied.pop(port, None)
+        self._retiring = set(self._copied) - copied
+        if not flows.installed:
             return
         listing = await self._run_nft(["-j", "list", "set", "ip", self.table, "flows"])
         self._credit(*self.flows.count(parse_counters(listing)))

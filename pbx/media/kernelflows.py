@@ -23,11 +23,12 @@ socket, so the latching rules stay in user space.
 
 A flow may also be *copied* (``Flow.copy``: the call is recorded, and the recorder needs every
 packet): the ``copies`` set holds its key too, and ``prerouting`` first duplicates the packet
-(``dup``) to its own destination, our port, marked ``COPY_MARK``. The copy comes back into
-``prerouting`` through the loopback device; there its source port is set to ``COPY_PORT`` (0,
-which no party sends from) and it goes on untouched to the relay's socket. The relay tells a
-copy by that source port: it records and counts it, and sends nothing (the kernel forwarded
-the packet), even while a flow is being taken back (``pbx.media.relay``).
+(``dup``) to its own destination, marked ``COPY_MARK``. The copy comes back into ``prerouting``
+through the loopback device; there its source port is set to its destination port (our port:
+which call it belongs to) and its destination port to the *copies port*, and it goes on,
+untouched by the forwarding rule, to the one socket that reads every copy
+(``pbx.media.kernel``): the recorders' packets of all calls, read in batches, never sent again
+(the kernel forwarded them). Nothing else reaches that port: an unmarked packet to it is dropped.
 
 ``FlowTable`` keeps what the relay wants forwarded and what the kernel holds, and turns the
 difference into one ``nft -f`` script (an nft script is one transaction: all or nothing).
@@ -44,9 +45,8 @@ Address = tuple[str, int]
 
 # The packet mark of forwarded packets: how the input and postrouting chains tell them apart.
 MARK = 0x50420000
-# The mark of a copied flow's copies (``Flow.copy``), and the source port they reach us from.
+# The mark of a copied flow's copies (``Flow.copy``).
 COPY_MARK = MARK | 1
-COPY_PORT = 0
 TABLE_PREFIX = "pbx_relay_"
 # Keys per ``get element`` command: nft 1.0.6 (Debian 12) crashes with a segmentation fault on
 # one of 200 keys; several commands of this many in one run are fine.
@@ -75,8 +75,9 @@ def table_name(pid: int) -> str:
     return f"{TABLE_PREFIX}{pid}"
 
 
-def table_script(table: str) -> str:
-    """Create the table afresh (an older one of the same name is replaced)."""
+def table_script(table: str, copies_port: int) -> str:
+    """Create the table afresh (an older one of the same name is replaced); copies of copied
+    flows go to ``copies_port`` (module docstring)."""
     mark, copy = f"0x{MARK:08x}", f"0x{COPY_MARK:08x}"
     return f"""add table ip {table}
 delete table ip {table}
@@ -89,7 +90,8 @@ table ip {table} {{
   map saddr_of {{ type inet_service : ipv4_addr; }}
   chain prerouting {{
     type filter hook prerouting priority raw; policy accept;
-    meta mark {copy} udp sport set {COPY_PORT} accept
+    meta mark {copy} udp sport set udp dport udp dport set {copies_port} accept
+    udp dport {copies_port} drop
     ip saddr . udp sport . udp dport @copies meta mark set {copy} dup to ip daddr
     ip saddr . udp sport . udp dport @flows notrack meta mark set {mark} \
 ip daddr set udp dport map @daddr_of udp sport set udp dport map @sport_of \

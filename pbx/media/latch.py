@@ -52,7 +52,6 @@ class Channel:
         "bad_received",
         "bad_seq",
         "base_seq",
-        "copied_from",
         "declared",
         "dest",
         "dropped",
@@ -91,10 +90,6 @@ class Channel:
         self.kernel_received = 0
         # The next packet read opens a new stream (its packets went through the kernel since).
         self.resync = False
-        # Where the kernel's copies of this channel's packets come from, once it copies them
-        # (a recorded call: ``pbx.media.kernelflows``): the relay counts and records them, and
-        # sends nothing. Kept after the flow ends: copies may still wait in the socket.
-        self.copied_from: Address | None = None
         # Loss counting (module docstring; read for RTP only). The hot path just keeps the
         # latest datagram; catch_up reads its sequence number. The current stream: its first and
         # highest extended sequence numbers, and `received` before its first packet; a jump

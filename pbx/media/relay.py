@@ -400,21 +400,10 @@ class _RelayProtocol(asyncio.DatagramProtocol):
                 else:
                     channel.rejected += 1
                 return
-        if addr != channel.source:
-            if addr == channel.copied_from:
-                # The kernel's copy of a packet it forwarded (a recorded call): counted and
-                # recorded, not sent again.
-                channel.received += 1
-                channel.relayed += 1
-                channel.latest = data
-                tap = self.tap
-                if tap is not None:
-                    tap((self.leg.clock(), data))
-                return
-            if not self.leg._accept_source(channel, addr, data):
-                channel.dropped += 1
-                channel.rejected += 1
-                return
+        if addr != channel.source and not self.leg._accept_source(channel, addr, data):
+            channel.dropped += 1
+            channel.rejected += 1
+            return
         channel.received += 1
         channel.latest = data  # its sequence number is read later (catch_up), not here
         tap = self.tap
@@ -1083,7 +1072,7 @@ class MediaSession:
                 and (channel.offloaded or channel.last_active == now)
             ):
                 flow = kernel.flow(channel.source, port, other.port, out.dest, self.host, copy=copy)
-            kernel.want(port, flow, channel)
+            kernel.want(port, flow, channel, protocol)
 
     def _take_back(self) -> None:
         """Every channel back to the relay (a new SDP or key, or the end)."""

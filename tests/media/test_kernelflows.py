@@ -6,7 +6,6 @@ import json
 
 from pbx.media.kernelflows import (
     COPY_MARK,
-    COPY_PORT,
     GET_CHUNK,
     MARK,
     Flow,
@@ -49,7 +48,7 @@ def listing(*elements: tuple[str, int, int, int]) -> str:
 
 
 def test_the_table_matches_flows_before_tracking_and_rewrites_their_source_after_routing() -> None:
-    script = table_script("pbx_relay_42")
+    script = table_script("pbx_relay_42", 40000)
     # Replaces an older table of the same name in one transaction.
     assert script.startswith("add table ip pbx_relay_42\ndelete table ip pbx_relay_42\n")
     assert "type filter hook prerouting priority raw" in script
@@ -95,14 +94,14 @@ def test_a_batch_adds_what_is_wanted_and_removes_what_is_not() -> None:
 
 
 def test_a_copied_flow_is_duplicated_to_our_port_and_its_copies_are_told_apart() -> None:
-    script = table_script("pbx_relay_42")
+    script = table_script("pbx_relay_42", 40000)
     chain = script[script.index("chain prerouting") : script.index("chain input")]
     copy = f"0x{COPY_MARK:08x}"
-    # A copy coming back through loopback first: sent on to our socket from port 0, untouched
-    # by the forwarding rule below (and not copied again).
-    assert chain.index(f"meta mark {copy} udp sport set {COPY_PORT} accept") < chain.index(
-        f"@copies meta mark set {copy} dup to ip daddr"
-    )
+    # A copy coming back through loopback first: sent on to the copies port (40000) from our
+    # port (which call), untouched by the forwarding rule below (and not copied again);
+    # anything else sent to the copies port is dropped.
+    back = chain.index(f"meta mark {copy} udp sport set udp dport udp dport set 40000 accept")
+    assert back < chain.index("udp dport 40000 drop") < chain.index(f"@copies meta mark set {copy}")
     # Duplicated before the forwarding rule rewrites the packet: the copy goes to our port.
     assert chain.index("dup to ip daddr") < chain.index("@flows notrack")
     recorded = Flow(("10.0.0.2", 4000), 20000, 20002, ("10.0.0.3", 5000), "192.0.2.1", True)

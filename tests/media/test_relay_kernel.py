@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import subprocess
 from collections.abc import AsyncIterator
 from typing import Any
@@ -183,16 +184,31 @@ async def test_a_recorded_call_stays_in_the_kernel_which_copies_each_packet_for_
     assert [packet for _, packet in tapped] == [rtp(n) for n in range(seq, seq + 20)]
     await b.expect_nothing(0.05)
     assert session.b.rtp.received == read_by_relay  # B's packets: forwarded, not copied
+    # A packet sent to the copies' port from outside, even from A's address and the port that
+    # says "A's call", is dropped: it does not go into the recording.
+    assert kernel.copies_port is not None
+    async with phone(PHONE_A) as forger:
+        forger.send(rtp(9999), (HOST, kernel.copies_port))
+        await exchange(session, a, b, range(seq + 20, seq + 21))  # after it, in order
+    forged = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        forged.bind((PHONE_A, session.a.port))
+        forged.sendto(rtp(9999), (HOST, kernel.copies_port))
+        await exchange(session, a, b, range(seq + 21, seq + 22))
+    finally:
+        forged.close()
+    await until(lambda: len(tapped) == 22)
+    assert rtp(9999) not in [packet for _, packet in tapped]
     await kernel.poll_now()
     stats = session.stats(Side.A)
-    assert stats.rtp_received == stats.rtp_relayed == seq + 20  # copies not counted twice
+    assert stats.rtp_received == stats.rtp_relayed == seq + 22  # copies not counted twice
     assert stats.rtp_lost == 0
-    assert session.stats(Side.B).rtp_received == seq + 20
-    assert kernel.rtp_copied >= 20
+    assert session.stats(Side.B).rtp_received == seq + 22
+    assert kernel.rtp_copied >= 22
     # The recording stops: the flow goes on in the kernel without copies (it may have come
     # back meanwhile, silent between two listings: then it returns to the kernel, uncopied).
     session.set_tap(Side.A, None)
-    seq += 20
+    seq += 22
     async with asyncio.timeout(10):
         while not (both_in_kernel(session) and kernel.flows.wanted[session.a.port].copy is False):
             await talk(session, a, b, seq)
@@ -200,7 +216,7 @@ async def test_a_recorded_call_stays_in_the_kernel_which_copies_each_packet_for_
             await asyncio.sleep(0.02)
     await kernel.settled()
     await exchange(session, a, b, range(seq, seq + 10))
-    assert len(tapped) == 20
+    assert len(tapped) == 22
     await kernel.poll_now()
     stats = session.stats(Side.A)
     assert stats.rtp_received == stats.rtp_relayed == seq + 10
