@@ -20,27 +20,26 @@ compares the relay CPU of the two at every level both held. A level given more t
 as well: on a VM one pair moves by several percent.
 
 Modes, each stepped through the call counts until loss reaches 0.1 % (a failed level is tried
-once more, ``--retries``, since the machine may be shared; the whole run stops starting
-levels after 170 s, ``--budget``): ``direct`` sends the same traffic endpoint to endpoint without the relay: the
-generator's own limit and the baseline latency. ``relay`` and ``relay+rec`` go through the
-relay without and with recording. ``relay+srtp`` (issue #18) makes every leg SRTP (SDES
-``AES_CM_128_HMAC_SHA1_80``): the generator encrypts what each phone sends with that phone's key
-and decrypts what comes back with the relay's key for that leg (libsrtp through ``pylibsrtp``,
-as the relay), so the relay decrypts and re-encrypts every packet, through real sockets.
-``relay+kernel`` (issue #21, docs/design.md 9.15) gives the sessions the kernel fast path
-(``pbx.media.kernel``, nftables; needs root): 2 s of traffic that is not measured (CPU
-included) let the relay's ticks hand the calls over, then the kernel forwards them. It costs
-the relay process little; the kernel forwards in the senders' system calls and softirqs,
-charged to whatever runs then (here mostly the generator), so the end of the run prints, for
-each level held, the whole machine's CPU beyond the ``direct`` mode's at the same level: a
-difference of two noisy figures (run ``direct`` too, and repeat). ``relay+rec+kernel`` records
-every call as ``relay+rec`` does, with the kernel fast path: the kernel forwards each packet and
-copies it to the relay's socket for the recorder (``Flow.copy``), so the relay reads every
-packet and sends none; its cost is printed the same way.
-A packet counts as lost if it never arrives or arrives more than 50 ms after it was sent (it
-would miss a phone's jitter buffer). Latency is one-way (send to receive; CLOCK_MONOTONIC is
-shared by processes); "added" is the relay's mean latency minus the direct mean at the same
-call count. Jitter is the RFC 3550 §6.4.1 interarrival jitter
+once more, ``--retries``, since the machine may be shared; the whole run stops starting levels
+after 170 s, ``--budget``): ``direct`` sends the same traffic endpoint to endpoint without the
+relay: the generator's own limit and the baseline latency. ``relay`` and ``relay+rec`` go
+through the relay without and with recording. ``relay+srtp`` (issue #18) makes every leg SRTP
+(SDES ``AES_CM_128_HMAC_SHA1_80``): the generator encrypts what each phone sends with that
+phone's key and decrypts what comes back with the relay's key for that leg (libsrtp through
+``pylibsrtp``, as the relay), so the relay decrypts and re-encrypts every packet, through real
+sockets. ``relay+kernel`` (issue #21, docs/design.md 9.15) gives the sessions the kernel fast
+path (``pbx.media.kernel``, nftables; needs root): 2 s of traffic that is not measured (CPU
+included) let the relay's ticks hand the calls over, then the kernel forwards them. It costs the
+relay process little; the kernel forwards in the senders' system calls and softirqs, charged to
+whatever runs then (here mostly the generator), so the end of the run prints, for each level
+held, the whole machine's CPU beyond the ``direct`` mode's at the same level: a difference of
+two noisy figures (run ``direct`` too, and repeat). ``relay+rec+kernel`` records every call as
+``relay+rec`` does, with the kernel fast path: the kernel forwards each packet and copies it to
+the relay's socket for the recorder (``Flow.copy``), so the relay reads every packet and sends
+none; its cost is printed the same way. A packet counts as lost if it never arrives or arrives
+more than 50 ms after it was sent (it would miss a phone's jitter buffer). Latency is one-way
+(send to receive; CLOCK_MONOTONIC is shared by processes); "added" is the relay's mean latency
+minus the direct mean at the same call count. Jitter is the RFC 3550 §6.4.1 interarrival jitter
 estimate, averaged over streams. "relay" and "gen" are the CPU each process used (1.0 = one
 core; the relay is one asyncio thread plus the recorder's short writes), "other" what the rest
 of the machine used meanwhile, "lag" the generator's worst lateness against its schedule.

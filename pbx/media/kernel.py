@@ -22,13 +22,14 @@ packets the relay read itself (a stream restarts each time a channel comes back)
 A recorded channel is forwarded as a copied flow (``Flow.copy``): the kernel also sends a copy
 of each packet to one socket of the forwarder's, the *copies socket*, whatever the call (the
 copy's source port says which: ``pbx.media.kernelflows``). The forwarder reads it every
-``COPY_INTERVAL`` while some flow is copied, everything queued at once, where the relay wakes
-up for each datagram of each call's socket (at 300 recorded calls, the wake-ups alone cost
-more than the reading): each copy is counted on its channel (so the loss count goes on) and
+``COPY_INTERVAL`` while some flow is copied, everything queued at once, rather than on each
+wake-up (at 300 recorded calls that took the relay process from 38 % of a core to 27-30 %;
+docs/design.md 9.16). Each copy is counted on its channel (so the loss count goes on) and
 handed to the channel's tap (the recorder, with the time of the read as its arrival: at most
-``COPY_INTERVAL`` late, well within the recorder's jitter allowance), and nothing is sent. A copy read after its flow was taken back is still only a copy, so a packet
-never reaches a party twice. The flow's counter still finds silence; its packets are not added
-to the channel a second time (``rtp_copied``).
+``COPY_INTERVAL`` late, well within the recorder's jitter allowance), and nothing is sent. A
+copy read after its flow was taken back is still only a copy, so a packet never reaches a party
+twice. The flow's counter still finds silence; its packets are not added to the channel a
+second time (``rtp_copied``).
 
 When ``nft`` is missing or refuses (no ``CAP_NET_ADMIN``), the relay stays in user space and
 says so once (``kernel_forwarding_unavailable``). The table is this process's
