@@ -35,8 +35,8 @@ whatever runs then (here mostly the generator), so the end of the run prints, fo
 held, the whole machine's CPU beyond the ``direct`` mode's at the same level: a difference of
 two noisy figures (run ``direct`` too, and repeat). ``relay+rec+kernel`` records every call as
 ``relay+rec`` does, with the kernel fast path: the kernel forwards each packet and copies it to
-the relay's socket for the recorder (``Flow.copy``), so the relay reads every packet and sends
-none; its cost is printed the same way. A packet counts as lost if it never arrives or arrives
+one socket of the forwarder's for the recorder (``Flow.copy``), read every 10 ms, so the relay
+sends none; its cost is printed the same way. A packet counts as lost if it never arrives or arrives
 more than 50 ms after it was sent (it would miss a phone's jitter buffer). Latency is one-way
 (send to receive; CLOCK_MONOTONIC is shared by processes); "added" is the relay's mean latency
 minus the direct mean at the same call count. Jitter is the RFC 3550 §6.4.1 interarrival jitter
