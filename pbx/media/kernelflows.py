@@ -62,7 +62,7 @@ class Flow:
     out_port: int  # our port the packets leave from
     dest: Address  # the other party
     local: str  # our address, the packets' new source
-    copy: bool = False  # a copy of each packet also reaches our port (module docstring)
+    copy: bool = False  # a copy of each packet also goes to the copies port (module docstring)
 
     @property
     def key(self) -> tuple[str, int, int]:
