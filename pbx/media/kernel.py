@@ -213,13 +213,7 @@ class KernelForwarder:
         if self._task is not None:
             self._task.cancel()
             self._task = None
-        if self._copies_timer is not None:
-            self._copies_timer.cancel()
-            self._copies_timer = None
-        if self._copies is not None:
-            self._copies.close()
-            self._copies = None
-        self._copied.clear()
+        self._close_copies()
         was_active, self.active, self.ended = self.active, False, True
         self._idle.set()
         self._started.set()
@@ -242,6 +236,7 @@ class KernelForwarder:
             await self._load()
         except _NftError as exc:
             self.ended = True
+            self._close_copies()  # never read: not left bound on every address
             self._idle.set()
             self._started.set()
             log.warning("kernel_forwarding_unavailable", error=str(exc))
@@ -304,6 +299,15 @@ class KernelForwarder:
                 raise _NftError(f"copies socket: {exc}") from None
             self._copies = sock
         return int(self._copies.getsockname()[1])
+
+    def _close_copies(self) -> None:
+        if self._copies_timer is not None:
+            self._copies_timer.cancel()
+            self._copies_timer = None
+        if self._copies is not None:
+            self._copies.close()
+            self._copies = None
+        self._copied.clear()
 
     def _read_copies(self) -> None:
         """The copies of the recorded calls' packets: counted on their channels and handed to

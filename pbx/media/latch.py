@@ -275,7 +275,7 @@ class Party:
         """Note which channels moved since the last tick; return when the party last sent."""
         self.rtp.catch_up()
         for channel in (self.rtp, self.rtcp):
-            received = channel.received + channel.kernel_received
+            received = channel.total_received
             if received != channel.seen:
                 channel.seen = received
                 channel.last_active = now

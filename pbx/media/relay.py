@@ -1035,7 +1035,8 @@ class MediaSession:
         a destination, and it is active: it moved in this tick, or the kernel holds it already
         (the kernel path gives back a flow that falls silent, and it returns here once the
         relay reads packets from it again). A recorded channel (a tap) goes as a copied flow:
-        the kernel forwards its packets and copies each to the relay for the recorder.
+        the kernel forwards its packets and copies each to the forwarder's copies socket, which
+        hands them to the tap.
         """
         kernel = self._kernel
         assert kernel is not None

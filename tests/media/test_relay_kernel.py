@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +27,11 @@ from tests.media.udp import HOST, TEST_PORTS, Endpoint, until
 
 PHONE_A, PHONE_B = "127.0.0.2", "127.0.0.3"
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
+pytestmark = [
+    pytest.mark.asyncio,
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0, reason="loading nftables tables needs root"),
+]
 
 
 def rtp(seq: int) -> bytes:
@@ -353,5 +359,23 @@ async def test_without_nft_the_relay_stays_in_user_space() -> None:
                 await asyncio.sleep(0.02)
             assert session.a.rtp.received == 10
             assert not session.a.rtp.offloaded
+    finally:
+        forwarder.close()
+
+
+async def test_when_nft_refuses_the_table_the_copies_socket_is_closed(tmp_path: Path) -> None:
+    # An nft that lists tables but refuses to load ours (as without CAP_NET_ADMIN).
+    nft = tmp_path / "nft"
+    nft.write_text(
+        '#!/bin/sh\nif [ "$1" = "-j" ]; then echo \'{"nftables": []}\'; exit 0; fi\n'
+        'echo "Operation not permitted" >&2\nexit 1\n'
+    )
+    nft.chmod(0o755)
+    forwarder = KernelForwarder(asyncio.get_running_loop(), nft=str(nft), table="pbx_relay_t")
+    forwarder.start()
+    try:
+        async with asyncio.timeout(5):
+            assert not await forwarder.started()
+        assert forwarder.copies_port is None  # not left bound on every address
     finally:
         forwarder.close()
