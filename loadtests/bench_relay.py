@@ -98,7 +98,8 @@ RELAY_PORTS = (20000, 29999)
 # The --before relay's range (both relays are up at once), below the ephemeral ports as well.
 BEFORE_PORTS = (10000, 19999)
 RTPENGINE_PORTS = (30000, 39999)  # the rtpengine mode's relay (4 ports a call: RTP and RTCP)
-# relay+kernel: unmeasured traffic first, for the relay's ticks (0.5 s) to hand the calls over.
+# The +kernel modes: unmeasured traffic first, for the relay's ticks (0.5 s) to hand the calls
+# over.
 KERNEL_HANDOVER = 2.0
 PACKET_INTERVAL = 0.020  # 50 packets/s per direction
 PHASES = 20  # phase groups, one every millisecond

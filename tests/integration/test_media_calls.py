@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import re
 import shutil
 import socket
@@ -871,6 +872,7 @@ def test_pyvoip_callers_ack_stops_the_2xx_retransmissions(
 # --- 6. the kernel fast path (issue #21) ----------------------------------------------------------
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="loading nftables tables needs root")
 def test_with_kernel_forwarding_the_phones_hear_each_other_and_are_recorded_through_nftables(
     tmp_path: Path, phones: Callable[[RunningServer, str], Phone]
 ) -> None:
